@@ -1,0 +1,238 @@
+//! The plugin's start-up configuration (the manifest's `spec.config`).
+//!
+//! ```json
+//! {
+//!   "model": {"model_id": "sentence-transformers/all-MiniLM-L6-v2", "revision": "main"},
+//!   "normalize": null, "truncate": true, "pooling": null,
+//!   "batching": true, "max_batch_size": 32, "max_batch_tokens": 16384,
+//!   "max_wait_ms": 2, "queue_capacity": 1024, "dtype": "f32", "device": "auto"
+//! }
+//! ```
+//!
+//! Every key is optional. Unknown keys are refused so a typo (`max_batchsize`) is not
+//! silently ignored.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::pooling::Pooling;
+
+/// Env var against which relative model paths are resolved.
+pub const MODEL_ROOT_ENV: &str = "BKG_MODEL_ROOT";
+
+/// Where a model comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum ModelSource {
+    /// A directory in Hugging Face layout on local disk.
+    Path { path: PathBuf },
+    /// A Hub repository, downloaded into the HF cache (`HF_HOME`).
+    Hub {
+        model_id: String,
+        #[serde(default)]
+        revision: Option<String>,
+    },
+}
+
+impl ModelSource {
+    /// A short name for responses and logs.
+    pub fn display_name(&self) -> String {
+        match self {
+            Self::Path { path } => path.display().to_string(),
+            Self::Hub { model_id, .. } => model_id.clone(),
+        }
+    }
+
+    /// Resolves a relative path against `BKG_MODEL_ROOT`, so manifests can name models
+    /// relative to a volume mount without knowing where it is.
+    pub fn resolved(self) -> Self {
+        match self {
+            Self::Path { path } if path.is_relative() => match std::env::var_os(MODEL_ROOT_ENV) {
+                Some(root) => Self::Path {
+                    path: PathBuf::from(root).join(path),
+                },
+                None => Self::Path { path },
+            },
+            other => other,
+        }
+    }
+}
+
+/// Weight and activation precision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dtype {
+    #[default]
+    F32,
+    /// Half the memory traffic; kept only where it holds cosine > 0.999 against f32.
+    Bf16,
+}
+
+impl Dtype {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+        }
+    }
+}
+
+/// Which compute device to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    /// CUDA when built with the `cuda` feature and a GPU is present, else CPU.
+    #[default]
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+/// Parsed `spec.config`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginConfig {
+    /// The model loaded at start; none means start empty and wait for `model.load`.
+    pub model: Option<ModelSource>,
+    /// L2-normalize embeddings; `None` follows the model (sentence-transformers `Normalize`).
+    pub normalize: Option<bool>,
+    /// Truncate over-long inputs to the model's limit (reported per input) instead of refusing.
+    pub truncate: bool,
+    /// Override the model's pooling (`mean`, `cls`, `max`, `last_token`).
+    pub pooling: Option<Pooling>,
+    /// Off: every input runs alone (batch size 1), for benchmarks and debugging.
+    pub batching: bool,
+    pub max_batch_size: usize,
+    /// Upper bound on padded tokens (batch rows × longest input) in one forward pass.
+    pub max_batch_tokens: usize,
+    /// How long the queue waits for company before running a non-full batch.
+    pub max_wait_ms: u64,
+    /// Inputs that may wait at once; beyond this requests are refused with 429.
+    pub queue_capacity: usize,
+    pub dtype: Dtype,
+    pub device: DeviceChoice,
+}
+
+impl Default for PluginConfig {
+    fn default() -> Self {
+        Self {
+            model: None,
+            normalize: None,
+            truncate: true,
+            pooling: None,
+            batching: true,
+            max_batch_size: 32,
+            max_batch_tokens: 16_384,
+            max_wait_ms: 2,
+            queue_capacity: 1024,
+            dtype: Dtype::F32,
+            device: DeviceChoice::Auto,
+        }
+    }
+}
+
+impl PluginConfig {
+    /// Parses and checks `spec.config`; `null` counts as empty.
+    pub fn from_value(value: &serde_json::Value) -> Result<Self> {
+        let config: Self = if value.is_null() {
+            Self::default()
+        } else {
+            serde_json::from_value(value.clone()).map_err(|e| Error::Config(e.to_string()))?
+        };
+        config.validate()
+    }
+
+    fn validate(mut self) -> Result<Self> {
+        if self.max_batch_size == 0 {
+            return Err(Error::Config("max_batch_size must be at least 1".into()));
+        }
+        if self.queue_capacity == 0 {
+            return Err(Error::Config("queue_capacity must be at least 1".into()));
+        }
+        if self.max_batch_tokens == 0 {
+            return Err(Error::Config("max_batch_tokens must be at least 1".into()));
+        }
+        self.model = self.model.map(ModelSource::resolved);
+        Ok(self)
+    }
+
+    /// The batching limits the queue actor runs with.
+    pub fn batch_policy(&self) -> BatchPolicy {
+        if self.batching {
+            BatchPolicy {
+                max_batch_size: self.max_batch_size,
+                max_batch_tokens: self.max_batch_tokens,
+                max_wait: Duration::from_millis(self.max_wait_ms),
+                queue_capacity: self.queue_capacity,
+            }
+        } else {
+            BatchPolicy {
+                max_batch_size: 1,
+                max_batch_tokens: self.max_batch_tokens,
+                max_wait: Duration::ZERO,
+                queue_capacity: self.queue_capacity,
+            }
+        }
+    }
+}
+
+/// Limits for the batching queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchPolicy {
+    pub max_batch_size: usize,
+    pub max_batch_tokens: usize,
+    pub max_wait: Duration,
+    pub queue_capacity: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn empty_and_null_config_mean_defaults() {
+        assert_eq!(
+            PluginConfig::from_value(&json!({})).unwrap(),
+            PluginConfig::default()
+        );
+        assert_eq!(
+            PluginConfig::from_value(&json!(null)).unwrap(),
+            PluginConfig::default()
+        );
+    }
+
+    #[test]
+    fn model_sources_parse() {
+        let c = PluginConfig::from_value(&json!({"model": {"path": "/m"}})).unwrap();
+        assert_eq!(c.model, Some(ModelSource::Path { path: "/m".into() }));
+        let c =
+            PluginConfig::from_value(&json!({"model": {"model_id": "a/b", "revision": "main"}}))
+                .unwrap();
+        assert_eq!(
+            c.model,
+            Some(ModelSource::Hub {
+                model_id: "a/b".into(),
+                revision: Some("main".into())
+            })
+        );
+    }
+
+    #[test]
+    fn typos_and_zero_limits_are_refused() {
+        assert!(PluginConfig::from_value(&json!({"max_batchsize": 4})).is_err());
+        assert!(PluginConfig::from_value(&json!({"max_batch_size": 0})).is_err());
+        assert!(PluginConfig::from_value(&json!({"dtype": "f16"})).is_err());
+    }
+
+    #[test]
+    fn batching_off_means_batches_of_one() {
+        let c = PluginConfig::from_value(&json!({"batching": false})).unwrap();
+        let p = c.batch_policy();
+        assert_eq!(p.max_batch_size, 1);
+        assert_eq!(p.max_wait, Duration::ZERO);
+    }
+}

@@ -1,0 +1,178 @@
+//! A loaded model: tokenizer, encoder network and pooling, usable synchronously.
+//!
+//! The plugin hands an `Arc<Embedder>` to its batching thread and tokenizes on the caller's
+//! task; benchmarks and tests call [`Embedder::embed`] directly.
+
+use std::path::Path;
+
+use candle_core::{DType, Device};
+use serde::Serialize;
+
+use crate::artifacts::ModelDir;
+use crate::config::{DeviceChoice, Dtype, ModelSource};
+use crate::error::{Error, Result};
+use crate::layers::Weights;
+use crate::models::{EmbeddingModel, ModelConfig, PackedBatch};
+use crate::pooling::{Pooling, l2_normalize};
+use crate::source;
+use crate::tokenize::{Encoded, Encoder};
+
+/// Overrides applied on top of what the model directory says.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub dtype: Dtype,
+    pub device: Device,
+    pub pooling: Option<Pooling>,
+    pub normalize: Option<bool>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            dtype: Dtype::F32,
+            device: Device::Cpu,
+            pooling: None,
+            normalize: None,
+        }
+    }
+}
+
+/// Facts about the loaded model, reported in responses and `details()`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelInfo {
+    pub name: String,
+    pub architecture: &'static str,
+    pub dimensions: usize,
+    pub max_seq_length: usize,
+    pub pooling: Pooling,
+    pub normalize: bool,
+    pub dtype: &'static str,
+    pub device: String,
+}
+
+pub struct Embedder {
+    encoder: Encoder,
+    model: Box<dyn EmbeddingModel>,
+    info: ModelInfo,
+}
+
+impl Embedder {
+    /// Fetches (if from the Hub) and loads a model. Blocking: call from a blocking thread.
+    pub fn load_source(source: &ModelSource, opts: &LoadOptions) -> Result<Self> {
+        let dir = source::materialize(source)?;
+        Self::load(&dir, source.display_name(), opts)
+    }
+
+    /// [`Embedder::load_source`] with an explicit HF cache directory (`…/hub`) and offline switch.
+    pub fn load_source_with(
+        source: &ModelSource,
+        hf_cache: &Path,
+        offline: bool,
+        opts: &LoadOptions,
+    ) -> Result<Self> {
+        let dir =
+            source::materialize_with(source, hf_hub::Cache::new(hf_cache.to_owned()), offline)?;
+        Self::load(&dir, source.display_name(), opts)
+    }
+
+    /// Loads a model directory in HF layout.
+    pub fn load(dir: &Path, name: String, opts: &LoadOptions) -> Result<Self> {
+        let started = std::time::Instant::now();
+        let files = ModelDir::open(dir)?;
+        let config = ModelConfig::from_json(&files.config_json)?;
+        let dtype = match opts.dtype {
+            Dtype::F32 => DType::F32,
+            Dtype::Bf16 => DType::BF16,
+        };
+        let mut weights = Weights::load(&files.weights, dtype, &opts.device)?;
+        let model = config.build(&mut weights, &opts.device)?;
+        drop(weights);
+        // sentence-transformers' max_seq_length wins; the tokenizer's limit and the position
+        // table are fallbacks and hard ceilings.
+        let max_len = files
+            .sentence
+            .max_seq_length
+            .or(files.tokenizer_max_length)
+            .unwrap_or(model.max_positions())
+            .min(model.max_positions());
+        let encoder = Encoder::from_file(&files.tokenizer, max_len)?;
+        let info = ModelInfo {
+            name,
+            architecture: model.architecture(),
+            dimensions: model.hidden_size(),
+            max_seq_length: max_len,
+            pooling: opts
+                .pooling
+                .or(files.sentence.pooling)
+                .unwrap_or(Pooling::Mean),
+            normalize: opts.normalize.unwrap_or(files.sentence.normalize),
+            dtype: opts.dtype.as_str(),
+            device: device_name(&opts.device),
+        };
+        tracing::info!(model = %info.name, dir = %dir.display(), dimensions = info.dimensions,
+            max_seq_length = info.max_seq_length, pooling = info.pooling.as_str(), normalize = info.normalize,
+            elapsed_ms = started.elapsed().as_millis() as u64, "model loaded");
+        Ok(Self {
+            encoder,
+            model,
+            info,
+        })
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    pub fn encoder(&self) -> &Encoder {
+        &self.encoder
+    }
+
+    /// Pooled (not yet normalized) embeddings for already tokenized inputs, in input order.
+    pub fn embed_encoded(&self, seqs: &[&Encoded]) -> Result<Vec<Vec<f32>>> {
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let batch = PackedBatch::new(seqs.iter().map(|e| (&e.ids[..], &e.type_ids[..])));
+        let hidden = self.model.forward(&batch)?;
+        let pooled = self.info.pooling.apply(&hidden, &batch.offsets)?;
+        Ok(pooled.to_vec2::<f32>()?)
+    }
+
+    /// Tokenizes and embeds `texts` as one batch; normalizes as the model's settings say.
+    pub fn embed<S: AsRef<str>>(&self, texts: &[S], truncate: bool) -> Result<Vec<Vec<f32>>> {
+        let encoded = self.encoder.encode_all(texts, truncate)?;
+        let refs: Vec<&Encoded> = encoded.iter().collect();
+        let mut out = self.embed_encoded(&refs)?;
+        if self.info.normalize {
+            out.iter_mut().for_each(|v| l2_normalize(v));
+        }
+        Ok(out)
+    }
+}
+
+/// Picks the compute device. CUDA needs the `cuda` feature; `auto` falls back to the CPU.
+pub fn select_device(choice: DeviceChoice) -> Result<Device> {
+    match choice {
+        DeviceChoice::Cpu => Ok(Device::Cpu),
+        DeviceChoice::Cuda => cuda_device().map_err(Error::Device),
+        DeviceChoice::Auto => Ok(cuda_device().unwrap_or(Device::Cpu)),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_device() -> std::result::Result<Device, String> {
+    Device::new_cuda(0).map_err(|e| format!("CUDA device 0 is not usable: {e}"))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_device() -> std::result::Result<Device, String> {
+    Err("this build has no CUDA support (rebuild with --features cuda)".into())
+}
+
+pub fn device_name(device: &Device) -> String {
+    match device {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(_) => "cuda:0".into(),
+        Device::Metal(_) => "metal".into(),
+    }
+}

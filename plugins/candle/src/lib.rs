@@ -1,0 +1,51 @@
+//! bkg's Candle embedding plugin: sentence encoders (BERT family) served with dynamic batching.
+//!
+//! ```text
+//!  invoke ─▶ schema (parse) ─▶ tokenize (max_seq_length, no baked-in padding)
+//!                                   │
+//!                                   ▼
+//!                         batcher (own thread, bounded) ─▶ models::<arch> forward on a packed
+//!                                   │                     batch ─▶ pooling ─▶ normalize
+//!                                   ▼
+//!                       {"embeddings": [[…]], "truncated": […], "usage": …}
+//! ```
+//!
+//! | capability     | does |
+//! |----------------|------|
+//! | `model.load`   | loads `{model_id, revision?}` from the Hub cache or `{path}` from disk |
+//! | `model.unload` | drops the model; embedding requests then answer 503 |
+//! | `model.infer`  | embeds `input` (string or list), reports truncation and token usage |
+//! | `embeddings`   | the same, in OpenAI's `/v1/embeddings` shapes |
+//!
+//! Config keys are documented on [`config::PluginConfig`].
+
+#![forbid(unsafe_code)]
+
+pub mod artifacts;
+pub mod batcher;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod layers;
+pub mod metrics;
+pub mod models;
+pub mod plugin;
+pub mod pooling;
+pub mod schema;
+pub mod source;
+pub mod tokenize;
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod testutil;
+
+pub use config::{BatchPolicy, PluginConfig};
+pub use engine::{Embedder, LoadOptions, ModelInfo};
+pub use error::{Error, Result};
+pub use plugin::CandlePlugin;
+
+/// Creates the plugin; the runtime calls this once per process.
+pub fn new_plugin() -> Box<dyn bkg_plugin_api::Plugin> {
+    Box::new(CandlePlugin::default())
+}

@@ -1,0 +1,279 @@
+//! The [`Plugin`] implementation: config, model lifecycle and request routing.
+//!
+//! ```text
+//!  start ──▶ PluginConfig ──▶ device ──▶ (model configured?) load ──▶ Loaded{Embedder, Batcher}
+//!  invoke(model.infer | embeddings) ──▶ tokenize here ──▶ Batcher (own thread) ──▶ JSON
+//!  invoke(model.load)  ──▶ load on a blocking thread ──▶ swap; the old model drains and stops
+//! ```
+
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use bkg_plugin_api::{
+    CapabilityDescriptor, InvokeContext, Plugin, PluginError, StartContext, async_trait,
+};
+use candle_core::Device;
+use serde_json::{Map, Value, json};
+
+use crate::batcher::Batcher;
+use crate::config::{ModelSource, PluginConfig};
+use crate::engine::{Embedder, LoadOptions, device_name, select_device};
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::pooling::l2_normalize;
+use crate::schema::{self, Embedded};
+use crate::tokenize::Encoded;
+
+/// A model ready to serve: the embedder (shared with its batching thread) and its queue.
+struct Loaded {
+    embedder: Arc<Embedder>,
+    batcher: Batcher,
+}
+
+struct State {
+    config: PluginConfig,
+    device: Device,
+    current: Option<Arc<Loaded>>,
+}
+
+/// The Candle embedding plugin. Construct with [`crate::new_plugin`] or [`CandlePlugin::default`].
+pub struct CandlePlugin {
+    metrics: Metrics,
+    state: RwLock<State>,
+    /// Serializes loads so two concurrent `model.load` calls cannot interleave their swaps.
+    load_lock: tokio::sync::Mutex<()>,
+}
+
+impl Default for CandlePlugin {
+    fn default() -> Self {
+        Self {
+            metrics: Metrics::default(),
+            state: RwLock::new(State {
+                config: PluginConfig::default(),
+                device: Device::Cpu,
+                current: None,
+            }),
+            load_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+impl CandlePlugin {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        // A poisoned lock only means a panic elsewhere while holding it; the state is plain data.
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn current(&self) -> Result<Arc<Loaded>> {
+        self.read().current.clone().ok_or(Error::NoModel)
+    }
+
+    /// Loads `source` off the async runtime and swaps it in. The previous model keeps serving
+    /// until the new one is ready, and stays if loading fails.
+    async fn load(&self, source: ModelSource) -> Result<Value> {
+        let _guard = self.load_lock.lock().await;
+        let (config, device) = {
+            let s = self.read();
+            (s.config.clone(), s.device.clone())
+        };
+        let opts = LoadOptions {
+            dtype: config.dtype,
+            device,
+            pooling: config.pooling,
+            normalize: config.normalize,
+        };
+        let started = Instant::now();
+        let embedder = tokio::task::spawn_blocking(move || Embedder::load_source(&source, &opts))
+            .await
+            .map_err(|e| Error::Inference(format!("model loading thread failed: {e}")))??;
+        let embedder = Arc::new(embedder);
+        let batcher = Batcher::spawn(
+            Arc::clone(&embedder),
+            config.batch_policy(),
+            self.metrics.clone(),
+        )?;
+        let info = embedder.info().clone();
+        self.write().current = Some(Arc::new(Loaded { embedder, batcher }));
+        Ok(json!({"model": info, "load_ms": started.elapsed().as_millis() as u64}))
+    }
+
+    /// Tokenizes, queues and (optionally) normalizes; shared by both embedding capabilities.
+    async fn embed(
+        &self,
+        texts: Vec<String>,
+        normalize: Option<bool>,
+        truncate: Option<bool>,
+        deadline: Instant,
+    ) -> Result<(Arc<Loaded>, Embedded)> {
+        let loaded = self.current()?;
+        let truncate = truncate.unwrap_or_else(|| self.read().config.truncate);
+        let encoded: Vec<Encoded> = loaded.embedder.encoder().encode_all(&texts, truncate)?;
+        let truncated: Vec<bool> = encoded.iter().map(|e| e.truncated).collect();
+        let prompt_tokens = encoded.iter().map(Encoded::len).sum();
+        let mut vectors = loaded.batcher.embed(encoded, Some(deadline)).await?;
+        let normalized = normalize.unwrap_or(loaded.embedder.info().normalize);
+        if normalized {
+            vectors.iter_mut().for_each(|v| l2_normalize(v));
+        }
+        Ok((
+            loaded,
+            Embedded {
+                vectors,
+                truncated,
+                prompt_tokens,
+                normalized,
+            },
+        ))
+    }
+
+    async fn invoke_inner(
+        &self,
+        capability: &str,
+        payload: Value,
+        ctx: &InvokeContext,
+    ) -> Result<Value, PluginError> {
+        match capability {
+            schema::INFER => {
+                let req = schema::parse_infer(payload)?;
+                let (loaded, e) = self
+                    .embed(req.texts, req.normalize, req.truncate, ctx.deadline)
+                    .await?;
+                Ok(schema::infer_response(loaded.embedder.info(), e))
+            }
+            schema::EMBEDDINGS => {
+                let req = schema::parse_openai(payload)?;
+                let dims = self.current()?.embedder.info().dimensions;
+                if req.dimensions.is_some_and(|d| d != dims) {
+                    return Err(Error::InvalidInput(format!(
+                        "this model only produces {dims} dimensions"
+                    ))
+                    .into());
+                }
+                let (loaded, e) = self.embed(req.texts, None, None, ctx.deadline).await?;
+                Ok(schema::openai_response(
+                    loaded.embedder.info(),
+                    e,
+                    req.encoding_format,
+                ))
+            }
+            schema::LOAD => {
+                let source = schema::parse_load(payload)?;
+                tracing::info!(request_id = %ctx.request_id, model = %source.display_name(), "model.load");
+                self.load(source)
+                    .await
+                    .map_err(|e| e.into_load_error(false))
+            }
+            schema::UNLOAD => {
+                let old = self.write().current.take();
+                let name = old.map(|l| l.embedder.info().name.clone());
+                tracing::info!(request_id = %ctx.request_id, model = ?name, "model.unload");
+                Ok(json!({"unloaded": name}))
+            }
+            other => Err(PluginError::UnknownCapability(other.to_owned())),
+        }
+    }
+}
+
+#[async_trait]
+impl Plugin for CandlePlugin {
+    fn version(&self) -> &'static str {
+        env!("CARGO_PKG_VERSION")
+    }
+
+    fn capabilities(&self) -> Vec<CapabilityDescriptor> {
+        schema::descriptors()
+    }
+
+    async fn start(&self, ctx: StartContext) -> Result<(), PluginError> {
+        let config = PluginConfig::from_value(&ctx.config)?;
+        let device =
+            select_device(config.device).map_err(|e| PluginError::Config(e.to_string()))?;
+        tracing::info!(plugin = %ctx.plugin_id, device = %device_name(&device), dtype = config.dtype.as_str(),
+            batching = config.batching, "starting candle plugin");
+        let model = config.model.clone();
+        {
+            let mut s = self.write();
+            s.config = config;
+            s.device = device;
+        }
+        match model {
+            Some(source) => self
+                .load(source)
+                .await
+                .map(drop)
+                .map_err(|e| e.into_load_error(true)),
+            None => {
+                tracing::info!(
+                    "no model configured; embedding requests answer 503 until model.load"
+                );
+                Ok(())
+            }
+        }
+    }
+
+    async fn invoke(
+        &self,
+        capability: &str,
+        payload: Value,
+        ctx: InvokeContext,
+    ) -> Result<Value, PluginError> {
+        self.invoke_inner(capability, payload, &ctx).await
+    }
+
+    async fn stop(&self) -> Result<(), PluginError> {
+        self.write().current = None;
+        Ok(())
+    }
+
+    fn details(&self) -> Map<String, Value> {
+        let s = self.read();
+        let mut m = Map::new();
+        m.insert("device".into(), json!(device_name(&s.device)));
+        m.insert("dtype".into(), json!(s.config.dtype.as_str()));
+        m.insert("cuda_support".into(), json!(cfg!(feature = "cuda")));
+        m.insert(
+            "model".into(),
+            json!(s.current.as_ref().map(|l| l.embedder.info().clone())),
+        );
+        let p = s.config.batch_policy();
+        m.insert(
+            "batching".into(),
+            json!({
+                "enabled": s.config.batching,
+                "max_batch_size": p.max_batch_size,
+                "max_batch_tokens": p.max_batch_tokens,
+                "max_wait_ms": p.max_wait.as_millis() as u64,
+                "queue_capacity": p.queue_capacity,
+            }),
+        );
+        m
+    }
+
+    fn telemetry(&self) -> Map<String, Value> {
+        let s = self.read();
+        let mut m = Map::new();
+        m.insert("device".into(), json!(device_name(&s.device)));
+        m.insert("model_loaded".into(), json!(s.current.is_some()));
+        m.insert(
+            "model".into(),
+            json!(s.current.as_ref().map(|l| l.embedder.info().name.clone())),
+        );
+        m.insert("queue_depth".into(), json!(self.metrics.queue_depth.get()));
+        m.insert(
+            "in_flight".into(),
+            json!(s.current.as_ref().map_or(0, |l| l.batcher.in_flight())),
+        );
+        m
+    }
+
+    fn register_metrics(
+        &self,
+        registry: &mut bkg_plugin_api::prometheus_client::registry::Registry,
+    ) {
+        self.metrics.register(registry);
+    }
+}

@@ -1,0 +1,311 @@
+//! Capability descriptors (JSON Schemas) and the payload shapes behind them.
+
+use base64::Engine as _;
+use bkg_plugin_api::CapabilityDescriptor;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::config::ModelSource;
+use crate::engine::ModelInfo;
+use crate::error::{Error, Result};
+
+pub const LOAD: &str = "model.load";
+pub const UNLOAD: &str = "model.unload";
+pub const INFER: &str = "model.infer";
+pub const EMBEDDINGS: &str = "embeddings";
+
+fn input_schema() -> Value {
+    json!({
+        "description": "One text, or a list of texts embedded together.",
+        "oneOf": [
+            {"type": "string", "minLength": 1},
+            {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1}
+        ]
+    })
+}
+
+fn model_info_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "architecture": {"type": "string"},
+            "dimensions": {"type": "integer"},
+            "max_seq_length": {"type": "integer", "description": "Token limit, special tokens included."},
+            "pooling": {"enum": ["mean", "cls", "max", "last_token"]},
+            "normalize": {"type": "boolean", "description": "Default L2 normalization."},
+            "dtype": {"enum": ["f32", "bf16"]},
+            "device": {"type": "string"}
+        }
+    })
+}
+
+pub fn descriptors() -> Vec<CapabilityDescriptor> {
+    vec![
+        CapabilityDescriptor {
+            id: LOAD.into(),
+            name: "Load model".into(),
+            description: "Loads a sentence encoder (BERT family), replacing the current one once the new one is \
+                ready. A Hub model is downloaded into the HF cache (HF_HOME) unless HF_HUB_OFFLINE=1; a path names a \
+                local directory in Hugging Face layout. On failure the previous model stays loaded."
+                .into(),
+            input_schema: json!({
+                "oneOf": [
+                    {
+                        "type": "object",
+                        "required": ["model_id"],
+                        "properties": {
+                            "model_id": {"type": "string", "examples": ["sentence-transformers/all-MiniLM-L6-v2"]},
+                            "revision": {"type": "string", "default": "main"}
+                        },
+                        "additionalProperties": false
+                    },
+                    {
+                        "type": "object",
+                        "required": ["path"],
+                        "properties": {"path": {"type": "string", "description": "Relative paths resolve against BKG_MODEL_ROOT."}},
+                        "additionalProperties": false
+                    }
+                ]
+            }),
+            output_schema: json!({
+                "type": "object",
+                "required": ["model", "load_ms"],
+                "properties": {"model": model_info_schema(), "load_ms": {"type": "integer"}}
+            }),
+        },
+        CapabilityDescriptor {
+            id: UNLOAD.into(),
+            name: "Unload model".into(),
+            description: "Unloads the current model; requests already queued are still answered. Embedding \
+                requests then answer 503 until model.load."
+                .into(),
+            input_schema: json!({"type": "object", "additionalProperties": false}),
+            output_schema: json!({
+                "type": "object",
+                "properties": {"unloaded": {"type": ["string", "null"], "description": "Name of the unloaded model, null if none was loaded."}}
+            }),
+        },
+        CapabilityDescriptor {
+            id: INFER.into(),
+            name: "Embed".into(),
+            description: "Embeds one or more texts. Inputs longer than the model's max_seq_length are cut (and \
+                flagged in `truncated`) unless truncation is off, in which case they are refused (422)."
+                .into(),
+            input_schema: json!({
+                "type": "object",
+                "required": ["input"],
+                "properties": {
+                    "input": input_schema(),
+                    "normalize": {"type": "boolean", "description": "L2-normalize; default from the model (sentence-transformers Normalize module) or config."},
+                    "truncate": {"type": "boolean", "description": "Cut over-long inputs; default from config (true)."}
+                },
+                "additionalProperties": false
+            }),
+            output_schema: json!({
+                "type": "object",
+                "required": ["model", "dimensions", "embeddings", "truncated", "normalized", "usage"],
+                "properties": {
+                    "model": {"type": "string"},
+                    "dimensions": {"type": "integer"},
+                    "embeddings": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}, "description": "One vector per input, in input order."},
+                    "truncated": {"type": "array", "items": {"type": "boolean"}, "description": "Per input: tokens were cut off."},
+                    "normalized": {"type": "boolean"},
+                    "usage": {"type": "object", "properties": {"prompt_tokens": {"type": "integer", "description": "Tokens embedded, special tokens included, after truncation."}}}
+                }
+            }),
+        },
+        CapabilityDescriptor {
+            id: EMBEDDINGS.into(),
+            name: "Embeddings (OpenAI-compatible)".into(),
+            description: "The OpenAI /v1/embeddings request and response shapes. `model` is accepted and \
+                ignored (the loaded model answers); `encoding_format` may be float or base64 (little-endian f32)."
+                .into(),
+            input_schema: json!({
+                "type": "object",
+                "required": ["input"],
+                "properties": {
+                    "input": input_schema(),
+                    "model": {"type": "string"},
+                    "encoding_format": {"enum": ["float", "base64"], "default": "float"},
+                    "dimensions": {"type": "integer", "description": "Must equal the model's dimensions if given."},
+                    "user": {"type": "string"}
+                }
+            }),
+            output_schema: json!({
+                "type": "object",
+                "required": ["object", "data", "model", "usage"],
+                "properties": {
+                    "object": {"const": "list"},
+                    "data": {"type": "array", "items": {
+                        "type": "object",
+                        "properties": {
+                            "object": {"const": "embedding"},
+                            "index": {"type": "integer"},
+                            "embedding": {"oneOf": [{"type": "array", "items": {"type": "number"}}, {"type": "string"}]}
+                        }
+                    }},
+                    "model": {"type": "string"},
+                    "usage": {"type": "object", "properties": {"prompt_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"}}}
+                }
+            }),
+        },
+    ]
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(payload: Value) -> Result<T> {
+    serde_json::from_value(payload).map_err(|e| Error::InvalidInput(e.to_string()))
+}
+
+/// `input` as a list of texts; token-id arrays (allowed by OpenAI) are refused clearly.
+fn texts(input: &Value) -> Result<Vec<String>> {
+    let wrong = || Error::InvalidInput("input must be a string or an array of strings".into());
+    match input {
+        Value::String(s) => Ok(vec![s.clone()]),
+        Value::Array(items) => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned).ok_or_else(wrong))
+            .collect(),
+        _ => Err(wrong()),
+    }
+}
+
+pub fn parse_load(payload: Value) -> Result<ModelSource> {
+    Ok(parse::<ModelSource>(payload)?.resolved())
+}
+
+/// `model.infer` request.
+#[derive(Debug)]
+pub struct InferRequest {
+    pub texts: Vec<String>,
+    pub normalize: Option<bool>,
+    pub truncate: Option<bool>,
+}
+
+pub fn parse_infer(payload: Value) -> Result<InferRequest> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Raw {
+        input: Value,
+        normalize: Option<bool>,
+        truncate: Option<bool>,
+    }
+    let raw: Raw = parse(payload)?;
+    Ok(InferRequest {
+        texts: texts(&raw.input)?,
+        normalize: raw.normalize,
+        truncate: raw.truncate,
+    })
+}
+
+/// Embeddings and the facts a response reports about them.
+pub struct Embedded {
+    pub vectors: Vec<Vec<f32>>,
+    pub truncated: Vec<bool>,
+    pub prompt_tokens: usize,
+    pub normalized: bool,
+}
+
+pub fn infer_response(info: &ModelInfo, e: Embedded) -> Value {
+    json!({
+        "model": info.name,
+        "dimensions": info.dimensions,
+        "embeddings": e.vectors,
+        "truncated": e.truncated,
+        "normalized": e.normalized,
+        "usage": {"prompt_tokens": e.prompt_tokens},
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EncodingFormat {
+    #[default]
+    Float,
+    Base64,
+}
+
+/// OpenAI embeddings request.
+#[derive(Debug)]
+pub struct OpenAiRequest {
+    pub texts: Vec<String>,
+    pub encoding_format: EncodingFormat,
+    pub dimensions: Option<usize>,
+}
+
+pub fn parse_openai(payload: Value) -> Result<OpenAiRequest> {
+    #[derive(Deserialize)]
+    struct Raw {
+        input: Value,
+        #[serde(default)]
+        encoding_format: Option<EncodingFormat>,
+        dimensions: Option<usize>,
+    }
+    let raw: Raw = parse(payload)?;
+    Ok(OpenAiRequest {
+        texts: texts(&raw.input)?,
+        encoding_format: raw.encoding_format.unwrap_or_default(),
+        dimensions: raw.dimensions,
+    })
+}
+
+pub fn openai_response(info: &ModelInfo, e: Embedded, format: EncodingFormat) -> Value {
+    let data: Vec<Value> = e
+        .vectors
+        .into_iter()
+        .enumerate()
+        .map(|(index, v)| {
+            let embedding = match format {
+                EncodingFormat::Float => json!(v),
+                EncodingFormat::Base64 => {
+                    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                    json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+                }
+            };
+            json!({"object": "embedding", "index": index, "embedding": embedding})
+        })
+        .collect();
+    json!({
+        "object": "list",
+        "data": data,
+        "model": info.name,
+        "usage": {"prompt_tokens": e.prompt_tokens, "total_tokens": e.prompt_tokens},
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_is_a_string_or_list_of_strings() {
+        assert_eq!(parse_infer(json!({"input": "a"})).unwrap().texts, vec!["a"]);
+        assert_eq!(
+            parse_infer(json!({"input": ["a", "b"]})).unwrap().texts,
+            vec!["a", "b"]
+        );
+        assert!(parse_infer(json!({"input": [1, 2]})).is_err());
+        assert!(
+            parse_infer(json!({"inputs": "a"})).is_err(),
+            "typos are refused"
+        );
+        assert!(parse_openai(json!({"input": [[1, 2]]})).is_err());
+        assert_eq!(
+            parse_openai(json!({"input": "a", "user": "u"}))
+                .unwrap()
+                .encoding_format,
+            EncodingFormat::Float
+        );
+    }
+
+    #[test]
+    fn every_capability_has_object_schemas() {
+        for d in descriptors() {
+            assert!(
+                d.input_schema.is_object() && d.output_schema.is_object(),
+                "{}",
+                d.id
+            );
+        }
+    }
+}
