@@ -282,7 +282,9 @@ spec:
         assert_eq!(plugin.spec.resources.timeout_seconds, 5);
         assert_eq!(plugin.spec.resources.max_concurrency, 64);
         assert_eq!(
-            plugin.capability("echo").and_then(|c| c.input_schema.clone()),
+            plugin
+                .capability("echo")
+                .and_then(|c| c.input_schema.clone()),
             Some(serde_json::json!({"type": "object"}))
         );
     }

@@ -67,6 +67,28 @@ pub struct PluginInfo {
     /// Kubernetes-style conditions (cluster mode); empty locally.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<ConditionInfo>,
+    /// The runtime instances (local child processes or pods) behind the plugin.
+    #[serde(default)]
+    pub instances: Vec<Instance>,
+}
+
+/// One runtime instance of a plugin: a local child process or a pod.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Instance {
+    /// `echo-0` locally, the pod name on a cluster.
+    pub name: String,
+    /// `starting`, `running`, `stopping`, `stopped`, `backoff` or `error`.
+    pub state: String,
+    pub ready: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    pub restarts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// The manifest's resource limits, in the units the dashboard shows.
@@ -97,7 +119,11 @@ pub struct ConditionInfo {
 impl PluginInfo {
     /// Describes a plugin from its manifest and observed state. `capabilities` overrides the
     /// manifest's list when the manifest declares none (the runtime then reports its own).
-    pub fn from_plugin(plugin: &Plugin, runtime_capabilities: Option<&[Capability]>) -> Self {
+    pub fn from_plugin(
+        plugin: &Plugin,
+        runtime_capabilities: Option<&[Capability]>,
+        instances: Vec<Instance>,
+    ) -> Self {
         let spec = &plugin.spec;
         let status = plugin.status.clone().unwrap_or_default();
         let declared: Vec<Capability> = spec.capabilities.iter().map(Capability::from).collect();
@@ -150,6 +176,7 @@ impl PluginInfo {
                     last_transition_time: c.last_transition_time.0.to_string(),
                 })
                 .collect(),
+            instances,
         }
     }
 }

@@ -1,0 +1,36 @@
+//! `bkg`: the composition root. Parses arguments and wires the crates together; no logic lives
+//! here that a library crate could own.
+
+#![forbid(unsafe_code)]
+
+mod up;
+
+use clap::{Parser, Subcommand};
+
+/// bkg runs ML plugins as managed processes or pods behind one secure gateway.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the local stack: every Plugin manifest in a folder as supervised processes, behind the
+    /// gateway.
+    Up(up::UpArgs),
+    /// Print the Plugin CustomResourceDefinition as YAML.
+    Crd,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd => {
+            print!("{}", bkg_core::crd_yaml());
+            Ok(())
+        }
+        Command::Up(args) => up::run(args),
+    }
+}

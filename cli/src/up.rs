@@ -1,0 +1,164 @@
+//! `bkg up`: the embedded default. Plugin manifests from a folder, each replica a supervised
+//! local process, behind the same gateway the cluster uses.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bkg_gateway::backend::local::LocalBackend;
+use bkg_operator::local::manifests::ManifestDir;
+use bkg_operator::local::{Supervisor, SupervisorConfig};
+
+#[derive(clap::Args, Debug)]
+pub struct UpArgs {
+    /// Port the gateway listens on.
+    #[arg(long, env = "BKG_PORT", default_value_t = 43119)]
+    port: u16,
+    /// Address the gateway binds to.
+    #[arg(long, env = "BKG_BIND", default_value = "127.0.0.1")]
+    bind: IpAddr,
+    /// Folder of Plugin manifests (watched for changes).
+    #[arg(long, env = "BKG_PLUGINS", default_value = "config/plugins")]
+    plugins: PathBuf,
+    /// The plugin-runtime executable; defaults to the one next to `bkg`.
+    #[arg(long, env = "BKG_RUNTIME_BIN")]
+    runtime_bin: Option<PathBuf>,
+    /// How often the manifest folder is rescanned, in milliseconds.
+    #[arg(long, env = "BKG_WATCH_INTERVAL_MS", default_value_t = 500)]
+    watch_interval_ms: u64,
+    /// Largest request body the gateway accepts, in bytes.
+    #[arg(long, env = "BKG_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
+    max_body_bytes: usize,
+    /// Log format of the host's own log lines (stderr): `text` or `json`.
+    #[arg(long, env = "BKG_LOG_FORMAT", default_value = "text")]
+    log_format: String,
+}
+
+pub fn run(args: UpArgs) -> anyhow::Result<()> {
+    init_tracing(&args.log_format);
+    tokio::runtime::Runtime::new()
+        .context("starting the async runtime")?
+        .block_on(serve(args))
+}
+
+fn init_tracing(format: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
+}
+
+fn default_runtime_bin() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the bkg executable")?;
+    let dir = exe.parent().context("the bkg executable has no folder")?;
+    Ok(dir.join("plugin-runtime"))
+}
+
+async fn serve(args: UpArgs) -> anyhow::Result<()> {
+    let runtime_bin = match args.runtime_bin {
+        Some(path) => path,
+        None => default_runtime_bin()?,
+    };
+    anyhow::ensure!(
+        runtime_bin.is_file(),
+        "plugin-runtime not found at {} (build it with `cargo build -p bkg-plugin-runtime` or pass --runtime-bin)",
+        runtime_bin.display()
+    );
+    anyhow::ensure!(
+        args.plugins.is_dir(),
+        "the manifest folder {} does not exist",
+        args.plugins.display()
+    );
+    let work_dir = tempfile::Builder::new()
+        .prefix("bkg-up-")
+        .tempdir()
+        .context("creating a work folder")?;
+    let supervisor = Supervisor::new(SupervisorConfig::new(
+        runtime_bin,
+        work_dir.path().to_path_buf(),
+    ));
+
+    let addr = SocketAddr::new(args.bind, args.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let addr = listener.local_addr()?;
+
+    // Tell the person at the terminal when each plugin becomes ready, or fails.
+    let mut events = supervisor.subscribe();
+    tokio::spawn(async move {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match events.recv().await {
+                Ok(e) if e.ready => println!("✔ {} {}", e.plugin, e.message),
+                Ok(e) if e.message.starts_with("error") => println!("✘ {} {}", e.plugin, e.message),
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            }
+        }
+    });
+
+    let mut dir = ManifestDir::new(&args.plugins);
+    for e in dir.scan(&supervisor) {
+        tracing::error!(file = %e.file.display(), "{}", e.message);
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let watcher = tokio::spawn(dir.watch(
+        supervisor.clone(),
+        Duration::from_millis(args.watch_interval_ms.max(50)),
+        stop_rx.clone(),
+    ));
+
+    let state = bkg_gateway::AppState::new(
+        bkg_gateway::Config {
+            listen: addr,
+            max_body_bytes: args.max_body_bytes,
+            ..Default::default()
+        },
+        Arc::new(LocalBackend::new(supervisor.clone())),
+    );
+    println!(
+        "bkg gateway listening on http://{addr}  (plugins from {})",
+        args.plugins.display()
+    );
+    let mut gateway_stop = stop_rx.clone();
+    let server = tokio::spawn(bkg_gateway::serve(listener, state, async move {
+        let _ = gateway_stop.wait_for(|s| *s).await;
+    }));
+
+    shutdown_signal().await;
+    println!("shutting down: stopping every plugin");
+    let _ = stop_tx.send(true);
+    let _ = watcher.await;
+    supervisor.shutdown().await;
+    match server.await {
+        Ok(result) => result.context("gateway failed")?,
+        Err(e) => anyhow::bail!("gateway task failed: {e}"),
+    }
+    drop(work_dir);
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,316 @@
+//! REST handlers: `/api/plugins/...`, `/healthz`, `/metrics`.
+
+use std::time::{Duration, Instant};
+
+use axum::Extension;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use bkg_core::Phase;
+use bkg_core::wire::{Logs, PluginInfo, Telemetry};
+use serde::Deserialize;
+
+use crate::backend::PluginView;
+use crate::invoke;
+use crate::metrics::{CapabilityLabels, PluginLabels, RequestLabels};
+use crate::problem::ApiError;
+use crate::{AppState, RequestId};
+
+type ApiResult<T> = Result<T, ApiError>;
+
+pub async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok", "mode": state.backend.mode()}))
+}
+
+pub async fn not_found(uri: Uri) -> ApiError {
+    ApiError::NotFound(uri.path().to_owned())
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let plugins = state.backend.list().await;
+    state.metrics.observe_plugins(
+        plugins
+            .iter()
+            .map(|v| (v.plugin.id(), phase_of(v), !v.ready_endpoints().is_empty())),
+    );
+    let mut text = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &state.registry) {
+        return ApiError::Internal(e.to_string()).into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+fn phase_of(view: &PluginView) -> Phase {
+    view.plugin
+        .status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .unwrap_or(Phase::Starting)
+}
+
+async fn info(state: &AppState, view: &PluginView) -> PluginInfo {
+    let caps = if view.plugin.spec.capabilities.is_empty() {
+        Some(invoke::capabilities(state, view).await)
+    } else {
+        None
+    };
+    PluginInfo::from_plugin(&view.plugin, caps.as_deref(), view.instances.clone())
+}
+
+async fn find(state: &AppState, id: &str) -> ApiResult<PluginView> {
+    state
+        .backend
+        .get(id)
+        .await
+        .ok_or_else(|| ApiError::UnknownPlugin(id.to_owned()))
+}
+
+pub async fn list(State(state): State<AppState>) -> Json<Vec<PluginInfo>> {
+    let mut out = Vec::new();
+    for view in state.backend.list().await {
+        out.push(info(&state, &view).await);
+    }
+    Json(out)
+}
+
+pub async fn get_one(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<PluginInfo>> {
+    let view = find(&state, &id).await?;
+    Ok(Json(info(&state, &view).await))
+}
+
+async fn after_action(state: &AppState, id: &str) -> ApiResult<Response> {
+    let view = find(state, id).await?;
+    Ok((StatusCode::ACCEPTED, Json(info(state, &view).await)).into_response())
+}
+
+pub async fn start(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    state.backend.start(&id).await?;
+    after_action(&state, &id).await
+}
+
+pub async fn stop(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    state.backend.stop(&id).await?;
+    after_action(&state, &id).await
+}
+
+pub async fn restart(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    state.backend.restart(&id).await?;
+    after_action(&state, &id).await
+}
+
+fn body_or_problem(body: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
+    body.map_err(|rejection| ApiError::Body {
+        status: rejection.status(),
+        detail: rejection.body_text(),
+    })
+}
+
+pub async fn set_config(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let body = body_or_problem(body)?;
+    find(&state, &id).await?;
+    let config: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::MalformedJson(format!("the request body is not valid JSON: {e}")))?;
+    if !config.is_object() {
+        return Err(ApiError::BadRequest(
+            "the plugin config must be a JSON object".into(),
+        ));
+    }
+    state.backend.set_config(&id, config).await?;
+    let view = find(&state, &id).await?;
+    Ok(Json(info(&state, &view).await).into_response())
+}
+
+pub async fn telemetry(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Telemetry>> {
+    let view = find(&state, &id).await?;
+    let endpoints: Vec<String> = view
+        .ready_endpoints()
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    let answers = futures::future::join_all(endpoints.iter().map(|e| {
+        let http = state.http.clone();
+        async move {
+            let response = http
+                .get(format!("{e}/v1/telemetry"))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+                .ok()?;
+            response.json::<Telemetry>().await.ok()
+        }
+    }))
+    .await;
+    let mut total = Telemetry {
+        plugin_id: id.clone(),
+        last_error: view
+            .plugin
+            .status
+            .as_ref()
+            .and_then(|s| s.last_error.clone()),
+        ..Default::default()
+    };
+    for t in answers.into_iter().flatten() {
+        total.cpu_percent += t.cpu_percent;
+        total.memory_mb += t.memory_mb;
+        total.uptime_secs = total.uptime_secs.max(t.uptime_secs);
+        total.request_count += t.request_count;
+        total.error_count += t.error_count;
+        if t.last_error.is_some() {
+            total.last_error = t.last_error;
+        }
+        total.replicas += 1;
+        if total.extra.is_empty() {
+            total.extra = t.extra;
+        }
+    }
+    Ok(Json(total))
+}
+
+#[derive(Deserialize)]
+pub struct LogsQuery {
+    lines: Option<String>,
+}
+
+pub async fn logs(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> ApiResult<Json<Logs>> {
+    let lines = match q.lines.as_deref() {
+        None => 100,
+        Some(n) => n
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "lines must be an integer from 1 to 10000, got {n:?}"
+                ))
+            })?,
+    };
+    let lines = state.backend.logs(&id, lines).await?;
+    Ok(Json(Logs {
+        plugin_id: id,
+        lines,
+    }))
+}
+
+pub async fn invoke(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Extension(request_id): Extension<RequestId>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let in_flight = state
+        .metrics
+        .in_flight
+        .get_or_create(&PluginLabels { plugin: id.clone() })
+        .clone();
+    in_flight.inc();
+    let (capability_label, result) = invoke_inner(&state, &id, &request_id.0, body).await;
+    in_flight.dec();
+    let response = result.unwrap_or_else(IntoResponse::into_response);
+    // Labels only for known plugins and capabilities, so scanners cannot explode series.
+    let plugin_label = if capability_label.is_some() {
+        id
+    } else {
+        "_unknown".to_owned()
+    };
+    let capability_label = capability_label.unwrap_or_else(|| "_unknown".to_owned());
+    state
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            plugin: plugin_label.clone(),
+            capability: capability_label.clone(),
+            code: response.status().as_u16().to_string(),
+        })
+        .inc();
+    state
+        .metrics
+        .duration
+        .get_or_create(&CapabilityLabels {
+            plugin: plugin_label,
+            capability: capability_label,
+        })
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Returns the capability label (when the plugin and capability are known) and the answer.
+async fn invoke_inner(
+    state: &AppState,
+    id: &str,
+    request_id: &str,
+    body: Result<Bytes, BytesRejection>,
+) -> (Option<String>, ApiResult<Response>) {
+    let view = match find(state, id).await {
+        Ok(v) => v,
+        Err(e) => return (None, Err(e)),
+    };
+    let known = Some("_unknown".to_owned());
+    let body = match body_or_problem(body) {
+        Ok(b) => b,
+        Err(e) => return (known, Err(e)),
+    };
+    let request = match invoke::parse_request(&body) {
+        Ok(r) => r,
+        Err(e) => return (known, Err(e)),
+    };
+    let caps = invoke::capabilities(state, &view).await;
+    let Some(capability) = caps.iter().find(|c| c.id == request.capability) else {
+        // A plugin that is not running cannot report capabilities its manifest leaves out.
+        let error = if caps.is_empty() && view.ready_endpoints().is_empty() {
+            invoke::forward(
+                state,
+                &view,
+                &request.capability,
+                &request.payload,
+                request_id,
+            )
+            .await
+            .err()
+            .unwrap_or(ApiError::Unavailable {
+                detail: format!("plugin {id:?} is not ready"),
+                retry_after: Some(1),
+            })
+        } else {
+            ApiError::UnknownCapability {
+                plugin: id.to_owned(),
+                capability: request.capability.clone(),
+            }
+        };
+        return (known, Err(error));
+    };
+    let label = Some(capability.id.clone());
+    if let Err(e) = invoke::validate(state, &view, capability, &request.payload) {
+        return (label, Err(e));
+    }
+    let result = invoke::forward(state, &view, &capability.id, &request.payload, request_id).await;
+    (label, result)
+}

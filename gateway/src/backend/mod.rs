@@ -1,0 +1,55 @@
+//! The one interface between the gateway and wherever plugins run.
+//!
+//! - [`local::LocalBackend`]: child processes under the local supervisor (`bkg up`).
+//! - The Kubernetes backend (Plugins and EndpointSlices) implements the same trait.
+
+pub mod local;
+
+use bkg_core::Plugin;
+use bkg_core::wire::{Instance, LogLine};
+
+/// A plugin as the gateway routes to it.
+#[derive(Clone, Debug)]
+pub struct PluginView {
+    /// Effective manifest with observed status.
+    pub plugin: Plugin,
+    /// Changes whenever the spec changes (validator caches key on it).
+    pub generation: u64,
+    pub instances: Vec<Instance>,
+}
+
+impl PluginView {
+    /// Endpoints (`http://host:port`) of ready instances.
+    pub fn ready_endpoints(&self) -> Vec<&str> {
+        self.instances
+            .iter()
+            .filter(|i| i.ready)
+            .filter_map(|i| i.endpoint.as_deref())
+            .collect()
+    }
+}
+
+/// Why a backend refused an action.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("no plugin {0:?}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("backend unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Where plugins run: listing, lifecycle, config and logs.
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// `local` or `kubernetes`, shown on `/healthz`.
+    fn mode(&self) -> &'static str;
+    async fn list(&self) -> Vec<PluginView>;
+    async fn get(&self, id: &str) -> Option<PluginView>;
+    async fn start(&self, id: &str) -> Result<(), BackendError>;
+    async fn stop(&self, id: &str) -> Result<(), BackendError>;
+    async fn restart(&self, id: &str) -> Result<(), BackendError>;
+    async fn set_config(&self, id: &str, config: serde_json::Value) -> Result<(), BackendError>;
+    async fn logs(&self, id: &str, lines: usize) -> Result<Vec<LogLine>, BackendError>;
+}

@@ -1,0 +1,105 @@
+//! The gateway's Prometheus metrics.
+
+use bkg_core::Phase;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub plugin: String,
+    pub capability: String,
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CapabilityLabels {
+    pub plugin: String,
+    pub capability: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabels {
+    pub plugin: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    pub plugin: String,
+    pub phase: String,
+}
+
+/// Every metric the gateway records.
+#[derive(Clone)]
+pub struct Metrics {
+    pub requests: Family<RequestLabels, Counter>,
+    pub duration: Family<CapabilityLabels, Histogram>,
+    pub in_flight: Family<PluginLabels, Gauge>,
+    pub plugin_up: Family<PluginLabels, Gauge>,
+    pub plugin_phase: Family<PhaseLabels, Gauge>,
+}
+
+impl Metrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0005, 2.0, 18))
+            }),
+            in_flight: Family::default(),
+            plugin_up: Family::default(),
+            plugin_phase: Family::default(),
+        };
+        let sub = registry.sub_registry_with_prefix("bkg_gateway");
+        sub.register(
+            "invoke_requests",
+            "Invoke requests answered by the gateway, by plugin, capability and HTTP status code",
+            m.requests.clone(),
+        );
+        sub.register(
+            "invoke_duration_seconds",
+            "Time the gateway took to answer an invoke request",
+            m.duration.clone(),
+        );
+        sub.register(
+            "invoke_in_flight",
+            "Invoke requests the gateway is serving now",
+            m.in_flight.clone(),
+        );
+        sub.register(
+            "plugin_up",
+            "1 when the plugin has at least one ready instance",
+            m.plugin_up.clone(),
+        );
+        sub.register(
+            "plugin_phase",
+            "1 for the plugin's current lifecycle phase, 0 for the others",
+            m.plugin_phase.clone(),
+        );
+        m
+    }
+
+    /// Refreshes the per-plugin gauges from a fresh listing.
+    pub fn observe_plugins<'a>(&self, plugins: impl Iterator<Item = (&'a str, Phase, bool)>) {
+        self.plugin_up.clear();
+        self.plugin_phase.clear();
+        for (id, phase, up) in plugins {
+            self.plugin_up
+                .get_or_create(&PluginLabels {
+                    plugin: id.to_owned(),
+                })
+                .set(i64::from(up));
+            for p in Phase::ALL {
+                self.plugin_phase
+                    .get_or_create(&PhaseLabels {
+                        plugin: id.to_owned(),
+                        phase: p.as_str().to_owned(),
+                    })
+                    .set(i64::from(p == phase));
+            }
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! `ApiError`: every gateway error, mapped to one status code and a problem+json body.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bkg_core::wire::{FieldError, PROBLEM_JSON, Problem};
+
+use crate::backend::BackendError;
+
+/// An error answered to an API client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("request body refused: {detail}")]
+    Body { status: StatusCode, detail: String },
+    #[error("no plugin {0:?}")]
+    UnknownPlugin(String),
+    #[error("plugin {plugin:?} has no capability {capability:?}")]
+    UnknownCapability { plugin: String, capability: String },
+    #[error("payload does not match the input schema of {capability:?}")]
+    InvalidPayload {
+        capability: String,
+        errors: Vec<FieldError>,
+    },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{detail}")]
+    Unavailable {
+        detail: String,
+        retry_after: Option<u32>,
+    },
+    #[error("plugin {plugin:?} did not answer within {secs}s")]
+    Timeout { plugin: String, secs: u64 },
+    #[error("{0}")]
+    BadGateway(String),
+    #[error("{0}")]
+    Internal(String),
+    #[error("no route {0}")]
+    NotFound(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            ApiError::MalformedJson(_) => {
+                (StatusCode::BAD_REQUEST, "malformed-json", "Malformed JSON")
+            }
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad request"),
+            ApiError::Body { status, .. } if *status == StatusCode::PAYLOAD_TOO_LARGE => {
+                (*status, "body-too-large", "Request body too large")
+            }
+            ApiError::Body { status, .. } => (*status, "bad-body", "Request body refused"),
+            ApiError::UnknownPlugin(_) => {
+                (StatusCode::NOT_FOUND, "unknown-plugin", "Unknown plugin")
+            }
+            ApiError::UnknownCapability { .. } => (
+                StatusCode::NOT_FOUND,
+                "unknown-capability",
+                "Unknown capability",
+            ),
+            ApiError::InvalidPayload { .. } => (
+                StatusCode::BAD_REQUEST,
+                "invalid-payload",
+                "Payload violates the input schema",
+            ),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
+            ApiError::Unavailable { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "plugin-unavailable",
+                "Plugin unavailable",
+            ),
+            ApiError::Timeout { .. } => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "invoke-timeout",
+                "Invoke timed out",
+            ),
+            ApiError::BadGateway(_) => (StatusCode::BAD_GATEWAY, "bad-gateway", "Bad gateway"),
+            ApiError::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+            ),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+            ),
+        }
+    }
+}
+
+impl From<BackendError> for ApiError {
+    fn from(e: BackendError) -> Self {
+        match e {
+            BackendError::NotFound(id) => ApiError::UnknownPlugin(id),
+            BackendError::Conflict(m) => ApiError::Conflict(m),
+            BackendError::Unavailable(m) => ApiError::Unavailable {
+                detail: m,
+                retry_after: Some(1),
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, slug, title) = self.parts();
+        let retry_after = match &self {
+            ApiError::Unavailable { retry_after, .. } => *retry_after,
+            _ => None,
+        };
+        let errors = match &self {
+            ApiError::InvalidPayload { errors, .. } => errors.clone(),
+            _ => Vec::new(),
+        };
+        let body = Problem::new(status.as_u16(), slug, title, self.to_string()).with_errors(errors);
+        problem_response(status, &body, retry_after)
+    }
+}
+
+/// Serialises a problem with the right media type.
+pub fn problem_response(status: StatusCode, body: &Problem, retry_after: Option<u32>) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut response = (status, bytes).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    if let Some(secs) = retry_after {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+}

@@ -1,0 +1,500 @@
+//! HTTP handlers of the plugin protocol `bkg.plugin/v1`.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bkg_core::wire::{self, Capability, Logs, PROBLEM_JSON, Problem, RuntimeInfo, Telemetry};
+use bkg_plugin_api::{InvokeContext, Plugin, PluginError};
+use prometheus_client::registry::Registry;
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+
+use crate::Config;
+use crate::logs::LogBuffer;
+use crate::metrics::{CapabilityLabels, InvokeLabels, Metrics, PluginLabels};
+use crate::process::{self, CpuSampler};
+
+/// Header carrying the request id from the gateway to the runtime and back.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Shared state of the one hosted plugin.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+struct Inner {
+    config: Config,
+    plugin: Arc<dyn Plugin>,
+    capabilities: Vec<Capability>,
+    capability_ids: HashSet<String>,
+    logs: LogBuffer,
+    registry: Registry,
+    metrics: Metrics,
+    ready: AtomicBool,
+    slots: Semaphore,
+    waiting: AtomicUsize,
+    requests: AtomicU64,
+    errors: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    started: Instant,
+    cpu: Mutex<CpuSampler>,
+}
+
+impl AppState {
+    pub fn new(config: Config, plugin: Arc<dyn Plugin>, logs: LogBuffer) -> Self {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        plugin.register_metrics(&mut registry);
+        let capabilities: Vec<Capability> = plugin
+            .capabilities()
+            .into_iter()
+            .map(|c| Capability {
+                id: c.id,
+                name: c.name,
+                description: c.description,
+                input_schema: c.input_schema,
+                output_schema: c.output_schema,
+            })
+            .collect();
+        let capability_ids = capabilities.iter().map(|c| c.id.clone()).collect();
+        metrics
+            .ready
+            .get_or_create(&PluginLabels {
+                plugin: config.plugin_id.clone(),
+            })
+            .set(0);
+        Self(Arc::new(Inner {
+            slots: Semaphore::new(config.max_concurrency.max(1)),
+            config,
+            plugin,
+            capabilities,
+            capability_ids,
+            logs,
+            registry,
+            metrics,
+            ready: AtomicBool::new(false),
+            waiting: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            started: Instant::now(),
+            cpu: Mutex::new(CpuSampler::new()),
+        }))
+    }
+
+    /// Flips readiness; `/readyz` and invokes follow it.
+    pub fn set_ready(&self, ready: bool) {
+        self.0.ready.store(ready, Ordering::SeqCst);
+        self.0
+            .metrics
+            .ready
+            .get_or_create(&PluginLabels {
+                plugin: self.0.config.plugin_id.clone(),
+            })
+            .set(i64::from(ready));
+    }
+
+    fn is_ready(&self) -> bool {
+        self.0.ready.load(Ordering::SeqCst)
+    }
+
+    fn record_error(&self, message: String) {
+        self.0.errors.fetch_add(1, Ordering::Relaxed);
+        *self.0.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(message);
+    }
+}
+
+/// The protocol's routes.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.0.config.max_body_bytes;
+    Router::new()
+        .route("/livez", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/info", get(info))
+        .route("/v1/telemetry", get(telemetry))
+        .route("/v1/logs", get(logs))
+        .route("/v1/invoke/{capability}", post(invoke))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+fn problem(
+    status: StatusCode,
+    slug: &str,
+    title: &str,
+    detail: String,
+    request_id: Option<&str>,
+) -> Response {
+    let mut body = Problem::new(status.as_u16(), slug, title, detail);
+    body.request_id = request_id.map(str::to_owned);
+    let mut response = (status, axum::Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(id).ok()) {
+        response.headers_mut().insert(REQUEST_ID, id);
+    }
+    response
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.is_ready() {
+        "ready".into_response()
+    } else {
+        problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not-ready",
+            "Plugin not ready",
+            format!(
+                "plugin {:?} is starting or draining",
+                state.0.config.plugin_id
+            ),
+            None,
+        )
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let mut text = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &state.0.registry) {
+        return problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "metrics",
+            "Metrics encoding failed",
+            e.to_string(),
+            None,
+        );
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn info(State(state): State<AppState>) -> axum::Json<RuntimeInfo> {
+    let s = &state.0;
+    axum::Json(RuntimeInfo {
+        protocol: wire::PROTOCOL_VERSION.to_owned(),
+        plugin_id: s.config.plugin_id.clone(),
+        implementation: s.config.implementation.clone(),
+        implementation_version: s.plugin.version().to_owned(),
+        ready: state.is_ready(),
+        capabilities: s.capabilities.clone(),
+        details: s.plugin.details(),
+    })
+}
+
+async fn telemetry(State(state): State<AppState>) -> axum::Json<Telemetry> {
+    let s = &state.0;
+    let cpu_percent = s.cpu.lock().unwrap_or_else(|e| e.into_inner()).sample();
+    axum::Json(Telemetry {
+        plugin_id: s.config.plugin_id.clone(),
+        cpu_percent,
+        memory_mb: process::rss_bytes(None).unwrap_or(0) as f64 / (1024.0 * 1024.0),
+        uptime_secs: s.started.elapsed().as_secs(),
+        request_count: s.requests.load(Ordering::Relaxed),
+        error_count: s.errors.load(Ordering::Relaxed),
+        last_error: s
+            .last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone(),
+        replicas: 1,
+        extra: s.plugin.telemetry(),
+    })
+}
+
+#[derive(Deserialize)]
+struct LogsQuery {
+    lines: Option<usize>,
+}
+
+async fn logs(State(state): State<AppState>, Query(q): Query<LogsQuery>) -> axum::Json<Logs> {
+    axum::Json(Logs {
+        plugin_id: state.0.config.plugin_id.clone(),
+        lines: state.0.logs.tail(q.lines.unwrap_or(100)),
+    })
+}
+
+/// Releases the waiting-count reservation however the wait ends.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Decrements the in-flight gauge however the invoke ends.
+struct InFlight(prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+async fn invoke(
+    State(state): State<AppState>,
+    Path(capability): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let request_id = headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let s = &state.0;
+    let plugin_id = s.config.plugin_id.clone();
+    s.requests.fetch_add(1, Ordering::Relaxed);
+    let _in_flight = {
+        let gauge = s
+            .metrics
+            .in_flight
+            .get_or_create(&PluginLabels {
+                plugin: plugin_id.clone(),
+            })
+            .clone();
+        gauge.inc();
+        InFlight(gauge)
+    };
+    // Unknown capabilities get one label value, so a scanner cannot explode the series count.
+    let label = if s.capability_ids.contains(&capability) {
+        capability.clone()
+    } else {
+        "_unknown".to_owned()
+    };
+    let response = invoke_inner(&state, &capability, &request_id, body).await;
+    let code = response.status();
+    if !code.is_success() {
+        state.record_error(format!("{capability}: HTTP {}", code.as_u16()));
+    }
+    s.metrics
+        .requests
+        .get_or_create(&InvokeLabels {
+            plugin: plugin_id.clone(),
+            capability: label.clone(),
+            code: code.as_u16().to_string(),
+        })
+        .inc();
+    s.metrics
+        .duration
+        .get_or_create(&CapabilityLabels {
+            plugin: plugin_id,
+            capability: label,
+        })
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn invoke_inner(
+    state: &AppState,
+    capability: &str,
+    request_id: &str,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let s = &state.0;
+    let rid = Some(request_id);
+    if !state.is_ready() {
+        return problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not-ready",
+            "Plugin not ready",
+            format!("plugin {:?} is starting or draining", s.config.plugin_id),
+            rid,
+        );
+    }
+    if !s.capability_ids.contains(capability) {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "unknown-capability",
+            "Unknown capability",
+            format!(
+                "plugin {:?} has no capability {capability:?}",
+                s.config.plugin_id
+            ),
+            rid,
+        );
+    }
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            let status = rejection.status();
+            let slug = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                "body-too-large"
+            } else {
+                "bad-body"
+            };
+            return problem(
+                status,
+                slug,
+                "Request body refused",
+                rejection.body_text(),
+                rid,
+            );
+        }
+    };
+    let payload: serde_json::Value = if body.is_empty() {
+        serde_json::Value::Null
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => {
+                return problem(
+                    StatusCode::BAD_REQUEST,
+                    "malformed-json",
+                    "Malformed JSON",
+                    format!("the request body is not valid JSON: {e}"),
+                    rid,
+                );
+            }
+        }
+    };
+
+    // Admission: run now, wait in a bounded queue, or refuse at once.
+    let permit = match s.slots.try_acquire() {
+        Ok(permit) => permit,
+        Err(_) => {
+            if s.waiting.fetch_add(1, Ordering::SeqCst) >= s.config.max_queue {
+                s.waiting.fetch_sub(1, Ordering::SeqCst);
+                let mut response = problem(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded",
+                    "Runtime overloaded",
+                    format!(
+                        "{} invokes running and {} waiting; retry later",
+                        s.config.max_concurrency, s.config.max_queue
+                    ),
+                    rid,
+                );
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return response;
+            }
+            let _waiting = Waiting(&s.waiting);
+            match s.slots.acquire().await {
+                Ok(permit) => permit,
+                Err(_) => {
+                    return problem(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not-ready",
+                        "Plugin not ready",
+                        "the runtime is shutting down".into(),
+                        rid,
+                    );
+                }
+            }
+        }
+    };
+
+    let timeout = s.config.invoke_timeout;
+    let ctx = InvokeContext {
+        request_id: request_id.to_owned(),
+        deadline: Instant::now() + timeout,
+    };
+    let result = tokio::time::timeout(timeout, s.plugin.invoke(capability, payload, ctx)).await;
+    drop(permit);
+    match result {
+        Ok(Ok(output)) => {
+            let mut response = axum::Json(output).into_response();
+            if let Ok(id) = HeaderValue::from_str(request_id) {
+                response.headers_mut().insert(REQUEST_ID, id);
+            }
+            response
+        }
+        Ok(Err(e)) => plugin_error(e, rid),
+        Err(_) => {
+            tracing::warn!(
+                request_id,
+                capability,
+                timeout_secs = timeout.as_secs_f64(),
+                "invoke timed out"
+            );
+            problem(
+                StatusCode::GATEWAY_TIMEOUT,
+                "invoke-timeout",
+                "Invoke timed out",
+                format!(
+                    "capability {capability:?} did not answer within {}",
+                    format_duration(timeout)
+                ),
+                rid,
+            )
+        }
+    }
+}
+
+fn format_duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+fn plugin_error(e: PluginError, rid: Option<&str>) -> Response {
+    let detail = e.to_string();
+    match e {
+        PluginError::UnknownCapability(_) => problem(
+            StatusCode::NOT_FOUND,
+            "unknown-capability",
+            "Unknown capability",
+            detail,
+            rid,
+        ),
+        PluginError::InvalidInput(_) => problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-input",
+            "Invalid input",
+            detail,
+            rid,
+        ),
+        PluginError::NotReady(_) => problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not-ready",
+            "Plugin not ready",
+            detail,
+            rid,
+        ),
+        PluginError::Overloaded { retry_after_secs } => {
+            let mut response = problem(
+                StatusCode::TOO_MANY_REQUESTS,
+                "overloaded",
+                "Plugin overloaded",
+                detail,
+                rid,
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            response
+        }
+        PluginError::Config(_) | PluginError::Failed { .. } => {
+            tracing::error!(request_id = rid, error = %detail, "invoke failed");
+            problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "plugin-error",
+                "Plugin error",
+                detail,
+                rid,
+            )
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! The echo plugin: the reference plugin for tests and docs.
+//!
+//! | capability | does |
+//! |---|---|
+//! | `echo`   | returns its payload unchanged |
+//! | `sleep`  | waits `ms` milliseconds, then answers, so timeouts can be tested |
+//! | `fail`   | fails with the requested error kind, so error paths can be tested |
+//! | `config` | returns the config the plugin was started with |
+//!
+//! Config: `startupDelayMs` delays readiness (to exercise probes); anything else is kept and
+//! shown by the `config` capability.
+
+#![forbid(unsafe_code)]
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use bkg_plugin_api::{
+    CapabilityDescriptor, InvokeContext, Plugin, PluginError, StartContext, async_trait,
+};
+use serde_json::{Value, json};
+
+/// Longest sleep the `sleep` capability accepts (ten minutes).
+const MAX_SLEEP_MS: u64 = 600_000;
+
+/// Creates the plugin; the runtime calls this once per process.
+pub fn new_plugin() -> Box<dyn Plugin> {
+    Box::new(EchoPlugin::default())
+}
+
+#[derive(Default)]
+struct EchoPlugin {
+    config: OnceLock<Value>,
+}
+
+fn capability(
+    id: &str,
+    name: &str,
+    description: &str,
+    input: Value,
+    output: Value,
+) -> CapabilityDescriptor {
+    CapabilityDescriptor {
+        id: id.into(),
+        name: name.into(),
+        description: description.into(),
+        input_schema: input,
+        output_schema: output,
+    }
+}
+
+#[async_trait]
+impl Plugin for EchoPlugin {
+    fn version(&self) -> &'static str {
+        env!("CARGO_PKG_VERSION")
+    }
+
+    fn capabilities(&self) -> Vec<CapabilityDescriptor> {
+        vec![
+            capability(
+                "echo",
+                "Echo",
+                "Returns the payload unchanged.",
+                json!(true),
+                json!(true),
+            ),
+            capability(
+                "sleep",
+                "Sleep",
+                "Waits `ms` milliseconds, then answers with the time slept.",
+                json!({
+                    "type": "object",
+                    "required": ["ms"],
+                    "properties": {"ms": {"type": "integer", "minimum": 0, "maximum": MAX_SLEEP_MS}}
+                }),
+                json!({"type": "object", "properties": {"slept_ms": {"type": "integer"}}}),
+            ),
+            capability(
+                "fail",
+                "Fail",
+                "Fails on demand with the requested error kind.",
+                json!({
+                    "type": "object",
+                    "properties": {
+                        "kind": {"enum": ["failed", "invalid_input", "not_ready", "overloaded"]},
+                        "message": {"type": "string"}
+                    }
+                }),
+                json!(false),
+            ),
+            capability(
+                "config",
+                "Config",
+                "Returns the config the plugin was started with.",
+                json!({"type": "object"}),
+                json!({"type": "object"}),
+            ),
+        ]
+    }
+
+    async fn start(&self, ctx: StartContext) -> Result<(), PluginError> {
+        let delay = match ctx.config.get("startupDelayMs") {
+            None => 0,
+            Some(v) => v.as_u64().ok_or_else(|| {
+                PluginError::Config("startupDelayMs must be a non-negative integer".into())
+            })?,
+        };
+        if delay > 0 {
+            tracing::info!(delay_ms = delay, "simulating a slow start");
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        // A second start keeps the first config: the runtime starts a plugin once per process.
+        let _ = self.config.set(ctx.config);
+        tracing::info!(plugin_id = %ctx.plugin_id, "echo plugin started");
+        Ok(())
+    }
+
+    async fn invoke(
+        &self,
+        capability: &str,
+        payload: Value,
+        ctx: InvokeContext,
+    ) -> Result<Value, PluginError> {
+        match capability {
+            "echo" => {
+                tracing::debug!(request_id = %ctx.request_id, "echo");
+                Ok(payload)
+            }
+            "sleep" => {
+                let ms = payload
+                    .get("ms")
+                    .and_then(Value::as_u64)
+                    .filter(|ms| *ms <= MAX_SLEEP_MS)
+                    .ok_or_else(|| {
+                        PluginError::InvalidInput(format!(
+                            "`ms` must be an integer between 0 and {MAX_SLEEP_MS}"
+                        ))
+                    })?;
+                tracing::info!(request_id = %ctx.request_id, ms, "sleeping");
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok(json!({"slept_ms": ms}))
+            }
+            "fail" => {
+                let message = payload
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("failure requested")
+                    .to_owned();
+                tracing::warn!(request_id = %ctx.request_id, %message, "failing on request");
+                Err(match payload.get("kind").and_then(Value::as_str) {
+                    Some("invalid_input") => PluginError::InvalidInput(message),
+                    Some("not_ready") => PluginError::NotReady(message),
+                    Some("overloaded") => PluginError::Overloaded {
+                        retry_after_secs: 1,
+                    },
+                    _ => PluginError::failed(message),
+                })
+            }
+            "config" => Ok(self.config.get().cloned().unwrap_or_else(|| json!({}))),
+            other => Err(PluginError::UnknownCapability(other.to_owned())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    fn ctx() -> InvokeContext {
+        InvokeContext {
+            request_id: "test".into(),
+            deadline: Instant::now() + Duration::from_secs(5),
+        }
+    }
+
+    async fn started(config: Value) -> Box<dyn Plugin> {
+        let plugin = new_plugin();
+        plugin
+            .start(StartContext {
+                plugin_id: "echo".into(),
+                config,
+            })
+            .await
+            .expect("start");
+        plugin
+    }
+
+    #[tokio::test]
+    async fn echo_returns_the_payload_and_config_the_config() {
+        let plugin = started(json!({"greeting": "hi"})).await;
+        let payload = json!({"x": 1, "nested": [true, null]});
+        assert_eq!(
+            plugin.invoke("echo", payload.clone(), ctx()).await.ok(),
+            Some(payload)
+        );
+        assert_eq!(
+            plugin.invoke("config", json!({}), ctx()).await.ok(),
+            Some(json!({"greeting": "hi"}))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sleep_waits_the_requested_time() {
+        let plugin = started(json!({})).await;
+        let before = tokio::time::Instant::now();
+        let out = plugin
+            .invoke("sleep", json!({"ms": 1500}), ctx())
+            .await
+            .ok();
+        assert_eq!(out, Some(json!({"slept_ms": 1500})));
+        assert!(before.elapsed() >= Duration::from_millis(1500));
+        let err = plugin.invoke("sleep", json!({"ms": "long"}), ctx()).await;
+        assert!(matches!(err, Err(PluginError::InvalidInput(_))));
+    }
+
+    #[tokio::test]
+    async fn fail_yields_each_requested_kind() {
+        let plugin = started(json!({})).await;
+        for (kind, category) in [
+            ("failed", "failed"),
+            ("invalid_input", "invalid_input"),
+            ("not_ready", "not_ready"),
+            ("overloaded", "overloaded"),
+        ] {
+            let err = plugin
+                .invoke("fail", json!({"kind": kind}), ctx())
+                .await
+                .expect_err("must fail");
+            assert_eq!(err.category(), category);
+        }
+        let err = plugin
+            .invoke("nope", json!({}), ctx())
+            .await
+            .expect_err("unknown");
+        assert!(matches!(err, PluginError::UnknownCapability(c) if c == "nope"));
+    }
+
+    #[tokio::test]
+    async fn a_bad_startup_delay_is_a_config_error() {
+        let plugin = new_plugin();
+        let err = plugin
+            .start(StartContext {
+                plugin_id: "echo".into(),
+                config: json!({"startupDelayMs": -1}),
+            })
+            .await
+            .expect_err("bad config");
+        assert!(matches!(err, PluginError::Config(_)));
+    }
+}
