@@ -111,7 +111,7 @@ mod tests {
     #[test]
     fn json_lines_render_readably() {
         let line = r#"{"timestamp":"t","level":"INFO","message":"sleeping","request_id":"r1","ms":20,"target":"x"}"#;
-        assert_eq!(render(line), "INFO  sleeping request_id=r1 ms=20");
+        assert_eq!(render(line), "INFO  sleeping ms=20 request_id=r1");
         assert_eq!(render("plain text"), "plain text");
     }
 }

@@ -269,19 +269,16 @@ impl Replica {
                     }
                 }
                 _ = tick.tick() => {
-                    if let (Some(limit), Some(pid)) = (memory_limit, pid) {
-                        if let Some(rss) = os::rss_bytes(pid) {
-                            if rss > limit {
-                                let _ = child.start_kill();
-                                let _ = child.wait().await;
-                                let reason = format!(
-                                    "OOMKilled: resident memory {} MiB exceeded the limit {} MiB",
-                                    rss / (1024 * 1024), limit / (1024 * 1024)
-                                );
-                                self.emit(false, reason.clone());
-                                return Ended::Crashed { reason, config_error: false };
-                            }
-                        }
+                    if let Some((rss, limit)) = over_limit(memory_limit, pid) {
+                        let _ = child.start_kill();
+                        let _ = child.wait().await;
+                        let reason = format!(
+                            "OOMKilled: resident memory {} MiB exceeded the limit {} MiB",
+                            rss / (1024 * 1024),
+                            limit / (1024 * 1024)
+                        );
+                        self.emit(false, reason.clone());
+                        return Ended::Crashed { reason, config_error: false };
                     }
                     if addr.is_none() {
                         addr = std::fs::read_to_string(&addr_file).ok().and_then(|s| s.trim().parse().ok());
@@ -380,6 +377,13 @@ impl Replica {
             }
         }
     }
+}
+
+/// The child's resident memory and the limit, when it is over the limit.
+fn over_limit(limit: Option<u64>, pid: Option<u32>) -> Option<(u64, u64)> {
+    let limit = limit?;
+    let rss = os::rss_bytes(pid?)?;
+    (rss > limit).then_some((rss, limit))
 }
 
 fn describe_exit(status: std::io::Result<ExitStatus>, last_line: &Mutex<Option<String>>) -> String {

@@ -1,0 +1,49 @@
+# bkg: two commands for people (`make up`, `make test`); the rest are their parts.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+PORT ?= 43119
+PLUGINS ?= config/plugins
+
+.PHONY: help up test deps build build-release lint unit e2e crd bench-gateway
+
+help: ## Show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+deps: ## Install what the build and tests need (idempotent)
+	@scripts/setup.sh
+
+up: deps build-release ## Build and run the local stack on http://127.0.0.1:$(PORT)
+	./target/release/bkg up --port $(PORT) --plugins $(PLUGINS)
+
+test: deps lint build unit e2e ## Every test: format, lints, unit, integration and end-to-end
+	@echo "make test: all checks passed"
+
+lint: ## cargo fmt --check and clippy with warnings denied
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+build: ## Debug build of every binary (the e2e tests run them)
+	$(CARGO) build --workspace --locked
+
+build-release:
+	$(CARGO) build --release --locked -p bkg -p bkg-plugin-runtime
+
+unit: ## Unit and integration tests of every crate
+	@source scripts/env.sh; \
+	if $(CARGO) nextest --version >/dev/null 2>&1; then \
+	  $(CARGO) nextest run --workspace --locked --exclude bkg-e2e --no-fail-fast; \
+	else \
+	  $(CARGO) test --workspace --locked --exclude bkg-e2e --no-fail-fast; \
+	fi
+
+e2e: build ## End-to-end tests against the real binaries on loopback
+	@source scripts/env.sh; $(CARGO) test --locked -p bkg-e2e -- --test-threads 2
+
+crd: ## Regenerate crds/ from the Rust types
+	$(CARGO) run -q -p bkg -- crd > crds/plugins.bkg.rs.yaml
+
+bench-gateway: ## Echo through the gateway vs directly against the runtime (wrk)
+	@scripts/bench-gateway.sh

@@ -1,0 +1,110 @@
+//! Gateway routes through `oneshot` on the router, over a real (empty) local supervisor.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use bkg_gateway::backend::local::LocalBackend;
+use bkg_gateway::{AppState, Config, router};
+use bkg_operator::local::{Supervisor, SupervisorConfig};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+fn app() -> (AppState, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let supervisor = Supervisor::new(SupervisorConfig::new(
+        "/nonexistent/plugin-runtime".into(),
+        dir.path().to_path_buf(),
+    ));
+    let state = AppState::new(Config::default(), Arc::new(LocalBackend::new(supervisor)));
+    (state, dir)
+}
+
+async fn call(
+    state: &AppState,
+    method: &str,
+    uri: &str,
+    request_id: Option<&str>,
+) -> (StatusCode, String, Option<String>, Value) {
+    let mut request = Request::builder().method(method).uri(uri);
+    if let Some(id) = request_id {
+        request = request.header("x-request-id", id);
+    }
+    let response = router(state.clone())
+        .oneshot(request.body(Body::from("{}")).expect("request"))
+        .await
+        .expect("infallible");
+    let status = response.status();
+    let header = |n: &str| {
+        response
+            .headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let content_type = header("content-type").unwrap_or_default();
+    let id = header("x-request-id");
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (
+        status,
+        content_type,
+        id,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn every_plugin_route_answers_404_problem_for_an_unknown_plugin() {
+    let (state, _dir) = app();
+    for (method, uri) in [
+        ("GET", "/api/plugins/ghost"),
+        ("POST", "/api/plugins/ghost/start"),
+        ("POST", "/api/plugins/ghost/stop"),
+        ("POST", "/api/plugins/ghost/restart"),
+        ("POST", "/api/plugins/ghost/config"),
+        ("GET", "/api/plugins/ghost/telemetry"),
+        ("GET", "/api/plugins/ghost/logs"),
+        ("POST", "/api/plugins/ghost/invoke"),
+    ] {
+        let (status, content_type, id, body) = call(&state, method, uri, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method} {uri}");
+        assert_eq!(content_type, "application/problem+json", "{method} {uri}");
+        assert_eq!(
+            body["type"], "https://bkg.rs/problems/unknown-plugin",
+            "{method} {uri}"
+        );
+        assert_eq!(body["request_id"].as_str(), id.as_deref(), "{method} {uri}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_are_problems() {
+    let (state, _dir) = app();
+    let (status, content_type, _, body) = call(&state, "GET", "/api/nothing", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(content_type, "application/problem+json");
+    assert_eq!(body["type"], "https://bkg.rs/problems/not-found");
+    let (status, _, _, body) = call(&state, "DELETE", "/api/plugins", None).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(body["type"], "https://bkg.rs/problems/method-not-allowed");
+}
+
+#[tokio::test]
+async fn request_ids_are_kept_or_made() {
+    let (state, _dir) = app();
+    let (_, _, id, body) = call(&state, "GET", "/api/plugins/ghost", Some("abc-123")).await;
+    assert_eq!(id.as_deref(), Some("abc-123"));
+    assert_eq!(body["request_id"], "abc-123");
+    let (status, _, id, body) = call(&state, "GET", "/healthz", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, serde_json::json!({"status": "ok", "mode": "local"}));
+    assert_eq!(id.map(|i| i.len()), Some(36), "a UUID is generated");
+    let (status, _, _, body) = call(&state, "GET", "/api/plugins", None).await;
+    assert_eq!((status, body), (StatusCode::OK, serde_json::json!([])));
+}

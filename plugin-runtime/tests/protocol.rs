@@ -1,0 +1,287 @@
+//! The bkg.plugin/v1 protocol, exercised on the router with the real echo plugin.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use bkg_plugin_runtime::{AppState, Config, logs::LogBuffer, router};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+fn config() -> Config {
+    Config {
+        implementation: "echo".into(),
+        plugin_id: "echo".into(),
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        addr_file: None,
+        plugin_config: json!({}),
+        invoke_timeout: Duration::from_secs(5),
+        max_concurrency: 4,
+        max_queue: 4,
+        max_body_bytes: 1024,
+        drain_timeout: Duration::from_secs(5),
+    }
+}
+
+async fn state(config: Config, ready: bool) -> AppState {
+    let plugin: Arc<dyn bkg_plugin_api::Plugin> =
+        bkg_plugin_runtime::create("echo").expect("echo").into();
+    plugin
+        .start(bkg_plugin_api::StartContext {
+            plugin_id: "echo".into(),
+            config: json!({}),
+        })
+        .await
+        .expect("start");
+    let state = AppState::new(config, plugin, LogBuffer::new(100));
+    state.set_ready(ready);
+    state
+}
+
+async fn call(
+    state: &AppState,
+    method: &str,
+    uri: &str,
+    body: &str,
+) -> (StatusCode, Option<String>, Value) {
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("x-request-id", "req-1")
+        .body(Body::from(body.to_owned()))
+        .expect("request");
+    let response = router(state.clone())
+        .oneshot(request)
+        .await
+        .expect("infallible");
+    let status = response.status();
+    let retry = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    (status, retry, value)
+}
+
+#[tokio::test]
+async fn readiness_gates_invokes() {
+    let state = state(config(), false).await;
+    assert_eq!(call(&state, "GET", "/livez", "").await.0, StatusCode::OK);
+    assert_eq!(
+        call(&state, "GET", "/readyz", "").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let (status, _, body) = call(&state, "POST", "/v1/invoke/echo", "{}").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["type"], "https://bkg.rs/problems/not-ready");
+    state.set_ready(true);
+    assert_eq!(call(&state, "GET", "/readyz", "").await.0, StatusCode::OK);
+    let (status, _, body) = call(&state, "POST", "/v1/invoke/echo", r#"{"a":[1,2]}"#).await;
+    assert_eq!((status, body), (StatusCode::OK, json!({"a": [1, 2]})));
+}
+
+#[tokio::test]
+async fn errors_are_problems_with_exact_codes() {
+    let state = state(config(), true).await;
+    let cases = [
+        (
+            "/v1/invoke/nope",
+            "{}".to_owned(),
+            StatusCode::NOT_FOUND,
+            "unknown-capability",
+        ),
+        (
+            "/v1/invoke/echo",
+            "{oops".to_owned(),
+            StatusCode::BAD_REQUEST,
+            "malformed-json",
+        ),
+        (
+            "/v1/invoke/echo",
+            format!("\"{}\"", "x".repeat(2048)),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+        ),
+        (
+            "/v1/invoke/fail",
+            r#"{"kind":"invalid_input"}"#.to_owned(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-input",
+        ),
+        (
+            "/v1/invoke/fail",
+            r#"{"kind":"not_ready"}"#.to_owned(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not-ready",
+        ),
+        (
+            "/v1/invoke/fail",
+            "{}".to_owned(),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "plugin-error",
+        ),
+    ];
+    for (uri, body, status, slug) in cases {
+        let (got, _, problem) = call(&state, "POST", uri, &body).await;
+        assert_eq!(got, status, "{uri} {problem:#}");
+        assert_eq!(problem["type"], format!("https://bkg.rs/problems/{slug}"));
+        assert_eq!(problem["request_id"], "req-1");
+    }
+    let (_, _, telemetry) = call(&state, "GET", "/v1/telemetry", "").await;
+    assert_eq!(telemetry["request_count"], 6);
+    assert_eq!(telemetry["error_count"], 6);
+    assert!(
+        telemetry["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("HTTP 500"))
+    );
+}
+
+#[tokio::test]
+async fn the_invoke_timeout_answers_504() {
+    let mut config = config();
+    config.invoke_timeout = Duration::from_millis(100);
+    let state = state(config, true).await;
+    let (status, _, body) = call(&state, "POST", "/v1/invoke/sleep", r#"{"ms": 2000}"#).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(body["detail"].as_str().is_some_and(|d| d.contains("100ms")));
+}
+
+#[tokio::test]
+async fn admission_is_bounded_and_refuses_at_once() {
+    let mut config = config();
+    config.max_concurrency = 1;
+    config.max_queue = 1;
+    let state = state(config, true).await;
+    let slow = || call(&state, "POST", "/v1/invoke/sleep", r#"{"ms": 400}"#);
+    let (a, b, c) = tokio::join!(slow(), slow(), async {
+        // Let the first two take the slot and the queue place.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = std::time::Instant::now();
+        let answer = call(&state, "POST", "/v1/invoke/echo", "{}").await;
+        (answer, started.elapsed())
+    });
+    assert_eq!(a.0, StatusCode::OK);
+    assert_eq!(b.0, StatusCode::OK);
+    let ((status, retry, body), waited) = c;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body:#}");
+    assert_eq!(body["type"], "https://bkg.rs/problems/overloaded");
+    assert_eq!(retry.as_deref(), Some("1"));
+    assert!(
+        waited < Duration::from_millis(300),
+        "refusal must not wait for a slot"
+    );
+}
+
+#[tokio::test]
+async fn info_metrics_and_logs_describe_the_plugin() {
+    let state = state(config(), true).await;
+    let (_, _, info) = call(&state, "GET", "/v1/info", "").await;
+    assert_eq!(info["protocol"], "bkg.plugin/v1");
+    assert_eq!(info["implementation"], "echo");
+    assert_eq!(info["ready"], true);
+    let ids: Vec<&str> = info["capabilities"]
+        .as_array()
+        .expect("capabilities")
+        .iter()
+        .filter_map(|c| c["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["echo", "sleep", "fail", "config"]);
+    call(&state, "POST", "/v1/invoke/echo", "{}").await;
+    call(&state, "POST", "/v1/invoke/bogus", "{}").await;
+    let (_, _, text) = call(&state, "GET", "/metrics", "").await;
+    let text = text.as_str().expect("text").to_owned();
+    assert!(
+        text.contains(
+            r#"bkg_runtime_invoke_requests_total{plugin="echo",capability="echo",code="200"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"capability="_unknown",code="404"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("bkg_runtime_ready{plugin=\"echo\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("process_resident_memory_bytes "), "{text}");
+    assert!(
+        text.contains("bkg_runtime_invoke_duration_seconds_bucket"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_invokes_before_exit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let addr_file = dir.path().join("addr");
+    let mut config = config();
+    config.addr_file = Some(addr_file.clone());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(bkg_plugin_runtime::run(
+        config,
+        LogBuffer::new(10),
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let addr = loop {
+        if let Ok(a) = std::fs::read_to_string(&addr_file) {
+            break a;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    loop {
+        let r = client.get(format!("http://{addr}/readyz")).send().await;
+        if r.is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let in_flight = tokio::spawn({
+        let client = client.clone();
+        let addr = addr.clone();
+        async move {
+            client
+                .post(format!("http://{addr}/v1/invoke/sleep"))
+                .body(r#"{"ms": 500}"#)
+                .send()
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop_tx.send(()).expect("signal");
+    let answer = in_flight
+        .await
+        .expect("join")
+        .expect("in-flight call must complete");
+    assert_eq!(answer.status(), 200);
+    assert_eq!(
+        answer.json::<Value>().await.expect("json"),
+        json!({"slept_ms": 500})
+    );
+    server.await.expect("join").expect("clean exit");
+    // After the drain nothing listens any more.
+    assert!(
+        client
+            .get(format!("http://{addr}/livez"))
+            .send()
+            .await
+            .is_err()
+    );
+}
