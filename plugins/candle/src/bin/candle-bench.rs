@@ -8,9 +8,9 @@
 //! Modes, each on the short and the long input set:
 //! - `direct-b1`  : the engine, one input per forward pass;
 //! - `direct-b32` : the engine, inputs sorted by length and cut into batches of 32 (what
-//!                  sentence-transformers' `encode(batch_size=32)` does);
+//!   sentence-transformers' `encode(batch_size=32)` does);
 //! - `plugin-on`  : `model.infer` through the plugin, one input per call from
-//!                  `--concurrency` tasks, dynamic batching on;
+//!   `--concurrency` tasks, dynamic batching on;
 //! - `plugin-off` : the same with batching off.
 //!
 //! `--startup` loads the model, embeds one input and exits, for start → first-embedding and

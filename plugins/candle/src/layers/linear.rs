@@ -1,18 +1,28 @@
 //! Dense layers, `y = x Wᵀ + b`, on 2-D packed activations.
 //!
-//! The weight is stored already transposed (`[in, out]`, contiguous) so the matmul kernel
-//! streams it row by row instead of striding through the checkpoint's `[out, in]` layout on
-//! every call.
+//! Two kernels: candle's matmul (any device, any dtype), or — for `dtype: bf16` on a CPU with
+//! AVX-512 BF16 — [`crate::kernels::gemm_bf16`], with the weights packed once at load time
+//! and the bias (and GELU, see [`Linear::forward_act`]) applied while the output is written.
 
 use candle_core::Tensor;
 
-use super::Weights;
-use crate::error::Result;
+use super::{HiddenAct, Weights, with_cpu_f32};
+use crate::error::{Error, Result};
+use crate::kernels::{self, PackedBf16};
+
+#[derive(Debug, Clone)]
+enum Kernel {
+    /// Weight stored transposed (`[in, out]`, contiguous) so the matmul streams it row by row.
+    Candle {
+        weight_t: Tensor,
+        bias: Tensor,
+    },
+    Bf16(PackedBf16),
+}
 
 #[derive(Debug, Clone)]
 pub struct Linear {
-    weight_t: Tensor,
-    bias: Option<Tensor>,
+    kernel: Kernel,
 }
 
 impl Linear {
@@ -20,32 +30,71 @@ impl Linear {
     pub fn load(w: &Weights, name: &str, in_dim: usize, out_dim: usize) -> Result<Self> {
         let weight = w.get(&format!("{name}.weight"), &[out_dim, in_dim])?;
         let bias = w.get(&format!("{name}.bias"), &[out_dim])?;
-        Self::from_parts(&weight, Some(bias))
+        Self::from_parts(&weight, bias, w.packs_bf16())
     }
 
     /// Stacks several layers that read the same input into one (e.g. Q, K and V), so the
     /// input is read once and the kernel sees one larger, more efficient matmul.
-    pub fn fuse(parts: &[(Tensor, Tensor)]) -> Result<Self> {
+    pub fn fuse(parts: &[(Tensor, Tensor)], pack_bf16: bool) -> Result<Self> {
         let weights: Vec<&Tensor> = parts.iter().map(|(w, _)| w).collect();
         let biases: Vec<&Tensor> = parts.iter().map(|(_, b)| b).collect();
-        let weight = Tensor::cat(&weights, 0)?;
-        let bias = Tensor::cat(&biases, 0)?;
-        Self::from_parts(&weight, Some(bias))
+        Self::from_parts(
+            &Tensor::cat(&weights, 0)?,
+            Tensor::cat(&biases, 0)?,
+            pack_bf16,
+        )
     }
 
-    fn from_parts(weight: &Tensor, bias: Option<Tensor>) -> Result<Self> {
-        Ok(Self {
-            weight_t: weight.t()?.contiguous()?,
-            bias,
-        })
+    fn from_parts(weight: &Tensor, bias: Tensor, pack_bf16: bool) -> Result<Self> {
+        let kernel = if pack_bf16 {
+            let (n, k) = weight.dims2()?;
+            let w: Vec<f32> = weight
+                .to_dtype(candle_core::DType::F32)?
+                .flatten_all()?
+                .to_vec1()?;
+            let b: Vec<f32> = bias.to_dtype(candle_core::DType::F32)?.to_vec1()?;
+            Kernel::Bf16(PackedBf16::pack(&w, &b, n, k))
+        } else {
+            Kernel::Candle {
+                weight_t: weight.t()?.contiguous()?,
+                bias,
+            }
+        };
+        Ok(Self { kernel })
     }
 
     /// `xs`: `[tokens, in]` → `[tokens, out]`.
-    pub fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let ys = xs.matmul(&self.weight_t)?;
-        match &self.bias {
-            Some(b) => ys.broadcast_add(b),
-            None => Ok(ys),
+    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        self.forward_act(xs, None)
+    }
+
+    /// The layer followed by an activation, fused into the output pass when the kernel can.
+    pub fn forward_act(&self, xs: &Tensor, act: Option<HiddenAct>) -> Result<Tensor> {
+        match &self.kernel {
+            Kernel::Candle { weight_t, bias } => {
+                let ys = xs.matmul(weight_t)?.broadcast_add(bias)?;
+                Ok(match act {
+                    Some(a) => a.forward(&ys)?,
+                    None => ys,
+                })
+            }
+            Kernel::Bf16(w) => {
+                let m = xs.dim(0)?;
+                let mut out =
+                    with_cpu_f32(xs, |a| kernels::gemm_bf16(a, m, w))?.ok_or_else(|| {
+                        Error::Inference("the bf16 kernel is not supported on this CPU".into())
+                    })?;
+                let fused = match act {
+                    Some(HiddenAct::Gelu) => kernels::gelu_erf(&mut out),
+                    None => true,
+                    Some(_) => false,
+                };
+                let ys = Tensor::from_vec(out, (m, w.out_dim()), xs.device())?;
+                match (fused, act) {
+                    (false, Some(a)) => Ok(a.forward(&ys)?),
+                    _ => Ok(ys),
+                }
+            }
         }
     }
 }

@@ -14,6 +14,8 @@ pub struct Weights {
     prefix: String,
     dtype: DType,
     device: Device,
+    /// Dense layers use the packed bf16 CPU kernel; everything else stays f32.
+    pack_bf16: bool,
 }
 
 impl Weights {
@@ -28,12 +30,15 @@ impl Weights {
         let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
             .map_err(|e| weights_err(format!("not a valid safetensors file: {e}")))?;
         drop(bytes);
+        let pack_bf16 =
+            dtype == DType::BF16 && device.is_cpu() && crate::kernels::support().bf16_gemm;
         Ok(Self {
             tensors,
             path: path.to_owned(),
             prefix: String::new(),
-            dtype,
+            dtype: if pack_bf16 { DType::F32 } else { dtype },
             device: device.clone(),
+            pack_bf16,
         })
     }
 
@@ -45,6 +50,7 @@ impl Weights {
             prefix: String::new(),
             dtype,
             device: device.clone(),
+            pack_bf16: false,
         }
     }
 
@@ -57,6 +63,12 @@ impl Weights {
         {
             self.prefix = (*p).to_owned();
         }
+    }
+
+    /// `dtype: bf16` on a CPU with AVX-512 BF16: dense layers pack their weights for
+    /// [`crate::kernels::gemm_bf16`] and activations stay f32.
+    pub fn packs_bf16(&self) -> bool {
+        self.pack_bf16
     }
 
     pub fn contains(&self, name: &str) -> bool {

@@ -3,11 +3,14 @@
 //! Post-LayerNorm transformer; every dense layer runs on the packed token rows, and Q/K/V are
 //! fused into one matmul per layer.
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::layers::{AttentionLayout, HiddenAct, LayerNorm, Linear, Weights, packed_attention};
+use crate::kernels;
+use crate::layers::{
+    AttentionLayout, HiddenAct, LayerNorm, Linear, Weights, packed_attention, with_cpu_f32,
+};
 use crate::models::{EmbeddingModel, PackedBatch};
 
 /// The subset of a BERT `config.json` the forward pass needs.
@@ -107,7 +110,10 @@ impl BertModel {
                     ))
                 };
                 Ok(Layer {
-                    qkv: Linear::fuse(&[part("query")?, part("key")?, part("value")?])?,
+                    qkv: Linear::fuse(
+                        &[part("query")?, part("key")?, part("value")?],
+                        w.packs_bf16(),
+                    )?,
                     attn_out: Linear::load(w, &format!("{p}.attention.output.dense"), h, h)?,
                     attn_norm: LayerNorm::load(
                         w,
@@ -143,6 +149,21 @@ impl BertModel {
         })
     }
 
+    fn fast_attention(&self, qkv: &Tensor, offsets: &[usize]) -> Result<Tensor> {
+        let t = qkv.dim(0)?;
+        let ctx = with_cpu_f32(qkv, |data| {
+            kernels::attention(data, offsets, self.heads, self.head_dim)
+        })?
+        .ok_or_else(|| {
+            Error::Inference("the attention kernel is not supported on this CPU".into())
+        })?;
+        Ok(Tensor::from_vec(
+            ctx,
+            (t, self.heads * self.head_dim),
+            &self.device,
+        )?)
+    }
+
     fn index(&self, values: &[u32]) -> Result<Tensor> {
         Ok(Tensor::from_slice(values, values.len(), &self.device)?)
     }
@@ -167,14 +188,26 @@ impl EmbeddingModel for BertModel {
                     .index_select(&self.index(&batch.type_ids)?, 0)?,
             )?;
         xs = e.norm.forward(&xs)?;
-        let layout = AttentionLayout::new(&batch.offsets, xs.dtype(), &self.device)?;
+        // The hand-written attention works on f32 CPU rows directly; otherwise pad for candle.
+        let fast = xs.dtype() == DType::F32 && self.device.is_cpu() && kernels::support().avx512;
+        let layout = match fast {
+            true => None,
+            false => Some(AttentionLayout::new(
+                &batch.offsets,
+                xs.dtype(),
+                &self.device,
+            )?),
+        };
         for layer in &self.layers {
             let qkv = layer.qkv.forward(&xs)?;
-            let ctx = packed_attention(&qkv, &layout, self.heads, self.head_dim)?;
+            let ctx = match &layout {
+                Some(layout) => packed_attention(&qkv, layout, self.heads, self.head_dim)?,
+                None => self.fast_attention(&qkv, &batch.offsets)?,
+            };
             xs = layer
                 .attn_norm
                 .forward(&layer.attn_out.forward(&ctx)?.add(&xs)?)?;
-            let ff = self.act.forward(&layer.intermediate.forward(&xs)?)?;
+            let ff = layer.intermediate.forward_act(&xs, Some(self.act))?;
             xs = layer
                 .out_norm
                 .forward(&layer.output.forward(&ff)?.add(&xs)?)?;

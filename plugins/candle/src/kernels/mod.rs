@@ -1,0 +1,174 @@
+//! Hand-written CPU kernels for the hot spots candle's generic CPU backend handles poorly
+//! on this class of machine (profiled on a 2-core AVX-512 EPYC):
+//!
+//! | kernel      | replaces                                   | why |
+//! |-------------|--------------------------------------------|-----|
+//! | `gemm_bf16` | `matmul` + `broadcast_add` in dense layers | candle has no bf16 CPU gemm (it widens to f32); `vdpbf16ps` doubles the FLOP rate |
+//! | `attention` | pad → batched matmul → mask → softmax      | thousands of tiny per-head gemm calls; this works on the packed rows directly |
+//! | `gelu_erf`  | `gelu_erf` (scalar libm `erf`)             | a branch-free rational erf the compiler vectorizes |
+//!
+//! Every kernel has a safe candle fallback and is chosen at run time from the CPU's feature
+//! flags, so the same binary runs everywhere. This is the only module allowed `unsafe`:
+//! SIMD intrinsics and `#[target_feature]` functions need it. Each `unsafe` block states the
+//! invariant it relies on, and the kernels are tested against the candle reference paths.
+
+#![allow(unsafe_code)]
+
+mod math;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use std::sync::OnceLock;
+
+pub use math::{erf, exp};
+
+/// What this CPU can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Support {
+    /// AVX-512F: the vectorized attention and GELU kernels.
+    pub avx512: bool,
+    /// AVX-512 BF16 (`vdpbf16ps`): the bf16 dense-layer kernel.
+    pub bf16_gemm: bool,
+}
+
+/// Detected once per process.
+pub fn support() -> Support {
+    static SUPPORT: OnceLock<Support> = OnceLock::new();
+    *SUPPORT.get_or_init(detect)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn detect() -> Support {
+    let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+    Support {
+        avx512,
+        bf16_gemm: avx512 && std::arch::is_x86_feature_detected!("avx512bf16"),
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn detect() -> Support {
+    Support {
+        avx512: false,
+        bf16_gemm: false,
+    }
+}
+
+/// Weights of a dense layer in the bf16 kernel's layout: panels of 32 output columns, and
+/// within a panel the two k-values of each pair interleaved per column, so one 64-byte load
+/// feeds one `vdpbf16ps` for 16 columns.
+#[derive(Debug, Clone)]
+pub struct PackedBf16 {
+    pub(crate) n: usize,
+    pub(crate) k: usize,
+    pub(crate) k2: usize,
+    pub(crate) panels: usize,
+    pub(crate) data: Vec<u16>,
+    /// Bias padded with zeros to `panels * 32`.
+    pub(crate) bias: Vec<f32>,
+}
+
+pub(crate) const NR: usize = 32;
+
+/// Round-to-nearest-even f32 → bf16 (inputs are finite weights and activations).
+pub fn to_bf16(x: f32) -> u16 {
+    let bits = x.to_bits();
+    let rounding = 0x7FFF + ((bits >> 16) & 1);
+    (bits.wrapping_add(rounding) >> 16) as u16
+}
+
+impl PackedBf16 {
+    /// `weight`: `[n, k]` row-major (the checkpoint's `[out, in]`); `bias`: `[n]`.
+    pub fn pack(weight: &[f32], bias: &[f32], n: usize, k: usize) -> Self {
+        let k2 = k.div_ceil(2);
+        let panels = n.div_ceil(NR);
+        let mut data = Vec::with_capacity(panels * k2 * NR * 2);
+        for panel in 0..panels {
+            for p in 0..k2 {
+                for c in 0..NR {
+                    let col = panel * NR + c;
+                    for e in 0..2 {
+                        let kk = 2 * p + e;
+                        let v = if col < n && kk < k {
+                            weight[col * k + kk]
+                        } else {
+                            0.0
+                        };
+                        data.push(to_bf16(v));
+                    }
+                }
+            }
+        }
+        let mut padded = bias.to_vec();
+        padded.resize(panels * NR, 0.0);
+        Self {
+            n,
+            k,
+            k2,
+            panels,
+            data,
+            bias: padded,
+        }
+    }
+
+    pub fn out_dim(&self) -> usize {
+        self.n
+    }
+
+    pub fn in_dim(&self) -> usize {
+        self.k
+    }
+}
+
+/// `out[m, n] = a[m, k] · Wᵀ + bias` with bf16 inputs and f32 accumulation.
+/// Returns `None` when the CPU lacks AVX-512 BF16 (callers then use the candle path).
+pub fn gemm_bf16(a: &[f32], m: usize, w: &PackedBf16) -> Option<Vec<f32>> {
+    if !support().bf16_gemm || a.len() != m * w.k {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        Some(x86::gemm_bf16(a, m, w))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        None
+    }
+}
+
+/// Multi-head self-attention over packed rows: `qkv` is `[T, 3·heads·dim]` (Q, K, V per row),
+/// sequence `i` owns rows `offsets[i]..offsets[i + 1]`; returns the context `[T, heads·dim]`.
+/// `None` when the CPU lacks AVX-512F.
+pub fn attention(qkv: &[f32], offsets: &[usize], heads: usize, dim: usize) -> Option<Vec<f32>> {
+    let total = *offsets.last()?;
+    if !support().avx512 || qkv.len() != total * 3 * heads * dim {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        Some(x86::attention(qkv, offsets, heads, dim))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        None
+    }
+}
+
+/// In-place exact-form GELU, `x·Φ(x)`, with the rational erf. `false` when not supported.
+pub fn gelu_erf(xs: &mut [f32]) -> bool {
+    if !support().avx512 {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        x86::gelu_erf(xs);
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests;

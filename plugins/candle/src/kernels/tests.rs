@@ -1,0 +1,110 @@
+use super::*;
+
+fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+#[test]
+fn exp_and_erf_match_libm() {
+    let mut worst_exp = 0f32;
+    let mut worst_erf = 0f64;
+    for i in 0..20_000 {
+        let x = -30.0 + i as f32 * 0.0015;
+        worst_exp = worst_exp.max(((exp(x) - x.exp()) / x.exp()).abs());
+        let y = -6.0 + i as f64 * 0.0006;
+        worst_erf = worst_erf.max((erf(y as f32) as f64 - libm_erf(y)).abs());
+    }
+    assert!(worst_exp < 1e-6, "exp relative error {worst_exp}");
+    assert!(worst_erf < 2e-6, "erf abs error {worst_erf}");
+}
+
+/// erf via candle's reference implementation (f64).
+fn libm_erf(x: f64) -> f64 {
+    candle_core::cpu::erf::erf_f64(x)
+}
+
+#[test]
+fn bf16_gemm_matches_f32_reference() {
+    if !support().bf16_gemm {
+        eprintln!("no AVX-512 BF16 on this CPU: kernel not exercised");
+        return;
+    }
+    for &(m, k, n) in &[(1, 8, 3), (7, 33, 50), (53, 64, 96), (100, 384, 1536)] {
+        let a = rand_vec(m * k, 1);
+        let w = rand_vec(n * k, 2);
+        let bias = rand_vec(n, 3);
+        let got = gemm_bf16(&a, m, &PackedBf16::pack(&w, &bias, n, k)).unwrap();
+        for r in 0..m {
+            for c in 0..n {
+                let want: f32 = (0..k).map(|i| a[r * k + i] * w[c * k + i]).sum::<f32>() + bias[c];
+                let tol = 0.02 * (k as f32).sqrt();
+                assert!(
+                    (got[r * n + c] - want).abs() < tol,
+                    "({m},{k},{n}) [{r},{c}] {} vs {want}",
+                    got[r * n + c]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn attention_matches_the_padded_candle_path() {
+    if !support().avx512 {
+        eprintln!("no AVX-512 on this CPU: kernel not exercised");
+        return;
+    }
+    use crate::layers::{AttentionLayout, packed_attention};
+    let (heads, dim) = (4, 8);
+    let offsets = [0usize, 5, 6, 17];
+    let t = offsets[3];
+    let qkv = rand_vec(t * 3 * heads * dim, 9);
+    let got = attention(&qkv, &offsets, heads, dim).unwrap();
+    let dev = candle_core::Device::Cpu;
+    let tensor = candle_core::Tensor::from_vec(qkv, (t, 3 * heads * dim), &dev).unwrap();
+    let layout = AttentionLayout::new(&offsets, candle_core::DType::F32, &dev).unwrap();
+    let want: Vec<f32> = packed_attention(&tensor, &layout, heads, dim)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let diff = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(diff < 1e-5, "max diff {diff}");
+}
+
+#[test]
+fn gelu_matches_candle() {
+    let xs = rand_vec(5000, 4)
+        .iter()
+        .map(|x| x * 6.0)
+        .collect::<Vec<_>>();
+    let mut got = xs.clone();
+    if !gelu_erf(&mut got) {
+        return;
+    }
+    let want: Vec<f32> = candle_core::Tensor::new(xs.as_slice(), &candle_core::Device::Cpu)
+        .unwrap()
+        .gelu_erf()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let diff = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(diff < 1e-5, "max diff {diff}");
+}
