@@ -7,7 +7,7 @@ CARGO ?= cargo
 PORT ?= 43119
 PLUGINS ?= config/plugins
 
-.PHONY: help up test deps build build-release lint unit e2e crd bench-gateway
+.PHONY: help up test deps build build-release lint unit e2e checks crd bench-gateway
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -18,7 +18,7 @@ deps: ## Install what the build and tests need (idempotent)
 up: deps build-release ## Build and run the local stack on http://127.0.0.1:$(PORT)
 	./target/release/bkg up --port $(PORT) --plugins $(PLUGINS)
 
-test: deps lint build unit e2e ## Every test: format, lints, unit, integration and end-to-end
+test: deps lint build unit e2e checks ## Every test: format, lints, unit, integration and end-to-end
 	@echo "make test: all checks passed"
 
 lint: ## cargo fmt --check and clippy with warnings denied
@@ -41,6 +41,11 @@ unit: ## Unit and integration tests of every crate
 
 e2e: build ## End-to-end tests against the real binaries on loopback
 	@source scripts/env.sh; $(CARGO) test --locked -p bkg-e2e -- --test-threads 2
+
+checks: build ## Tool-based checks: every script in scripts/test.d
+	@source scripts/env.sh; for t in scripts/test.d/*.sh; do \
+	  [ -x "$$t" ] || continue; echo "== $$t"; "$$t"; \
+	done
 
 crd: ## Regenerate crds/ from the Rust types
 	$(CARGO) run -q -p bkg -- crd > crds/plugins.bkg.rs.yaml
