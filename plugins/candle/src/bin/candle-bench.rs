@@ -171,22 +171,27 @@ async fn main() -> anyhow::Result<()> {
     // Warm-up: one batch of each shape class.
     m.embed(&inputs.short[..32], true)?;
     m.embed(&inputs.long[..8], true)?;
-    let on = started_plugin(&args, true).await?;
-    let off = started_plugin(&args, false).await?;
-    for mode in args.modes.split(',') {
+    let modes: Vec<&str> = args.modes.split(',').collect();
+    // Load only what the chosen modes use, so peak RSS reflects one served model when only
+    // plugin modes run.
+    let m = modes.iter().any(|m| m.starts_with("direct")).then_some(m);
+    let on = match modes.contains(&"plugin-on") {
+        true => Some(started_plugin(&args, true).await?),
+        false => None,
+    };
+    let off = match modes.contains(&"plugin-off") {
+        true => Some(started_plugin(&args, false).await?),
+        false => None,
+    };
+    for mode in modes {
         for (set, texts) in [("short", &inputs.short), ("long", &inputs.long)] {
-            let elapsed = match mode {
-                "direct-b1" => direct(&m, texts, 1)?,
-                "direct-b32" => direct(&m, texts, 32)?,
-                "plugin-on" => {
-                    through_plugin(Arc::clone(&on), Arc::new(texts.clone()), args.concurrency)
-                        .await?
+            let elapsed = match (mode, &m, &on, &off) {
+                ("direct-b1", Some(m), _, _) => direct(m, texts, 1)?,
+                ("direct-b32", Some(m), _, _) => direct(m, texts, 32)?,
+                ("plugin-on", _, Some(p), _) | ("plugin-off", _, _, Some(p)) => {
+                    through_plugin(Arc::clone(p), Arc::new(texts.clone()), args.concurrency).await?
                 }
-                "plugin-off" => {
-                    through_plugin(Arc::clone(&off), Arc::new(texts.clone()), args.concurrency)
-                        .await?
-                }
-                other => bail!("unknown mode {other}"),
+                (other, ..) => bail!("unknown mode {other}"),
             };
             let rate = texts.len() as f64 / elapsed.as_secs_f64();
             println!(

@@ -63,26 +63,32 @@ fn attention_matches_the_padded_candle_path() {
         return;
     }
     use crate::layers::{AttentionLayout, packed_attention};
-    let (heads, dim) = (4, 8);
-    let offsets = [0usize, 5, 6, 17];
-    let t = offsets[3];
-    let qkv = rand_vec(t * 3 * heads * dim, 9);
-    let got = attention(&qkv, &offsets, heads, dim).unwrap();
-    let dev = candle_core::Device::Cpu;
-    let tensor = candle_core::Tensor::from_vec(qkv, (t, 3 * heads * dim), &dev).unwrap();
-    let layout = AttentionLayout::new(&offsets, candle_core::DType::F32, &dev).unwrap();
-    let want: Vec<f32> = packed_attention(&tensor, &layout, heads, dim)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    let diff = got
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
-    assert!(diff < 1e-5, "max diff {diff}");
+    // dim 8 takes the simple kernel, multiples of 16 the register-blocked one; lengths cover
+    // partial query blocks (of 8) and key chunks (of 16).
+    for (heads, dim, offsets) in [
+        (4, 8, vec![0usize, 5, 6, 17]),
+        (3, 32, vec![0, 1, 9, 26, 60]),
+        (2, 16, vec![0, 16, 24]),
+    ] {
+        let t = *offsets.last().unwrap();
+        let qkv = rand_vec(t * 3 * heads * dim, 9);
+        let got = attention(&qkv, &offsets, heads, dim).unwrap();
+        let dev = candle_core::Device::Cpu;
+        let tensor = candle_core::Tensor::from_vec(qkv, (t, 3 * heads * dim), &dev).unwrap();
+        let layout = AttentionLayout::new(&offsets, candle_core::DType::F32, &dev).unwrap();
+        let want: Vec<f32> = packed_attention(&tensor, &layout, heads, dim)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let diff = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(diff < 1e-5, "heads {heads} dim {dim}: max diff {diff}");
+    }
 }
 
 #[test]

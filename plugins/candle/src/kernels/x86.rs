@@ -170,7 +170,13 @@ pub fn attention(qkv: &[f32], offsets: &[usize], heads: usize, dim: usize) -> Ve
     tasks.par_iter().for_each(|&(s, h)| {
         // SAFETY: CPU support checked by the caller; task (s, h) writes only rows of sequence
         // s, columns h·dim..(h+1)·dim, which no other task touches; `out` outlives the loop.
-        unsafe { attend(qkv, offsets[s], offsets[s + 1], h, heads, dim, ptr.get()) };
+        unsafe {
+            if dim.is_multiple_of(16) {
+                attend_blocked(qkv, offsets[s], offsets[s + 1], h, heads, dim, ptr.get())
+            } else {
+                attend(qkv, offsets[s], offsets[s + 1], h, heads, dim, ptr.get())
+            }
+        };
     });
     out
 }
@@ -226,6 +232,95 @@ unsafe fn attend(
         for (d, c) in ctx.iter().enumerate() {
             // SAFETY: row start+i < total rows, column h·dim + d < heads·dim.
             unsafe { *out.add((start + i) * hd + h * dim + d) = c * inv };
+        }
+    }
+}
+
+/// Queries per register block.
+const QB: usize = 8;
+/// f32 lanes per AVX-512 vector.
+const LANES: usize = 16;
+
+/// [`attend`] register-blocked: 8 queries × 16 keys (or 16 dims) of accumulators stay in
+/// vector registers while the shared operand is loaded once, so the FMA units, not loads,
+/// set the pace. Needs `dim % 16 == 0`; rows are zero-padded to whole blocks.
+#[target_feature(enable = "avx512f")]
+unsafe fn attend_blocked(
+    qkv: &[f32],
+    start: usize,
+    end: usize,
+    h: usize,
+    heads: usize,
+    dim: usize,
+    out: *mut f32,
+) {
+    let len = end - start;
+    let lk = len.div_ceil(LANES) * LANES;
+    let lq = len.div_ceil(QB) * QB;
+    let hd = heads * dim;
+    let stride = 3 * hd;
+    let scale = 1.0 / (dim as f32).sqrt();
+    let mut q = vec![0f32; lq * dim];
+    let mut kt = vec![0f32; dim * lk];
+    let mut v = vec![0f32; len * dim];
+    for j in 0..len {
+        let row = &qkv[(start + j) * stride..(start + j + 1) * stride];
+        for d in 0..dim {
+            q[j * dim + d] = row[h * dim + d] * scale;
+            kt[d * lk + j] = row[hd + h * dim + d];
+        }
+        v[j * dim..(j + 1) * dim].copy_from_slice(&row[2 * hd + h * dim..2 * hd + (h + 1) * dim]);
+    }
+    let mut scores = vec![0f32; QB * lk];
+    for qb in (0..lq).step_by(QB) {
+        // S[q, j] = Σ_d Q[q, d] · Kᵀ[d, j]
+        for jc in (0..lk).step_by(LANES) {
+            let mut acc = [[0f32; LANES]; QB];
+            for d in 0..dim {
+                let k: &[f32; LANES] = kt[d * lk + jc..d * lk + jc + LANES]
+                    .try_into()
+                    .unwrap_or(&[0.0; LANES]);
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let a = q[(qb + r) * dim + d];
+                    for l in 0..LANES {
+                        acc_r[l] += a * k[l];
+                    }
+                }
+            }
+            for (r, acc_r) in acc.iter().enumerate() {
+                scores[r * lk + jc..r * lk + jc + LANES].copy_from_slice(acc_r);
+            }
+        }
+        // Softmax over the real keys of each row.
+        let mut inv = [0f32; QB];
+        for r in 0..QB {
+            let row = &mut scores[r * lk..r * lk + len];
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            for x in row.iter_mut() {
+                *x = exp(*x - max);
+            }
+            inv[r] = 1.0 / row.iter().sum::<f32>();
+        }
+        // ctx[q, d] = Σ_j P[q, j] · V[j, d]
+        for dc in (0..dim).step_by(LANES) {
+            let mut acc = [[0f32; LANES]; QB];
+            for j in 0..len {
+                let vv: &[f32; LANES] = v[j * dim + dc..j * dim + dc + LANES]
+                    .try_into()
+                    .unwrap_or(&[0.0; LANES]);
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let p = scores[r * lk + j];
+                    for l in 0..LANES {
+                        acc_r[l] += p * vv[l];
+                    }
+                }
+            }
+            for (r, acc_r) in acc.iter().enumerate().take(len.saturating_sub(qb).min(QB)) {
+                for (l, x) in acc_r.iter().enumerate() {
+                    // SAFETY: row start+qb+r < end ≤ total rows; column h·dim+dc+l < heads·dim.
+                    unsafe { *out.add((start + qb + r) * hd + h * dim + dc + l) = x * inv[r] };
+                }
+            }
         }
     }
 }
