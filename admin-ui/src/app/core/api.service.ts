@@ -1,0 +1,72 @@
+import { Injectable, inject } from '@angular/core';
+import { ApiError } from './api-error';
+import { Logs, PluginAction, PluginInfo, Telemetry, WhoAmI } from './models';
+import { SessionKey } from './session-key';
+
+/** Thin client of the gateway's REST API. Every failure is thrown as an ApiError. */
+@Injectable({ providedIn: 'root' })
+export class ApiService {
+  private readonly session = inject(SessionKey);
+
+  whoami(key?: string): Promise<WhoAmI> {
+    return this.request<WhoAmI>('GET', '/api/whoami', undefined, key);
+  }
+
+  plugins(): Promise<PluginInfo[]> {
+    return this.request('GET', '/api/plugins');
+  }
+
+  plugin(id: string): Promise<PluginInfo> {
+    return this.request('GET', `/api/plugins/${encodeURIComponent(id)}`);
+  }
+
+  action(id: string, action: PluginAction): Promise<PluginInfo> {
+    return this.request('POST', `/api/plugins/${encodeURIComponent(id)}/${action}`);
+  }
+
+  setConfig(id: string, config: unknown): Promise<PluginInfo> {
+    return this.request('POST', `/api/plugins/${encodeURIComponent(id)}/config`, config);
+  }
+
+  telemetry(id: string): Promise<Telemetry> {
+    return this.request('GET', `/api/plugins/${encodeURIComponent(id)}/telemetry`);
+  }
+
+  logs(id: string, lines = 200): Promise<Logs> {
+    return this.request('GET', `/api/plugins/${encodeURIComponent(id)}/logs?lines=${lines}`);
+  }
+
+  invoke(id: string, capability: string, payload: unknown): Promise<unknown> {
+    return this.request('POST', `/api/plugins/${encodeURIComponent(id)}/invoke`, { capability, payload });
+  }
+
+  async request<T>(method: string, path: string, body?: unknown, key?: string): Promise<T> {
+    const headers: Record<string, string> = { accept: 'application/json, application/problem+json' };
+    const token = key ?? this.session.key();
+    if (token) headers['authorization'] = `Bearer ${token}`;
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    let response: Response;
+    try {
+      response = await fetch(path, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    } catch (e) {
+      throw ApiError.network(e instanceof Error ? e.message : String(e));
+    }
+    const text = await response.text();
+    if (!response.ok) {
+      const error = ApiError.fromBody(response.status, response.statusText, text);
+      // A stored key that stops working ends the session (not the key being tried at sign-in).
+      if (response.status === 401 && key === undefined) this.session.expired(error.problem.detail);
+      throw error;
+    }
+    if (!text) return undefined as T;
+    try {
+      return JSON.parse(text) as T;
+    } catch {
+      throw ApiError.fromBody(502, 'Invalid JSON from gateway', text);
+    }
+  }
+}

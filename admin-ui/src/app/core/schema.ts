@@ -1,0 +1,221 @@
+import { JsonSchema } from './models';
+
+type Obj = Record<string, unknown>;
+
+export type FieldKind = 'string' | 'text' | 'number' | 'integer' | 'boolean' | 'enum' | 'string-list' | 'json';
+
+/** One input of a form generated from a JSON schema property. */
+export interface FormField {
+  name: string;
+  kind: FieldKind;
+  required: boolean;
+  description?: string;
+  options?: unknown[];
+  minimum?: number;
+  maximum?: number;
+  default?: unknown;
+}
+
+function asObj(s: unknown): Obj | null {
+  return s && typeof s === 'object' && !Array.isArray(s) ? (s as Obj) : null;
+}
+
+function typeOf(schema: Obj): string | undefined {
+  const t = schema['type'];
+  if (typeof t === 'string') return t;
+  if (Array.isArray(t)) return t.find((x) => x !== 'null') as string | undefined;
+  return undefined;
+}
+
+function fieldKind(schema: Obj): FieldKind {
+  if (Array.isArray(schema['enum'])) return 'enum';
+  const t = typeOf(schema);
+  switch (t) {
+    case 'string':
+      return typeof schema['maxLength'] === 'number' && (schema['maxLength'] as number) <= 200 ? 'string' : 'text';
+    case 'integer':
+      return 'integer';
+    case 'number':
+      return 'number';
+    case 'boolean':
+      return 'boolean';
+    case 'array': {
+      const items = asObj(schema['items']);
+      return items && typeOf(items) === 'string' ? 'string-list' : 'json';
+    }
+    default:
+      return 'json';
+  }
+}
+
+/**
+ * The form fields for an input schema, or null when no form fits (not an object with properties,
+ * or a `oneOf`/`anyOf` root): the playground then offers raw JSON only.
+ */
+export function formFields(schema: JsonSchema): FormField[] | null {
+  const root = asObj(schema);
+  if (!root || (typeOf(root) !== 'object' && !root['properties'])) return null;
+  const props = asObj(root['properties']);
+  if (!props || Object.keys(props).length === 0) return null;
+  const required = new Set(Array.isArray(root['required']) ? (root['required'] as string[]) : []);
+  return Object.entries(props).map(([name, raw]) => {
+    const s = asObj(raw) ?? {};
+    return {
+      name,
+      kind: fieldKind(s),
+      required: required.has(name),
+      description: typeof s['description'] === 'string' ? (s['description'] as string) : undefined,
+      options: Array.isArray(s['enum']) ? (s['enum'] as unknown[]) : undefined,
+      minimum: typeof s['minimum'] === 'number' ? (s['minimum'] as number) : undefined,
+      maximum: typeof s['maximum'] === 'number' ? (s['maximum'] as number) : undefined,
+      default: s['default'],
+    };
+  });
+}
+
+/** Form values are strings (booleans for checkboxes); turns them into a payload. Throws on bad input. */
+export function buildPayload(fields: FormField[], values: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const f of fields) {
+    const v = values[f.name];
+    if (f.kind === 'boolean') {
+      if (v !== undefined && v !== '' && v !== null) out[f.name] = v === true || v === 'true';
+      continue;
+    }
+    const text = v === undefined || v === null ? '' : String(v);
+    if (text.trim() === '') {
+      if (f.required) throw new Error(`${f.name} is required`);
+      continue;
+    }
+    switch (f.kind) {
+      case 'integer':
+      case 'number': {
+        const n = Number(text);
+        if (!Number.isFinite(n)) throw new Error(`${f.name} must be a number`);
+        if (f.kind === 'integer' && !Number.isInteger(n)) throw new Error(`${f.name} must be an integer`);
+        out[f.name] = n;
+        break;
+      }
+      case 'enum': {
+        const match = f.options?.find((o) => String(o) === text);
+        out[f.name] = match === undefined ? text : match;
+        break;
+      }
+      case 'string-list':
+        out[f.name] = text
+          .split('\n')
+          .map((l) => l.trim())
+          .filter((l) => l.length > 0);
+        break;
+      case 'json':
+        try {
+          out[f.name] = JSON.parse(text);
+        } catch {
+          throw new Error(`${f.name} is not valid JSON`);
+        }
+        break;
+      default:
+        out[f.name] = text;
+    }
+  }
+  return out;
+}
+
+/** A one-line description of a schema's type, e.g. `integer (0 … 600000)` or `"a" | "b"`. */
+export function describeType(schema: unknown): string {
+  if (schema === true || schema === undefined) return 'any';
+  if (schema === false) return 'nothing';
+  const s = asObj(schema);
+  if (!s) return 'any';
+  if (Array.isArray(s['enum'])) return (s['enum'] as unknown[]).map((e) => JSON.stringify(e)).join(' | ');
+  if ('const' in s) return `= ${JSON.stringify(s['const'])}`;
+  for (const k of ['oneOf', 'anyOf']) {
+    if (Array.isArray(s[k])) return (s[k] as unknown[]).map(describeType).join(k === 'oneOf' ? ' ⊕ ' : ' | ');
+  }
+  const t = s['type'];
+  let base = Array.isArray(t) ? t.join(' | ') : typeof t === 'string' ? t : s['properties'] ? 'object' : 'any';
+  if (base === 'array' && s['items'] !== undefined) base = `array of ${describeType(s['items'])}`;
+  const bounds: string[] = [];
+  const lo = s['minimum'] ?? s['minLength'] ?? s['minItems'];
+  const hi = s['maximum'] ?? s['maxLength'] ?? s['maxItems'];
+  if (lo !== undefined || hi !== undefined) bounds.push(`${lo ?? ''} … ${hi ?? ''}`.trim());
+  if (typeof s['format'] === 'string') bounds.push(`format ${s['format']}`);
+  return bounds.length ? `${base} (${bounds.join(', ')})` : base;
+}
+
+export interface SchemaRow {
+  path: string;
+  depth: number;
+  type: string;
+  required: boolean;
+  description?: string;
+}
+
+/** Flattens a schema's properties (nested objects and array items too) into rows for a table. */
+export function schemaRows(schema: unknown, maxDepth = 4): SchemaRow[] {
+  const rows: SchemaRow[] = [];
+  const walk = (s: unknown, prefix: string, depth: number) => {
+    const o = asObj(s);
+    if (!o || depth > maxDepth) return;
+    const props = asObj(o['properties']);
+    const required = new Set(Array.isArray(o['required']) ? (o['required'] as string[]) : []);
+    if (props) {
+      for (const [name, child] of Object.entries(props)) {
+        const path = prefix ? `${prefix}.${name}` : name;
+        const c = asObj(child);
+        rows.push({
+          path,
+          depth,
+          type: describeType(child),
+          required: required.has(name),
+          description: c && typeof c['description'] === 'string' ? (c['description'] as string) : undefined,
+        });
+        walk(child, path, depth + 1);
+      }
+    }
+    const items = asObj(o['items']);
+    if (items && asObj(items['properties'])) walk(items, `${prefix}[]`, depth + 1);
+  };
+  walk(schema, '', 0);
+  return rows;
+}
+
+/** Extra facts of the root of a schema worth showing: additionalProperties, etc. */
+export function schemaNotes(schema: unknown): string[] {
+  const o = asObj(schema);
+  if (schema === true) return ['Accepts any JSON value.'];
+  if (!o) return [];
+  const notes: string[] = [];
+  if (o['additionalProperties'] === false) notes.push('No other properties allowed.');
+  if (typeOf(o) === 'object' && !o['properties']) notes.push('Any JSON object.');
+  return notes;
+}
+
+/** An example payload satisfying the required fields, as a start for the raw JSON editor. */
+export function examplePayload(schema: JsonSchema): unknown {
+  const o = asObj(schema);
+  if (!o) return {};
+  if (o['default'] !== undefined) return o['default'];
+  if (Array.isArray(o['examples']) && o['examples'].length) return o['examples'][0];
+  if (Array.isArray(o['enum'])) return o['enum'][0];
+  switch (typeOf(o) ?? (o['properties'] ? 'object' : undefined)) {
+    case 'object': {
+      const props = asObj(o['properties']) ?? {};
+      const required = Array.isArray(o['required']) ? (o['required'] as string[]) : [];
+      const out: Record<string, unknown> = {};
+      for (const name of required) out[name] = examplePayload((props[name] ?? true) as JsonSchema);
+      return out;
+    }
+    case 'array':
+      return [];
+    case 'string':
+      return '';
+    case 'integer':
+    case 'number':
+      return typeof o['minimum'] === 'number' ? o['minimum'] : 0;
+    case 'boolean':
+      return false;
+    default:
+      return {};
+  }
+}

@@ -1,0 +1,261 @@
+import { ChangeDetectionStrategy, Component, OnInit, computed, inject, input, linkedSignal, signal } from '@angular/core';
+import { Router } from '@angular/router';
+import { ApiService } from '../core/api.service';
+import { AuthStore } from '../core/auth.store';
+import { compactJson, findEmbeddings } from '../core/embeddings';
+import { Capability, PluginInfo } from '../core/models';
+import { PluginsStore } from '../core/plugins.store';
+import { FormField, buildPayload, examplePayload, formFields } from '../core/schema';
+import { ProblemView } from '../ui/problem-view';
+import { SchemaView } from '../ui/schema-view';
+
+interface InvokeResult {
+  ok: boolean;
+  ms: number;
+  response?: unknown;
+  error?: unknown;
+  at: Date;
+}
+
+@Component({
+  selector: 'app-playground',
+  imports: [ProblemView, SchemaView],
+  changeDetection: ChangeDetectionStrategy.OnPush,
+  template: `
+    <h1 class="mb-4 text-2xl font-bold">Invoke playground</h1>
+    <div class="grid grid-cols-1 gap-6 lg:grid-cols-2">
+      <section class="card space-y-4" aria-labelledby="req-title">
+        <h2 id="req-title" class="section-title">Request</h2>
+        <div class="grid grid-cols-1 gap-3 sm:grid-cols-2">
+          <div>
+            <label for="pg-plugin" class="label">Plugin</label>
+            <select id="pg-plugin" class="input" [value]="pluginId()" (change)="choosePlugin($any($event.target).value)" data-testid="pg-plugin">
+              @for (p of invocable(); track p.id) {
+                <option [value]="p.id">{{ p.name }} ({{ p.status }})</option>
+              }
+            </select>
+          </div>
+          <div>
+            <label for="pg-cap" class="label">Capability</label>
+            <select id="pg-cap" class="input" [value]="capId()" (change)="chooseCapability($any($event.target).value)" data-testid="pg-capability">
+              @for (c of capabilities(); track c.id) {
+                <option [value]="c.id">{{ c.name }} ({{ c.id }})</option>
+              }
+            </select>
+          </div>
+        </div>
+        @if (selectedPlugin()?.status !== 'running' && selectedPlugin()) {
+          <p class="rounded bg-amber-50 p-2 text-sm text-amber-900" role="status">The plugin is {{ selectedPlugin()!.status }}; the call will likely fail.</p>
+        }
+        @if (capability(); as c) {
+          @if (c.description) {<p class="text-sm text-slate-700">{{ c.description }}</p>}
+          <details class="text-sm"><summary class="cursor-pointer text-blue-800">Input schema</summary><app-schema-view [schema]="c.input_schema" label="Input" /></details>
+
+          <fieldset class="flex gap-4 text-sm">
+            <legend class="sr-only">Payload editor</legend>
+            <label class="flex items-center gap-1.5"><input type="radio" name="mode" value="form" [checked]="mode() === 'form'" [disabled]="!fields()" (change)="setMode('form')" /> Form</label>
+            <label class="flex items-center gap-1.5"><input type="radio" name="mode" value="json" [checked]="mode() === 'json'" (change)="setMode('json')" data-testid="mode-json" /> Raw JSON</label>
+          </fieldset>
+
+          @if (mode() === 'form' && fields(); as fs) {
+            <div class="space-y-3">
+              @for (f of fs; track f.name) {
+                <div>
+                  @if (f.kind === 'boolean') {
+                    <label class="flex items-center gap-2 text-sm font-medium"><input type="checkbox" [id]="'f-' + f.name" [checked]="values()[f.name] === true" (change)="set(f.name, $any($event.target).checked)" /> {{ f.name }}</label>
+                  } @else {
+                    <label [for]="'f-' + f.name" class="label">{{ f.name }}@if (f.required) {<span class="text-red-700" aria-hidden="true"> *</span>}</label>
+                    @switch (f.kind) {
+                      @case ('enum') {
+                        <select [id]="'f-' + f.name" class="input" [value]="str(f.name)" (change)="set(f.name, $any($event.target).value)" [required]="f.required">
+                          <option value="">(none)</option>
+                          @for (o of f.options; track $index) {<option [value]="'' + o">{{ o }}</option>}
+                        </select>
+                      }
+                      @case ('integer') {
+                        <input [id]="'f-' + f.name" type="number" step="1" class="input" [attr.min]="f.minimum" [attr.max]="f.maximum" [value]="str(f.name)" (input)="set(f.name, $any($event.target).value)" [required]="f.required" />
+                      }
+                      @case ('number') {
+                        <input [id]="'f-' + f.name" type="number" step="any" class="input" [attr.min]="f.minimum" [attr.max]="f.maximum" [value]="str(f.name)" (input)="set(f.name, $any($event.target).value)" [required]="f.required" />
+                      }
+                      @case ('string') {
+                        <input [id]="'f-' + f.name" type="text" class="input" [value]="str(f.name)" (input)="set(f.name, $any($event.target).value)" [required]="f.required" />
+                      }
+                      @default {
+                        <textarea [id]="'f-' + f.name" class="input h-20 font-mono text-xs" [value]="str(f.name)" (input)="set(f.name, $any($event.target).value)" [required]="f.required"></textarea>
+                      }
+                    }
+                    <p class="mt-0.5 text-xs text-slate-600">
+                      {{ f.description }}
+                      @if (f.kind === 'string-list') { One item per line. }
+                      @if (f.kind === 'json') { JSON value. }
+                    </p>
+                  }
+                </div>
+              }
+            </div>
+          } @else {
+            <div>
+              <label for="pg-json" class="label">Payload (JSON)</label>
+              <textarea id="pg-json" class="input h-48 font-mono text-xs" spellcheck="false" [value]="raw()" (input)="raw.set($any($event.target).value)" data-testid="pg-json"></textarea>
+            </div>
+          }
+          @if (inputError()) {
+            <p role="alert" class="text-sm text-red-800">{{ inputError() }}</p>
+          }
+          <button type="button" class="btn btn-primary" [disabled]="sending() || !auth.canInvoke(pluginId(), capId())" (click)="send()" data-testid="pg-send">
+            @if (sending()) {<span class="spinner" aria-hidden="true"></span> Sending…} @else {Send}
+          </button>
+          @if (!auth.canInvoke(pluginId(), capId())) {
+            <p class="text-sm text-slate-700">Your key may not invoke this capability.</p>
+          }
+        } @else {
+          <p class="text-sm text-slate-700">No plugin with capabilities to invoke.</p>
+        }
+      </section>
+
+      <section class="card" aria-labelledby="res-title" aria-live="polite">
+        <h2 id="res-title" class="section-title">Response</h2>
+        @if (result(); as r) {
+          <p class="mb-2 text-sm" data-testid="pg-latency">
+            <span class="font-semibold" [class]="r.ok ? 'text-emerald-800' : 'text-red-800'">{{ r.ok ? 'OK' : 'Failed' }}</span>
+            in <span class="tabular-nums">{{ r.ms.toFixed(1) }} ms</span>
+          </p>
+          @if (r.ok) {
+            @if (embeddings(); as e) {
+              <div class="mb-3" data-testid="pg-embeddings">
+                <p class="text-sm font-semibold">{{ e.vectors.length }} embedding{{ e.vectors.length === 1 ? '' : 's' }} of dimension {{ e.vectors[0].dim }}@if (e.model) { · {{ e.model }}}</p>
+                <ul class="mt-1 space-y-1 font-mono text-xs">
+                  @for (v of e.vectors.slice(0, 20); track v.index) {
+                    <li>#{{ v.index }} [{{ nums(v.head) }}, …, {{ nums(v.tail) }}] <span class="text-slate-600">dim {{ v.dim }}, ‖v‖ {{ v.norm.toFixed(3) }}</span></li>
+                  }
+                </ul>
+              </div>
+            }
+            <pre class="mono max-h-[32rem] overflow-auto rounded bg-slate-100 p-2" data-testid="pg-response">{{ responseText() }}</pre>
+          } @else {
+            <app-problem [error]="r.error" />
+          }
+        } @else {
+          <p class="text-sm text-slate-700">Send a request to see the answer here.</p>
+        }
+      </section>
+    </div>
+  `,
+})
+export class PlaygroundPage implements OnInit {
+  /** Query parameters. */
+  readonly plugin = input<string>();
+  readonly capability_ = input<string | undefined>(undefined, { alias: 'capability' });
+
+  protected readonly store = inject(PluginsStore);
+  protected readonly auth = inject(AuthStore);
+  private readonly api = inject(ApiService);
+  private readonly router = inject(Router);
+
+  protected readonly invocable = computed(() =>
+    this.store.list().filter((p) => p.capabilities.length && this.auth.canInvoke(p.id)),
+  );
+  protected readonly pluginId = linkedSignal(() => this.plugin() ?? this.invocable()[0]?.id ?? '');
+  protected readonly selectedPlugin = computed<PluginInfo | undefined>(() => this.store.plugins()[this.pluginId()]);
+  protected readonly capabilities = computed<Capability[]>(() => this.selectedPlugin()?.capabilities ?? []);
+  protected readonly capId = linkedSignal(() => {
+    const caps = this.capabilities();
+    const wanted = this.capability_();
+    return caps.find((c) => c.id === wanted)?.id ?? caps[0]?.id ?? '';
+  });
+  protected readonly capability = computed(() => this.capabilities().find((c) => c.id === this.capId()));
+  protected readonly fields = computed<FormField[] | null>(() => {
+    const c = this.capability();
+    return c ? formFields(c.input_schema) : null;
+  });
+  protected readonly mode = linkedSignal<'form' | 'json'>(() => (this.fields() ? 'form' : 'json'));
+  protected readonly values = linkedSignal<Record<string, unknown>>(() => {
+    const out: Record<string, unknown> = {};
+    for (const f of this.fields() ?? []) if (f.default !== undefined) out[f.name] = f.kind === 'boolean' ? f.default : String(f.default);
+    return out;
+  });
+  protected readonly raw = linkedSignal(() => {
+    const c = this.capability();
+    return JSON.stringify(c ? examplePayload(c.input_schema) : {}, null, 2);
+  });
+  protected readonly inputError = signal<string | null>(null);
+  protected readonly sending = signal(false);
+  protected readonly result = signal<InvokeResult | null>(null);
+  protected readonly embeddings = computed(() => {
+    const r = this.result();
+    return r?.ok ? findEmbeddings(r.response) : null;
+  });
+  protected readonly responseText = computed(() => compactJson(this.result()?.response));
+
+  async ngOnInit(): Promise<void> {
+    if (!this.store.loaded()) await this.store.load();
+  }
+
+  protected choosePlugin(id: string): void {
+    this.pluginId.set(id);
+    this.result.set(null);
+    void this.router.navigate([], { queryParams: { plugin: id, capability: null }, replaceUrl: true });
+  }
+
+  protected chooseCapability(id: string): void {
+    this.capId.set(id);
+    this.result.set(null);
+    void this.router.navigate([], { queryParams: { plugin: this.pluginId(), capability: id }, replaceUrl: true });
+  }
+
+  protected setMode(mode: 'form' | 'json'): void {
+    if (mode === 'json' && this.mode() === 'form' && this.fields()) {
+      try {
+        this.raw.set(JSON.stringify(buildPayload(this.fields()!, this.values()), null, 2));
+      } catch {
+        // keep the previous raw text
+      }
+    }
+    this.mode.set(mode);
+    this.inputError.set(null);
+  }
+
+  protected str(name: string): string {
+    const v = this.values()[name];
+    return v === undefined || v === null ? '' : String(v);
+  }
+
+  protected set(name: string, value: unknown): void {
+    this.values.update((v) => ({ ...v, [name]: value }));
+  }
+
+  protected nums(xs: number[]): string {
+    return xs.map((x) => x.toFixed(4)).join(', ');
+  }
+
+  private payload(): unknown {
+    if (this.mode() === 'form' && this.fields()) return buildPayload(this.fields()!, this.values());
+    try {
+      return JSON.parse(this.raw());
+    } catch (e) {
+      throw new Error(`The payload is not valid JSON: ${e instanceof Error ? e.message : e}`);
+    }
+  }
+
+  protected async send(): Promise<void> {
+    let payload: unknown;
+    try {
+      payload = this.payload();
+    } catch (e) {
+      this.inputError.set(e instanceof Error ? e.message : String(e));
+      return;
+    }
+    this.inputError.set(null);
+    this.sending.set(true);
+    const started = performance.now();
+    try {
+      const response = await this.api.invoke(this.pluginId(), this.capId(), payload);
+      this.result.set({ ok: true, ms: performance.now() - started, response, at: new Date() });
+    } catch (error) {
+      this.result.set({ ok: false, ms: performance.now() - started, error, at: new Date() });
+    } finally {
+      this.sending.set(false);
+    }
+  }
+}

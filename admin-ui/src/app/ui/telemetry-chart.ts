@@ -1,0 +1,110 @@
+import {
+  AfterViewInit,
+  ChangeDetectionStrategy,
+  Component,
+  ElementRef,
+  OnDestroy,
+  computed,
+  effect,
+  input,
+  viewChild,
+} from '@angular/core';
+import { Chart, Filler, LineController, LineElement, LinearScale, PointElement, Tooltip } from 'chart.js';
+import { Sample } from '../core/plugins.store';
+
+Chart.register(LineController, LineElement, PointElement, LinearScale, Filler, Tooltip);
+
+export type Metric = 'cpu' | 'memory' | 'rps' | 'eps';
+
+const META: Record<Metric, { title: string; unit: string; color: string }> = {
+  cpu: { title: 'CPU', unit: '%', color: '#1d4ed8' },
+  memory: { title: 'Memory', unit: 'MiB', color: '#7c3aed' },
+  rps: { title: 'Requests', unit: 'req/s', color: '#047857' },
+  eps: { title: 'Errors', unit: 'err/s', color: '#b91c1c' },
+};
+
+/** One telemetry series over the kept history, x = seconds before the newest sample. */
+@Component({
+  selector: 'app-telemetry-chart',
+  changeDetection: ChangeDetectionStrategy.OnPush,
+  template: `
+    <figure class="card p-3">
+      <figcaption class="mb-1 flex items-baseline justify-between text-sm">
+        <span class="font-semibold">{{ meta().title }}</span>
+        <span class="tabular-nums text-slate-700">{{ latest() }}</span>
+      </figcaption>
+      <div class="relative h-32">
+        <canvas #canvas role="img" [attr.aria-label]="ariaLabel()"></canvas>
+      </div>
+    </figure>
+  `,
+})
+export class TelemetryChart implements AfterViewInit, OnDestroy {
+  readonly samples = input.required<Sample[]>();
+  readonly metric = input.required<Metric>();
+  private readonly canvas = viewChild.required<ElementRef<HTMLCanvasElement>>('canvas');
+  private chart: Chart<'line', { x: number; y: number }[]> | null = null;
+
+  protected readonly meta = computed(() => META[this.metric()]);
+  private readonly points = computed(() => {
+    const s = this.samples();
+    const last = s.at(-1)?.t ?? 0;
+    const m = this.metric();
+    return s.map((x) => ({ x: (x.t - last) / 1000, y: +x[m].toFixed(3) }));
+  });
+  protected readonly latest = computed(() => {
+    const p = this.points().at(-1);
+    return p ? `${p.y.toFixed(p.y < 10 ? 2 : 0)} ${this.meta().unit}` : 'no data yet';
+  });
+  protected readonly ariaLabel = computed(
+    () => `${this.meta().title} over the last ${Math.round(-(this.points()[0]?.x ?? 0))} seconds, latest ${this.latest()}`,
+  );
+
+  constructor() {
+    effect(() => {
+      const points = this.points();
+      if (!this.chart) return;
+      this.chart.data.datasets[0].data = points;
+      this.chart.update('none');
+    });
+  }
+
+  ngAfterViewInit(): void {
+    const meta = this.meta();
+    this.chart = new Chart(this.canvas().nativeElement, {
+      type: 'line',
+      data: {
+        datasets: [
+          {
+            label: `${meta.title} (${meta.unit})`,
+            data: this.points(),
+            borderColor: meta.color,
+            backgroundColor: meta.color + '22',
+            fill: true,
+            pointRadius: 0,
+            borderWidth: 2,
+            tension: 0.2,
+          },
+        ],
+      },
+      options: {
+        animation: false,
+        responsive: true,
+        maintainAspectRatio: false,
+        parsing: false,
+        normalized: true,
+        interaction: { mode: 'nearest', intersect: false },
+        plugins: { legend: { display: false }, tooltip: { enabled: true } },
+        scales: {
+          x: { type: 'linear', ticks: { callback: (v) => `${v}s`, maxTicksLimit: 6, color: '#334155' } },
+          y: { type: 'linear', beginAtZero: true, ticks: { maxTicksLimit: 4, color: '#334155' } },
+        },
+      },
+    });
+  }
+
+  ngOnDestroy(): void {
+    this.chart?.destroy();
+    this.chart = null;
+  }
+}
