@@ -174,7 +174,7 @@ export function schemaRows(schema: unknown, maxDepth = 4): SchemaRow[] {
       }
     }
     const items = asObj(o['items']);
-    if (items && asObj(items['properties'])) walk(items, `${prefix}[]`, depth + 1);
+    if (items && asObj(items['properties'])) walk(items, `${prefix}[]`, depth);
   };
   walk(schema, '', 0);
   return rows;

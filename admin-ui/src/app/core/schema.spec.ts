@@ -1,0 +1,67 @@
+import { buildPayload, describeType, examplePayload, formFields, schemaRows } from './schema';
+
+const sleep = {
+  type: 'object',
+  required: ['ms'],
+  additionalProperties: false,
+  properties: { ms: { type: 'integer', minimum: 0, maximum: 600000 } },
+};
+const fail = {
+  type: 'object',
+  properties: { kind: { enum: ['failed', 'invalid_input'] }, message: { type: 'string' }, texts: { type: 'array', items: { type: 'string' } }, opts: { type: 'object' }, on: { type: 'boolean' } },
+};
+
+describe('schema forms', () => {
+  it('makes fields from object properties', () => {
+    const fields = formFields(sleep)!;
+    expect(fields).toEqual([{ name: 'ms', kind: 'integer', required: true, description: undefined, options: undefined, minimum: 0, maximum: 600000, default: undefined }]);
+    expect(formFields(fail)!.map((f) => f.kind)).toEqual(['enum', 'text', 'string-list', 'json', 'boolean']);
+  });
+
+  it('offers no form for schemas without properties', () => {
+    expect(formFields(true)).toBeNull();
+    expect(formFields({ type: 'object' })).toBeNull();
+    expect(formFields({ type: 'string' })).toBeNull();
+  });
+
+  it('builds typed payloads and rejects bad input', () => {
+    const fields = formFields(fail)!;
+    expect(buildPayload(fields, { kind: 'failed', message: 'boom', texts: 'a\n\n b ', opts: '{"x":1}', on: true })).toEqual({
+      kind: 'failed',
+      message: 'boom',
+      texts: ['a', 'b'],
+      opts: { x: 1 },
+      on: true,
+    });
+    expect(buildPayload(fields, {})).toEqual({});
+    expect(() => buildPayload(fields, { opts: '{nope' })).toThrow(/opts is not valid JSON/);
+    const ms = formFields(sleep)!;
+    expect(buildPayload(ms, { ms: '250' })).toEqual({ ms: 250 });
+    expect(() => buildPayload(ms, {})).toThrow(/ms is required/);
+    expect(() => buildPayload(ms, { ms: '1.5' })).toThrow(/integer/);
+  });
+
+  it('describes types readably', () => {
+    expect(describeType(sleep.properties.ms)).toBe('integer (0 … 600000)');
+    expect(describeType(fail.properties.kind)).toBe('"failed" | "invalid_input"');
+    expect(describeType({ type: 'array', items: { type: 'number' } })).toBe('array of number');
+    expect(describeType(true)).toBe('any');
+  });
+
+  it('flattens nested properties into rows', () => {
+    const rows = schemaRows({
+      type: 'object',
+      required: ['data'],
+      properties: { data: { type: 'array', items: { type: 'object', properties: { embedding: { type: 'array', items: { type: 'number' } } } } } },
+    });
+    expect(rows.map((r) => [r.path, r.required, r.depth])).toEqual([
+      ['data', true, 0],
+      ['data[].embedding', false, 1],
+    ]);
+  });
+
+  it('proposes an example with the required fields', () => {
+    expect(examplePayload(sleep)).toEqual({ ms: 0 });
+    expect(examplePayload(true)).toEqual({});
+  });
+});

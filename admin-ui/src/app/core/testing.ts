@@ -1,0 +1,54 @@
+import { PluginInfo, Telemetry } from './models';
+
+export function plugin(over: Partial<PluginInfo> = {}): PluginInfo {
+  return {
+    id: 'echo',
+    name: 'Echo',
+    version: '0.1.0',
+    description: 'Returns what it is sent',
+    author: 'bkg',
+    implementation: 'echo',
+    status: 'running',
+    enabled: true,
+    replicas: 1,
+    ready_replicas: 1,
+    capabilities: [
+      { id: 'echo', name: 'Echo', description: '', input_schema: { type: 'object' }, output_schema: { type: 'object' } },
+    ],
+    config: { greeting: 'hello' },
+    resources: { timeout_secs: 10, max_concurrency: 8, gpu_count: 0 },
+    instances: [],
+    ...over,
+  };
+}
+
+export function telemetry(over: Partial<Telemetry> = {}): Telemetry {
+  return {
+    plugin_id: 'echo',
+    cpu_percent: 1.5,
+    memory_mb: 12,
+    uptime_secs: 90,
+    request_count: 10,
+    error_count: 1,
+    replicas: 1,
+    ...over,
+  };
+}
+
+/** A fetch stub answering by "METHOD path". */
+export function fakeFetch(routes: Record<string, (init?: RequestInit) => { status: number; body?: unknown }>) {
+  const calls: { method: string; path: string; headers: Record<string, string>; body?: string }[] = [];
+  const fn = async (input: RequestInfo | URL, init?: RequestInit) => {
+    const method = init?.method ?? 'GET';
+    const path = String(input);
+    calls.push({ method, path, headers: (init?.headers ?? {}) as Record<string, string>, body: init?.body as string });
+    const route = routes[`${method} ${path}`];
+    if (!route) return new Response(JSON.stringify({ title: 'Not found', status: 404, detail: path }), { status: 404 });
+    const { status, body } = route(init);
+    return new Response(body === undefined ? '' : JSON.stringify(body), {
+      status,
+      headers: { 'content-type': status >= 400 ? 'application/problem+json' : 'application/json' },
+    });
+  };
+  return { fn: fn as typeof fetch, calls };
+}
