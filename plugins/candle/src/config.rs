@@ -5,7 +5,8 @@
 //!   "model": {"model_id": "sentence-transformers/all-MiniLM-L6-v2", "revision": "main"},
 //!   "normalize": null, "truncate": true, "pooling": null,
 //!   "batching": true, "max_batch_size": 32, "max_batch_tokens": 16384,
-//!   "max_wait_ms": 2, "queue_capacity": 1024, "dtype": "f32", "device": "auto"
+//!   "max_wait_ms": 2, "queue_capacity": 1024, "dtype": "f32", "device": "auto",
+//!   "kernels": "auto"
 //! }
 //! ```
 //!
@@ -80,6 +81,17 @@ impl Dtype {
     }
 }
 
+/// Which CPU kernels run the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kernels {
+    /// The hand-written AVX-512 kernels when the CPU has them, else candle.
+    #[default]
+    Auto,
+    /// candle's portable ops only (reference path, and a switch if a kernel misbehaves).
+    Candle,
+}
+
 /// Which compute device to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -114,6 +126,7 @@ pub struct PluginConfig {
     pub queue_capacity: usize,
     pub dtype: Dtype,
     pub device: DeviceChoice,
+    pub kernels: Kernels,
 }
 
 impl Default for PluginConfig {
@@ -130,6 +143,7 @@ impl Default for PluginConfig {
             queue_capacity: 1024,
             dtype: Dtype::F32,
             device: DeviceChoice::Auto,
+            kernels: Kernels::Auto,
         }
     }
 }

@@ -24,6 +24,8 @@ pub struct LoadOptions {
     pub device: Device,
     pub pooling: Option<Pooling>,
     pub normalize: Option<bool>,
+    /// Use the hand-written AVX-512 kernels where the CPU has them (false: candle only).
+    pub cpu_kernels: bool,
 }
 
 impl Default for LoadOptions {
@@ -33,6 +35,7 @@ impl Default for LoadOptions {
             device: Device::Cpu,
             pooling: None,
             normalize: None,
+            cpu_kernels: true,
         }
     }
 }
@@ -48,6 +51,8 @@ pub struct ModelInfo {
     pub normalize: bool,
     pub dtype: &'static str,
     pub device: String,
+    /// `avx512-bf16`, `avx512-f32` or `candle`: which kernels the dense layers run on.
+    pub kernels: &'static str,
 }
 
 pub struct Embedder {
@@ -84,8 +89,13 @@ impl Embedder {
             Dtype::F32 => DType::F32,
             Dtype::Bf16 => DType::BF16,
         };
-        let mut weights = Weights::load(&files.weights, dtype, &opts.device)?;
+        let mut weights = Weights::load(&files.weights, dtype, &opts.device, opts.cpu_kernels)?;
         let model = config.build(&mut weights, &opts.device)?;
+        let weights_kernels = match weights.packing() {
+            crate::layers::Packing::Bf16 => "avx512-bf16",
+            crate::layers::Packing::F32 => "avx512-f32",
+            crate::layers::Packing::None => "candle",
+        };
         drop(weights);
         // sentence-transformers' max_seq_length wins; the tokenizer's limit and the position
         // table are fallbacks and hard ceilings.
@@ -108,6 +118,7 @@ impl Embedder {
             normalize: opts.normalize.unwrap_or(files.sentence.normalize),
             dtype: opts.dtype.as_str(),
             device: device_name(&opts.device),
+            kernels: weights_kernels,
         };
         tracing::info!(model = %info.name, dir = %dir.display(), dimensions = info.dimensions,
             max_seq_length = info.max_seq_length, pooling = info.pooling.as_str(), normalize = info.normalize,

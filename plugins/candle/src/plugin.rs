@@ -16,7 +16,7 @@ use candle_core::Device;
 use serde_json::{Map, Value, json};
 
 use crate::batcher::Batcher;
-use crate::config::{ModelSource, PluginConfig};
+use crate::config::{Kernels, ModelSource, PluginConfig};
 use crate::engine::{Embedder, LoadOptions, device_name, select_device};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -85,6 +85,7 @@ impl CandlePlugin {
             device,
             pooling: config.pooling,
             normalize: config.normalize,
+            cpu_kernels: config.kernels == Kernels::Auto,
         };
         let started = Instant::now();
         let embedder = tokio::task::spawn_blocking(move || Embedder::load_source(&source, &opts))

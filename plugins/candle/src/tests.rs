@@ -243,6 +243,35 @@ fn bf16_stays_close_to_f32() {
     }
 }
 
+#[test]
+fn cpu_kernels_agree_with_the_portable_candle_path() {
+    let dir = tiny(&Tiny::default());
+    let texts = [words(3), words(17), words(9)];
+    for dtype in [crate::config::Dtype::F32, crate::config::Dtype::Bf16] {
+        let load = |cpu_kernels| {
+            Embedder::load(
+                dir.path(),
+                "t".into(),
+                &LoadOptions {
+                    dtype,
+                    cpu_kernels,
+                    ..LoadOptions::default()
+                },
+            )
+            .unwrap()
+        };
+        let (fast, portable) = (load(true), load(false));
+        assert_eq!(portable.info().kernels, "candle");
+        let (a, b) = (
+            fast.embed(&texts, true).unwrap(),
+            portable.embed(&texts, true).unwrap(),
+        );
+        for (x, y) in a.iter().zip(&b) {
+            assert!(cosine(x, y) > 0.999, "{dtype:?}: {}", cosine(x, y));
+        }
+    }
+}
+
 // ---- broken model directories ------------------------------------------------------------
 
 #[test]

@@ -127,6 +127,27 @@ fn bf16_compute_stays_within_tolerance() {
     assert_matches(&reference, &m.embed(&texts, true).expect("batch"), "bf16");
 }
 
+#[test]
+fn the_portable_candle_path_matches_too() {
+    let reference = reference();
+    let opts = LoadOptions {
+        cpu_kernels: false,
+        ..LoadOptions::default()
+    };
+    let m = Embedder::load(&model_dir(), "minilm".into(), &opts).expect("load");
+    assert_eq!(m.info().kernels, "candle");
+    let texts: Vec<&str> = reference
+        .sentences
+        .iter()
+        .map(|s| s.text.as_str())
+        .collect();
+    assert_matches(
+        &reference,
+        &m.embed(&texts, true).expect("batch"),
+        "candle kernels",
+    );
+}
+
 /// Builds an HF cache (`hub/models--…/{refs,snapshots}`) around the local files and loads the
 /// model by id with offline mode on, as a pod with a pre-warmed cache and HF_HUB_OFFLINE=1 would.
 #[test]

@@ -41,6 +41,9 @@ struct Args {
     /// Compute precision.
     #[arg(long, default_value = "f32", value_parser = ["f32", "bf16"])]
     dtype: String,
+    /// `auto` (hand-written AVX-512 kernels when available) or `candle` (portable ops only).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "candle"])]
+    kernels: String,
     /// Concurrent callers in the plugin modes.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
@@ -129,6 +132,7 @@ async fn started_plugin(args: &Args, batching: bool) -> anyhow::Result<Arc<Candl
         "batching": batching,
         "max_batch_size": 32,
         "dtype": args.dtype,
+        "kernels": args.kernels,
         "queue_capacity": 4096,
     });
     plugin
@@ -146,6 +150,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let opts = LoadOptions {
         dtype: dtype(&args.dtype),
+        cpu_kernels: args.kernels == "auto",
         ..LoadOptions::default()
     };
     let m = Embedder::load(&args.model_dir, "all-MiniLM-L6-v2".into(), &opts)
@@ -155,7 +160,7 @@ async fn main() -> anyhow::Result<()> {
     if args.startup {
         println!(
             "{}",
-            json!({"contender": "candle", "dtype": args.dtype, "ready_s": ready.as_secs_f64(),
+            json!({"contender": "candle", "dtype": args.dtype, "kernels": m.info().kernels, "ready_s": ready.as_secs_f64(),
                    "dimensions": first[0].len(), "peak_rss_mb": peak_rss_mb()})
         );
         return Ok(());

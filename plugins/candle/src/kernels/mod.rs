@@ -4,8 +4,10 @@
 //! | kernel      | replaces                                   | why |
 //! |-------------|--------------------------------------------|-----|
 //! | `gemm_bf16` | `matmul` + `broadcast_add` in dense layers | candle has no bf16 CPU gemm (it widens to f32); `vdpbf16ps` doubles the FLOP rate |
+//! | `gemm_f32`  | the same, f32                              | weights packed once at load, bias fused, same thread pool as the other kernels |
 //! | `attention` | pad → batched matmul → mask → softmax      | thousands of tiny per-head gemm calls; this works on the packed rows directly |
 //! | `gelu_erf`  | `gelu_erf` (scalar libm `erf`)             | a branch-free rational erf the compiler vectorizes |
+//! | `add_layer_norm` | residual `add` + `layer_norm`         | one pass, and no hand-off to candle's spinning thread pool between kernels |
 //!
 //! Every kernel has a safe candle fallback and is chosen at run time from the CPU's feature
 //! flags, so the same binary runs everywhere. This is the only module allowed `unsafe`:
@@ -120,6 +122,62 @@ impl PackedBf16 {
     }
 }
 
+/// Weights of a dense layer for the f32 kernel: panels of 32 output columns, each k-row of a
+/// panel contiguous (two 64-byte vectors).
+#[derive(Debug, Clone)]
+pub struct PackedF32 {
+    pub(crate) n: usize,
+    pub(crate) k: usize,
+    pub(crate) panels: usize,
+    pub(crate) data: Vec<f32>,
+    /// Bias padded with zeros to `panels * 32`.
+    pub(crate) bias: Vec<f32>,
+}
+
+impl PackedF32 {
+    /// `weight`: `[n, k]` row-major (the checkpoint's `[out, in]`); `bias`: `[n]`.
+    pub fn pack(weight: &[f32], bias: &[f32], n: usize, k: usize) -> Self {
+        let panels = n.div_ceil(NR);
+        let mut data = Vec::with_capacity(panels * k * NR);
+        for panel in 0..panels {
+            for kk in 0..k {
+                for c in 0..NR {
+                    let col = panel * NR + c;
+                    data.push(if col < n { weight[col * k + kk] } else { 0.0 });
+                }
+            }
+        }
+        let mut padded = bias.to_vec();
+        padded.resize(panels * NR, 0.0);
+        Self {
+            n,
+            k,
+            panels,
+            data,
+            bias: padded,
+        }
+    }
+
+    pub fn out_dim(&self) -> usize {
+        self.n
+    }
+}
+
+/// `out[m, n] = a[m, k] · Wᵀ + bias` in f32. `None` when the CPU lacks AVX-512F.
+pub fn gemm_f32(a: &[f32], m: usize, w: &PackedF32) -> Option<Vec<f32>> {
+    if !support().avx512 || a.len() != m * w.k {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        Some(x86::gemm_f32(a, m, w))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        None
+    }
+}
+
 /// `out[m, n] = a[m, k] · Wᵀ + bias` with bf16 inputs and f32 accumulation.
 /// Returns `None` when the CPU lacks AVX-512 BF16 (callers then use the candle path).
 pub fn gemm_bf16(a: &[f32], m: usize, w: &PackedBf16) -> Option<Vec<f32>> {
@@ -147,6 +205,33 @@ pub fn attention(qkv: &[f32], offsets: &[usize], heads: usize, dim: usize) -> Op
     #[cfg(target_arch = "x86_64")]
     {
         Some(x86::attention(qkv, offsets, heads, dim))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        None
+    }
+}
+
+/// `LayerNorm(x + residual)` row by row (`gamma.len()` columns). `None` when not supported.
+pub fn add_layer_norm(
+    x: &[f32],
+    residual: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+) -> Option<Vec<f32>> {
+    let hidden = gamma.len();
+    if !support().avx512
+        || hidden == 0
+        || x.len() != residual.len()
+        || !x.len().is_multiple_of(hidden)
+        || beta.len() != hidden
+    {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        Some(x86::add_layer_norm(x, residual, gamma, beta, eps))
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

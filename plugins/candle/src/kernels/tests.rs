@@ -57,6 +57,28 @@ fn bf16_gemm_matches_f32_reference() {
 }
 
 #[test]
+fn f32_gemm_matches_f32_reference() {
+    if !support().avx512 {
+        return;
+    }
+    for &(m, k, n) in &[(1, 8, 3), (7, 33, 50), (53, 64, 96), (100, 384, 1536)] {
+        let a = rand_vec(m * k, 1);
+        let w = rand_vec(n * k, 2);
+        let bias = rand_vec(n, 3);
+        let got = gemm_f32(&a, m, &PackedF32::pack(&w, &bias, n, k)).unwrap();
+        for r in 0..m {
+            for c in 0..n {
+                let want: f32 = (0..k).map(|i| a[r * k + i] * w[c * k + i]).sum::<f32>() + bias[c];
+                assert!(
+                    (got[r * n + c] - want).abs() < 1e-4,
+                    "({m},{k},{n}) [{r},{c}]"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn attention_matches_the_padded_candle_path() {
     if !support().avx512 {
         eprintln!("no AVX-512 on this CPU: kernel not exercised");
@@ -113,4 +135,34 @@ fn gelu_matches_candle() {
         .map(|(a, b)| (a - b).abs())
         .fold(0f32, f32::max);
     assert!(diff < 1e-5, "max diff {diff}");
+}
+
+#[test]
+fn add_layer_norm_matches_candle() {
+    let (rows, hidden) = (70, 48);
+    let x = rand_vec(rows * hidden, 5);
+    let r = rand_vec(rows * hidden, 6);
+    let g = rand_vec(hidden, 7);
+    let b = rand_vec(hidden, 8);
+    let Some(got) = add_layer_norm(&x, &r, &g, &b, 1e-12) else {
+        return;
+    };
+    let dev = candle_core::Device::Cpu;
+    let t = |v: &[f32], shape: &[usize]| {
+        candle_core::Tensor::from_vec(v.to_vec(), shape, &dev).unwrap()
+    };
+    let sum = t(&x, &[rows, hidden]).add(&t(&r, &[rows, hidden])).unwrap();
+    let want: Vec<f32> =
+        candle_nn::ops::layer_norm(&sum, &t(&g, &[hidden]), &t(&b, &[hidden]), 1e-12)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+    let diff = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(diff < 1e-4, "max diff {diff}");
 }

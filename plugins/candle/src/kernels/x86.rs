@@ -6,7 +6,7 @@ use std::arch::x86_64::*;
 use rayon::prelude::*;
 
 use super::math::{erf, exp};
-use super::{NR, PackedBf16};
+use super::{NR, PackedBf16, PackedF32};
 
 /// Rows per micro-kernel call: 6 rows × 2 vectors = 12 accumulators, leaving registers for
 /// the two weight vectors and the broadcast.
@@ -55,6 +55,118 @@ pub fn gemm_bf16(a: &[f32], m: usize, w: &PackedBf16) -> Vec<f32> {
             unsafe { gemm_block(&a16, k2, w, rows, panels, ptr.get(), n) };
         });
     out
+}
+
+pub fn gemm_f32(a: &[f32], m: usize, w: &PackedF32) -> Vec<f32> {
+    let (k, n) = (w.k, w.n);
+    let mut out = vec![0f32; m * n];
+    let ptr = OutPtr(out.as_mut_ptr());
+    let row_blocks = m.div_ceil(MB);
+    let col_groups = if row_blocks >= 2 { 1 } else { w.panels.min(4) };
+    let panels_per_group = w.panels.div_ceil(col_groups);
+    (0..row_blocks * col_groups)
+        .into_par_iter()
+        .for_each(|task| {
+            let (rb, cg) = (task / col_groups, task % col_groups);
+            let rows = rb * MB..((rb + 1) * MB).min(m);
+            let panels = cg * panels_per_group..((cg + 1) * panels_per_group).min(w.panels);
+            // SAFETY: as in gemm_bf16: disjoint (rows × panels) output tiles, CPU support checked.
+            unsafe { gemm_f32_block(a, k, w, rows, panels, ptr.get(), n) };
+        });
+    out
+}
+
+#[target_feature(enable = "avx512f")]
+unsafe fn gemm_f32_block(
+    a: &[f32],
+    k: usize,
+    w: &PackedF32,
+    rows: std::ops::Range<usize>,
+    panels: std::ops::Range<usize>,
+    out: *mut f32,
+    ldo: usize,
+) {
+    for panel in panels {
+        let b = unsafe { w.data.as_ptr().add(panel * k * NR) };
+        let bias = unsafe { w.bias.as_ptr().add(panel * NR) };
+        let cols = (w.n - panel * NR).min(NR);
+        let mut r = rows.start;
+        while r < rows.end {
+            let left = rows.end - r;
+            // SAFETY: rows r..r+mr exist in a (m rows of k) and out (m rows of ldo); the panel
+            // holds k × 32 values; columns beyond `cols` are masked off.
+            unsafe {
+                let a = a.as_ptr().add(r * k);
+                let o = out.add(r * ldo + panel * NR);
+                match left {
+                    6.. => micro_f32::<6>(a, k, b, bias, o, ldo, cols),
+                    5 => micro_f32::<5>(a, k, b, bias, o, ldo, cols),
+                    4 => micro_f32::<4>(a, k, b, bias, o, ldo, cols),
+                    3 => micro_f32::<3>(a, k, b, bias, o, ldo, cols),
+                    2 => micro_f32::<2>(a, k, b, bias, o, ldo, cols),
+                    _ => micro_f32::<1>(a, k, b, bias, o, ldo, cols),
+                }
+            }
+            r += left.min(MR);
+        }
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn micro_f32<const R: usize>(
+    a: *const f32,
+    k: usize,
+    b: *const f32,
+    bias: *const f32,
+    out: *mut f32,
+    ldo: usize,
+    cols: usize,
+) {
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
+    for kk in 0..k {
+        // SAFETY (whole loop): kk < k, so b + kk*32 + 32 stays in the panel and a + r*k + kk
+        // in row r of A.
+        unsafe {
+            let b0 = _mm512_loadu_ps(b.add(kk * NR));
+            let b1 = _mm512_loadu_ps(b.add(kk * NR + 16));
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_ps(*a.add(r * k + kk));
+                acc_r[0] = _mm512_fmadd_ps(av, b0, acc_r[0]);
+                acc_r[1] = _mm512_fmadd_ps(av, b1, acc_r[1]);
+            }
+        }
+    }
+    // SAFETY: same output contract as `micro`.
+    unsafe { store_tile(&acc, bias, out, ldo, cols) };
+}
+
+/// Adds the bias and stores `R` rows × up to 32 columns, masking columns past `cols`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn store_tile<const R: usize>(
+    acc: &[[__m512; 2]; R],
+    bias: *const f32,
+    out: *mut f32,
+    ldo: usize,
+    cols: usize,
+) {
+    for (r, acc_r) in acc.iter().enumerate() {
+        for (v, acc_v) in acc_r.iter().enumerate() {
+            let valid = cols.saturating_sub(v * 16).min(16);
+            // SAFETY: bias is padded to whole panels; the store is masked to the `valid`
+            // columns that exist in this row of `out`.
+            unsafe {
+                let value = _mm512_add_ps(*acc_v, _mm512_loadu_ps(bias.add(v * 16)));
+                let dst = out.add(r * ldo + v * 16);
+                if valid == 16 {
+                    _mm512_storeu_ps(dst, value);
+                } else if valid > 0 {
+                    _mm512_mask_storeu_ps(dst, ((1u32 << valid) - 1) as u16, value);
+                }
+            }
+        }
+    }
 }
 
 #[target_feature(enable = "avx512f,avx512bf16,avx512bw")]
@@ -141,22 +253,8 @@ unsafe fn micro<const R: usize>(
             }
         }
     }
-    for (r, acc_r) in acc.iter().enumerate() {
-        for (v, acc_v) in acc_r.iter().enumerate() {
-            let valid = cols.saturating_sub(v * 16).min(16);
-            // SAFETY: bias is padded to whole panels; the store is masked to the `valid`
-            // columns that exist in this row of `out`.
-            unsafe {
-                let value = _mm512_add_ps(*acc_v, _mm512_loadu_ps(bias.add(v * 16)));
-                let dst = out.add(r * ldo + v * 16);
-                if valid == 16 {
-                    _mm512_storeu_ps(dst, value);
-                } else if valid > 0 {
-                    _mm512_mask_storeu_ps(dst, ((1u32 << valid) - 1) as u16, value);
-                }
-            }
-        }
-    }
+    // SAFETY: the caller's output contract (rows × `cols` columns of `out` exist).
+    unsafe { store_tile(&acc, bias, out, ldo, cols) };
 }
 
 pub fn attention(qkv: &[f32], offsets: &[usize], heads: usize, dim: usize) -> Vec<f32> {
@@ -336,5 +434,67 @@ pub fn gelu_erf(xs: &mut [f32]) {
 unsafe fn gelu_chunk(xs: &mut [f32]) {
     for x in xs.iter_mut() {
         *x = 0.5 * *x * (1.0 + erf(*x * std::f32::consts::FRAC_1_SQRT_2));
+    }
+}
+
+pub fn add_layer_norm(
+    x: &[f32],
+    residual: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+) -> Vec<f32> {
+    let hidden = gamma.len();
+    let mut out = vec![0f32; x.len()];
+    // ~32 rows per task: enough work to amortize the hand-off, enough tasks to balance.
+    let rows_per_task = 32;
+    out.par_chunks_mut(hidden * rows_per_task)
+        .zip(
+            x.par_chunks(hidden * rows_per_task)
+                .zip(residual.par_chunks(hidden * rows_per_task)),
+        )
+        .for_each(|(o, (x, r))| {
+            // SAFETY: CPU support checked by the caller.
+            unsafe { add_layer_norm_rows(x, r, gamma, beta, eps, o) }
+        });
+    out
+}
+
+#[target_feature(enable = "avx512f")]
+unsafe fn add_layer_norm_rows(
+    x: &[f32],
+    r: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+    out: &mut [f32],
+) {
+    let hidden = gamma.len();
+    for ((o, x), r) in out
+        .chunks_exact_mut(hidden)
+        .zip(x.chunks_exact(hidden))
+        .zip(r.chunks_exact(hidden))
+    {
+        for ((o, x), r) in o.iter_mut().zip(x).zip(r) {
+            *o = x + r;
+        }
+        // Lane-wise partial sums so the reductions vectorize (f32 addition order is fixed).
+        let mut sum = [0f32; LANES];
+        for chunk in o.chunks(LANES) {
+            for (s, v) in sum.iter_mut().zip(chunk) {
+                *s += v;
+            }
+        }
+        let mean = sum.iter().sum::<f32>() / hidden as f32;
+        let mut sq = [0f32; LANES];
+        for chunk in o.chunks(LANES) {
+            for (s, v) in sq.iter_mut().zip(chunk) {
+                *s += (v - mean) * (v - mean);
+            }
+        }
+        let inv = 1.0 / (sq.iter().sum::<f32>() / hidden as f32 + eps).sqrt();
+        for ((o, g), b) in o.iter_mut().zip(gamma).zip(beta) {
+            *o = (*o - mean) * inv * g + b;
+        }
     }
 }

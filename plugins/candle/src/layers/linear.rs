@@ -8,7 +8,16 @@ use candle_core::Tensor;
 
 use super::{HiddenAct, Weights, with_cpu_f32};
 use crate::error::{Error, Result};
-use crate::kernels::{self, PackedBf16};
+use crate::kernels::{self, PackedBf16, PackedF32};
+
+/// Which kernel a dense layer's weights are prepared for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Packing {
+    /// candle's matmul (GPU, non-AVX-512 CPUs).
+    None,
+    F32,
+    Bf16,
+}
 
 #[derive(Debug, Clone)]
 enum Kernel {
@@ -18,6 +27,7 @@ enum Kernel {
         bias: Tensor,
     },
     Bf16(PackedBf16),
+    F32(PackedF32),
 }
 
 #[derive(Debug, Clone)]
@@ -30,34 +40,39 @@ impl Linear {
     pub fn load(w: &Weights, name: &str, in_dim: usize, out_dim: usize) -> Result<Self> {
         let weight = w.get(&format!("{name}.weight"), &[out_dim, in_dim])?;
         let bias = w.get(&format!("{name}.bias"), &[out_dim])?;
-        Self::from_parts(&weight, bias, w.packs_bf16())
+        Self::from_parts(&weight, bias, w.packing())
     }
 
     /// Stacks several layers that read the same input into one (e.g. Q, K and V), so the
     /// input is read once and the kernel sees one larger, more efficient matmul.
-    pub fn fuse(parts: &[(Tensor, Tensor)], pack_bf16: bool) -> Result<Self> {
+    pub fn fuse(parts: &[(Tensor, Tensor)], packing: Packing) -> Result<Self> {
         let weights: Vec<&Tensor> = parts.iter().map(|(w, _)| w).collect();
         let biases: Vec<&Tensor> = parts.iter().map(|(_, b)| b).collect();
         Self::from_parts(
             &Tensor::cat(&weights, 0)?,
             Tensor::cat(&biases, 0)?,
-            pack_bf16,
+            packing,
         )
     }
 
-    fn from_parts(weight: &Tensor, bias: Tensor, pack_bf16: bool) -> Result<Self> {
-        let kernel = if pack_bf16 {
-            let (n, k) = weight.dims2()?;
-            let w: Vec<f32> = weight
-                .to_dtype(candle_core::DType::F32)?
+    fn from_parts(weight: &Tensor, bias: Tensor, packing: Packing) -> Result<Self> {
+        let host = |t: &Tensor| -> Result<Vec<f32>> {
+            Ok(t.to_dtype(candle_core::DType::F32)?
                 .flatten_all()?
-                .to_vec1()?;
-            let b: Vec<f32> = bias.to_dtype(candle_core::DType::F32)?.to_vec1()?;
-            Kernel::Bf16(PackedBf16::pack(&w, &b, n, k))
-        } else {
-            Kernel::Candle {
+                .to_vec1()?)
+        };
+        let kernel = match packing {
+            Packing::None => Kernel::Candle {
                 weight_t: weight.t()?.contiguous()?,
                 bias,
+            },
+            Packing::F32 => {
+                let (n, k) = weight.dims2()?;
+                Kernel::F32(PackedF32::pack(&host(weight)?, &host(&bias)?, n, k))
+            }
+            Packing::Bf16 => {
+                let (n, k) = weight.dims2()?;
+                Kernel::Bf16(PackedBf16::pack(&host(weight)?, &host(&bias)?, n, k))
             }
         };
         Ok(Self { kernel })
@@ -70,31 +85,35 @@ impl Linear {
 
     /// The layer followed by an activation, fused into the output pass when the kernel can.
     pub fn forward_act(&self, xs: &Tensor, act: Option<HiddenAct>) -> Result<Tensor> {
-        match &self.kernel {
+        let m = xs.dim(0)?;
+        let unsupported =
+            || Error::Inference("the packed CPU kernel is not supported on this CPU".into());
+        let (mut out, n) = match &self.kernel {
             Kernel::Candle { weight_t, bias } => {
                 let ys = xs.matmul(weight_t)?.broadcast_add(bias)?;
-                Ok(match act {
+                return Ok(match act {
                     Some(a) => a.forward(&ys)?,
                     None => ys,
-                })
+                });
             }
-            Kernel::Bf16(w) => {
-                let m = xs.dim(0)?;
-                let mut out =
-                    with_cpu_f32(xs, |a| kernels::gemm_bf16(a, m, w))?.ok_or_else(|| {
-                        Error::Inference("the bf16 kernel is not supported on this CPU".into())
-                    })?;
-                let fused = match act {
-                    Some(HiddenAct::Gelu) => kernels::gelu_erf(&mut out),
-                    None => true,
-                    Some(_) => false,
-                };
-                let ys = Tensor::from_vec(out, (m, w.out_dim()), xs.device())?;
-                match (fused, act) {
-                    (false, Some(a)) => Ok(a.forward(&ys)?),
-                    _ => Ok(ys),
-                }
-            }
+            Kernel::Bf16(w) => (
+                with_cpu_f32(xs, |a| kernels::gemm_bf16(a, m, w))?.ok_or_else(unsupported)?,
+                w.out_dim(),
+            ),
+            Kernel::F32(w) => (
+                with_cpu_f32(xs, |a| kernels::gemm_f32(a, m, w))?.ok_or_else(unsupported)?,
+                w.out_dim(),
+            ),
+        };
+        let fused = match act {
+            Some(HiddenAct::Gelu) => kernels::gelu_erf(&mut out),
+            None => true,
+            Some(_) => false,
+        };
+        let ys = Tensor::from_vec(out, (m, n), xs.device())?;
+        match (fused, act) {
+            (false, Some(a)) => Ok(a.forward(&ys)?),
+            _ => Ok(ys),
         }
     }
 }

@@ -10,7 +10,7 @@ mod weights;
 pub use activation::HiddenAct;
 pub use attention::{AttentionLayout, packed_attention};
 pub use layer_norm::LayerNorm;
-pub use linear::Linear;
+pub use linear::{Linear, Packing};
 pub use weights::Weights;
 
 use candle_core::{Storage, Tensor};

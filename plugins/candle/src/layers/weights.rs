@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 
+use super::Packing;
 use crate::error::{Error, Result};
 
 /// The tensors of one checkpoint, converted to the compute dtype on access.
@@ -14,14 +15,18 @@ pub struct Weights {
     prefix: String,
     dtype: DType,
     device: Device,
-    /// Dense layers use the packed bf16 CPU kernel; everything else stays f32.
-    pack_bf16: bool,
+    /// Which kernel dense layers are prepared for.
+    packing: Packing,
+    /// The hand-written CPU kernels (attention, layer norm, GELU) may run.
+    cpu_kernels: bool,
 }
 
 impl Weights {
     /// Reads and parses the whole file. Reading (instead of mmap) keeps the crate free of
     /// `unsafe`; the raw bytes are dropped as soon as the tensors are built.
-    pub fn load(path: &Path, dtype: DType, device: &Device) -> Result<Self> {
+    /// `cpu_kernels`: use [`crate::kernels`] where the CPU supports them (false forces the
+    /// portable candle path, for comparison and debugging).
+    pub fn load(path: &Path, dtype: DType, device: &Device, cpu_kernels: bool) -> Result<Self> {
         let weights_err = |message: String| Error::Weights {
             path: path.to_owned(),
             message,
@@ -30,15 +35,23 @@ impl Weights {
         let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
             .map_err(|e| weights_err(format!("not a valid safetensors file: {e}")))?;
         drop(bytes);
-        let pack_bf16 =
-            dtype == DType::BF16 && device.is_cpu() && crate::kernels::support().bf16_gemm;
+        let support = crate::kernels::support();
+        let cpu_kernels = cpu_kernels && device.is_cpu() && support.avx512;
+        let packing = match dtype {
+            DType::BF16 if cpu_kernels && support.bf16_gemm => Packing::Bf16,
+            DType::F32 if cpu_kernels => Packing::F32,
+            _ => Packing::None,
+        };
+        // The CPU kernels keep activations in f32 whatever the weights' storage precision.
+        let dtype = if cpu_kernels { DType::F32 } else { dtype };
         Ok(Self {
             tensors,
             path: path.to_owned(),
             prefix: String::new(),
-            dtype: if pack_bf16 { DType::F32 } else { dtype },
+            dtype,
             device: device.clone(),
-            pack_bf16,
+            packing,
+            cpu_kernels,
         })
     }
 
@@ -50,7 +63,8 @@ impl Weights {
             prefix: String::new(),
             dtype,
             device: device.clone(),
-            pack_bf16: false,
+            packing: Packing::None,
+            cpu_kernels: false,
         }
     }
 
@@ -65,10 +79,14 @@ impl Weights {
         }
     }
 
-    /// `dtype: bf16` on a CPU with AVX-512 BF16: dense layers pack their weights for
-    /// [`crate::kernels::gemm_bf16`] and activations stay f32.
-    pub fn packs_bf16(&self) -> bool {
-        self.pack_bf16
+    /// How dense layers should hold their weights.
+    pub fn packing(&self) -> Packing {
+        self.packing
+    }
+
+    /// Whether the hand-written CPU kernels (attention, layer norm, GELU) are in use.
+    pub fn cpu_kernels(&self) -> bool {
+        self.cpu_kernels
     }
 
     pub fn contains(&self, name: &str) -> bool {

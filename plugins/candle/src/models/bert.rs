@@ -66,6 +66,8 @@ pub struct BertModel {
     hidden: usize,
     max_positions: usize,
     device: Device,
+    /// The hand-written CPU attention runs (see [`crate::kernels`]).
+    cpu_kernels: bool,
 }
 
 impl BertModel {
@@ -112,7 +114,7 @@ impl BertModel {
                 Ok(Layer {
                     qkv: Linear::fuse(
                         &[part("query")?, part("key")?, part("value")?],
-                        w.packs_bf16(),
+                        w.packing(),
                     )?,
                     attn_out: Linear::load(w, &format!("{p}.attention.output.dense"), h, h)?,
                     attn_norm: LayerNorm::load(
@@ -146,6 +148,7 @@ impl BertModel {
             hidden: h,
             max_positions: c.max_position_embeddings,
             device: device.clone(),
+            cpu_kernels: w.cpu_kernels(),
         })
     }
 
@@ -189,8 +192,7 @@ impl EmbeddingModel for BertModel {
             )?;
         xs = e.norm.forward(&xs)?;
         // The hand-written attention works on f32 CPU rows directly; otherwise pad for candle.
-        let fast = xs.dtype() == DType::F32 && self.device.is_cpu() && kernels::support().avx512;
-        let layout = match fast {
+        let layout = match self.cpu_kernels && xs.dtype() == DType::F32 {
             true => None,
             false => Some(AttentionLayout::new(
                 &batch.offsets,
@@ -206,11 +208,11 @@ impl EmbeddingModel for BertModel {
             };
             xs = layer
                 .attn_norm
-                .forward(&layer.attn_out.forward(&ctx)?.add(&xs)?)?;
+                .forward_residual(&layer.attn_out.forward(&ctx)?, &xs)?;
             let ff = layer.intermediate.forward_act(&xs, Some(self.act))?;
             xs = layer
                 .out_norm
-                .forward(&layer.output.forward(&ff)?.add(&xs)?)?;
+                .forward_residual(&layer.output.forward(&ff)?, &xs)?;
         }
         Ok(xs)
     }
