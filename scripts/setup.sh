@@ -9,6 +9,7 @@ mkdir -p "$TOOLS"
 
 # --- Debian packages ---------------------------------------------------------------------------
 APT_PACKAGES=(
+  chromium      # admin-ui browser e2e (scripts/test.d/40-admin-ui.sh), driven by playwright-core
 )
 need_apt=()
 for pkg in "${APT_PACKAGES[@]+"${APT_PACKAGES[@]}"}"; do
