@@ -1,0 +1,85 @@
+import { TestBed } from '@angular/core/testing';
+import { provideRouter } from '@angular/router';
+import { ApiError } from '../core/api-error';
+import { ApiService } from '../core/api.service';
+import { AuthStore } from '../core/auth.store';
+import { plugin } from '../core/testing';
+import { PlaygroundPage } from './playground';
+
+describe('PlaygroundPage', () => {
+  let api: Record<string, ReturnType<typeof vi.fn>>;
+
+  async function render() {
+    api = {
+      invoke: vi.fn(),
+      plugins: vi.fn().mockResolvedValue([]),
+      whoami: vi.fn().mockResolvedValue({ key_id: 'k', scopes: ['read', 'invoke'] }),
+    };
+    TestBed.configureTestingModule({
+      imports: [PlaygroundPage],
+      providers: [provideRouter([]), { provide: ApiService, useValue: api }],
+    });
+    api['plugins'].mockResolvedValue([
+      plugin({
+        id: 'candle',
+        name: 'Candle',
+        capabilities: [
+          {
+            id: 'model.infer',
+            name: 'Infer',
+            description: 'Sentence embeddings',
+            input_schema: { type: 'object', required: ['input'], properties: { input: { type: 'array', items: { type: 'string' } } } },
+            output_schema: true,
+          },
+        ],
+      }),
+    ]);
+    await TestBed.inject(AuthStore).signIn('k');
+    const fixture = TestBed.createComponent(PlaygroundPage);
+    await fixture.whenStable();
+    await new Promise((r) => setTimeout(r, 0));
+    await fixture.whenStable();
+    const el = fixture.nativeElement as HTMLElement;
+    const send = async () => {
+      (el.querySelector('[data-testid=pg-send]') as HTMLButtonElement).click();
+      await new Promise((r) => setTimeout(r, 0));
+      await fixture.whenStable();
+    };
+    return { fixture, el, send };
+  }
+
+  it('generates a labelled form from the input schema and sends a typed payload', async () => {
+    const { el, send } = await render();
+    const field = el.querySelector('#f-input') as HTMLTextAreaElement;
+    expect(el.querySelector('label[for=f-input]')?.textContent).toContain('input');
+    field.value = 'hello\nworld';
+    field.dispatchEvent(new Event('input'));
+    api['invoke'].mockResolvedValue({ embeddings: [Array(384).fill(0.5), Array(384).fill(-0.25)], model: 'minilm' });
+    await send();
+    expect(api['invoke']).toHaveBeenCalledWith('candle', 'model.infer', { input: ['hello', 'world'] });
+    const emb = el.querySelector('[data-testid=pg-embeddings]')!;
+    expect(emb.textContent).toContain('2 embeddings of dimension 384');
+    expect(el.querySelector('[data-testid=pg-response]')!.textContent).toContain('(dim 384)');
+    expect(el.querySelector('[data-testid=pg-latency]')!.textContent).toMatch(/OK in [\d.]+ ms/);
+  });
+
+  it('refuses a missing required field before sending', async () => {
+    const { el, send } = await render();
+    await send();
+    expect(api['invoke']).not.toHaveBeenCalled();
+    expect(el.textContent).toContain('input is required');
+  });
+
+  it('shows a 400 problem with its schema errors', async () => {
+    const { el, send } = await render();
+    const field = el.querySelector('#f-input') as HTMLTextAreaElement;
+    field.value = 'x';
+    field.dispatchEvent(new Event('input'));
+    api['invoke'].mockRejectedValue(
+      ApiError.fromBody(400, 'Bad Request', JSON.stringify({ title: 'Payload violates the input schema', status: 400, detail: 'bad', errors: [{ field: '/input/0', message: 'too short' }] })),
+    );
+    await send();
+    expect(el.querySelector('[data-testid=problem]')!.textContent).toContain('/input/0');
+    expect(el.textContent).toContain('Failed');
+  });
+});
