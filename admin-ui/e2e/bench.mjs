@@ -12,7 +12,7 @@ import { CHROMIUM, launch } from './browser.mjs';
 import { DIST, REPO, gatewayFeatures, startStack } from './stack.mjs';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 7);
-const API_KEY = 'bkg_benchAdminKey0123456789abcdefghijklmnop';
+const API_KEY = 'bkg_benchAdminKey0123456789abcdefghijklmnopq';
 
 const kb = (n) => `${(n / 1024).toFixed(1)} kB`;
 const gz = (buf) => zlib.gzipSync(buf, { level: 9 }).length;

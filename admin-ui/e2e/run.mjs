@@ -12,7 +12,7 @@ import { REPO, startStack, wsAvailable } from './stack.mjs';
 const ART = path.join(REPO, 'artifacts', 'admin-ui');
 mkdirSync(ART, { recursive: true });
 const staticServer = process.argv.includes('--static');
-const API_KEY = 'bkg_e2eAdminKey0123456789abcdefghijklmnopqr';
+const API_KEY = 'bkg_e2eAdminKey0123456789abcdefghijklmnopqrs';
 const T = 20_000;
 
 let passed = 0;
@@ -37,6 +37,22 @@ async function check(name, fn) {
   }
 }
 
+/** Every form control has an accessible name and every button a label. */
+async function assertLabelled(page) {
+  const missing = await page.evaluate(() =>
+    [...document.querySelectorAll('input, select, textarea, button')]
+      .filter((el) => {
+        if (el.type === 'hidden') return false;
+        const byLabel = el.labels && el.labels.length > 0;
+        const named = el.getAttribute('aria-label') || el.getAttribute('aria-labelledby');
+        const text = el.tagName === 'BUTTON' && el.textContent.trim();
+        return !byLabel && !named && !text;
+      })
+      .map((el) => el.outerHTML.slice(0, 120)),
+  );
+  if (missing.length) throw new Error(`controls without a label:\n${missing.join('\n')}`);
+}
+
 const stack = await startStack({ apiKey: API_KEY, staticServer });
 const browser = await launch();
 const { page, errors } = await newPage(browser);
@@ -51,7 +67,7 @@ try {
     if (!authOn) return 'skip';
     await page.goto(`${stack.base}/`);
     await page.waitForURL(/\/sign-in$/);
-    await page.getByLabel('API key', { exact: true }).fill('bkg_thisKeyDoesNotExist000000000000000000');
+    await page.getByLabel('API key', { exact: true }).fill('bkg_thisKeyDoesNotExist0123456789abcdefghijk');
     await page.getByRole('button', { name: 'Sign in' }).click();
     const msg = page.getByTestId('sign-in-error');
     await msg.waitFor();
@@ -62,8 +78,10 @@ try {
 
   await check('sign in and see the plugins', async () => {
     await page.goto(`${stack.base}/sign-in`);
-    await page.getByLabel('API key', { exact: true }).fill(API_KEY);
-    await page.getByRole('button', { name: 'Sign in' }).click();
+    // keyboard only: type the key and press Enter
+    await page.getByLabel('API key', { exact: true }).focus();
+    await page.keyboard.type(API_KEY);
+    await page.keyboard.press('Enter');
     await page.waitForURL((u) => u.pathname === '/');
     const card = page.locator('[data-testid=plugin-card][data-plugin=echo]');
     await card.waitFor();
@@ -72,6 +90,7 @@ try {
     // telemetry on the card
     await card.getByTestId('cpu').filter({ hasText: '%' }).waitFor();
     await page.screenshot({ path: path.join(ART, 'dashboard.png'), fullPage: true });
+    await assertLabelled(page);
   });
 
   await check('stop echo: its badge turns stopped; start it again: running', async () => {
@@ -116,6 +135,7 @@ try {
     await response.filter({ hasText: 'from the e2e test' }).waitFor();
     await page.getByTestId('pg-latency').filter({ hasText: 'ms' }).waitFor();
     await page.screenshot({ path: path.join(ART, 'playground.png'), fullPage: true });
+    await assertLabelled(page);
   });
 
   await check('the playground renders a schema error (400 problem+json) readably', async () => {
@@ -128,6 +148,12 @@ try {
     const text = await problem.innerText();
     if (!/400/.test(text) || !/\/ms/.test(text)) throw new Error(`problem not readable: ${text}`);
     await page.screenshot({ path: path.join(ART, 'playground-error.png'), fullPage: true });
+  });
+
+  await check('a deep link opened in the tab keeps the session (SPA fallback + sessionStorage)', async () => {
+    await page.goto(`${stack.base}/plugins/echo`);
+    await page.getByRole('heading', { name: /Capabilities/ }).waitFor();
+    await assertLabelled(page);
   });
 
   await check('phone width: the dashboard fits without horizontal scrolling', async () => {

@@ -166,7 +166,7 @@ export function serveStatic(gateway, port = 0) {
 
 // `node e2e/stack.mjs [--static]`: run the stack by hand for development.
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const apiKey = process.env.BKG_API_KEY ?? 'bkg_dev_key_for_local_development_only00';
+  const apiKey = process.env.BKG_API_KEY ?? 'bkg_devLocalOnlyKey0123456789abcdefghijklmno';
   const stack = await startStack({ apiKey, staticServer: process.argv.includes('--static') });
   console.log(`UI: ${stack.base}   gateway: ${stack.gateway}   key: ${apiKey}`);
   process.on('SIGINT', async () => {

@@ -14,7 +14,7 @@ import { PluginCard } from '../ui/plugin-card';
       <div>
         <h1 class="text-2xl font-bold">Plugins</h1>
         <p class="text-sm text-slate-700" data-testid="counts" aria-live="polite">
-          {{ store.counts().total }} plugins:
+          {{ store.counts().total }} {{ store.counts().total === 1 ? 'plugin' : 'plugins' }}:
           <span class="font-semibold text-emerald-800">{{ store.counts().running }} running</span>,
           <span class="font-semibold text-slate-800">{{ store.counts().stopped }} stopped</span>,
           <span class="font-semibold text-red-800">{{ store.counts().error }} in error</span>
