@@ -156,6 +156,17 @@ try {
     await assertLabelled(page);
   });
 
+  await check('edit the config: validated before saving, saved through the config endpoint', async () => {
+    const text = page.getByTestId('config-text');
+    await text.fill('{"greeting": ');
+    await page.getByText(/Not valid JSON/).waitFor();
+    if (!(await page.getByTestId('config-save').isDisabled())) throw new Error('invalid JSON could be saved');
+    await text.fill('{"greeting": "hi from e2e"}');
+    await page.getByTestId('config-save').click();
+    await page.getByTestId('config-saved').filter({ hasText: 'hi from e2e' }).waitFor();
+    await page.locator('[data-testid=status-badge][data-status=running]').first().waitFor({ timeout: 30_000 });
+  });
+
   await check('phone width: the dashboard fits without horizontal scrolling', async () => {
     await page.setViewportSize({ width: 375, height: 800 });
     await page.goto(`${stack.base}/`);

@@ -59,6 +59,21 @@ export class LiveService {
     this.state.set('closed');
   }
 
+  /**
+   * After an action: with the socket up, its status pushes show the transition; with it down, asks
+   * for the plugin until it leaves starting/stopping, so the badge does not wait for the slow poll.
+   */
+  async settle(id: string, intervalMs = 700, maxTries = 45): Promise<void> {
+    for (let i = 0; i < maxTries && this.state() !== 'open'; i++) {
+      await new Promise((r) => setTimeout(r, intervalMs));
+      const p = await this.store.loadOne(id);
+      if (!p || (p.status !== 'starting' && p.status !== 'stopping')) {
+        if (p?.status === 'running') await this.store.refreshTelemetry(id);
+        return;
+      }
+    }
+  }
+
   private dispatch(m: LiveMessage): void {
     if (!m || typeof m !== 'object') return;
     switch (m.type) {

@@ -95,7 +95,7 @@ export class DashboardPage implements OnInit {
     this.store.setFilter(value as StatusFilter);
   }
 
-  protected run(id: string, action: PluginAction): void {
-    void this.store.runAction(id, action);
+  protected async run(id: string, action: PluginAction): Promise<void> {
+    if (await this.store.runAction(id, action)) await this.live.settle(id);
   }
 }

@@ -1,6 +1,7 @@
 import { ChangeDetectionStrategy, Component, OnDestroy, computed, effect, inject, input } from '@angular/core';
 import { RouterLink } from '@angular/router';
 import { AuthStore } from '../core/auth.store';
+import { LiveService } from '../core/live.service';
 import { formatCount, formatMemory, formatPercent, formatUptime } from '../core/format';
 import { PluginAction, PluginInfo, Telemetry } from '../core/models';
 import { PluginsStore, Sample } from '../core/plugins.store';
@@ -156,6 +157,7 @@ export class PluginDetailPage implements OnDestroy {
   readonly id = input.required<string>();
   protected readonly store = inject(PluginsStore);
   protected readonly auth = inject(AuthStore);
+  private readonly live = inject(LiveService);
   protected readonly actions: PluginAction[] = ['start', 'stop', 'restart'];
   protected readonly metrics: Metric[] = ['cpu', 'memory', 'rps', 'eps'];
   protected readonly fmt = { percent: formatPercent, memory: formatMemory, uptime: formatUptime, count: formatCount };
@@ -186,7 +188,7 @@ export class PluginDetailPage implements OnDestroy {
     if (this.timer) clearInterval(this.timer);
   }
 
-  protected run(a: PluginAction): void {
-    void this.store.runAction(this.id(), a);
+  protected async run(a: PluginAction): Promise<void> {
+    if (await this.store.runAction(this.id(), a)) await this.live.settle(this.id());
   }
 }
