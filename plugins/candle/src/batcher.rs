@@ -243,8 +243,11 @@ impl Worker {
                     p.results[slot.seq] = v;
                     p.remaining -= 1;
                     if p.remaining == 0
-                        && let Some((reply, _permit)) = p.reply.take()
+                        && let Some((reply, permit)) = p.reply.take()
                     {
+                        // Free the room first: a caller that resubmits the moment it has its
+                        // answer must find it free.
+                        drop(permit);
                         let _ = reply.send(Ok(std::mem::take(&mut p.results)));
                     }
                 }
@@ -253,7 +256,8 @@ impl Worker {
                 tracing::warn!(error = %e, batch = batch.len(), "batch failed");
                 let message = e.to_string();
                 for slot in batch {
-                    if let Some((reply, _permit)) = pending[slot.job].reply.take() {
+                    if let Some((reply, permit)) = pending[slot.job].reply.take() {
+                        drop(permit);
                         let err = match &e {
                             Error::InvalidInput(m) => Error::InvalidInput(m.clone()),
                             _ => Error::Inference(message.clone()),

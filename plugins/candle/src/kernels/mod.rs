@@ -22,6 +22,8 @@ mod x86;
 
 use std::sync::OnceLock;
 
+use rayon::prelude::*;
+
 pub use math::{erf, exp};
 
 /// What this CPU can run.
@@ -84,23 +86,17 @@ impl PackedBf16 {
     pub fn pack(weight: &[f32], bias: &[f32], n: usize, k: usize) -> Self {
         let k2 = k.div_ceil(2);
         let panels = n.div_ceil(NR);
-        let mut data = Vec::with_capacity(panels * k2 * NR * 2);
-        for panel in 0..panels {
-            for p in 0..k2 {
-                for c in 0..NR {
-                    let col = panel * NR + c;
-                    for e in 0..2 {
-                        let kk = 2 * p + e;
-                        let v = if col < n && kk < k {
-                            weight[col * k + kk]
-                        } else {
-                            0.0
-                        };
-                        data.push(to_bf16(v));
+        let mut data = vec![0u16; panels * k2 * NR * 2];
+        data.par_chunks_mut(k2 * NR * 2)
+            .enumerate()
+            .for_each(|(panel, dst)| {
+                for c in 0..NR.min(n - panel * NR) {
+                    let src = &weight[(panel * NR + c) * k..(panel * NR + c + 1) * k];
+                    for (kk, v) in src.iter().enumerate() {
+                        dst[(kk / 2) * NR * 2 + c * 2 + kk % 2] = to_bf16(*v);
                     }
                 }
-            }
-        }
+            });
         let mut padded = bias.to_vec();
         padded.resize(panels * NR, 0.0);
         Self {
@@ -138,15 +134,18 @@ impl PackedF32 {
     /// `weight`: `[n, k]` row-major (the checkpoint's `[out, in]`); `bias`: `[n]`.
     pub fn pack(weight: &[f32], bias: &[f32], n: usize, k: usize) -> Self {
         let panels = n.div_ceil(NR);
-        let mut data = Vec::with_capacity(panels * k * NR);
-        for panel in 0..panels {
-            for kk in 0..k {
-                for c in 0..NR {
-                    let col = panel * NR + c;
-                    data.push(if col < n { weight[col * k + kk] } else { 0.0 });
+        let mut data = vec![0f32; panels * k * NR];
+        // Panels are independent: pack them in parallel (a good part of model load time).
+        data.par_chunks_mut(k * NR)
+            .enumerate()
+            .for_each(|(panel, dst)| {
+                for c in 0..NR.min(n - panel * NR) {
+                    let src = &weight[(panel * NR + c) * k..(panel * NR + c + 1) * k];
+                    for (kk, v) in src.iter().enumerate() {
+                        dst[kk * NR + c] = *v;
+                    }
                 }
-            }
-        }
+            });
         let mut padded = bias.to_vec();
         padded.resize(panels * NR, 0.0);
         Self {
