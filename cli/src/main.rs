@@ -3,6 +3,9 @@
 
 #![forbid(unsafe_code)]
 
+mod gateway;
+mod operator;
+mod render;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -22,6 +25,12 @@ enum Command {
     Up(up::UpArgs),
     /// Print the Plugin CustomResourceDefinition as YAML.
     Crd,
+    /// Run the Kubernetes operator: reconcile Plugin resources into Deployments and Services.
+    Operator(operator::OperatorArgs),
+    /// Print, as multi-document YAML, the objects the operator would apply for Plugin manifests.
+    Render(render::RenderArgs),
+    /// Run the gateway alone in front of a backend (`--backend kubernetes`).
+    Gateway(gateway::GatewayArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -32,5 +41,8 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Up(args) => up::run(args),
+        Command::Operator(args) => operator::run(args),
+        Command::Render(args) => render::run(args),
+        Command::Gateway(args) => gateway::run(args),
     }
 }

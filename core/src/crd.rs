@@ -155,6 +155,27 @@ pub struct PluginResources {
     /// GPUs per replica.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<GpuRequest>,
+    /// Where downloaded model weights live (cluster mode; `HF_HOME`). An emptyDir by default, so
+    /// every new pod downloads again; name a PersistentVolumeClaim to keep them across restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_cache: Option<ModelCache>,
+}
+
+/// The volume holding a replica's model cache.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelCache {
+    /// An existing PersistentVolumeClaim in the Plugin's namespace (ReadWriteMany when
+    /// replicas > 1). Unset: an emptyDir per pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"),
+        length(max = 253)
+    )]
+    pub persistent_volume_claim: Option<String>,
+    /// Size limit of the emptyDir (Kubernetes quantity, e.g. `10Gi`); ignored with a claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_limit: Option<Quantity>,
 }
 
 impl Default for PluginResources {
@@ -165,6 +186,7 @@ impl Default for PluginResources {
             timeout_seconds: default_timeout_seconds(),
             max_concurrency: default_max_concurrency(),
             gpu: None,
+            model_cache: None,
         }
     }
 }

@@ -12,8 +12,8 @@ pub mod quantity;
 pub mod wire;
 
 pub use crd::{
-    CapabilitySpec, EnvVar, GpuRequest, GpuVendor, Phase, Plugin, PluginResources, PluginSpec,
-    PluginStatus,
+    CapabilitySpec, EnvVar, GpuRequest, GpuVendor, ModelCache, Phase, Plugin, PluginResources,
+    PluginSpec, PluginStatus,
 };
 
 /// The generated CustomResourceDefinition as YAML: what `bkg crd` prints and `crds/` holds.

@@ -1,8 +1,10 @@
 //! The one interface between the gateway and wherever plugins run.
 //!
 //! - [`local::LocalBackend`]: child processes under the local supervisor (`bkg up`).
-//! - The Kubernetes backend (Plugins and EndpointSlices) implements the same trait.
+//! - [`kubernetes::KubernetesBackend`]: Plugin resources run by `bkg operator` (Plugins and
+//!   EndpointSlices).
 
+pub mod kubernetes;
 pub mod local;
 
 use bkg_core::Plugin;

@@ -1,0 +1,65 @@
+//! `bkg gateway --backend kubernetes`: the gateway alone, in front of plugins someone else runs
+//! (`bkg operator` on a cluster). `bkg up` stays the all-in-one local stack.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use bkg_gateway::backend::kubernetes::KubernetesBackend;
+
+/// Where the plugins behind the gateway run.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum BackendKind {
+    /// Plugin resources on the cluster the kubeconfig (or the pod's service account) points at.
+    Kubernetes,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct GatewayArgs {
+    /// Backend to route to (the local process backend is `bkg up`).
+    #[arg(long, env = "BKG_BACKEND", value_enum, default_value_t = BackendKind::Kubernetes)]
+    backend: BackendKind,
+    /// Namespace of the Plugins to serve; the kubeconfig's (or the pod's) namespace when unset.
+    #[arg(long, env = "BKG_NAMESPACE")]
+    namespace: Option<String>,
+    /// Address the gateway listens on.
+    #[arg(long, env = "BKG_LISTEN", default_value = "0.0.0.0:43119")]
+    listen: SocketAddr,
+    /// Largest request body the gateway accepts, in bytes.
+    #[arg(long, env = "BKG_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
+    max_body_bytes: usize,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "BKG_LOG_FORMAT", default_value = "text")]
+    log_format: String,
+}
+
+pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
+    crate::operator::init_tracing(&args.log_format);
+    tokio::runtime::Runtime::new()
+        .context("starting the async runtime")?
+        .block_on(serve(args))
+}
+
+async fn serve(args: GatewayArgs) -> anyhow::Result<()> {
+    let backend = match args.backend {
+        BackendKind::Kubernetes => KubernetesBackend::connect(args.namespace.clone())
+            .await
+            .context("starting the Kubernetes backend")?,
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let state = bkg_gateway::AppState::new(
+        bkg_gateway::Config {
+            listen: addr,
+            max_body_bytes: args.max_body_bytes,
+            ..Default::default()
+        },
+        Arc::new(backend),
+    );
+    println!("bkg gateway listening on http://{addr}  (backend: kubernetes)");
+    bkg_gateway::serve(listener, state, crate::operator::shutdown_signal())
+        .await
+        .context("gateway failed")
+}

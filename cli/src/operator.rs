@@ -1,0 +1,112 @@
+//! `bkg operator`: the Kubernetes controller for Plugin resources.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use bkg_operator::k8s::{self, Images, leader::LeaseConfig};
+
+/// Runtime images, shared by `bkg operator` and `bkg render` so both choose alike.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ImageArgs {
+    /// Runtime image for plugins without GPUs (a Plugin's spec.image overrides it).
+    #[arg(long, env = "BKG_RUNTIME_IMAGE", default_value_t = Images::default().cpu)]
+    image: String,
+    /// Runtime image for plugins with spec.resources.gpu.
+    #[arg(long, env = "BKG_RUNTIME_GPU_IMAGE", default_value_t = Images::default().gpu)]
+    gpu_image: String,
+}
+
+impl ImageArgs {
+    pub fn images(&self) -> Images {
+        Images {
+            cpu: self.image.clone(),
+            gpu: self.gpu_image.clone(),
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct OperatorArgs {
+    #[command(flatten)]
+    images: ImageArgs,
+    /// Namespace to watch; all namespaces when unset.
+    #[arg(long, env = "BKG_WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Address of the operator's /metrics, /livez and /readyz.
+    #[arg(
+        long,
+        env = "BKG_OPERATOR_METRICS_ADDR",
+        default_value = "0.0.0.0:9090"
+    )]
+    metrics_addr: SocketAddr,
+    /// Elect a leader through a Lease so several replicas can run (one reconciles).
+    #[arg(long, env = "BKG_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Name of the leader Lease.
+    #[arg(long, env = "BKG_LEASE_NAME", default_value = "bkg-operator")]
+    lease_name: String,
+    /// Namespace of the leader Lease (the operator's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// Identity in the Lease; the pod name.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Plugins reconciled at once.
+    #[arg(long, env = "BKG_OPERATOR_CONCURRENCY", default_value_t = 16)]
+    concurrency: u16,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "BKG_LOG_FORMAT", default_value = "text")]
+    log_format: String,
+}
+
+pub fn run(args: OperatorArgs) -> anyhow::Result<()> {
+    init_tracing(&args.log_format);
+    let identity = args
+        .identity
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("bkg-operator-{}", std::process::id()));
+    let config = k8s::Config {
+        images: args.images.images(),
+        namespace: args.namespace,
+        metrics_listen: args.metrics_addr,
+        lease: args
+            .leader_elect
+            .then(|| LeaseConfig::new(args.lease_name, args.lease_namespace, identity)),
+        concurrency: args.concurrency,
+    };
+    tokio::runtime::Runtime::new()
+        .context("starting the async runtime")?
+        .block_on(k8s::serve::operate(config, shutdown_signal()))
+        .context("operator failed")
+}
+
+pub(crate) fn init_tracing(format: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
+}
+
+/// Resolves on SIGTERM (the kubelet stopping the pod) or Ctrl-C.
+pub(crate) async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,113 @@
+//! `bkg operator`: probes and metrics, leader election, then the controller until shutdown.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use kube::Client;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+
+use super::{Config, Context, Error, Result, leader, metrics::Metrics};
+
+struct Shared {
+    registry: Registry,
+}
+
+async fn metrics_handler(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &shared.registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// Runs the operator until `shutdown` resolves or leadership is lost (then the pod restarts and
+/// stands by). Connects with the in-cluster config or `KUBECONFIG`.
+pub async fn operate(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let client = Client::try_default()
+        .await
+        .map_err(|e| Error::kube("connect to the API server", e))?;
+    let mut registry = Registry::default();
+    let metrics = Metrics::default().register(&mut registry);
+    let shared = Arc::new(Shared { registry });
+    let app = Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/livez", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
+        .with_state(shared);
+    let listener = tokio::net::TcpListener::bind(config.metrics_listen)
+        .await
+        .map_err(|e| Error::Lease(format!("cannot listen on {}: {e}", config.metrics_listen)))?;
+    tracing::info!(addr = %config.metrics_listen, "serving /metrics, /livez, /readyz");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let server_stop = stopped(stop_rx.clone());
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(server_stop)
+            .await
+        {
+            tracing::error!(error = %e, "metrics server");
+        }
+    });
+
+    let (lost_tx, lost_rx) = watch::channel(false);
+    if let Some(lease) = &config.lease {
+        tokio::select! {
+            () = leader::acquire(&client, lease) => {}
+            () = stopped(stop_rx.clone()) => return Ok(()),
+        }
+        metrics.leader.set(1);
+        let (client, lease) = (client.clone(), lease.clone());
+        tokio::spawn(async move {
+            let e = leader::hold(client, lease).await;
+            tracing::error!(error = %e, "leadership lost; stopping");
+            let _ = lost_tx.send(true);
+        });
+    }
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        config.images.clone(),
+        metrics.clone(),
+    ));
+    let mut stop = stop_rx.clone();
+    let mut lost = lost_rx.clone();
+    let until = async move {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => {}
+            _ = lost.wait_for(|l| *l) => {}
+        }
+    };
+    super::controller(client.clone(), &config, ctx, until).await;
+    if let Some(lease) = &config.lease {
+        leader::release(&client, lease).await;
+        metrics.leader.set(0);
+    }
+    if *lost_rx.borrow() {
+        return Err(Error::Lease("leadership lost".into()));
+    }
+    Ok(())
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}

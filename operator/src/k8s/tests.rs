@@ -1,0 +1,463 @@
+//! The real reconcile against a scripted, mocked API server (`tower_test::mock::pair`).
+//!
+//! Each scenario lists the calls the operator must make, in order: method, path, a check on the
+//! parsed body, and the answer. Anything else, or a missing call, fails the test.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bkg_core::crd::Plugin;
+use http::{Request, Response};
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use serde_json::{Value, json};
+
+use super::fixtures::plugin_from_yaml;
+use super::validate::Images;
+use super::{Context, Error, backoff, error_policy, metrics::Metrics, reconcile};
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+/// What the mocked API server answers.
+enum Reply {
+    /// The request body back, with this `status` (applies: the object as now stored).
+    Echo(Option<Value>),
+    /// The Plugin with the requested status (status subresource).
+    Plugin(Box<Plugin>),
+    /// This object, 200.
+    Json(Value),
+    /// A Kubernetes `Status` error with this code.
+    Code(u16),
+}
+
+struct Step {
+    method: &'static str,
+    path: String,
+    check: Box<dyn Fn(&Value) + Send>,
+    reply: Reply,
+}
+
+fn step(method: &'static str, path: &str, reply: Reply) -> Step {
+    Step {
+        method,
+        path: path.to_owned(),
+        check: Box::new(|_| {}),
+        reply,
+    }
+}
+
+impl Step {
+    fn check(mut self, f: impl Fn(&Value) + Send + 'static) -> Self {
+        self.check = Box::new(f);
+        self
+    }
+}
+
+const CM: &str = "/api/v1/namespaces/default/configmaps/echo-config";
+const SVC: &str = "/api/v1/namespaces/default/services/echo";
+const PDB: &str = "/apis/policy/v1/namespaces/default/poddisruptionbudgets/echo";
+const DEPLOY: &str = "/apis/apps/v1/namespaces/default/deployments/echo";
+const STATUS: &str = "/apis/bkg.rs/v1alpha1/namespaces/default/plugins/echo/status";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
+
+fn status_json(code: u16) -> Value {
+    json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": code,
+           "reason": if code == 409 { "Conflict" } else { "InternalError" },
+           "message": format!("scripted {code}")})
+}
+
+async fn serve(mut handle: Handle, steps: Vec<Step>) {
+    for (i, s) in steps.into_iter().enumerate() {
+        let (request, send) = handle.next_request().await.unwrap_or_else(|| {
+            panic!("step {i}: expected {} {}, got no request", s.method, s.path)
+        });
+        let method = request.method().to_string();
+        let path = request.uri().path().to_owned();
+        let query = request.uri().query().unwrap_or_default().to_owned();
+        assert_eq!(
+            (method.as_str(), path.as_str()),
+            (s.method, s.path.as_str()),
+            "step {i}"
+        );
+        if method == "PATCH" {
+            assert!(
+                query.contains("fieldManager=bkg-operator"),
+                "step {i}: {query}"
+            );
+            assert!(
+                query.contains("force=true"),
+                "step {i}: server-side apply with force"
+            );
+        }
+        let bytes = request.into_body().collect_bytes().await.expect("body");
+        let body: Value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).expect("JSON body")
+        };
+        (s.check)(&body);
+        let (code, answer) = match s.reply {
+            Reply::Echo(status) => {
+                let mut obj = body.clone();
+                obj["metadata"]["generation"] = json!(1);
+                if let Some(status) = status {
+                    obj["status"] = status;
+                }
+                (200, obj)
+            }
+            Reply::Plugin(plugin) => {
+                let mut obj = serde_json::to_value(&*plugin).expect("plugin json");
+                obj["status"] = body["status"].clone();
+                (200, obj)
+            }
+            Reply::Json(v) => (200, v),
+            Reply::Code(code) => (code, status_json(code)),
+        };
+        let response = Response::builder()
+            .status(code)
+            .header("content-type", "application/json")
+            .body(Body::from(serde_json::to_vec(&answer).expect("json")))
+            .expect("response");
+        send.send_response(response);
+    }
+    // Every client clone is gone once the reconcile is done: any further call is a failure.
+    if let Some((request, _)) = handle.next_request().await {
+        panic!("unexpected {} {}", request.method(), request.uri().path());
+    }
+}
+
+/// Runs one reconcile of `plugin` against the scripted server.
+async fn run(plugin: Plugin, steps: Vec<Step>) -> (Result<Action, Error>, Arc<Context>) {
+    let (mock, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(mock, "default");
+    let images = Images {
+        cpu: "runtime:cpu".into(),
+        gpu: "runtime:gpu".into(),
+    };
+    let ctx = Arc::new(Context::new(client, images, Metrics::default()));
+    let server = tokio::spawn(serve(handle, steps));
+    let result = tokio::time::timeout(
+        Duration::from_secs(10),
+        reconcile(Arc::new(plugin), ctx.clone()),
+    )
+    .await
+    .expect("reconcile finished");
+    (result, finish(ctx, server).await)
+}
+
+async fn finish(ctx: Arc<Context>, server: tokio::task::JoinHandle<()>) -> Arc<Context> {
+    // The mock keeps the script open while any Client clone lives; the context holds two
+    // (API and event recorder). Keep the metrics, drop the clients.
+    let metrics = ctx.metrics.clone();
+    drop(ctx);
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("script finished")
+        .expect("script passed");
+    let (mock, _handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    Arc::new(Context::new(
+        kube::Client::new(mock, "default"),
+        Images::default(),
+        metrics,
+    ))
+}
+
+fn running() -> Value {
+    json!({"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1})
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+        .expect("condition")
+}
+
+fn container(deployment: &Value) -> &Value {
+    &deployment["spec"]["template"]["spec"]["containers"][0]
+}
+
+const CPU: &str = "
+spec:
+  implementation: echo
+  config: {greeting: hello}
+  resources: {memory: 256Mi, cpu: 500m, timeoutSeconds: 10}";
+
+#[tokio::test]
+async fn cpu_plugin_gets_its_children_and_becomes_running() {
+    let plugin = plugin_from_yaml(CPU);
+    let steps = vec![
+        step("PATCH", CM, Reply::Echo(None)).check(|b| {
+            assert_eq!(b["kind"], "ConfigMap");
+            assert_eq!(b["data"]["config.json"], r#"{"greeting":"hello"}"#);
+            assert_eq!(b["metadata"]["ownerReferences"][0]["kind"], "Plugin");
+        }),
+        step("PATCH", SVC, Reply::Echo(None)).check(|b| {
+            assert_eq!(b["spec"]["ports"][0]["port"], 8080);
+            assert_eq!(b["spec"]["selector"]["app.kubernetes.io/instance"], "echo");
+        }),
+        step("DELETE", PDB, Reply::Code(404)),
+        step("PATCH", DEPLOY, Reply::Echo(Some(running()))).check(|b| {
+            assert_eq!(b["spec"]["replicas"], 1);
+            let c = container(b);
+            assert_eq!(c["image"], "runtime:cpu");
+            assert_eq!(c["resources"]["limits"]["memory"], "256Mi");
+            assert!(c["resources"]["limits"].get("nvidia.com/gpu").is_none());
+            assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+            assert_eq!(
+                b["spec"]["template"]["spec"]["terminationGracePeriodSeconds"],
+                25
+            );
+        }),
+        step("PATCH", STATUS, Reply::Plugin(Box::new(plugin.clone()))).check(|b| {
+            let s = &b["status"];
+            assert_eq!(s["phase"], "Running");
+            assert_eq!(s["readyReplicas"], 1);
+            assert_eq!(s["observedGeneration"], 1);
+            assert_eq!(s["endpoint"], "http://echo.default.svc:8080");
+            assert_eq!(condition(s, "Ready")["status"], "True");
+            assert_eq!(condition(s, "Progressing")["status"], "False");
+            assert_eq!(condition(s, "Degraded")["status"], "False");
+        }),
+        step("POST", EVENTS, Reply::Echo(None)).check(|b| {
+            assert_eq!(b["reason"], "Running");
+            assert_eq!(b["type"], "Normal");
+            assert_eq!(b["regarding"]["name"], "echo");
+        }),
+    ];
+    let (result, ctx) = run(plugin, steps).await;
+    assert_eq!(result.expect("reconciled"), Action::requeue(super::RESYNC));
+    assert_eq!(ctx.metrics.status_writes.get(), 1);
+}
+
+#[tokio::test]
+async fn gpu_plugin_gets_gpus_tolerations_and_a_pdb() {
+    let plugin = plugin_from_yaml(
+        "spec:
+  implementation: candle
+  replicas: 2
+  resources:
+    gpu: {count: 1, nodeSelector: {nvidia.com/gpu.product: NVIDIA-L4}}",
+    );
+    let steps = vec![
+        step("PATCH", CM, Reply::Echo(None)),
+        step("PATCH", SVC, Reply::Echo(None)),
+        step("PATCH", PDB, Reply::Echo(None)).check(|b| {
+            assert_eq!(b["kind"], "PodDisruptionBudget");
+            assert_eq!(b["spec"]["maxUnavailable"], 1);
+        }),
+        step("PATCH", DEPLOY, Reply::Echo(Some(json!({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 0}))))
+            .check(|b| {
+                let c = container(b);
+                assert_eq!(c["image"], "runtime:gpu");
+                assert_eq!(c["resources"]["limits"]["nvidia.com/gpu"], "1");
+                let pod = &b["spec"]["template"]["spec"];
+                assert_eq!(pod["tolerations"][0]["key"], "nvidia.com/gpu");
+                assert_eq!(pod["tolerations"][0]["effect"], "NoSchedule");
+                assert_eq!(pod["nodeSelector"]["nvidia.com/gpu.product"], "NVIDIA-L4");
+            }),
+        step("PATCH", STATUS, Reply::Plugin(Box::new(plugin.clone()))).check(|b| {
+            assert_eq!(b["status"]["phase"], "Starting");
+            assert_eq!(condition(&b["status"], "Progressing")["status"], "True");
+        }),
+        step("POST", EVENTS, Reply::Echo(None)).check(|b| assert_eq!(b["reason"], "Starting")),
+    ];
+    let (result, _) = run(plugin, steps).await;
+    result.expect("reconciled");
+}
+
+#[tokio::test]
+async fn disabled_plugin_scales_to_zero_and_is_stopped() {
+    let mut plugin = plugin_from_yaml("spec: {implementation: echo, enabled: false}");
+    plugin.status = Some(serde_json::from_value(json!({"phase": "Running"})).expect("status"));
+    let steps = vec![
+        step("PATCH", CM, Reply::Echo(None)),
+        step("PATCH", SVC, Reply::Echo(None)),
+        step("DELETE", PDB, Reply::Code(404)),
+        step(
+            "PATCH",
+            DEPLOY,
+            Reply::Echo(Some(json!({"observedGeneration": 1}))),
+        )
+        .check(|b| assert_eq!(b["spec"]["replicas"], 0)),
+        step("PATCH", STATUS, Reply::Plugin(Box::new(plugin.clone()))).check(|b| {
+            assert_eq!(b["status"]["phase"], "Stopped");
+            assert_eq!(condition(&b["status"], "Ready")["reason"], "Disabled");
+        }),
+        step("POST", EVENTS, Reply::Echo(None)).check(|b| assert_eq!(b["reason"], "Stopped")),
+    ];
+    let (result, _) = run(plugin, steps).await;
+    result.expect("reconciled");
+}
+
+/// Reconciles `plugin` whose status is already what the operator would write; returns the pod
+/// template annotations it applied. No status write happens.
+async fn steady_template_annotations(plugin: Plugin) -> Value {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let steps = vec![
+        step("PATCH", CM, Reply::Echo(None)),
+        step("PATCH", SVC, Reply::Echo(None)),
+        step("DELETE", PDB, Reply::Code(404)),
+        step("PATCH", DEPLOY, Reply::Echo(Some(running()))).check(move |b| {
+            tx.send(b["spec"]["template"]["metadata"]["annotations"].clone())
+                .expect("send");
+        }),
+    ];
+    let (result, ctx) = run(plugin, steps).await;
+    result.expect("reconciled");
+    assert_eq!(
+        ctx.metrics.status_writes.get(),
+        0,
+        "steady state writes no status"
+    );
+    rx.recv().expect("annotations")
+}
+
+/// The status the operator writes for a running echo, so a scenario can start from it.
+fn settled(mut plugin: Plugin) -> Plugin {
+    let v = super::validate::validate(&plugin, &Images::default()).expect("valid");
+    let deployment: k8s_openapi::api::apps::v1::Deployment =
+        serde_json::from_value(json!({"metadata": {"generation": 1}, "status": running()}))
+            .expect("deployment");
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+    );
+    let status = super::status::observed(&plugin, &v, &deployment);
+    plugin.status = Some(super::status::merge(&Default::default(), status, &now));
+    plugin
+}
+
+#[tokio::test]
+async fn restart_and_config_change_roll_the_pods_without_status_churn() {
+    let base = settled(plugin_from_yaml(CPU));
+    let before = steady_template_annotations(base.clone()).await;
+    assert!(before.get("bkg.rs/restartedAt").is_none());
+
+    let mut restarted = base.clone();
+    restarted.metadata.annotations = Some(
+        [(
+            "bkg.rs/restartedAt".to_owned(),
+            "2026-11-25T03:00:00Z".to_owned(),
+        )]
+        .into(),
+    );
+    let after_restart = steady_template_annotations(restarted).await;
+    assert_eq!(after_restart["bkg.rs/restartedAt"], "2026-11-25T03:00:00Z");
+    assert_eq!(
+        after_restart["bkg.rs/config-hash"],
+        before["bkg.rs/config-hash"]
+    );
+
+    let mut reconfigured = base;
+    reconfigured.spec.config = Some(json!({"greeting": "bonjour"}));
+    let after_config = steady_template_annotations(reconfigured).await;
+    assert_ne!(
+        after_config["bkg.rs/config-hash"],
+        before["bkg.rs/config-hash"]
+    );
+}
+
+#[tokio::test]
+async fn scaling_down_to_one_replica_deletes_the_pdb() {
+    let plugin = settled(plugin_from_yaml(CPU));
+    let pdb = json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+                     "metadata": {"name": "echo", "namespace": "default"}});
+    let steps = vec![
+        step("PATCH", CM, Reply::Echo(None)),
+        step("PATCH", SVC, Reply::Echo(None)),
+        step("DELETE", PDB, Reply::Json(pdb)),
+        step("PATCH", DEPLOY, Reply::Echo(Some(running()))),
+    ];
+    let (result, _) = run(plugin, steps).await;
+    result.expect("reconciled");
+}
+
+#[tokio::test]
+async fn deleted_plugin_is_left_to_the_garbage_collector() {
+    let mut plugin = plugin_from_yaml(CPU);
+    plugin.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+        ));
+    let (result, _) = run(plugin, vec![]).await;
+    assert_eq!(result.expect("reconciled"), Action::await_change());
+}
+
+#[tokio::test]
+async fn invalid_spec_sets_ready_false_and_waits_for_a_change() {
+    let plugin = plugin_from_yaml(
+        "spec: {implementation: echo, env: [{name: BKG_LISTEN, value: '0.0.0.0:1'}]}",
+    );
+    let steps = vec![
+        step("PATCH", STATUS, Reply::Plugin(Box::new(plugin.clone()))).check(|b| {
+            let s = &b["status"];
+            assert_eq!(s["phase"], "Error");
+            let ready = condition(s, "Ready");
+            assert_eq!(
+                (ready["status"].as_str(), ready["reason"].as_str()),
+                (Some("False"), Some("InvalidSpec"))
+            );
+            assert!(
+                ready["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("spec.env[0].name")
+            );
+            assert_eq!(condition(s, "Degraded")["status"], "True");
+        }),
+        step("POST", EVENTS, Reply::Echo(None)).check(|b| {
+            assert_eq!(b["type"], "Warning");
+            assert_eq!(b["reason"], "InvalidSpec");
+        }),
+    ];
+    let (result, _) = run(plugin, steps).await;
+    assert_eq!(result.expect("reconciled"), Action::await_change());
+}
+
+#[tokio::test]
+async fn conflict_is_retried_within_the_reconcile() {
+    let plugin = settled(plugin_from_yaml(CPU));
+    let steps = vec![
+        step("PATCH", CM, Reply::Echo(None)),
+        step("PATCH", SVC, Reply::Echo(None)),
+        step("DELETE", PDB, Reply::Code(404)),
+        step("PATCH", DEPLOY, Reply::Code(409)),
+        step("PATCH", DEPLOY, Reply::Echo(Some(running()))),
+    ];
+    let (result, _) = run(plugin, steps).await;
+    result.expect("conflict retried");
+}
+
+#[tokio::test]
+async fn server_errors_requeue_with_growing_backoff() {
+    let plugin = settled(plugin_from_yaml(CPU));
+    let (result, ctx) = run(plugin.clone(), vec![step("PATCH", CM, Reply::Code(500))]).await;
+    let error = result.expect_err("500 fails the reconcile");
+    assert_eq!(error.category(), "api_server");
+    let plugin = Arc::new(plugin);
+    assert_eq!(
+        error_policy(plugin.clone(), &error, ctx.clone()),
+        Action::requeue(backoff(1))
+    );
+    assert_eq!(
+        error_policy(plugin.clone(), &error, ctx.clone()),
+        Action::requeue(backoff(2))
+    );
+    assert!(backoff(2) > backoff(1));
+    assert_eq!(backoff(40), Duration::from_secs(300));
+
+    // A conflict that persists is an error too, and categorised as such.
+    let (result, _) = run(
+        plugin.as_ref().clone(),
+        vec![
+            step("PATCH", CM, Reply::Code(409)),
+            step("PATCH", CM, Reply::Code(409)),
+            step("PATCH", CM, Reply::Code(409)),
+        ],
+    )
+    .await;
+    assert_eq!(
+        result.expect_err("conflict persists").category(),
+        "conflict"
+    );
+}

@@ -1,0 +1,300 @@
+//! Step 1 of the pipeline: turn a Plugin into a [`ValidatedPlugin`] or say which field is wrong.
+//!
+//! The API server already enforced the CRD schema; what is checked here is what a schema cannot
+//! express (quantities that parse, env names the runtime reserves) and what the operator decides
+//! once (image, effective replicas, config hash), so [`super::build`] never has to fail.
+
+use std::collections::BTreeSet;
+
+use bkg_core::crd::{GpuRequest, ModelCache, Plugin};
+use bkg_core::manifest::validate_id;
+use bkg_core::quantity;
+use bkg_core::wire::FieldError;
+use k8s_openapi::api::core::v1::EnvVar;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::{Resource, ResourceExt};
+use sha2::{Digest, Sha256};
+
+/// Plugin annotation the gateway sets to restart a plugin; copied onto the pod template so a
+/// new value rolls every pod.
+pub const RESTARTED_AT: &str = "bkg.rs/restartedAt";
+
+/// Env names the pod template sets itself; a spec that sets them would silently lose.
+pub const RESERVED_ENV: [&str; 7] = [
+    "BKG_PLUGIN",
+    "BKG_PLUGIN_ID",
+    "BKG_LISTEN",
+    "BKG_PLUGIN_CONFIG_FILE",
+    "BKG_INVOKE_TIMEOUT_SECS",
+    "BKG_MAX_CONCURRENCY",
+    "HF_HOME",
+];
+
+/// Runtime images the operator chooses from when a Plugin names none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Images {
+    /// Image for plugins without GPUs.
+    pub cpu: String,
+    /// Image variant with GPU libraries, for plugins with `resources.gpu`.
+    pub gpu: String,
+}
+
+impl Default for Images {
+    fn default() -> Self {
+        let version = env!("CARGO_PKG_VERSION");
+        Self {
+            cpu: format!("ghcr.io/bkg-rs/plugin-runtime:{version}"),
+            gpu: format!("ghcr.io/bkg-rs/plugin-runtime:{version}-cuda"),
+        }
+    }
+}
+
+/// A Plugin whose spec the operator can run, with every decision already taken.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidatedPlugin {
+    pub name: String,
+    pub namespace: String,
+    /// Absent only when rendering offline (no uid yet).
+    pub owner: Option<OwnerReference>,
+    pub implementation: String,
+    pub enabled: bool,
+    /// Replicas the Deployment gets: 0 while disabled.
+    pub replicas: i32,
+    pub image: String,
+    pub memory: Option<Quantity>,
+    pub cpu: Option<Quantity>,
+    pub gpu: Option<GpuRequest>,
+    pub timeout_seconds: u32,
+    pub max_concurrency: u32,
+    /// The spec's env, in order, as Kubernetes env vars.
+    pub env: Vec<EnvVar>,
+    /// `spec.config` as the JSON the runtime reads from its mounted file.
+    pub config_json: String,
+    /// Short digest of `config_json`: a pod-template annotation, so a config change rolls out.
+    pub config_hash: String,
+    pub model_cache: ModelCache,
+    /// Value of the Plugin's [`RESTARTED_AT`] annotation.
+    pub restarted_at: Option<String>,
+}
+
+/// Why a spec cannot run. Not retried: the operator waits for the Plugin to change.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{}", .0.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; "))]
+pub struct InvalidSpec(pub Vec<FieldError>);
+
+fn field(errors: &mut Vec<FieldError>, field: impl Into<String>, message: impl Into<String>) {
+    errors.push(FieldError {
+        field: field.into(),
+        message: message.into(),
+    });
+}
+
+/// Checks `plugin` and takes the operator's decisions about it. Pure.
+pub fn validate(plugin: &Plugin, images: &Images) -> Result<ValidatedPlugin, InvalidSpec> {
+    let spec = &plugin.spec;
+    let mut errors = Vec::new();
+    let name = plugin.name_any();
+    if let Err(message) = validate_id(&name) {
+        field(&mut errors, "metadata.name", message);
+    }
+    let namespace = plugin.namespace().unwrap_or_default();
+    if namespace.is_empty() {
+        field(&mut errors, "metadata.namespace", "required");
+    }
+    if spec.implementation.is_empty() {
+        field(&mut errors, "spec.implementation", "required");
+    }
+    if spec.replicas < 0 {
+        field(&mut errors, "spec.replicas", "must not be negative");
+    }
+    for (path, q) in [
+        ("spec.resources.memory", &spec.resources.memory),
+        ("spec.resources.cpu", &spec.resources.cpu),
+    ] {
+        if let Some(q) = q {
+            match quantity::to_cores(q) {
+                Ok(v) if v > 0.0 => {}
+                Ok(_) => field(&mut errors, path, format!("{:?} must be positive", q.0)),
+                Err(message) => field(&mut errors, path, message),
+            }
+        }
+    }
+    if spec.resources.timeout_seconds == 0 {
+        field(
+            &mut errors,
+            "spec.resources.timeoutSeconds",
+            "must be at least 1",
+        );
+    }
+    if spec.resources.max_concurrency == 0 {
+        field(
+            &mut errors,
+            "spec.resources.maxConcurrency",
+            "must be at least 1",
+        );
+    }
+    if let Some(gpu) = &spec.resources.gpu
+        && gpu.count == 0
+    {
+        field(
+            &mut errors,
+            "spec.resources.gpu.count",
+            "must be at least 1",
+        );
+    }
+    let model_cache = spec.resources.model_cache.clone().unwrap_or_default();
+    if let Some(q) = &model_cache.size_limit
+        && let Err(message) = quantity::to_bytes(q)
+    {
+        field(&mut errors, "spec.resources.modelCache.sizeLimit", message);
+    }
+    let mut seen = BTreeSet::new();
+    for (i, var) in spec.env.iter().enumerate() {
+        let path = format!("spec.env[{i}].name");
+        if RESERVED_ENV.contains(&var.name.as_str()) {
+            field(
+                &mut errors,
+                path,
+                format!("{:?} is set by the operator", var.name),
+            );
+        } else if !seen.insert(var.name.as_str()) {
+            field(&mut errors, path, format!("{:?} is set twice", var.name));
+        }
+    }
+    let config = spec
+        .config
+        .clone()
+        .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
+    if !config.is_object() {
+        field(&mut errors, "spec.config", "must be an object");
+    }
+    if spec.image.as_deref().is_some_and(|i| i.trim().is_empty()) {
+        field(&mut errors, "spec.image", "must not be empty when set");
+    }
+    if !errors.is_empty() {
+        return Err(InvalidSpec(errors));
+    }
+
+    let config_json = config.to_string();
+    let digest = Sha256::digest(config_json.as_bytes());
+    let config_hash = digest
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>();
+    let gpu = spec.resources.gpu.clone();
+    let image = spec.image.clone().unwrap_or_else(|| {
+        if gpu.is_some() {
+            images.gpu.clone()
+        } else {
+            images.cpu.clone()
+        }
+    });
+    Ok(ValidatedPlugin {
+        owner: plugin
+            .meta()
+            .uid
+            .as_ref()
+            .and_then(|_| plugin.controller_owner_ref(&())),
+        name,
+        namespace,
+        implementation: spec.implementation.clone(),
+        enabled: spec.enabled,
+        replicas: if spec.enabled { spec.replicas } else { 0 },
+        image,
+        memory: spec.resources.memory.clone(),
+        cpu: spec.resources.cpu.clone(),
+        gpu,
+        timeout_seconds: spec.resources.timeout_seconds,
+        max_concurrency: spec.resources.max_concurrency,
+        env: spec
+            .env
+            .iter()
+            .map(|e| EnvVar {
+                name: e.name.clone(),
+                value: Some(e.value.clone()),
+                value_from: None,
+            })
+            .collect(),
+        config_json,
+        config_hash,
+        model_cache,
+        restarted_at: plugin.annotations().get(RESTARTED_AT).cloned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::k8s::fixtures::plugin_from_yaml;
+
+    fn errors_of(yaml: &str) -> Vec<String> {
+        match validate(&plugin_from_yaml(yaml), &Images::default()) {
+            Ok(_) => Vec::new(),
+            Err(InvalidSpec(errors)) => errors.into_iter().map(|e| e.field).collect(),
+        }
+    }
+
+    #[test]
+    fn disabled_plugin_runs_zero_replicas() {
+        let p = plugin_from_yaml("spec: {implementation: echo, replicas: 3, enabled: false}");
+        let v = validate(&p, &Images::default()).expect("valid");
+        assert_eq!(v.replicas, 0);
+        assert!(!v.enabled);
+    }
+
+    #[test]
+    fn gpu_plugins_get_the_gpu_image_unless_the_spec_names_one() {
+        let images = Images {
+            cpu: "cpu:1".into(),
+            gpu: "gpu:1".into(),
+        };
+        let gpu = plugin_from_yaml("spec: {implementation: candle, resources: {gpu: {count: 1}}}");
+        assert_eq!(validate(&gpu, &images).expect("valid").image, "gpu:1");
+        let cpu = plugin_from_yaml("spec: {implementation: echo}");
+        assert_eq!(validate(&cpu, &images).expect("valid").image, "cpu:1");
+        let own = plugin_from_yaml("spec: {implementation: echo, image: mine:2}");
+        assert_eq!(validate(&own, &images).expect("valid").image, "mine:2");
+    }
+
+    #[test]
+    fn config_hash_follows_the_config() {
+        let a = plugin_from_yaml("spec: {implementation: echo, config: {greeting: hello}}");
+        let b = plugin_from_yaml("spec: {implementation: echo, config: {greeting: hallo}}");
+        let (a, b) = (
+            validate(&a, &Images::default()).expect("valid"),
+            validate(&b, &Images::default()).expect("valid"),
+        );
+        assert_eq!(a.config_json, r#"{"greeting":"hello"}"#);
+        assert_eq!(a.config_hash.len(), 16);
+        assert_ne!(a.config_hash, b.config_hash);
+    }
+
+    #[test]
+    fn reserved_and_duplicate_env_and_bad_quantities_name_their_field() {
+        let errors = errors_of(
+            "spec:
+  implementation: echo
+  env: [{name: HF_HOME, value: x}, {name: A, value: '1'}, {name: A, value: '2'}]
+  resources: {memory: lots, cpu: '0'}",
+        );
+        assert_eq!(
+            errors,
+            [
+                "spec.resources.memory",
+                "spec.resources.cpu",
+                "spec.env[0].name",
+                "spec.env[2].name"
+            ]
+        );
+    }
+
+    #[test]
+    fn non_object_config_is_refused() {
+        assert_eq!(
+            errors_of("spec: {implementation: echo, config: 3}"),
+            ["spec.config"]
+        );
+    }
+}

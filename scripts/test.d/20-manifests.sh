@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Kubernetes manifests: what `bkg render` prints for every sample Plugin validates against the
+# Kubernetes 1.37 schemas in strict mode; the samples validate against the generated CRD schema;
+# a manifest with an unknown field is refused with a message naming the field.
+set -euo pipefail
+cd "${BKG_REPO_ROOT:-$(dirname "$0")/../..}"
+BKG="${BKG_BIN:-target/debug/bkg}"
+K8S_VERSION=1.37.0
+command -v kubernetes-validate >/dev/null || { echo "kubernetes-validate missing: run scripts/setup.sh" >&2; exit 1; }
+tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
+
+samples=(config/plugins/*.yaml config/samples/*.yaml)
+
+# 1. Rendered children, strict (unknown properties are errors).
+"$BKG" render -f config/plugins -f config/samples >"$tmp/rendered.yaml"
+kinds="$(grep -c '^kind:' "$tmp/rendered.yaml")"
+kubernetes-validate --quiet --strict -k "$K8S_VERSION" "$tmp/rendered.yaml"
+echo "ok: $kinds rendered objects from ${#samples[@]} samples pass kubernetes-validate --strict -k $K8S_VERSION"
+"$BKG" render -n other-ns -f config/samples/gpu-candle.yaml | grep -q 'namespace: other-ns'
+grep -q 'nvidia.com/gpu: ' "$tmp/rendered.yaml"
+
+# The strict check does refuse what Kubernetes would (guards against a silently lax validator).
+sed '0,/^  replicas:/s//  replicaz:/' "$tmp/rendered.yaml" >"$tmp/broken.yaml"
+if kubernetes-validate --quiet --strict -k "$K8S_VERSION" "$tmp/broken.yaml" >/dev/null 2>&1; then
+  echo "FAIL: kubernetes-validate accepted an unknown field" >&2; exit 1
+fi
+
+# 2. The CRD itself, and the samples against its schema (structural: no undeclared fields).
+kubernetes-validate --quiet --strict -k "$K8S_VERSION" crds/plugins.bkg.rs.yaml
+python3 - crds/plugins.bkg.rs.yaml "${samples[@]}" <<'PY'
+import sys, yaml, jsonschema
+crd = yaml.safe_load(open(sys.argv[1]))
+schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+def undeclared(value, schema, path):
+    if schema.get("x-kubernetes-preserve-unknown-fields"):
+        return
+    if isinstance(value, dict):
+        props = schema.get("properties")
+        extra = schema.get("additionalProperties")
+        for k, v in value.items():
+            p = f"{path}.{k}" if path else k
+            if path == "" and k in ("apiVersion", "kind", "metadata"):
+                continue
+            if props is not None and k in props:
+                undeclared(v, props[k], p)
+            elif isinstance(extra, dict):
+                undeclared(v, extra, p)
+            else:
+                yield_errors.append(f"{p}: field not declared in the CRD schema")
+    elif isinstance(value, list) and "items" in schema:
+        for i, item in enumerate(value):
+            undeclared(item, schema["items"], f"{path}[{i}]")
+
+failed = False
+for f in sys.argv[2:]:
+    for doc in yaml.safe_load_all(open(f)):
+        if not doc:
+            continue
+        yield_errors = []
+        undeclared(doc, schema, "")
+        for e in jsonschema.Draft7Validator(schema).iter_errors(doc):
+            yield_errors.append(f"{'.'.join(map(str, e.absolute_path))}: {e.message}")
+        for e in yield_errors:
+            print(f"FAIL {f}: {e}", file=sys.stderr)
+        failed |= bool(yield_errors)
+if failed:
+    sys.exit(1)
+print(f"ok: {len(sys.argv) - 2} sample manifests match the CRD schema")
+PY
+
+# 3. A bad field is refused, and the message names it.
+if "$BKG" render -f scripts/test.d/fixtures/bad-field.yaml >"$tmp/out" 2>"$tmp/err"; then
+  echo "FAIL: bkg render accepted scripts/test.d/fixtures/bad-field.yaml" >&2; exit 1
+fi
+grep -q 'spec.replica: unknown field "replica"' "$tmp/err" || { echo "FAIL: message does not name spec.replica:" >&2; cat "$tmp/err" >&2; exit 1; }
+echo "ok: a manifest with a bad field is refused naming spec.replica"
