@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+mod apikey;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -22,6 +23,9 @@ enum Command {
     Up(up::UpArgs),
     /// Print the Plugin CustomResourceDefinition as YAML.
     Crd,
+    /// Manage API keys.
+    #[command(subcommand)]
+    Apikey(apikey::ApiKeyCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -32,5 +36,6 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Up(args) => up::run(args),
+        Command::Apikey(command) => apikey::run(command),
     }
 }
