@@ -28,6 +28,15 @@ pub struct GatewayArgs {
     /// Largest request body the gateway accepts, in bytes.
     #[arg(long, env = "BKG_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
     max_body_bytes: usize,
+    /// Key file with hashed, scoped API keys (a mounted Secret; reloaded when it changes).
+    #[arg(long, env = "BKG_KEYS_FILE")]
+    keys_file: Option<std::path::PathBuf>,
+    /// Bootstrap admin key, accepted in addition to the key file.
+    #[arg(long, env = "BKG_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Built admin UI to serve at `/`.
+    #[arg(long, env = "BKG_UI_DIR")]
+    ui_dir: Option<std::path::PathBuf>,
     /// Log format: `text` or `json`.
     #[arg(long, env = "BKG_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -41,6 +50,12 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: GatewayArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.keys_file.is_some() || args.api_key.is_some(),
+        "no API keys: pass --keys-file (BKG_KEYS_FILE) or --api-key (BKG_API_KEY)"
+    );
+    let keys = bkg_gateway::auth::KeyStore::load(args.keys_file.clone(), args.api_key.as_deref())
+        .context("loading API keys")?;
     let backend = match args.backend {
         BackendKind::Kubernetes => KubernetesBackend::connect(args.namespace.clone())
             .await
@@ -54,9 +69,11 @@ async fn serve(args: GatewayArgs) -> anyhow::Result<()> {
         bkg_gateway::Config {
             listen: addr,
             max_body_bytes: args.max_body_bytes,
+            ui_dir: args.ui_dir.clone(),
             ..Default::default()
         },
         Arc::new(backend),
+        Arc::new(keys),
     );
     println!("bkg gateway listening on http://{addr}  (backend: kubernetes)");
     bkg_gateway::serve(listener, state, crate::operator::shutdown_signal())

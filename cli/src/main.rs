@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+mod apikey;
 mod gateway;
 mod operator;
 mod render;
@@ -31,6 +32,9 @@ enum Command {
     Render(render::RenderArgs),
     /// Run the gateway alone in front of a backend (`--backend kubernetes`).
     Gateway(gateway::GatewayArgs),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Apikey(apikey::ApiKeyCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,5 +48,6 @@ fn main() -> anyhow::Result<()> {
         Command::Operator(args) => operator::run(args),
         Command::Render(args) => render::run(args),
         Command::Gateway(args) => gateway::run(args),
+        Command::Apikey(command) => apikey::run(command),
     }
 }

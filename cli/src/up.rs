@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use bkg_gateway::auth::KeyStore;
 use bkg_gateway::backend::local::LocalBackend;
 use bkg_operator::local::manifests::ManifestDir;
 use bkg_operator::local::{Supervisor, SupervisorConfig};
@@ -31,6 +32,15 @@ pub struct UpArgs {
     /// Largest request body the gateway accepts, in bytes.
     #[arg(long, env = "BKG_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
     max_body_bytes: usize,
+    /// Key file with hashed, scoped API keys (reloaded when it changes).
+    #[arg(long, env = "BKG_KEYS_FILE", default_value = ".bkg/keys.yaml")]
+    keys_file: PathBuf,
+    /// Bootstrap admin key, accepted in addition to the key file.
+    #[arg(long, env = "BKG_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Built admin UI to serve at `/`; defaults to admin-ui/dist/admin-ui/browser when present.
+    #[arg(long, env = "BKG_UI_DIR")]
+    ui_dir: Option<PathBuf>,
     /// Log format of the host's own log lines (stderr): `text` or `json`.
     #[arg(long, env = "BKG_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -119,13 +129,20 @@ async fn serve(args: UpArgs) -> anyhow::Result<()> {
         stop_rx.clone(),
     ));
 
+    let keys = Arc::new(load_keys(&args.keys_file, args.api_key.as_deref())?);
+    let ui_dir = args.ui_dir.clone().or_else(|| {
+        let built = PathBuf::from("admin-ui/dist/admin-ui/browser");
+        built.join("index.html").is_file().then_some(built)
+    });
     let state = bkg_gateway::AppState::new(
         bkg_gateway::Config {
             listen: addr,
             max_body_bytes: args.max_body_bytes,
+            ui_dir,
             ..Default::default()
         },
         Arc::new(LocalBackend::new(supervisor.clone())),
+        keys,
     );
     println!(
         "bkg gateway listening on http://{addr}  (plugins from {})",
@@ -147,6 +164,23 @@ async fn serve(args: UpArgs) -> anyhow::Result<()> {
     }
     drop(work_dir);
     Ok(())
+}
+
+/// Keys from the key file and `BKG_API_KEY`. With neither, an admin key is made, printed once,
+/// and its hash stored in the key file so it keeps working after a restart.
+fn load_keys(path: &std::path::Path, api_key: Option<&str>) -> anyhow::Result<KeyStore> {
+    if api_key.is_none() && !path.exists() {
+        let (key, entry) = bkg_gateway::auth::generate("admin", &["admin".to_owned()])
+            .map_err(anyhow::Error::msg)?;
+        crate::apikey::append(path, entry)?;
+        println!("No API key configured: generated an admin key (shown once, store it now):");
+        println!("    {key}");
+        println!(
+            "Its hash is in {}. Use it as: Authorization: Bearer <key>",
+            path.display()
+        );
+    }
+    KeyStore::load(Some(path.to_path_buf()), api_key).context("loading API keys")
 }
 
 async fn shutdown_signal() {

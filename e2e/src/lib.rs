@@ -28,6 +28,9 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The bootstrap admin key every test stack accepts (`BKG_API_KEY`).
+pub const ADMIN_KEY: &str = "bkg_e2eAdminKey0123456789abcdefghijklmnopqr";
+
 /// A running `bkg up` with its own manifest folder; killed on drop.
 pub struct Stack {
     pub child: Child,
@@ -50,17 +53,20 @@ impl Stack {
             bkg.is_file() && bin_dir().join("plugin-runtime").is_file(),
             "build the binaries first: cargo build --workspace"
         );
-        let mut child = Command::new(bkg)
-            .args([
-                "up",
-                "--port",
-                "0",
-                "--watch-interval-ms",
-                "100",
-                "--plugins",
-            ])
+        Self::start_with(dir, &[])
+    }
+
+    /// Starts `bkg up` on an existing manifest folder with extra arguments.
+    pub fn start_with(dir: tempfile::TempDir, extra: &[&str]) -> Stack {
+        let mut child = Command::new(bin_dir().join("bkg"))
+            .args(["up", "--port", "0", "--watch-interval-ms", "100"])
+            .arg("--plugins")
             .arg(dir.path())
+            .arg("--keys-file")
+            .arg(dir.path().join("keys").join("keys.yaml"))
+            .args(extra)
             .env("RUST_LOG", "info")
+            .env("BKG_API_KEY", ADMIN_KEY)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -85,6 +91,17 @@ impl Stack {
             dir,
             http: reqwest::blocking::Client::builder()
                 .no_proxy()
+                .default_headers({
+                    let mut h = reqwest::header::HeaderMap::new();
+                    h.insert(
+                        reqwest::header::AUTHORIZATION,
+                        reqwest::header::HeaderValue::from_static(concat!(
+                            "Bearer ",
+                            "bkg_e2eAdminKey0123456789abcdefghijklmnopqr"
+                        )),
+                    );
+                    h
+                })
                 .timeout(Duration::from_secs(30))
                 .build()
                 .expect("client"),
@@ -274,7 +291,7 @@ pub fn post_raw(url: &str, path: &str, body: &[u8]) -> (u16, String) {
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     let head = format!(
-        "POST {path} HTTP/1.1\r\nhost: {authority}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        "POST {path} HTTP/1.1\r\nhost: {authority}\r\nauthorization: Bearer {ADMIN_KEY}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).expect("write head");

@@ -1,18 +1,19 @@
 //! REST handlers: `/api/plugins/...`, `/healthz`, `/metrics`.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Extension;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, Uri, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bkg_core::Phase;
 use bkg_core::wire::{Logs, PluginInfo, Telemetry};
 use serde::Deserialize;
 
+use crate::auth::Principal;
 use crate::backend::PluginView;
 use crate::invoke;
 use crate::metrics::{CapabilityLabels, PluginLabels, RequestLabels};
@@ -23,10 +24,6 @@ type ApiResult<T> = Result<T, ApiError>;
 
 pub async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok", "mode": state.backend.mode()}))
-}
-
-pub async fn not_found(uri: Uri) -> ApiError {
-    ApiError::NotFound(uri.path().to_owned())
 }
 
 pub async fn method_not_allowed() -> ApiError {
@@ -62,7 +59,7 @@ fn phase_of(view: &PluginView) -> Phase {
         .unwrap_or(Phase::Starting)
 }
 
-async fn info(state: &AppState, view: &PluginView) -> PluginInfo {
+pub(crate) async fn info(state: &AppState, view: &PluginView) -> PluginInfo {
     let caps = if view.plugin.spec.capabilities.is_empty() {
         Some(invoke::capabilities(state, view).await)
     } else {
@@ -146,48 +143,11 @@ pub async fn telemetry(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Telemetry>> {
     let view = find(&state, &id).await?;
-    let endpoints: Vec<String> = view
-        .ready_endpoints()
-        .iter()
-        .map(|e| e.to_string())
-        .collect();
-    let answers = futures::future::join_all(endpoints.iter().map(|e| {
-        let http = state.http.clone();
-        async move {
-            let response = http
-                .get(format!("{e}/v1/telemetry"))
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await
-                .ok()?;
-            response.json::<Telemetry>().await.ok()
-        }
-    }))
-    .await;
-    let mut total = Telemetry {
-        plugin_id: id.clone(),
-        last_error: view
-            .plugin
-            .status
-            .as_ref()
-            .and_then(|s| s.last_error.clone()),
-        ..Default::default()
-    };
-    for t in answers.into_iter().flatten() {
-        total.cpu_percent += t.cpu_percent;
-        total.memory_mb += t.memory_mb;
-        total.uptime_secs = total.uptime_secs.max(t.uptime_secs);
-        total.request_count += t.request_count;
-        total.error_count += t.error_count;
-        if t.last_error.is_some() {
-            total.last_error = t.last_error;
-        }
-        total.replicas += 1;
-        if total.extra.is_empty() {
-            total.extra = t.extra;
-        }
-    }
-    Ok(Json(total))
+    Ok(Json(crate::telemetry::aggregate(&state, &view).await))
+}
+
+pub async fn whoami(Extension(who): Extension<Principal>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({"key_id": who.key_id, "scopes": who.scope_names()}))
 }
 
 #[derive(Deserialize)]
@@ -223,6 +183,7 @@ pub async fn invoke(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Extension(request_id): Extension<RequestId>,
+    Extension(who): Extension<Principal>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
@@ -232,7 +193,7 @@ pub async fn invoke(
         .get_or_create(&PluginLabels { plugin: id.clone() })
         .clone();
     in_flight.inc();
-    let (capability_label, result) = invoke_inner(&state, &id, &request_id.0, body).await;
+    let (capability_label, result) = invoke_inner(&state, &id, &request_id.0, &who, body).await;
     in_flight.dec();
     let response = result.unwrap_or_else(IntoResponse::into_response);
     // Labels only for known plugins and capabilities, so scanners cannot explode series.
@@ -267,6 +228,7 @@ async fn invoke_inner(
     state: &AppState,
     id: &str,
     request_id: &str,
+    who: &Principal,
     body: Result<Bytes, BytesRejection>,
 ) -> (Option<String>, ApiResult<Response>) {
     let view = match find(state, id).await {
@@ -282,6 +244,15 @@ async fn invoke_inner(
         Ok(r) => r,
         Err(e) => return (known, Err(e)),
     };
+    if !who.can_invoke(id, Some(&request.capability)) {
+        return (
+            known,
+            Err(ApiError::Forbidden(format!(
+                "key {:?} may not invoke {}/{}",
+                who.key_id, id, request.capability
+            ))),
+        );
+    }
     let caps = invoke::capabilities(state, &view).await;
     let Some(capability) = caps.iter().find(|c| c.id == request.capability) else {
         // A plugin that is not running cannot report capabilities its manifest leaves out.

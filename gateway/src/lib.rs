@@ -6,17 +6,21 @@
 #![forbid(unsafe_code)]
 
 mod api;
+pub mod auth;
 pub mod backend;
 mod invoke;
 mod metrics;
 mod problem;
+mod telemetry;
+mod ws;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -39,6 +43,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Largest plugin answer relayed (502 above).
     pub max_response_bytes: usize,
+    /// Built admin UI to serve at `/` (SPA: unknown paths get its index.html).
+    pub ui_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -47,6 +53,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 43119)),
             max_body_bytes: 2 * 1024 * 1024,
             max_response_bytes: 64 * 1024 * 1024,
+            ui_dir: None,
         }
     }
 }
@@ -58,6 +65,7 @@ pub struct AppState(Arc<Inner>);
 pub struct Inner {
     pub config: Config,
     pub backend: Arc<dyn Backend>,
+    pub keys: Arc<auth::KeyStore>,
     pub http: reqwest::Client,
     pub validators: invoke::Validators,
     pub runtime_caps: invoke::RuntimeCapabilities,
@@ -74,7 +82,7 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(config: Config, backend: Arc<dyn Backend>) -> Self {
+    pub fn new(config: Config, backend: Arc<dyn Backend>, keys: Arc<auth::KeyStore>) -> Self {
         let mut registry = Registry::default();
         let metrics = metrics::Metrics::register(&mut registry);
         let http = reqwest::Client::builder()
@@ -85,6 +93,7 @@ impl AppState {
         Self(Arc::new(Inner {
             config,
             backend,
+            keys,
             http,
             validators: Default::default(),
             runtime_caps: Default::default(),
@@ -98,9 +107,9 @@ impl AppState {
 /// The gateway's routes.
 pub fn router(state: AppState) -> Router {
     let limit = state.config.max_body_bytes;
-    Router::new()
-        .route("/healthz", get(api::healthz))
-        .route("/metrics", get(api::metrics))
+    // Everything under /api and /ws needs a key; the middleware runs only on matched routes.
+    let protected = Router::new()
+        .route("/api/whoami", get(api::whoami))
         .route("/api/plugins", get(api::list))
         .route("/api/plugins/{id}", get(api::get_one))
         .route("/api/plugins/{id}/start", post(api::start))
@@ -110,11 +119,90 @@ pub fn router(state: AppState) -> Router {
         .route("/api/plugins/{id}/telemetry", get(api::telemetry))
         .route("/api/plugins/{id}/logs", get(api::logs))
         .route("/api/plugins/{id}/invoke", post(api::invoke))
-        .fallback(api::not_found)
+        .route("/ws/plugins", get(ws::all))
+        .route("/ws/plugins/{id}", get(ws::one))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
+    Router::new()
+        .route("/healthz", get(api::healthz))
+        .route("/metrics", get(api::metrics))
+        .merge(protected)
+        .fallback(fallback)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn(request_id))
         .with_state(state)
+}
+
+/// Unknown `/api` and `/ws` paths are problems; anything else is the admin UI (when built).
+async fn fallback(State(state): State<AppState>, req: Request) -> Response {
+    let path = req.uri().path();
+    let ui = state
+        .config
+        .ui_dir
+        .as_ref()
+        .filter(|_| !(path.starts_with("/api/") || path == "/api" || path.starts_with("/ws/")));
+    match ui {
+        Some(dir) => {
+            let index = dir.join("index.html");
+            let serve = tower_http::services::ServeDir::new(dir)
+                .fallback(tower_http::services::ServeFile::new(index));
+            match tower::ServiceExt::oneshot(serve, req).await {
+                Ok(response) => response.map(axum::body::Body::new),
+                Err(e) => ApiError::Internal(e.to_string()).into_response(),
+            }
+        }
+        None => ApiError::NotFound(path.to_owned()).into_response(),
+    }
+}
+
+/// Authenticates the bearer key (header, or WebSocket subprotocol for browsers) and checks the
+/// scope the route needs. The key itself is never logged or stored.
+async fn authorize(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let headers = req.headers();
+    let from_header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    let from_protocol = headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.split(',')
+                .map(str::trim)
+                .find_map(|p| p.strip_prefix(ws::BEARER_PREFIX))
+        });
+    let Some(token) = from_header.or(from_protocol).filter(|t| !t.is_empty()) else {
+        return ApiError::Unauthorized(
+            "an API key is required: send Authorization: Bearer <key>".into(),
+        )
+        .into_response();
+    };
+    let Some(who) = state.keys.authenticate(token) else {
+        return ApiError::Unauthorized("the API key is not valid".into()).into_response();
+    };
+    let path = req.uri().path();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let allowed = match (req.method().as_str(), segments.as_slice()) {
+        (_, ["api", "whoami"]) => true,
+        ("POST", ["api", "plugins", id, "invoke"]) => who.can_invoke(id, None),
+        ("POST", _) => who.is_admin(),
+        _ => who.can_read(),
+    };
+    if !allowed {
+        return ApiError::Forbidden(format!(
+            "key {:?} lacks the scope for {} {path}",
+            who.key_id,
+            req.method()
+        ))
+        .into_response();
+    }
+    state.metrics.observe_key(&who.key_id);
+    req.extensions_mut().insert(who);
+    next.run(req).await
 }
 
 /// The request id of the current request (from `x-request-id` or generated).
@@ -160,13 +248,36 @@ async fn stamp_problem(response: Response, id: &str) -> Response {
     }
 }
 
-/// Serves the gateway until `shutdown` resolves.
+/// Serves the gateway until `shutdown` resolves. The key file is re-read when it changes.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let keys = state.keys.clone();
+    let reloader = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+        loop {
+            tick.tick().await;
+            match keys.reload_if_changed() {
+                Ok(true) => tracing::info!(keys = keys.len(), "API keys reloaded"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "API keys not reloaded; keeping the previous ones")
+                }
+            }
+        }
+    });
+    let _reloader = AbortOnDrop(reloader);
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

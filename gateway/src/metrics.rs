@@ -27,6 +27,11 @@ pub struct PluginLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyLabels {
+    pub key_id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
     pub plugin: String,
     pub phase: String,
@@ -40,6 +45,8 @@ pub struct Metrics {
     pub in_flight: Family<PluginLabels, Gauge>,
     pub plugin_up: Family<PluginLabels, Gauge>,
     pub plugin_phase: Family<PhaseLabels, Gauge>,
+    pub key_requests: Family<KeyLabels, Counter>,
+    pub rate_limited: Family<CapabilityLabels, Counter>,
 }
 
 impl Metrics {
@@ -52,6 +59,8 @@ impl Metrics {
             in_flight: Family::default(),
             plugin_up: Family::default(),
             plugin_phase: Family::default(),
+            key_requests: Family::default(),
+            rate_limited: Family::default(),
         };
         let sub = registry.sub_registry_with_prefix("bkg_gateway");
         sub.register(
@@ -79,7 +88,26 @@ impl Metrics {
             "1 for the plugin's current lifecycle phase, 0 for the others",
             m.plugin_phase.clone(),
         );
+        sub.register(
+            "api_key_requests",
+            "Authenticated API requests by key id (never the key)",
+            m.key_requests.clone(),
+        );
+        sub.register(
+            "rate_limited_requests",
+            "Invoke requests refused with 429 by the rate limiter",
+            m.rate_limited.clone(),
+        );
         m
+    }
+
+    /// Counts one authenticated request of a key.
+    pub fn observe_key(&self, key_id: &str) {
+        self.key_requests
+            .get_or_create(&KeyLabels {
+                key_id: key_id.to_owned(),
+            })
+            .inc();
     }
 
     /// Refreshes the per-plugin gauges from a fresh listing.

@@ -37,6 +37,12 @@ pub enum ApiError {
     BadGateway(String),
     #[error("{0}")]
     Internal(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{detail}")]
+    RateLimited { detail: String, retry_after: u32 },
     #[error("no route {0}")]
     NotFound(String),
     #[error("method not allowed")]
@@ -85,6 +91,13 @@ impl ApiError {
                 "Internal error",
             ),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
+            ApiError::RateLimited { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Rate limit exceeded",
+            ),
             ApiError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method-not-allowed",
@@ -112,6 +125,7 @@ impl IntoResponse for ApiError {
         let (status, slug, title) = self.parts();
         let retry_after = match &self {
             ApiError::Unavailable { retry_after, .. } => *retry_after,
+            ApiError::RateLimited { retry_after, .. } => Some(*retry_after),
             _ => None,
         };
         let errors = match &self {
@@ -119,7 +133,14 @@ impl IntoResponse for ApiError {
             _ => Vec::new(),
         };
         let body = Problem::new(status.as_u16(), slug, title, self.to_string()).with_errors(errors);
-        problem_response(status, &body, retry_after)
+        let mut response = problem_response(status, &body, retry_after);
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"bkg\""),
+            );
+        }
+        response
     }
 }
 

@@ -11,13 +11,20 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
 
+const KEY: &str = "bkg_routesTestKey000000000000000000000000000";
+
 fn app() -> (AppState, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let supervisor = Supervisor::new(SupervisorConfig::new(
         "/nonexistent/plugin-runtime".into(),
         dir.path().to_path_buf(),
     ));
-    let state = AppState::new(Config::default(), Arc::new(LocalBackend::new(supervisor)));
+    let keys = bkg_gateway::auth::KeyStore::load(None, Some(KEY)).expect("keys");
+    let state = AppState::new(
+        Config::default(),
+        Arc::new(LocalBackend::new(supervisor)),
+        Arc::new(keys),
+    );
     (state, dir)
 }
 
@@ -27,7 +34,10 @@ async fn call(
     uri: &str,
     request_id: Option<&str>,
 ) -> (StatusCode, String, Option<String>, Value) {
-    let mut request = Request::builder().method(method).uri(uri);
+    let mut request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", format!("Bearer {KEY}"));
     if let Some(id) = request_id {
         request = request.header("x-request-id", id);
     }

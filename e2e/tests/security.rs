@@ -1,0 +1,328 @@
+//! API keys and scopes against the real stack: the authorization matrix, keys at rest and in logs,
+//! and the live WebSocket stream across a plugin restart.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bkg_e2e::{ADMIN_KEY, Stack, bin_dir, sample_echo};
+use serde_json::{Value, json};
+
+/// Runs `bkg apikey create` and returns the printed key.
+fn create_key(keys_file: &std::path::Path, id: &str, scopes: &str) -> String {
+    let out = Command::new(bin_dir().join("bkg"))
+        .args([
+            "apikey",
+            "create",
+            "--id",
+            id,
+            "--scopes",
+            scopes,
+            "--keys-file",
+        ])
+        .arg(keys_file)
+        .output()
+        .expect("bkg apikey create");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .find(|w| w.starts_with("bkg_"))
+        .expect("key printed")
+        .to_owned()
+}
+
+fn call(stack: &Stack, key: Option<&str>, method: &str, path: &str, body: &str) -> u16 {
+    let client = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    let url = format!("{}{path}", stack.url);
+    let mut req = match method {
+        "GET" => client.get(url),
+        _ => client.post(url).body(body.to_owned()),
+    };
+    if let Some(key) = key {
+        req = req.bearer_auth(key);
+    }
+    let r = req.send().expect("request");
+    let status = r.status().as_u16();
+    if status == 401 {
+        assert_eq!(
+            r.headers()
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok()),
+            Some("Bearer realm=\"bkg\"")
+        );
+    }
+    status
+}
+
+#[test]
+fn every_endpoint_answers_exactly_by_scope_and_keys_stay_secret() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("echo.yaml"), sample_echo()).expect("manifest");
+    let keys_file = dir.path().join("keys").join("keys.yaml");
+    let read = create_key(&keys_file, "reader", "read");
+    let invoke = create_key(&keys_file, "invoker", "invoke");
+    let narrow = create_key(&keys_file, "sleeper", "invoke:echo/sleep");
+    let admin = create_key(&keys_file, "operator", "admin");
+    let mut stack = Stack::start_with(dir, &[]);
+    stack.wait_running("echo");
+
+    // (method, path, body, expected for: none, bad, read, invoke, narrow, admin)
+    let echo = r#"{"capability":"echo","payload":{}}"#;
+    let sleep = r#"{"capability":"sleep","payload":{"ms":1}}"#;
+    let matrix: &[(&str, &str, &str, [u16; 6])] = &[
+        ("GET", "/healthz", "", [200, 200, 200, 200, 200, 200]),
+        ("GET", "/metrics", "", [200, 200, 200, 200, 200, 200]),
+        ("GET", "/api/whoami", "", [401, 401, 200, 200, 200, 200]),
+        ("GET", "/api/plugins", "", [401, 401, 200, 403, 403, 200]),
+        (
+            "GET",
+            "/api/plugins/echo",
+            "",
+            [401, 401, 200, 403, 403, 200],
+        ),
+        (
+            "GET",
+            "/api/plugins/echo/telemetry",
+            "",
+            [401, 401, 200, 403, 403, 200],
+        ),
+        (
+            "GET",
+            "/api/plugins/echo/logs",
+            "",
+            [401, 401, 200, 403, 403, 200],
+        ),
+        (
+            "POST",
+            "/api/plugins/echo/invoke",
+            echo,
+            [401, 401, 403, 200, 403, 200],
+        ),
+        (
+            "POST",
+            "/api/plugins/echo/invoke",
+            sleep,
+            [401, 401, 403, 200, 200, 200],
+        ),
+        (
+            "POST",
+            "/api/plugins/echo/config",
+            r#"{"greeting":"hi"}"#,
+            [401, 401, 403, 403, 403, 200],
+        ),
+        (
+            "POST",
+            "/api/plugins/echo/restart",
+            "",
+            [401, 401, 403, 403, 403, 202],
+        ),
+        (
+            "POST",
+            "/api/plugins/echo/stop",
+            "",
+            [401, 401, 403, 403, 403, 202],
+        ),
+        (
+            "POST",
+            "/api/plugins/echo/start",
+            "",
+            [401, 401, 403, 403, 403, 202],
+        ),
+    ];
+    let keys = [
+        None,
+        Some("bkg_notAKeyAtAll000000000000000000000000000"),
+        Some(read.as_str()),
+        Some(invoke.as_str()),
+        Some(narrow.as_str()),
+        Some(admin.as_str()),
+    ];
+    for (method, path, body, expected) in matrix {
+        for (key, want) in keys.iter().zip(expected) {
+            if *method == "POST" && path.ends_with("invoke") {
+                stack.wait_running("echo");
+            }
+            let got = call(&stack, *key, method, path, body);
+            assert_eq!(got, *want, "{method} {path} with key {key:?}");
+        }
+    }
+    let who: Value = reqwest::blocking::Client::new()
+        .get(format!("{}/api/whoami", stack.url))
+        .bearer_auth(&narrow)
+        .send()
+        .expect("whoami")
+        .json()
+        .expect("json");
+    assert_eq!(
+        who,
+        json!({"key_id": "sleeper", "scopes": ["invoke:echo/sleep"]})
+    );
+
+    // At rest only hashes; in the logs, neither keys nor hashes of them.
+    let at_rest = std::fs::read_to_string(stack.dir.path().join("keys/keys.yaml")).expect("keys");
+    let output = stack.drain_output().join("\n");
+    for key in [&read, &invoke, &narrow, &admin, &ADMIN_KEY.to_owned()] {
+        assert!(!at_rest.contains(key.as_str()), "plaintext key at rest");
+        assert!(!output.contains(key.as_str()), "key in the host's output");
+    }
+    assert_eq!(at_rest.matches("sha256:").count(), 4);
+    let (_, logs) = stack.get("/api/plugins/echo/logs?lines=1000");
+    assert!(
+        !logs.to_string().contains("bkg_"),
+        "a key reached the plugin logs"
+    );
+
+    // Per-key usage is counted by key id.
+    let metrics = reqwest::blocking::get(format!("{}/metrics", stack.url))
+        .expect("metrics")
+        .text()
+        .expect("text");
+    assert!(
+        metrics.contains(r#"bkg_gateway_api_key_requests_total{key_id="sleeper"}"#),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_new_key_in_the_file_works_without_a_restart() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("echo.yaml"), sample_echo()).expect("manifest");
+    let keys_file = dir.path().join("keys").join("keys.yaml");
+    let stack = Stack::start_with(dir, &[]);
+    let late = create_key(&keys_file, "late", "read");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while call(&stack, Some(&late), "GET", "/api/plugins", "") != 200 {
+        assert!(Instant::now() < deadline, "the key file was not reloaded");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn without_any_key_bkg_up_generates_an_admin_key_once() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("echo.yaml"), sample_echo()).expect("manifest");
+    let keys_file = dir.path().join("k.yaml");
+    let run = |expect_new: bool| {
+        let mut child = Command::new(bin_dir().join("bkg"))
+            .args(["up", "--port", "0", "--plugins"])
+            .arg(dir.path())
+            .arg("--keys-file")
+            .arg(&keys_file)
+            .env_remove("BKG_API_KEY")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let mut text = String::new();
+        loop {
+            let mut line = String::new();
+            if std::io::BufRead::read_line(&mut out, &mut line).unwrap_or(0) == 0 {
+                break;
+            }
+            text.push_str(&line);
+            if line.contains("gateway listening") {
+                break;
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(
+            text.contains("generated an admin key"),
+            expect_new,
+            "{text}"
+        );
+        text.split_whitespace()
+            .find(|w| w.starts_with("bkg_"))
+            .map(str::to_owned)
+    };
+    let key = run(true).expect("a key is printed");
+    let stored = std::fs::read_to_string(&keys_file).expect("stored");
+    assert!(!stored.contains(&key) && stored.contains("sha256:"));
+    assert_eq!(run(false), None, "the key is printed only once");
+}
+
+#[test]
+fn the_websocket_streams_telemetry_and_logs_across_a_restart() {
+    let stack = Stack::start(&[("echo.yaml", &sample_echo())]);
+    stack.wait_running("echo");
+    let host = stack.url.trim_start_matches("http://").to_owned();
+
+    // Without a key the upgrade is refused.
+    let request = tungstenite::client::IntoClientRequest::into_client_request(format!(
+        "ws://{host}/ws/plugins/echo"
+    ))
+    .expect("request");
+    match tungstenite::connect(request) {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 401),
+        other => panic!("expected 401, got {:?}", other.map(|_| ())),
+    }
+
+    let mut request = tungstenite::client::IntoClientRequest::into_client_request(format!(
+        "ws://{host}/ws/plugins/echo"
+    ))
+    .expect("request");
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        format!("bkg.v1, bkg.bearer.{ADMIN_KEY}")
+            .parse()
+            .expect("header"),
+    );
+    let (mut socket, response) = tungstenite::connect(request).expect("websocket");
+    assert_eq!(
+        response
+            .headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok()),
+        Some("bkg.v1")
+    );
+    if let tungstenite::stream::MaybeTlsStream::Plain(tcp) = socket.get_ref() {
+        tcp.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+    }
+    let mut next = |what: &str, pred: &dyn Fn(&Value) -> bool| -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(tungstenite::Message::Text(text)) = socket.read() {
+                let msg: Value = serde_json::from_str(&text).expect("json message");
+                if pred(&msg) {
+                    return msg;
+                }
+            }
+        }
+        panic!("no {what} message");
+    };
+    let t = next("telemetry", &|m| m["type"] == "telemetry");
+    assert_eq!(t["plugin_id"], "echo");
+    // A call produces a log line that streams in.
+    assert_eq!(stack.invoke("echo", "sleep", json!({"ms": 1})).status, 200);
+    next("log line", &|m| {
+        m["type"] == "log"
+            && m["message"]
+                .as_str()
+                .is_some_and(|s| s.contains("sleeping"))
+    });
+
+    // Restart the plugin: the same stream reports it going down and coming back.
+    let before = stack.wait_running("echo")["instances"][0]["pid"].clone();
+    assert_eq!(stack.post("/api/plugins/echo/restart", "").status, 202);
+    next("status running after restart", &|m| {
+        m["type"] == "status"
+            && m["plugin"]["status"] == "running"
+            && m["plugin"]["instances"][0]["pid"] != before
+    });
+    next("supervisor log", &|m| {
+        m["type"] == "log" && m["stream"] == "supervisor"
+    });
+    let t = next("telemetry after restart", &|m| {
+        m["type"] == "telemetry" && m["replicas"] == 1
+    });
+    assert!(t["uptime_secs"].as_u64().is_some());
+}

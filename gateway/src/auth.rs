@@ -1,0 +1,433 @@
+//! API keys: scoped bearer tokens, stored only as SHA-256 hashes and compared in constant time.
+//!
+//! A key looks like `bkg_<40 base62 characters>` (about 238 bits of entropy), so a fast hash is
+//! enough: there is nothing to brute-force. The key file (local mode) or mounted Secret (cluster
+//! mode) holds `{id, hash, scopes}` entries and is reloaded when it changes.
+//!
+//! | scope | allows |
+//! |---|---|
+//! | `read` | list and get plugins, telemetry, logs, WebSockets |
+//! | `invoke` | invoke any capability; `invoke:<plugin>` or `invoke:<plugin>/<capability>` narrow it |
+//! | `admin` | everything, including start, stop, restart and config |
+
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// One permission a key carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    Read,
+    Admin,
+    Invoke {
+        plugin: Option<String>,
+        capability: Option<String>,
+    },
+}
+
+impl std::str::FromStr for Scope {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "read" => Ok(Scope::Read),
+            "admin" => Ok(Scope::Admin),
+            "invoke" => Ok(Scope::Invoke {
+                plugin: None,
+                capability: None,
+            }),
+            other => {
+                let rest = other
+                    .strip_prefix("invoke:")
+                    .filter(|r| !r.is_empty())
+                    .ok_or_else(|| {
+                        format!("unknown scope {other:?}: use read, invoke, invoke:<plugin>[/<capability>] or admin")
+                    })?;
+                let (plugin, capability) = match rest.split_once('/') {
+                    Some((p, c)) if !p.is_empty() && !c.is_empty() => (p, Some(c.to_owned())),
+                    Some(_) => {
+                        return Err(format!(
+                            "scope {other:?} must be invoke:<plugin>/<capability>"
+                        ));
+                    }
+                    None => (rest, None),
+                };
+                Ok(Scope::Invoke {
+                    plugin: Some(plugin.to_owned()),
+                    capability,
+                })
+            }
+        }
+    }
+}
+
+/// One stored key: never the key itself.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct KeyEntry {
+    /// Public name of the key, used in logs and metrics.
+    pub id: String,
+    /// `sha256:<hex>` of the whole key.
+    pub hash: String,
+    pub scopes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// The key file: `keys: [ {id, hash, scopes}, … ]`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct KeyFile {
+    #[serde(default)]
+    pub keys: Vec<KeyEntry>,
+}
+
+/// Who is calling, once authenticated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub key_id: String,
+    pub scopes: Vec<Scope>,
+}
+
+impl Principal {
+    pub fn can_read(&self) -> bool {
+        self.scopes
+            .iter()
+            .any(|s| matches!(s, Scope::Read | Scope::Admin))
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.scopes.contains(&Scope::Admin)
+    }
+
+    /// May invoke `capability` of `plugin` (or, with `None`, some capability of it).
+    pub fn can_invoke(&self, plugin: &str, capability: Option<&str>) -> bool {
+        self.scopes.iter().any(|s| match s {
+            Scope::Admin => true,
+            Scope::Read => false,
+            Scope::Invoke {
+                plugin: p,
+                capability: c,
+            } => {
+                p.as_deref().is_none_or(|p| p == plugin)
+                    && match (c.as_deref(), capability) {
+                        (None, _) | (Some(_), None) => true,
+                        (Some(c), Some(want)) => c == want,
+                    }
+            }
+        })
+    }
+
+    /// Scope names as the key file spells them.
+    pub fn scope_names(&self) -> Vec<String> {
+        self.scopes
+            .iter()
+            .map(|s| match s {
+                Scope::Read => "read".to_owned(),
+                Scope::Admin => "admin".to_owned(),
+                Scope::Invoke {
+                    plugin: None,
+                    capability: _,
+                } => "invoke".to_owned(),
+                Scope::Invoke {
+                    plugin: Some(p),
+                    capability: None,
+                } => format!("invoke:{p}"),
+                Scope::Invoke {
+                    plugin: Some(p),
+                    capability: Some(c),
+                } => format!("invoke:{p}/{c}"),
+            })
+            .collect()
+    }
+}
+
+/// Why keys could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read key file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("key file {path} is invalid: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// A stored entry with its hash decoded and scopes parsed.
+type Compiled = (KeyEntry, [u8; 32], Vec<Scope>);
+
+struct Loaded {
+    keys: Vec<Compiled>,
+    modified: Option<SystemTime>,
+}
+
+/// The keys the gateway accepts; reloaded from its file when the file changes.
+pub struct KeyStore {
+    path: Option<PathBuf>,
+    bootstrap: Option<KeyEntry>,
+    loaded: RwLock<Loaded>,
+}
+
+/// `sha256:<hex>` of a key.
+pub fn hash_key(key: &str) -> String {
+    let digest = Sha256::digest(key.as_bytes());
+    let mut out = String::with_capacity(71);
+    out.push_str("sha256:");
+    for b in digest {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+fn parse_hash(hash: &str) -> Option<[u8; 32]> {
+    let hex = hash.strip_prefix("sha256:")?;
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, chunk) in hex.as_bytes().chunks(2).enumerate() {
+        let s = std::str::from_utf8(chunk).ok()?;
+        out[i] = u8::from_str_radix(s, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// A new random key and its stored entry.
+pub fn generate(id: &str, scopes: &[String]) -> Result<(String, KeyEntry), String> {
+    for s in scopes {
+        s.parse::<Scope>()?;
+    }
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut secret = String::from("bkg_");
+    let random = [uuid::Uuid::new_v4(), uuid::Uuid::new_v4()];
+    let mut bits: u128 = 0;
+    let mut bytes = random.iter().flat_map(|u| *u.as_bytes());
+    while secret.len() < 44 {
+        if bits < 62 {
+            bits = bits
+                .wrapping_mul(256)
+                .wrapping_add(u128::from(bytes.next().unwrap_or(0)));
+            bits = bits
+                .wrapping_mul(256)
+                .wrapping_add(u128::from(bytes.next().unwrap_or(0)));
+            continue;
+        }
+        secret.push(char::from(ALPHABET[(bits % 62) as usize]));
+        bits /= 62;
+    }
+    let entry = KeyEntry {
+        id: id.to_owned(),
+        hash: hash_key(&secret),
+        scopes: scopes.to_vec(),
+        description: None,
+    };
+    Ok((secret, entry))
+}
+
+fn compile(entries: Vec<KeyEntry>, path: &Path) -> Result<Vec<Compiled>, KeyError> {
+    entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            let invalid = |message: String| KeyError::Invalid {
+                path: path.to_path_buf(),
+                message: format!("keys[{i}] ({}): {message}", entry.id),
+            };
+            let hash = parse_hash(&entry.hash)
+                .ok_or_else(|| invalid("hash must be sha256:<64 hex digits>".into()))?;
+            let scopes = entry
+                .scopes
+                .iter()
+                .map(|s| s.parse::<Scope>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(invalid)?;
+            Ok((entry, hash, scopes))
+        })
+        .collect()
+}
+
+fn read_file(path: &Path) -> Result<(Vec<KeyEntry>, Option<SystemTime>), KeyError> {
+    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let text = std::fs::read_to_string(path).map_err(|source| KeyError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let file: KeyFile = serde_yaml::from_str(&text).map_err(|e| KeyError::Invalid {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    Ok((file.keys, modified))
+}
+
+impl KeyStore {
+    /// Keys from `path` (if given and present) plus an optional bootstrap admin key.
+    pub fn load(path: Option<PathBuf>, bootstrap_key: Option<&str>) -> Result<Self, KeyError> {
+        let bootstrap = bootstrap_key.map(|key| KeyEntry {
+            id: "bootstrap".to_owned(),
+            hash: hash_key(key),
+            scopes: vec!["admin".to_owned()],
+            description: Some("BKG_API_KEY".to_owned()),
+        });
+        let store = Self {
+            path,
+            bootstrap,
+            loaded: RwLock::new(Loaded {
+                keys: Vec::new(),
+                modified: None,
+            }),
+        };
+        store.reload()?;
+        Ok(store)
+    }
+
+    /// Number of keys accepted.
+    pub fn len(&self) -> usize {
+        self.loaded
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Reads the file again if it changed since the last load. A broken file keeps the old keys.
+    pub fn reload_if_changed(&self) -> Result<bool, KeyError> {
+        let Some(path) = &self.path else {
+            return Ok(false);
+        };
+        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        if modified
+            == self
+                .loaded
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .modified
+        {
+            return Ok(false);
+        }
+        self.reload().map(|()| true)
+    }
+
+    fn reload(&self) -> Result<(), KeyError> {
+        let (entries, modified) = match &self.path {
+            Some(path) if path.exists() => read_file(path)?,
+            _ => (Vec::new(), None),
+        };
+        let mut all = entries;
+        all.extend(self.bootstrap.clone());
+        let keys = compile(all, self.path.as_deref().unwrap_or(Path::new("(keys)")))?;
+        *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = Loaded { keys, modified };
+        Ok(())
+    }
+
+    /// The principal holding `token`, if any. Every stored hash is compared in constant time.
+    pub fn authenticate(&self, token: &str) -> Option<Principal> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let loaded = self.loaded.read().unwrap_or_else(|e| e.into_inner());
+        let mut found = None;
+        for (entry, hash, scopes) in &loaded.keys {
+            if bool::from(hash.ct_eq(&digest)) && found.is_none() {
+                found = Some(Principal {
+                    key_id: entry.id.clone(),
+                    scopes: scopes.clone(),
+                });
+            }
+        }
+        found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_authenticate_with_their_scopes_only() {
+        let (key, entry) =
+            generate("ci", &["read".into(), "invoke:echo/echo".into()]).expect("key");
+        assert!(key.starts_with("bkg_") && key.len() == 44, "{key}");
+        assert!(!entry.hash.contains(&key[4..]));
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("keys.yaml");
+        let file = KeyFile { keys: vec![entry] };
+        std::fs::write(&path, serde_yaml::to_string(&file).expect("yaml")).expect("write");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(!text.contains(&key), "the key itself is never stored");
+        let store = KeyStore::load(Some(path), None).expect("load");
+        let who = store.authenticate(&key).expect("known key");
+        assert_eq!(who.key_id, "ci");
+        assert!(who.can_read());
+        assert!(!who.is_admin());
+        assert!(who.can_invoke("echo", Some("echo")));
+        assert!(!who.can_invoke("echo", Some("sleep")));
+        assert!(!who.can_invoke("candle", None));
+        assert!(store.authenticate("bkg_wrong").is_none());
+        assert!(store.authenticate(&key[..43]).is_none());
+    }
+
+    #[test]
+    fn the_bootstrap_key_is_admin_and_files_reload() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("keys.yaml");
+        let store = KeyStore::load(Some(path.clone()), Some("s3cret-bootstrap-key")).expect("load");
+        assert!(
+            store
+                .authenticate("s3cret-bootstrap-key")
+                .is_some_and(|p| p.is_admin())
+        );
+        let (key, entry) = generate("late", &["read".into()]).expect("key");
+        assert!(store.authenticate(&key).is_none());
+        std::fs::write(
+            &path,
+            serde_yaml::to_string(&KeyFile { keys: vec![entry] }).expect("yaml"),
+        )
+        .expect("write");
+        assert!(store.reload_if_changed().expect("reload"));
+        assert_eq!(
+            store.authenticate(&key).map(|p| p.key_id),
+            Some("late".into())
+        );
+        std::fs::write(&path, "keys: [{id: x, hash: nope, scopes: [read]}]").expect("write");
+        // Make sure the mtime moves even on coarse clocks.
+        let later = SystemTime::now() + std::time::Duration::from_secs(2);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .expect("open")
+            .set_modified(later)
+            .expect("mtime");
+        let err = store.reload_if_changed().expect_err("broken file");
+        assert!(err.to_string().contains("keys[0] (x)"), "{err}");
+        assert!(
+            store.authenticate(&key).is_some(),
+            "a broken file keeps the old keys"
+        );
+    }
+
+    #[test]
+    fn scopes_parse_and_bad_ones_are_named() {
+        assert_eq!("read".parse::<Scope>(), Ok(Scope::Read));
+        assert_eq!(
+            "invoke:candle/model.infer".parse::<Scope>(),
+            Ok(Scope::Invoke {
+                plugin: Some("candle".into()),
+                capability: Some("model.infer".into())
+            })
+        );
+        assert!(
+            "write"
+                .parse::<Scope>()
+                .expect_err("unknown scope")
+                .contains("write")
+        );
+        assert!("invoke:".parse::<Scope>().is_err());
+        assert!("invoke:a/".parse::<Scope>().is_err());
+    }
+}
