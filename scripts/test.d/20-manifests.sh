@@ -69,7 +69,14 @@ if failed:
 print(f"ok: {len(sys.argv) - 2} sample manifests match the CRD schema")
 PY
 
-# 3. A bad field is refused, and the message names it.
+# 3. RBAC for operator and gateway: valid, and no wildcards.
+kubernetes-validate --quiet --strict -k "$K8S_VERSION" config/rbac/*.yaml
+if grep -nE '"\*"|\[\*\]|- \*' config/rbac/*.yaml; then
+  echo "FAIL: wildcard in config/rbac" >&2; exit 1
+fi
+echo "ok: config/rbac is valid and has no wildcards"
+
+# 4. A bad field is refused, and the message names it.
 if "$BKG" render -f scripts/test.d/fixtures/bad-field.yaml >"$tmp/out" 2>"$tmp/err"; then
   echo "FAIL: bkg render accepted scripts/test.d/fixtures/bad-field.yaml" >&2; exit 1
 fi

@@ -408,4 +408,124 @@ mod tests {
         assert_eq!(l.ts, "2026-11-25T03:00:00.1Z");
         assert_eq!(l.message, "[echo-a] {\"msg\":\"hi\"}");
     }
+
+    mod with_api {
+        use std::sync::{Arc, Mutex};
+
+        use axum::http::{Request, Response};
+        use kube::client::Body;
+        use kube::runtime::watcher::Event;
+
+        use super::super::*;
+        use super::slice;
+
+        type Seen = Arc<Mutex<Vec<(String, String, String, Value)>>>;
+
+        /// A backend over filled caches and a fake API server that records each call and
+        /// answers with `code`.
+        fn backend(code: u16) -> (KubernetesBackend, Seen) {
+            let seen: Seen = Arc::default();
+            let log = seen.clone();
+            let service = tower::service_fn(move |req: Request<Body>| {
+                let log = log.clone();
+                async move {
+                    let method = req.method().to_string();
+                    let path = req.uri().path().to_owned();
+                    let ctype = req
+                        .headers()
+                        .get("content-type")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    let bytes = req.into_body().collect_bytes().await.unwrap_or_default();
+                    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                    log.lock().expect("log").push((method, path, ctype, body));
+                    let answer = if code == 200 {
+                        serde_json::to_value(echo()).expect("plugin")
+                    } else {
+                        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                               "code": code, "message": "the object has been modified"})
+                    };
+                    Ok::<_, std::convert::Infallible>(
+                        Response::builder()
+                            .status(code)
+                            .header("content-type", "application/json")
+                            .body(Body::from(serde_json::to_vec(&answer).expect("json")))
+                            .expect("response"),
+                    )
+                }
+            });
+            let client = Client::new(service, "ml");
+            let (plugins, mut pw) = reflector::store();
+            let (slices, mut sw) = reflector::store();
+            pw.apply_watcher_event(&Event::Apply(echo()));
+            sw.apply_watcher_event(&Event::Apply(slice(
+                "echo",
+                json!([{"addresses": ["10.0.0.7"], "conditions": {"ready": true}}]),
+            )));
+            (
+                KubernetesBackend::from_stores(client, "ml".into(), plugins, slices),
+                seen,
+            )
+        }
+
+        fn echo() -> Plugin {
+            serde_json::from_value(json!({
+                "apiVersion": "bkg.rs/v1alpha1", "kind": "Plugin",
+                "metadata": {"name": "echo", "namespace": "ml", "resourceVersion": "7", "generation": 3},
+                "spec": {"implementation": "echo", "config": {"greeting": "hello", "lang": "en"}},
+            }))
+            .expect("plugin")
+        }
+
+        #[tokio::test]
+        async fn views_come_from_the_caches() {
+            let (b, seen) = backend(200);
+            let views = b.list().await;
+            assert_eq!(views.len(), 1);
+            assert_eq!(views[0].generation, 3);
+            assert_eq!(views[0].ready_endpoints(), ["http://10.0.0.7:8080"]);
+            assert!(b.get("nope").await.is_none());
+            assert!(matches!(
+                b.start("nope").await,
+                Err(BackendError::NotFound(_))
+            ));
+            assert!(
+                seen.lock().expect("log").is_empty(),
+                "reads never hit the API"
+            );
+        }
+
+        #[tokio::test]
+        async fn lifecycle_is_a_guarded_merge_patch_of_the_plugin() {
+            let (b, seen) = backend(200);
+            b.stop("echo").await.expect("stop");
+            b.restart("echo").await.expect("restart");
+            b.set_config("echo", json!({"greeting": "hi"}))
+                .await
+                .expect("config");
+            let seen = seen.lock().expect("log").clone();
+            for (method, path, ctype, body) in &seen {
+                assert_eq!(method, "PATCH");
+                assert_eq!(path, "/apis/bkg.rs/v1alpha1/namespaces/ml/plugins/echo");
+                assert_eq!(ctype, "application/merge-patch+json");
+                assert_eq!(body["metadata"]["resourceVersion"], "7");
+            }
+            assert_eq!(seen[0].3["spec"], json!({"enabled": false}));
+            assert!(seen[1].3["metadata"]["annotations"][RESTARTED_AT].is_string());
+            assert_eq!(
+                seen[2].3["spec"]["config"],
+                json!({"greeting": "hi", "lang": null})
+            );
+        }
+
+        #[tokio::test]
+        async fn a_concurrent_edit_is_a_conflict() {
+            let (b, _) = backend(409);
+            assert!(matches!(
+                b.start("echo").await,
+                Err(BackendError::Conflict(_))
+            ));
+        }
+    }
 }
