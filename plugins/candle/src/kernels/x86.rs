@@ -342,7 +342,7 @@ const LANES: usize = 16;
 /// [`attend`] register-blocked: 8 queries × 16 keys (or 16 dims) of accumulators stay in
 /// vector registers while the shared operand is loaded once, so the FMA units, not loads,
 /// set the pace. Needs `dim % 16 == 0`; rows are zero-padded to whole blocks.
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,fma")]
 unsafe fn attend_blocked(
     qkv: &[f32],
     start: usize,
@@ -381,7 +381,7 @@ unsafe fn attend_blocked(
                 for (r, acc_r) in acc.iter_mut().enumerate() {
                     let a = q[(qb + r) * dim + d];
                     for l in 0..LANES {
-                        acc_r[l] += a * k[l];
+                        acc_r[l] = a.mul_add(k[l], acc_r[l]);
                     }
                 }
             }
@@ -409,7 +409,7 @@ unsafe fn attend_blocked(
                 for (r, acc_r) in acc.iter_mut().enumerate() {
                     let p = scores[r * lk + j];
                     for l in 0..LANES {
-                        acc_r[l] += p * vv[l];
+                        acc_r[l] = p.mul_add(vv[l], acc_r[l]);
                     }
                 }
             }
