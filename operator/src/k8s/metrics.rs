@@ -100,3 +100,27 @@ impl Drop for ReconcileTimer<'_> {
             .observe(self.start.elapsed().as_secs_f64());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconciles_failures_and_durations_are_exported() {
+        let mut registry = Registry::default();
+        let m = Metrics::default().register(&mut registry);
+        drop(m.reconcile_started());
+        m.failed("conflict");
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        for needle in [
+            "bkg_operator_reconciliations_total 1",
+            "bkg_operator_reconcile_failures_total{category=\"conflict\"} 1",
+            "bkg_operator_reconcile_duration_seconds_count 1",
+            "bkg_operator_status_writes_total 0",
+            "bkg_operator_leader 0",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from:\n{text}");
+        }
+    }
+}
