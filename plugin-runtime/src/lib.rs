@@ -33,10 +33,16 @@ pub struct Implementation {
 
 /// Every implementation this build of the runtime can host.
 pub fn implementations() -> Vec<Implementation> {
-    vec![Implementation {
-        name: "echo",
-        create: bkg_plugin_echo::new_plugin,
-    }]
+    vec![
+        Implementation {
+            name: "echo",
+            create: bkg_plugin_echo::new_plugin,
+        },
+        Implementation {
+            name: "candle",
+            create: bkg_plugin_candle::new_plugin,
+        },
+    ]
 }
 
 /// Creates the named implementation.
