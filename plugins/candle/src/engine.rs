@@ -90,6 +90,9 @@ impl Embedder {
             Dtype::Bf16 => DType::BF16,
         };
         let mut weights = Weights::load(&files.weights, dtype, &opts.device, opts.cpu_kernels)?;
+        if weights.cpu_kernels() {
+            crate::kernels::tune_allocator();
+        }
         let model = config.build(&mut weights, &opts.device)?;
         let weights_kernels = match weights.packing() {
             crate::layers::Packing::Bf16 => "avx512-bf16",
