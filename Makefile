@@ -16,7 +16,8 @@ deps: ## Install what the build and tests need (idempotent)
 	@scripts/setup.sh
 
 up: deps build-release ## Build and run the local stack on http://127.0.0.1:$(PORT)
-	./target/release/bkg up --port $(PORT) --plugins $(PLUGINS)
+	@if [ -f admin-ui/package.json ] && [ ! -f admin-ui/dist/admin-ui/browser/index.html ]; then scripts/ui.sh build; fi
+	@source scripts/env.sh; exec ./target/release/bkg up --port $(PORT) --plugins $(PLUGINS)
 
 test: deps lint build unit e2e checks ## Every test: format, lints, unit, integration and end-to-end
 	@echo "make test: all checks passed"

@@ -49,7 +49,7 @@ e2e() {
 
 case "${1:-ci}" in
   install) install ;;
-  build) build ;;
+  build) ensure; build ;;
   unit|test) unit ;;
   e2e) e2e ;;
   bench) ensure; build; step "bench"; node e2e/bench.mjs ;;
