@@ -43,7 +43,7 @@ pub struct GatewayArgs {
 }
 
 pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
-    crate::operator::init_tracing(&args.log_format);
+    crate::process::init_tracing(&args.log_format);
     tokio::runtime::Runtime::new()
         .context("starting the async runtime")?
         .block_on(serve(args))
@@ -76,7 +76,7 @@ async fn serve(args: GatewayArgs) -> anyhow::Result<()> {
         Arc::new(keys),
     );
     println!("bkg gateway listening on http://{addr}  (backend: kubernetes)");
-    bkg_gateway::serve(listener, state, crate::operator::shutdown_signal())
+    bkg_gateway::serve(listener, state, crate::process::shutdown_signal())
         .await
         .context("gateway failed")
 }

@@ -6,6 +6,7 @@
 mod apikey;
 mod gateway;
 mod operator;
+mod process;
 mod render;
 mod up;
 

@@ -60,7 +60,7 @@ pub struct OperatorArgs {
 }
 
 pub fn run(args: OperatorArgs) -> anyhow::Result<()> {
-    init_tracing(&args.log_format);
+    crate::process::init_tracing(&args.log_format);
     let identity = args
         .identity
         .clone()
@@ -77,36 +77,9 @@ pub fn run(args: OperatorArgs) -> anyhow::Result<()> {
     };
     tokio::runtime::Runtime::new()
         .context("starting the async runtime")?
-        .block_on(k8s::serve::operate(config, shutdown_signal()))
+        .block_on(k8s::serve::operate(
+            config,
+            crate::process::shutdown_signal(),
+        ))
         .context("operator failed")
-}
-
-pub(crate) fn init_tracing(format: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init();
-    }
-}
-
-/// Resolves on SIGTERM (the kubelet stopping the pod) or Ctrl-C.
-pub(crate) async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

@@ -47,25 +47,10 @@ pub struct UpArgs {
 }
 
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
-    init_tracing(&args.log_format);
+    crate::process::init_tracing(&args.log_format);
     tokio::runtime::Runtime::new()
         .context("starting the async runtime")?
         .block_on(serve(args))
-}
-
-fn init_tracing(format: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init();
-    }
 }
 
 fn default_runtime_bin() -> anyhow::Result<PathBuf> {
@@ -153,7 +138,7 @@ async fn serve(args: UpArgs) -> anyhow::Result<()> {
         let _ = gateway_stop.wait_for(|s| *s).await;
     }));
 
-    shutdown_signal().await;
+    crate::process::shutdown_signal().await;
     println!("shutting down: stopping every plugin");
     let _ = stop_tx.send(true);
     let _ = watcher.await;
@@ -181,18 +166,4 @@ fn load_keys(path: &std::path::Path, api_key: Option<&str>) -> anyhow::Result<Ke
         );
     }
     KeyStore::load(Some(path.to_path_buf()), api_key).context("loading API keys")
-}
-
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }
