@@ -37,9 +37,32 @@ pub struct GatewayArgs {
     /// Built admin UI to serve at `/`.
     #[arg(long, env = "BKG_UI_DIR")]
     ui_dir: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    rate_limit: RateLimitArgs,
     /// Log format: `text` or `json`.
     #[arg(long, env = "BKG_LOG_FORMAT", default_value = "text")]
     log_format: String,
+}
+
+/// The gateway's default invoke rate limit (shared by `bkg gateway` and `bkg up`).
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct RateLimitArgs {
+    /// Calls per second each API key may make to one capability when its Plugin sets no
+    /// `rateLimit`; 0 turns the default off.
+    #[arg(long, env = "BKG_RATE_LIMIT_RPS", default_value_t = 100)]
+    rate_limit_rps: u32,
+    /// Calls allowed at once under the default limit (the token bucket's size).
+    #[arg(long, env = "BKG_RATE_LIMIT_BURST", default_value_t = 200)]
+    rate_limit_burst: u32,
+}
+
+impl RateLimitArgs {
+    pub fn default_limit(&self) -> Option<bkg_core::RateLimit> {
+        (self.rate_limit_rps > 0).then(|| bkg_core::RateLimit {
+            requests_per_second: self.rate_limit_rps,
+            burst: Some(self.rate_limit_burst.max(1)),
+        })
+    }
 }
 
 pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
@@ -70,6 +93,7 @@ async fn serve(args: GatewayArgs) -> anyhow::Result<()> {
             listen: addr,
             max_body_bytes: args.max_body_bytes,
             ui_dir: args.ui_dir.clone(),
+            default_rate_limit: args.rate_limit.default_limit(),
             ..Default::default()
         },
         Arc::new(backend),

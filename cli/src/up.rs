@@ -41,6 +41,8 @@ pub struct UpArgs {
     /// Built admin UI to serve at `/`; defaults to admin-ui/dist/admin-ui/browser when present.
     #[arg(long, env = "BKG_UI_DIR")]
     ui_dir: Option<PathBuf>,
+    #[command(flatten)]
+    rate_limit: crate::gateway::RateLimitArgs,
     /// Log format of the host's own log lines (stderr): `text` or `json`.
     #[arg(long, env = "BKG_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -124,6 +126,7 @@ async fn serve(args: UpArgs) -> anyhow::Result<()> {
             listen: addr,
             max_body_bytes: args.max_body_bytes,
             ui_dir,
+            default_rate_limit: args.rate_limit.default_limit(),
             ..Default::default()
         },
         Arc::new(LocalBackend::new(supervisor.clone())),

@@ -94,6 +94,12 @@ pub struct PluginSpec {
     #[serde(default)]
     pub resources: PluginResources,
 
+    /// Invoke rate limit for every capability of this plugin, applied by the gateway per API key
+    /// and capability. A capability's own `rateLimit` overrides it; unset, the gateway's
+    /// default applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+
     /// Overrides the runtime image the operator would choose (cluster mode only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
@@ -120,6 +126,31 @@ pub struct CapabilitySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "free_form_object")]
     pub output_schema: Option<serde_json::Value>,
+    /// Invoke rate limit of this capability per API key; overrides the plugin's `rateLimit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A token bucket: each API key may call a capability `requestsPerSecond` times per second on
+/// average, and up to `burst` times at once. Calls over the limit are answered 429 with
+/// Retry-After.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimit {
+    /// Sustained calls per second.
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub requests_per_second: u32,
+    /// Calls allowed at once after a quiet period; defaults to `requestsPerSecond`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub burst: Option<u32>,
+}
+
+impl RateLimit {
+    /// The bucket size: `burst`, or one second's worth of calls.
+    pub fn burst(&self) -> u32 {
+        self.burst.unwrap_or(self.requests_per_second).max(1)
+    }
 }
 
 /// An environment variable with a literal value.

@@ -13,7 +13,7 @@ pub mod wire;
 
 pub use crd::{
     CapabilitySpec, EnvVar, GpuRequest, GpuVendor, ModelCache, Phase, Plugin, PluginResources,
-    PluginSpec, PluginStatus,
+    PluginSpec, PluginStatus, RateLimit,
 };
 
 /// The generated CustomResourceDefinition as YAML: what `bkg crd` prints and `crds/` holds.

@@ -326,3 +326,72 @@ fn the_websocket_streams_telemetry_and_logs_across_a_restart() {
     });
     assert!(t["uptime_secs"].as_u64().is_some());
 }
+
+#[test]
+fn a_rate_limit_refuses_with_429_and_retry_after_per_key_and_capability() {
+    let dir = tempfile::tempdir().expect("dir");
+    let manifest = sample_echo().replace(
+        "  capabilities:\n",
+        "  rateLimit: {requestsPerSecond: 1, burst: 2}\n  capabilities:\n",
+    );
+    assert!(manifest.contains("rateLimit: {requestsPerSecond: 1, burst: 2}"));
+    std::fs::write(dir.path().join("echo.yaml"), manifest).expect("manifest");
+    let keys_file = dir.path().join("keys").join("keys.yaml");
+    let other = create_key(&keys_file, "other", "invoke");
+    let stack = Stack::start_with(dir, &[]);
+    stack.wait_running("echo");
+
+    for i in 0..2 {
+        assert_eq!(stack.invoke("echo", "echo", json!({"i": i})).status, 200);
+    }
+    let refused = stack.invoke("echo", "echo", json!({"i": 2}));
+    assert_eq!(refused.status, 429, "{:#}", refused.body);
+    assert_eq!(refused.content_type, "application/problem+json");
+    assert_eq!(refused.body["type"], "https://bkg.rs/problems/rate-limited");
+    let wait: u64 = refused
+        .retry_after
+        .as_deref()
+        .expect("Retry-After on a 429")
+        .parse()
+        .expect("Retry-After in seconds");
+    assert!((1..=2).contains(&wait), "Retry-After {wait}");
+    assert!(
+        refused.body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("1 times per second (burst 2)")),
+        "{:#}",
+        refused.body
+    );
+
+    // Another key has its own bucket; the sample's own limit on `sleep` (burst 20) is untouched.
+    assert_eq!(
+        call(
+            &stack,
+            Some(&other),
+            "POST",
+            "/api/plugins/echo/invoke",
+            r#"{"capability":"echo","payload":{}}"#
+        ),
+        200
+    );
+    assert_eq!(
+        stack.invoke("echo", "sleep", json!({"ms": 0})).status,
+        200,
+        "capability sleep overrides the plugin's limit"
+    );
+
+    // The bucket refills at one call per second.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(stack.invoke("echo", "echo", json!({"i": 3})).status, 200);
+
+    let metrics = reqwest::blocking::get(format!("{}/metrics", stack.url))
+        .expect("metrics")
+        .text()
+        .expect("text");
+    assert!(
+        metrics.contains(
+            "bkg_gateway_rate_limited_requests_total{plugin=\"echo\",capability=\"echo\"} 1"
+        ),
+        "{metrics}"
+    );
+}

@@ -279,6 +279,34 @@ async fn invoke_inner(
         return (known, Err(error));
     };
     let label = Some(capability.id.clone());
+    if let Err(exceeded) = state
+        .rate_limiter
+        .check(&view.plugin, &capability.id, &who.key_id)
+    {
+        state
+            .metrics
+            .rate_limited
+            .get_or_create(&CapabilityLabels {
+                plugin: id.to_owned(),
+                capability: capability.id.clone(),
+            })
+            .inc();
+        let limit = exceeded.limit;
+        return (
+            label,
+            Err(ApiError::RateLimited {
+                detail: format!(
+                    "key {:?} may call {id}/{} {} times per second (burst {}); retry in {}s",
+                    who.key_id,
+                    capability.id,
+                    limit.requests_per_second,
+                    limit.burst(),
+                    exceeded.retry_after_secs()
+                ),
+                retry_after: exceeded.retry_after_secs(),
+            }),
+        );
+    }
     if let Err(e) = invoke::validate(state, &view, capability, &request.payload) {
         return (label, Err(e));
     }

@@ -11,6 +11,7 @@ pub mod backend;
 mod invoke;
 mod metrics;
 mod problem;
+pub mod ratelimit;
 mod telemetry;
 mod ws;
 
@@ -45,6 +46,8 @@ pub struct Config {
     pub max_response_bytes: usize,
     /// Built admin UI to serve at `/` (SPA: unknown paths get its index.html).
     pub ui_dir: Option<PathBuf>,
+    /// Rate limit per API key and capability for plugins that set none; `None`: unlimited.
+    pub default_rate_limit: Option<bkg_core::RateLimit>,
 }
 
 impl Default for Config {
@@ -54,6 +57,7 @@ impl Default for Config {
             max_body_bytes: 2 * 1024 * 1024,
             max_response_bytes: 64 * 1024 * 1024,
             ui_dir: None,
+            default_rate_limit: None,
         }
     }
 }
@@ -70,6 +74,7 @@ pub struct Inner {
     pub validators: invoke::Validators,
     pub runtime_caps: invoke::RuntimeCapabilities,
     pub round_robin: AtomicUsize,
+    pub rate_limiter: ratelimit::RateLimiter,
     pub registry: Registry,
     pub metrics: metrics::Metrics,
 }
@@ -90,8 +95,10 @@ impl AppState {
             .pool_max_idle_per_host(256)
             .build()
             .unwrap_or_default();
+        let rate_limiter = ratelimit::RateLimiter::new(config.default_rate_limit);
         Self(Arc::new(Inner {
             config,
+            rate_limiter,
             backend,
             keys,
             http,
@@ -255,10 +262,14 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let keys = state.keys.clone();
+    let housekeeping = state.clone();
     let reloader = tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
-        loop {
+        for round in 0u64.. {
             tick.tick().await;
+            if round % 30 == 29 {
+                housekeeping.rate_limiter.sweep();
+            }
             match keys.reload_if_changed() {
                 Ok(true) => tracing::info!(keys = keys.len(), "API keys reloaded"),
                 Ok(false) => {}

@@ -368,6 +368,7 @@ fn placeholder_spec() -> bkg_core::PluginSpec {
         env: Vec::new(),
         config: None,
         resources: Default::default(),
+        rate_limit: None,
         image: None,
     }
 }
