@@ -7,6 +7,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use bkg_gateway::backend::kubernetes::KubernetesBackend;
 
+/// `service.name` of this command's traces unless OTEL_SERVICE_NAME says otherwise.
+const SERVICE: &str = "bkg-gateway";
+
 /// Where the plugins behind the gateway run.
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 pub enum BackendKind {
@@ -66,7 +69,7 @@ impl RateLimitArgs {
 }
 
 pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
-    crate::process::init_tracing(&args.log_format);
+    let _tracing = crate::process::init_tracing(&args.log_format, SERVICE);
     tokio::runtime::Runtime::new()
         .context("starting the async runtime")?
         .block_on(serve(args))

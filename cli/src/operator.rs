@@ -5,6 +5,9 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use bkg_operator::k8s::{self, Images, leader::LeaseConfig};
 
+/// `service.name` of this command's traces unless OTEL_SERVICE_NAME says otherwise.
+const SERVICE: &str = "bkg-operator";
+
 /// Runtime images, shared by `bkg operator` and `bkg render` so both choose alike.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ImageArgs {
@@ -14,6 +17,10 @@ pub struct ImageArgs {
     /// Runtime image for plugins with spec.resources.gpu.
     #[arg(long, env = "BKG_RUNTIME_GPU_IMAGE", default_value_t = Images::default().gpu)]
     gpu_image: String,
+    /// OTLP endpoint for the runtimes' traces; defaults to this process's
+    /// OTEL_EXPORTER_OTLP_ENDPOINT, so one setting traces gateway, operator and plugins.
+    #[arg(long, env = "BKG_RUNTIME_OTLP_ENDPOINT")]
+    runtime_otlp_endpoint: Option<String>,
 }
 
 impl ImageArgs {
@@ -21,6 +28,11 @@ impl ImageArgs {
         Images {
             cpu: self.image.clone(),
             gpu: self.gpu_image.clone(),
+            otlp_endpoint: self
+                .runtime_otlp_endpoint
+                .clone()
+                .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok())
+                .filter(|e| !e.is_empty()),
         }
     }
 }
@@ -60,7 +72,7 @@ pub struct OperatorArgs {
 }
 
 pub fn run(args: OperatorArgs) -> anyhow::Result<()> {
-    crate::process::init_tracing(&args.log_format);
+    let _tracing = crate::process::init_tracing(&args.log_format, SERVICE);
     let identity = args
         .identity
         .clone()

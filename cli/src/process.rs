@@ -1,18 +1,38 @@
-//! What every long-running `bkg` command shares: log set-up and the stop signal.
+//! What every long-running `bkg` command shares: log and trace set-up, and the stop signal.
 
-pub(crate) fn init_tracing(format: &str) {
+use bkg_trace::Tracing;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// Logs to stderr (`text` or `json`; JSON lines carry the fields of every open span: request
+/// id, trace id, plugin, capability) and traces through OpenTelemetry (see `bkg-trace`).
+/// Keep the returned value alive: dropping it flushes the spans still buffered.
+pub(crate) fn init_tracing(format: &str, service: &'static str) -> Tracing {
     use tracing_subscriber::EnvFilter;
+    let tracing = Tracing::init(service);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing.layer());
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     if format == "json" {
-        builder.json().init();
+        registry
+            .with(
+                fmt.json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(true),
+            )
+            .init();
     } else {
-        builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        registry
+            .with(fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())))
             .init();
     }
+    if let Some(e) = &tracing.export_error {
+        ::tracing::warn!("OpenTelemetry export disabled: {e}");
+    }
+    tracing
 }
 
 /// Resolves on SIGTERM (the kubelet stopping the pod) or Ctrl-C.

@@ -12,6 +12,9 @@ use bkg_gateway::backend::local::LocalBackend;
 use bkg_operator::local::manifests::ManifestDir;
 use bkg_operator::local::{Supervisor, SupervisorConfig};
 
+/// `service.name` of this command's traces unless OTEL_SERVICE_NAME says otherwise.
+const SERVICE: &str = "bkg-gateway";
+
 #[derive(clap::Args, Debug)]
 pub struct UpArgs {
     /// Port the gateway listens on.
@@ -49,7 +52,7 @@ pub struct UpArgs {
 }
 
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
-    crate::process::init_tracing(&args.log_format);
+    let _tracing = crate::process::init_tracing(&args.log_format, SERVICE);
     tokio::runtime::Runtime::new()
         .context("starting the async runtime")?
         .block_on(serve(args))

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use bkg_core::Phase;
 use bkg_core::wire::{Logs, PluginInfo, Telemetry};
 use serde::Deserialize;
+use tracing::Instrument;
 
 use crate::auth::Principal;
 use crate::backend::PluginView;
@@ -193,9 +194,36 @@ pub async fn invoke(
         .get_or_create(&PluginLabels { plugin: id.clone() })
         .clone();
     in_flight.inc();
-    let (capability_label, result) = invoke_inner(&state, &id, &request_id.0, &who, body).await;
+    let span = tracing::info_span!(
+        "invoke",
+        plugin = %id,
+        capability = tracing::field::Empty,
+        key_id = %who.key_id,
+    );
+    let (capability_label, result) = invoke_inner(&state, &id, &request_id.0, &who, body)
+        .instrument(span.clone())
+        .await;
     in_flight.dec();
-    let response = result.unwrap_or_else(IntoResponse::into_response);
+    if let Some(capability) = &capability_label {
+        span.record("capability", capability.as_str());
+    }
+    let response = match result {
+        Ok(response) => {
+            if response.status().is_server_error() {
+                span.in_scope(|| {
+                    tracing::warn!(
+                        status = response.status().as_u16(),
+                        "plugin answered an error"
+                    )
+                });
+            }
+            response
+        }
+        Err(error) => {
+            span.in_scope(|| log_refusal(&error));
+            error.into_response()
+        }
+    };
     // Labels only for known plugins and capabilities, so scanners cannot explode series.
     let plugin_label = if capability_label.is_some() {
         id
@@ -221,6 +249,17 @@ pub async fn invoke(
         })
         .observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// Refusals are logged (inside the invoke span: plugin, capability, request and trace id);
+/// client mistakes at debug, the gateway's or a plugin's failures at warn.
+fn log_refusal(error: &ApiError) {
+    let status = error.status().as_u16();
+    if status >= 500 {
+        tracing::warn!(status, error = %error, "invoke failed");
+    } else {
+        tracing::debug!(status, error = %error, "invoke refused");
+    }
 }
 
 /// Returns the capability label (when the plugin and capability are known) and the answer.

@@ -13,10 +13,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bkg_core::Phase;
 use bkg_core::wire::{Capability, FieldError, InvokeRequest, PROBLEM_JSON, RuntimeInfo};
+use tracing::Instrument;
 
 use crate::AppState;
 use crate::backend::PluginView;
@@ -199,15 +200,26 @@ pub async fn forward(
     let mut last_error = String::new();
     for attempt in 0..attempts {
         let endpoint = endpoints[(start + attempt) % endpoints.len()];
+        let span = tracing::info_span!(
+            "forward",
+            otel.name = %format!("POST /v1/invoke/{capability}"),
+            otel.kind = "client",
+            server.address = %endpoint,
+            attempt,
+        );
+        let mut headers = HeaderMap::new();
+        bkg_trace::inject(&span, &mut headers);
         let sent = state
             .http
             .post(format!("{endpoint}/v1/invoke/{capability}"))
+            .headers(headers)
             .header(header::CONTENT_TYPE, "application/json")
             .header("x-request-id", request_id)
             // The runtime answers 504 itself at the timeout; this margin only catches a hung one.
             .timeout(timeout + Duration::from_secs(2))
             .body(body.clone())
             .send()
+            .instrument(span)
             .await;
         match sent {
             Ok(response) => return relay(state, response).await,

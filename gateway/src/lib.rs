@@ -28,6 +28,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bkg_core::wire::{PROBLEM_JSON, Problem};
 use prometheus_client::registry::Registry;
+use tracing::Instrument;
 
 pub use backend::{Backend, BackendError, PluginView};
 pub use problem::ApiError;
@@ -216,7 +217,8 @@ async fn authorize(State(state): State<AppState>, mut req: Request, next: Next) 
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
 
-/// Gives every request an id, returns it on every response, and stamps it into problem bodies.
+/// Gives every request an id and a server span (continuing the caller's W3C trace when it sent
+/// `traceparent`), returns the id on every response, and stamps it into problem bodies.
 async fn request_id(mut req: Request, next: Next) -> Response {
     let id = req
         .headers()
@@ -225,8 +227,20 @@ async fn request_id(mut req: Request, next: Next) -> Response {
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format!("{} {}", req.method(), route(req.uri().path())),
+        otel.kind = "server",
+        http.request.method = %req.method(),
+        url.path = %req.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+        request_id = %id,
+        trace_id = tracing::field::Empty,
+    );
+    bkg_trace::continue_from(&span, req.headers());
     req.extensions_mut().insert(RequestId(id.clone()));
-    let mut response = next.run(req).await;
+    let mut response = next.run(req).instrument(span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
     let is_problem = response
         .headers()
         .get(header::CONTENT_TYPE)
@@ -238,6 +252,33 @@ async fn request_id(mut req: Request, next: Next) -> Response {
         response.headers_mut().insert(REQUEST_ID, v);
     }
     response
+}
+
+/// The route template of a path, for span names: ids would make every name unique.
+fn route(path: &str) -> &'static str {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["healthz"] => "/healthz",
+        ["metrics"] => "/metrics",
+        ["api", "whoami"] => "/api/whoami",
+        ["api", "openapi.json"] => "/api/openapi.json",
+        ["api", "plugins"] => "/api/plugins",
+        ["api", "plugins", _] => "/api/plugins/{id}",
+        ["api", "plugins", _, action] => match *action {
+            "start" => "/api/plugins/{id}/start",
+            "stop" => "/api/plugins/{id}/stop",
+            "restart" => "/api/plugins/{id}/restart",
+            "config" => "/api/plugins/{id}/config",
+            "telemetry" => "/api/plugins/{id}/telemetry",
+            "logs" => "/api/plugins/{id}/logs",
+            "invoke" => "/api/plugins/{id}/invoke",
+            _ => "/api/*",
+        },
+        ["ws", "plugins"] => "/ws/plugins",
+        ["ws", "plugins", _] => "/ws/plugins/{id}",
+        ["api", ..] => "/api/*",
+        _ => "/*",
+    }
 }
 
 async fn stamp_problem(response: Response, id: &str) -> Response {

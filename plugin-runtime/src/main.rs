@@ -56,7 +56,7 @@ struct Args {
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let logs = LogBuffer::new(args.log_lines);
-    init_tracing(&args.log_format, logs.clone());
+    let _tracing = init_tracing(&args.log_format, logs.clone());
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -120,21 +120,34 @@ fn config_from(args: Args) -> anyhow::Result<Config> {
     })
 }
 
-fn init_tracing(format: &str, logs: LogBuffer) {
+/// JSON log lines (with the fields of every open span: plugin, capability, request id, trace
+/// id) to stdout and the `/v1/logs` ring; OpenTelemetry spans exported when OTEL_* says so.
+fn init_tracing(format: &str, logs: LogBuffer) -> bkg_trace::Tracing {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let tracing = bkg_trace::Tracing::init("bkg-plugin-runtime");
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(TeeWriter::new(logs));
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing.layer());
+    let fmt = tracing_subscriber::fmt::layer().with_writer(TeeWriter::new(logs));
     if format == "text" {
-        builder.with_ansi(false).init();
+        registry.with(fmt.with_ansi(false)).init();
     } else {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
+        registry
+            .with(
+                fmt.json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(true),
+            )
             .init();
     }
+    if let Some(e) = &tracing.export_error {
+        ::tracing::warn!("OpenTelemetry export disabled: {e}");
+    }
+    tracing
 }
 
 async fn shutdown_signal() {

@@ -17,6 +17,7 @@ use bkg_plugin_api::{InvokeContext, Plugin, PluginError};
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use crate::Config;
 use crate::logs::LogBuffer;
@@ -280,8 +281,22 @@ async fn invoke(
     } else {
         "_unknown".to_owned()
     };
-    let response = invoke_inner(&state, &capability, &request_id, body).await;
+    let span = tracing::info_span!(
+        "invoke",
+        otel.name = %format!("POST /v1/invoke/{label}"),
+        otel.kind = "server",
+        plugin = %plugin_id,
+        capability = %label,
+        request_id = %request_id,
+        trace_id = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+    );
+    bkg_trace::continue_from(&span, &headers);
+    let response = invoke_inner(&state, &capability, &request_id, body)
+        .instrument(span.clone())
+        .await;
     let code = response.status();
+    span.record("http.response.status_code", code.as_u16());
     if !code.is_success() {
         state.record_error(format!("{capability}: HTTP {}", code.as_u16()));
     }

@@ -31,6 +31,8 @@ pub const RESERVED_ENV: [&str; 7] = [
     "HF_HOME",
 ];
 
+const OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+
 /// Runtime images the operator chooses from when a Plugin names none.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Images {
@@ -38,6 +40,9 @@ pub struct Images {
     pub cpu: String,
     /// Image variant with GPU libraries, for plugins with `resources.gpu`.
     pub gpu: String,
+    /// OTLP endpoint handed to every runtime as `OTEL_EXPORTER_OTLP_ENDPOINT`, so its spans
+    /// join the gateway's traces; a Plugin's own `env` entry wins.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for Images {
@@ -46,6 +51,7 @@ impl Default for Images {
         Self {
             cpu: format!("ghcr.io/bkg-rs/plugin-runtime:{version}"),
             gpu: format!("ghcr.io/bkg-rs/plugin-runtime:{version}-cuda"),
+            otlp_endpoint: None,
         }
     }
 }
@@ -191,6 +197,24 @@ pub fn validate(plugin: &Plugin, images: &Images) -> Result<ValidatedPlugin, Inv
             images.cpu.clone()
         }
     });
+    let mut env: Vec<EnvVar> = spec
+        .env
+        .iter()
+        .map(|e| EnvVar {
+            name: e.name.clone(),
+            value: Some(e.value.clone()),
+            value_from: None,
+        })
+        .collect();
+    if let Some(endpoint) = &images.otlp_endpoint
+        && !env.iter().any(|e| e.name == OTLP_ENDPOINT)
+    {
+        env.push(EnvVar {
+            name: OTLP_ENDPOINT.to_owned(),
+            value: Some(endpoint.clone()),
+            value_from: None,
+        });
+    }
     Ok(ValidatedPlugin {
         owner: plugin
             .meta()
@@ -208,15 +232,7 @@ pub fn validate(plugin: &Plugin, images: &Images) -> Result<ValidatedPlugin, Inv
         gpu,
         timeout_seconds: spec.resources.timeout_seconds,
         max_concurrency: spec.resources.max_concurrency,
-        env: spec
-            .env
-            .iter()
-            .map(|e| EnvVar {
-                name: e.name.clone(),
-                value: Some(e.value.clone()),
-                value_from: None,
-            })
-            .collect(),
+        env,
         config_json,
         config_hash,
         model_cache,
@@ -237,6 +253,31 @@ mod tests {
     }
 
     #[test]
+    fn runtimes_get_the_otlp_endpoint_unless_their_env_names_one() {
+        let images = Images {
+            otlp_endpoint: Some("http://collector:4318".into()),
+            ..Images::default()
+        };
+        let endpoint_of = |v: &ValidatedPlugin| {
+            v.env
+                .iter()
+                .filter(|e| e.name == "OTEL_EXPORTER_OTLP_ENDPOINT")
+                .map(|e| e.value.clone().unwrap_or_default())
+                .collect::<Vec<_>>()
+        };
+        let plain = plugin_from_yaml("spec: {implementation: echo}");
+        let v = validate(&plain, &images).expect("valid");
+        assert_eq!(endpoint_of(&v), ["http://collector:4318"]);
+        let own = plugin_from_yaml(
+            "spec: {implementation: echo, env: [{name: OTEL_EXPORTER_OTLP_ENDPOINT, value: 'http://mine:4318'}]}",
+        );
+        let v = validate(&own, &images).expect("valid");
+        assert_eq!(endpoint_of(&v), ["http://mine:4318"]);
+        let v = validate(&plain, &Images::default()).expect("valid");
+        assert!(endpoint_of(&v).is_empty());
+    }
+
+    #[test]
     fn disabled_plugin_runs_zero_replicas() {
         let p = plugin_from_yaml("spec: {implementation: echo, replicas: 3, enabled: false}");
         let v = validate(&p, &Images::default()).expect("valid");
@@ -249,6 +290,7 @@ mod tests {
         let images = Images {
             cpu: "cpu:1".into(),
             gpu: "gpu:1".into(),
+            otlp_endpoint: None,
         };
         let gpu = plugin_from_yaml("spec: {implementation: candle, resources: {gpu: {count: 1}}}");
         assert_eq!(validate(&gpu, &images).expect("valid").image, "gpu:1");

@@ -332,7 +332,9 @@ impl Replica {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true);
+            .kill_on_drop(true)
+            // The OTLP endpoint is inherited; the host's service name is not the runtime's.
+            .env_remove("OTEL_SERVICE_NAME");
         for var in &spec.env {
             cmd.env(&var.name, &var.value);
         }

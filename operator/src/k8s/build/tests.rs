@@ -6,6 +6,7 @@ fn children(yaml: &str) -> Children {
     let images = Images {
         cpu: "runtime:cpu".into(),
         gpu: "runtime:gpu".into(),
+        otlp_endpoint: None,
     };
     build(&validate(&plugin_from_yaml(yaml), &images).expect("valid"))
 }
