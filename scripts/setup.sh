@@ -56,3 +56,16 @@ if [ ! -e "$HF_REPO/snapshots/$REV/model.safetensors" ]; then
   for f in "$MODEL_DIR"/*; do ln -sfn "$f" "$HF_REPO/snapshots/$REV/$(basename "$f")"; done
   printf '%s' "$REV" > "$HF_REPO/refs/main"
 fi
+
+# --- schemathesis, in its own venv (its pinned dependencies are its own business) ---------------
+ST_VERSION=4.32.5   # scripts/test.d/25-openapi.sh
+ST_VENV="$TOOLS/venv-schemathesis"
+if [ ! -f "$ST_VENV/.installed-$ST_VERSION" ]; then
+  echo "setup: installing schemathesis $ST_VERSION into $ST_VENV"
+  python3 -m venv "$ST_VENV"
+  "$ST_VENV/bin/python" -m pip install -q --disable-pip-version-check "schemathesis==$ST_VERSION"
+  rm -f "$ST_VENV"/.installed-*
+  touch "$ST_VENV/.installed-$ST_VERSION"
+fi
+mkdir -p "$TOOLS/bin"
+ln -sfn "$ST_VENV/bin/schemathesis" "$TOOLS/bin/schemathesis"

@@ -27,6 +27,8 @@ enum Command {
     Up(up::UpArgs),
     /// Print the Plugin CustomResourceDefinition as YAML.
     Crd,
+    /// Print the gateway's OpenAPI 3.1 document (also served at /api/openapi.json).
+    Openapi,
     /// Run the Kubernetes operator: reconcile Plugin resources into Deployments and Services.
     Operator(operator::OperatorArgs),
     /// Print, as multi-document YAML, the objects the operator would apply for Plugin manifests.
@@ -43,6 +45,10 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Crd => {
             print!("{}", bkg_core::crd_yaml());
+            Ok(())
+        }
+        Command::Openapi => {
+            println!("{}", bkg_gateway::openapi::document());
             Ok(())
         }
         Command::Up(args) => up::run(args),

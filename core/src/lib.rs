@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod crd;
+pub mod exposition;
 pub mod logs;
 pub mod manifest;
 pub mod quantity;

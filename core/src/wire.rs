@@ -16,6 +16,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// One capability as the REST API and the runtime protocol show it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Capability {
     pub id: String,
     pub name: String,
@@ -45,6 +46,7 @@ impl From<&CapabilitySpec> for Capability {
 
 /// What `GET /api/plugins[/{id}]` answers (the seed's PluginInfo, plus what the platform adds).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PluginInfo {
     pub id: String,
     pub name: String,
@@ -53,6 +55,7 @@ pub struct PluginInfo {
     pub author: String,
     pub implementation: String,
     #[serde(with = "phase_lowercase")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = phase_schema))]
     pub status: Phase,
     pub enabled: bool,
     pub replicas: i32,
@@ -74,6 +77,7 @@ pub struct PluginInfo {
 
 /// One runtime instance of a plugin: a local child process or a pod.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Instance {
     /// `echo-0` locally, the pod name on a cluster.
     pub name: String,
@@ -93,6 +97,7 @@ pub struct Instance {
 
 /// The manifest's resource limits, in the units the dashboard shows.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ResourcesInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<String>,
@@ -107,6 +112,7 @@ pub struct ResourcesInfo {
 
 /// A condition as the REST API shows it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConditionInfo {
     #[serde(rename = "type")]
     pub type_: String,
@@ -184,6 +190,7 @@ impl PluginInfo {
 /// Body of `POST /api/plugins/{id}/invoke`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InvokeRequest {
     pub capability: String,
     #[serde(default)]
@@ -193,6 +200,7 @@ pub struct InvokeRequest {
 /// Resource use of one runtime process, or of a plugin summed over its replicas
 /// (the seed's PluginTelemetry).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Telemetry {
     pub plugin_id: String,
     pub cpu_percent: f64,
@@ -212,6 +220,7 @@ pub struct Telemetry {
 
 /// One captured log line.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogLine {
     /// RFC 3339 time the line was captured.
     pub ts: String,
@@ -222,6 +231,7 @@ pub struct LogLine {
 
 /// Body of `GET /api/plugins/{id}/logs` and the runtime's `/v1/logs`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Logs {
     pub plugin_id: String,
     pub lines: Vec<LogLine>,
@@ -243,6 +253,7 @@ pub struct RuntimeInfo {
 
 /// RFC 9457 problem details: the one shape of every error body.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Problem {
     /// A URI naming the problem kind, e.g. `https://bkg.rs/problems/invalid-payload`.
     #[serde(rename = "type")]
@@ -261,6 +272,7 @@ pub struct Problem {
 
 /// One violation, located by a JSON pointer (payloads) or a dotted path (manifests).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FieldError {
     pub field: String,
     pub message: String,
@@ -285,6 +297,16 @@ impl Problem {
         self.errors = errors;
         self
     }
+}
+
+/// The phase as the REST API spells it: one of the lower-case names.
+#[cfg(feature = "openapi")]
+fn phase_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(Phase::ALL.iter().map(|p| p.as_str())))
+        .description(Some("Lifecycle phase"))
+        .build()
 }
 
 mod phase_lowercase {

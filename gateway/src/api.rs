@@ -10,8 +10,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bkg_core::Phase;
-use bkg_core::wire::{Logs, PluginInfo, Telemetry};
+use bkg_core::wire::{InvokeRequest, Logs, PluginInfo, Telemetry};
 use serde::Deserialize;
+#[allow(unused_imports)]
+use serde_json::json;
 use tracing::Instrument;
 
 use crate::auth::Principal;
@@ -23,15 +25,29 @@ use crate::{AppState, RequestId};
 
 type ApiResult<T> = Result<T, ApiError>;
 
+#[utoipa::path(get, path = "/healthz", tag = "health", security(()),
+    responses((status = 200, description = "The gateway is serving", body = Object, example = json!({"status": "ok", "mode": "local"}))))]
 pub async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok", "mode": state.backend.mode()}))
+}
+
+/// The OpenAPI document; open like `/healthz`, since it holds no secrets.
+pub async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::document(),
+    )
+        .into_response()
 }
 
 pub async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-pub async fn metrics(State(state): State<AppState>) -> Response {
+#[utoipa::path(get, path = "/metrics", tag = "health", security(()),
+    responses((status = 200, description = "Prometheus metrics: OpenMetrics when the Accept header asks for it, else text format 0.0.4",
+        content((String = "text/plain"), (String = "application/openmetrics-text")))))]
+pub async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
     let plugins = state.backend.list().await;
     state.metrics.observe_plugins(
         plugins
@@ -42,14 +58,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &state.registry) {
         return ApiError::Internal(e.to_string()).into_response();
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (content_type, body) = bkg_core::exposition::negotiate(accept, text);
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 fn phase_of(view: &PluginView) -> Phase {
@@ -77,6 +88,8 @@ async fn find(state: &AppState, id: &str) -> ApiResult<PluginView> {
         .ok_or_else(|| ApiError::UnknownPlugin(id.to_owned()))
 }
 
+#[utoipa::path(get, path = "/api/plugins", tag = "plugins",
+    responses((status = 200, description = "Every plugin", body = Vec<PluginInfo>)))]
 pub async fn list(State(state): State<AppState>) -> Json<Vec<PluginInfo>> {
     let mut out = Vec::new();
     for view in state.backend.list().await {
@@ -85,6 +98,8 @@ pub async fn list(State(state): State<AppState>) -> Json<Vec<PluginInfo>> {
     Json(out)
 }
 
+#[utoipa::path(get, path = "/api/plugins/{id}", tag = "plugins", params(("id" = String, Path, description = "Plugin id (metadata.name)", example = "echo")),
+    responses((status = 200, description = "The plugin", body = PluginInfo), (status = 404, response = crate::openapi::NotFound)))]
 pub async fn get_one(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -98,16 +113,25 @@ async fn after_action(state: &AppState, id: &str) -> ApiResult<Response> {
     Ok((StatusCode::ACCEPTED, Json(info(state, &view).await)).into_response())
 }
 
+#[utoipa::path(post, path = "/api/plugins/{id}/start", tag = "lifecycle", params(("id" = String, Path, description = "Plugin id (metadata.name)", example = "echo")),
+    responses((status = 202, description = "Starting; the plugin as it is now", body = PluginInfo),
+        (status = 404, response = crate::openapi::NotFound), (status = 409, response = crate::openapi::Conflict)))]
 pub async fn start(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
     state.backend.start(&id).await?;
     after_action(&state, &id).await
 }
 
+#[utoipa::path(post, path = "/api/plugins/{id}/stop", tag = "lifecycle", params(("id" = String, Path, description = "Plugin id (metadata.name)", example = "echo")),
+    responses((status = 202, description = "Stopping; the plugin as it is now", body = PluginInfo),
+        (status = 404, response = crate::openapi::NotFound), (status = 409, response = crate::openapi::Conflict)))]
 pub async fn stop(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
     state.backend.stop(&id).await?;
     after_action(&state, &id).await
 }
 
+#[utoipa::path(post, path = "/api/plugins/{id}/restart", tag = "lifecycle", params(("id" = String, Path, description = "Plugin id (metadata.name)", example = "echo")),
+    responses((status = 202, description = "Restarting; the plugin as it is now", body = PluginInfo),
+        (status = 404, response = crate::openapi::NotFound), (status = 409, response = crate::openapi::Conflict)))]
 pub async fn restart(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
     state.backend.restart(&id).await?;
     after_action(&state, &id).await
@@ -120,6 +144,11 @@ fn body_or_problem(body: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
     })
 }
 
+#[utoipa::path(post, path = "/api/plugins/{id}/config", tag = "lifecycle", params(("id" = String, Path, description = "Plugin id (metadata.name)", example = "echo")),
+    request_body(content = Object, description = "The new plugin config (replaces spec.config; replicas restart with it)"),
+    responses((status = 200, description = "The plugin with its new config", body = PluginInfo),
+        (status = 400, response = crate::openapi::BadRequest), (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict), (status = 413, response = crate::openapi::TooLarge)))]
 pub async fn set_config(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -139,6 +168,9 @@ pub async fn set_config(
     Ok(Json(info(&state, &view).await).into_response())
 }
 
+#[utoipa::path(get, path = "/api/plugins/{id}/telemetry", tag = "plugins", params(("id" = String, Path, description = "Plugin id (metadata.name)", example = "echo")),
+    responses((status = 200, description = "Resource use summed over the plugin's replicas", body = Telemetry),
+        (status = 404, response = crate::openapi::NotFound)))]
 pub async fn telemetry(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -147,6 +179,9 @@ pub async fn telemetry(
     Ok(Json(crate::telemetry::aggregate(&state, &view).await))
 }
 
+#[utoipa::path(get, path = "/api/whoami", tag = "auth",
+    responses((status = 200, description = "The calling key's id and scopes", body = Object,
+        example = json!({"key_id": "ci", "scopes": ["read", "invoke:echo"]}))))]
 pub async fn whoami(Extension(who): Extension<Principal>) -> Json<serde_json::Value> {
     Json(serde_json::json!({"key_id": who.key_id, "scopes": who.scope_names()}))
 }
@@ -156,6 +191,10 @@ pub struct LogsQuery {
     lines: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/plugins/{id}/logs", tag = "plugins",
+    params(("id" = String, Path, description = "Plugin id (metadata.name)", example = "echo"), ("lines" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "Newest lines to return (default 100)")),
+    responses((status = 200, description = "The newest log lines of every replica", body = Logs),
+        (status = 400, response = crate::openapi::BadRequest), (status = 404, response = crate::openapi::NotFound)))]
 pub async fn logs(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -180,6 +219,16 @@ pub async fn logs(
     }))
 }
 
+#[utoipa::path(post, path = "/api/plugins/{id}/invoke", tag = "invoke", params(("id" = String, Path, description = "Plugin id (metadata.name)", example = "echo")),
+    request_body(content = InvokeRequest, description = "The capability and its payload, validated against the capability's input schema",
+        example = json!({"capability": "echo", "payload": {"text": "hello"}})),
+    responses((status = 200, description = "The capability's output (any JSON)", body = serde_json::Value),
+        (status = 400, response = crate::openapi::BadRequest), (status = 404, response = crate::openapi::NotFound),
+        (status = 413, response = crate::openapi::TooLarge),
+        (status = 422, response = crate::openapi::PluginRefused),
+        (status = 429, response = crate::openapi::RateLimited),
+        (status = 500, response = crate::openapi::PluginFailed), (status = 502, response = crate::openapi::BadGateway),
+        (status = 503, response = crate::openapi::Unavailable), (status = 504, response = crate::openapi::Timeout)))]
 pub async fn invoke(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod backend;
 mod invoke;
 mod metrics;
+pub mod openapi;
 mod problem;
 pub mod ratelimit;
 mod telemetry;
@@ -133,6 +134,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(api::healthz))
         .route("/metrics", get(api::metrics))
+        .route("/api/openapi.json", get(api::openapi))
         .merge(protected)
         .fallback(fallback)
         .method_not_allowed_fallback(api::method_not_allowed)
@@ -241,11 +243,17 @@ async fn request_id(mut req: Request, next: Next) -> Response {
     req.extensions_mut().insert(RequestId(id.clone()));
     let mut response = next.run(req).instrument(span.clone()).await;
     span.record("http.response.status_code", response.status().as_u16());
-    let is_problem = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes());
-    if is_problem {
+    let content_type = response.headers().get(header::CONTENT_TYPE);
+    let is_problem = content_type.is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes());
+    let is_plain_error = (response.status().is_client_error()
+        || response.status().is_server_error())
+        && content_type.is_some_and(|v| v.as_bytes().starts_with(b"text/plain"));
+    if is_plain_error {
+        // An extractor's rejection (a bad query string, a path that is not UTF-8): axum answers
+        // those in text/plain; our clients get one error shape.
+        response = problem_from_text(response).await;
+    }
+    if is_problem || is_plain_error {
         response = stamp_problem(response, &id).await;
     }
     if let Ok(v) = HeaderValue::from_str(&id) {
@@ -279,6 +287,19 @@ fn route(path: &str) -> &'static str {
         ["api", ..] => "/api/*",
         _ => "/*",
     }
+}
+
+async fn problem_from_text(response: Response) -> Response {
+    let status = response.status();
+    let text = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    ApiError::Rejected {
+        status,
+        detail: text,
+    }
+    .into_response()
 }
 
 async fn stamp_problem(response: Response, id: &str) -> Response {

@@ -43,6 +43,9 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{detail}")]
     RateLimited { detail: String, retry_after: u32 },
+    /// A request axum refused before a handler ran (query string, path encoding).
+    #[error("{detail}")]
+    Rejected { status: StatusCode, detail: String },
     #[error("no route {0}")]
     NotFound(String),
     #[error("method not allowed")]
@@ -65,6 +68,7 @@ impl ApiError {
                 (*status, "body-too-large", "Request body too large")
             }
             ApiError::Body { status, .. } => (*status, "bad-body", "Request body refused"),
+            ApiError::Rejected { status, .. } => (*status, "bad-request", "Request refused"),
             ApiError::UnknownPlugin(_) => {
                 (StatusCode::NOT_FOUND, "unknown-plugin", "Unknown plugin")
             }

@@ -164,7 +164,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let mut text = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &state.0.registry) {
         return problem(
@@ -175,14 +175,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
             None,
         );
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (content_type, body) = bkg_core::exposition::negotiate(accept, text);
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 async fn info(State(state): State<AppState>) -> axum::Json<RuntimeInfo> {

@@ -17,18 +17,17 @@ struct Shared {
     registry: Registry,
 }
 
-async fn metrics_handler(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+async fn metrics_handler(
+    State(shared): State<Arc<Shared>>,
+    headers: axum::http::HeaderMap,
+) -> impl IntoResponse {
     let mut body = String::new();
     match prometheus_client::encoding::text::encode(&mut body, &shared.registry) {
-        Ok(()) => (
-            StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            body,
-        )
-            .into_response(),
+        Ok(()) => {
+            let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+            let (content_type, body) = bkg_core::exposition::negotiate(accept, body);
+            (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response()
+        }
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }

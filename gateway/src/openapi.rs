@@ -1,0 +1,219 @@
+//! The OpenAPI 3.1 document of the REST API, generated from the handlers' annotations and the
+//! wire types: served at `/api/openapi.json`, checked by schemathesis in `make test`.
+//!
+//! Every error is one problem+json shape; each status has one named response here, and every
+//! `/api` operation also lists 401 and 403 (the bearer scheme applies to all of them).
+
+use bkg_core::wire::{
+    Capability, ConditionInfo, FieldError, Instance, InvokeRequest, LogLine, Logs, PROBLEM_JSON,
+    PluginInfo, Problem, ResourcesInfo, Telemetry,
+};
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::response::{Response, ResponseBuilder};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{Content, Ref, RefOr};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "bkg gateway",
+        description = "Runs ML plugins and invokes their capabilities. Every /api route needs \
+            `Authorization: Bearer <key>` with the scope it names (read, invoke[:plugin[/capability]], \
+            admin). Errors are RFC 9457 problem+json with a request_id. Live events are served on \
+            the WebSockets /ws/plugins and /ws/plugins/{id} (subprotocol bkg.v1), which OpenAPI \
+            does not describe.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0")
+    ),
+    paths(
+        crate::api::healthz,
+        crate::api::metrics,
+        crate::api::whoami,
+        crate::api::list,
+        crate::api::get_one,
+        crate::api::telemetry,
+        crate::api::logs,
+        crate::api::invoke,
+        crate::api::start,
+        crate::api::stop,
+        crate::api::restart,
+        crate::api::set_config,
+    ),
+    components(
+        responses(
+            BadRequest, NotFound, Conflict, TooLarge, PluginRefused, RateLimited, PluginFailed,
+            BadGateway, Unavailable, Timeout
+        ),
+        schemas(
+        PluginInfo, Capability, Instance, ResourcesInfo, ConditionInfo, InvokeRequest,
+        Telemetry, Logs, LogLine, Problem, FieldError
+    )),
+    modifiers(&Security),
+    security(("bearer" = [])),
+    tags(
+        (name = "plugins", description = "Read plugins, their telemetry and logs (scope read)"),
+        (name = "invoke", description = "Call a capability (scope invoke)"),
+        (name = "lifecycle", description = "Start, stop, restart and reconfigure (scope admin)"),
+        (name = "auth", description = "The calling key"),
+        (name = "health", description = "Open endpoints for probes and Prometheus"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The document as JSON text (built once).
+pub fn document() -> &'static str {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DOC.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_default())
+}
+
+/// The bearer scheme, and 401/403 on every operation it guards.
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                Http::builder()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("bkg API key")
+                    .build(),
+            ),
+        );
+        for (name, response) in [
+            (
+                "Unauthorized",
+                problem("No key, or a key that is not valid"),
+            ),
+            (
+                "Forbidden",
+                problem("The key lacks the scope this route needs"),
+            ),
+        ] {
+            components
+                .responses
+                .insert(name.to_owned(), RefOr::T(response));
+        }
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with("/api/") {
+                continue;
+            }
+            for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
+                let responses = &mut operation.responses.responses;
+                responses.insert(
+                    "401".into(),
+                    RefOr::Ref(Ref::from_response_name("Unauthorized")),
+                );
+                responses.insert(
+                    "403".into(),
+                    RefOr::Ref(Ref::from_response_name("Forbidden")),
+                );
+            }
+        }
+    }
+}
+
+/// A problem+json response.
+fn problem(description: &str) -> Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            PROBLEM_JSON,
+            Content::new(Some(Ref::from_schema_name(Problem::name()))),
+        )
+        .build()
+}
+
+/// A problem+json response that tells the client when to retry.
+fn problem_with_retry(description: &str) -> Response {
+    let mut response = problem(description);
+    response.headers.insert(
+        "Retry-After".to_owned(),
+        RefOr::T(
+            HeaderBuilder::new()
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::Integer)
+                        .minimum(Some(0))
+                        .build(),
+                ))
+                .description(Some("Seconds to wait before retrying"))
+                .build(),
+        ),
+    );
+    response
+}
+
+macro_rules! problem_responses {
+    ($($name:ident => $make:ident($description:literal);)*) => {$(
+        #[doc = $description]
+        pub struct $name;
+
+        impl<'r> utoipa::ToResponse<'r> for $name {
+            fn response() -> (&'r str, RefOr<Response>) {
+                (stringify!($name), RefOr::T($make($description)))
+            }
+        }
+    )*};
+}
+
+problem_responses! {
+    BadRequest => problem("Malformed JSON, a body of the wrong shape, or a payload that violates the capability's input schema (errors[] names each field)");
+    NotFound => problem("No such plugin or capability");
+    Conflict => problem("The plugin cannot do this now (e.g. its manifest is invalid)");
+    TooLarge => problem("The request body is larger than the gateway accepts");
+    PluginRefused => problem("The plugin refused the input");
+    RateLimited => problem_with_retry("The key's rate limit for this capability is used up, or the plugin is overloaded");
+    PluginFailed => problem("The plugin failed while serving the call");
+    BadGateway => problem("The plugin's answer could not be relayed");
+    Unavailable => problem_with_retry("The plugin has no ready replica (starting, stopped or in error)");
+    Timeout => problem("The plugin did not answer within its timeout");
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    #[test]
+    fn the_document_describes_every_route_with_auth_and_errors() {
+        let doc: Value = serde_json::from_str(super::document()).expect("JSON");
+        assert_eq!(doc["openapi"], "3.1.0");
+        assert_eq!(
+            doc["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
+        let paths = doc["paths"].as_object().expect("paths");
+        for route in [
+            "/api/plugins",
+            "/api/plugins/{id}",
+            "/api/plugins/{id}/invoke",
+            "/api/plugins/{id}/start",
+            "/api/plugins/{id}/stop",
+            "/api/plugins/{id}/restart",
+            "/api/plugins/{id}/config",
+            "/api/plugins/{id}/telemetry",
+            "/api/plugins/{id}/logs",
+            "/api/whoami",
+            "/healthz",
+            "/metrics",
+        ] {
+            assert!(paths.contains_key(route), "{route} missing");
+        }
+        let invoke = &doc["paths"]["/api/plugins/{id}/invoke"]["post"]["responses"];
+        for code in [
+            "200", "400", "401", "403", "404", "413", "422", "429", "500", "502", "503", "504",
+        ] {
+            assert!(invoke.get(code).is_some(), "invoke lacks {code}");
+        }
+        assert_eq!(
+            doc["components"]["responses"]["RateLimited"]["headers"]["Retry-After"]["schema"]["type"],
+            "integer"
+        );
+        assert!(
+            doc["paths"]["/healthz"]["get"]["security"] == serde_json::json!([{}]),
+            "healthz is open"
+        );
+    }
+}
