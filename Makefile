@@ -48,8 +48,9 @@ checks: build ## Tool-based checks: every script in scripts/test.d
 	  [ -x "$$t" ] || continue; echo "== $$t"; "$$t"; \
 	done
 
-crd: ## Regenerate crds/ from the Rust types
+crd: ## Regenerate crds/ (and the Helm chart's copy) from the Rust types
 	$(CARGO) run -q -p bkg -- crd > crds/plugins.bkg.rs.yaml
+	cp crds/plugins.bkg.rs.yaml charts/bkg/files/crds/plugins.bkg.rs.yaml
 
 bench-gateway: ## Echo through the gateway vs directly against the runtime (wrk)
 	@scripts/bench-gateway.sh
