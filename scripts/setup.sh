@@ -103,3 +103,16 @@ if [ ! -f "$CK_VENV/.installed-$CHECKOV_VERSION" ]; then
   touch "$CK_VENV/.installed-$CHECKOV_VERSION"
 fi
 ln -sfn "$CK_VENV/bin/checkov" "$TOOLS/bin/checkov"
+
+# --- prometheus-operator types (and TypeScript to check them) for the chart's monitoring objects --
+CHART_NPM=("@kubernetes-models/prometheus-operator@6.0.0" "typescript@5.9.3")  # 30-chart.sh
+CHART_NODE="$TOOLS/node-chart"
+stamp="$CHART_NODE/.installed-$(printf '%s\n' "${CHART_NPM[@]}" | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  echo "setup: installing ${CHART_NPM[*]} into $CHART_NODE"
+  mkdir -p "$CHART_NODE"
+  # They declare node >= 22 but run on Debian's node 20 (30-chart.sh proves they still refuse).
+  npm install --loglevel=error --no-audit --no-fund --prefix "$CHART_NODE" "${CHART_NPM[@]}" >/dev/null
+  rm -f "$CHART_NODE"/.installed-*
+  touch "$stamp"
+fi
