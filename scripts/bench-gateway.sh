@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# Benchmark: echo invoke through the gateway vs directly against the runtime, same wrk load, same
-# run; plus the runtime's cold start (spawn → /readyz 200). Prints a Markdown table.
+# Benchmark: echo invoke in three configurations, same wrk load, one run:
+#   1. through the gateway (API key auth, rate limiting at a limit not hit, JSON Schema
+#      validation, metrics and trace spans on),
+#   2. directly against the runtime,
+#   3. through nginx (Debian) proxying to the same runtime (keep-alive upstream): the reference
+#      for what any reverse proxy costs.
+# Plus the runtime's cold start (spawn → /readyz 200). Prints a Markdown table.
 #   scripts/bench-gateway.sh [--duration 10] [--connections 32]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,8 +14,12 @@ while (($#)); do case "$1" in
   --duration) DURATION=$2; shift 2;; --connections) CONNECTIONS=$2; shift 2;;
   *) echo "unknown argument $1" >&2; exit 2;; esac; done
 
-command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+for tool in wrk nginx; do
+  command -v $tool >/dev/null || [ -x /usr/sbin/$tool ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $tool >/dev/null; }
+done
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 cargo build -q --release --locked -p bkg -p bkg-plugin-runtime
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 BIN=target/release
 WORK=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"' EXIT
 KEY=bkg_benchKey0123456789abcdefghijklmnopqrstu
@@ -18,10 +27,35 @@ mkdir -p "$WORK/plugins"
 cp config/plugins/echo.yaml "$WORK/plugins/"
 
 BKG_API_KEY=$KEY "$BIN/bkg" up --port 0 --plugins "$WORK/plugins" --keys-file "$WORK/keys.yaml" \
-  >"$WORK/up.log" 2>&1 &
+  --rate-limit-rps 1000000 --rate-limit-burst 1000000 >"$WORK/up.log" 2>&1 &
 for _ in $(seq 200); do grep -q "echo ready at" "$WORK/up.log" && break; sleep 0.05; done
 GATEWAY=$(grep -o 'listening on http://[0-9.:]*' "$WORK/up.log" | head -1 | cut -d' ' -f3)
 RUNTIME=$(curl -s -H "Authorization: Bearer $KEY" "$GATEWAY/api/plugins/echo" | python3 -c 'import json,sys; print(json.load(sys.stdin)["endpoint"])')
+
+NGINX_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat >"$WORK/nginx.conf" <<NGINX
+worker_processes auto;
+daemon off;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/nginx-body;
+  proxy_temp_path $WORK/nginx-proxy;
+  upstream runtime { server ${RUNTIME#http://}; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location / {
+      proxy_pass http://runtime;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+NGINX
+"$NGINX" -c "$WORK/nginx.conf" -p "$WORK" &
+for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$NGINX_PORT/readyz" && break; sleep 0.05; done
 
 cat >"$WORK/gateway.lua" <<LUA
 wrk.method = "POST"
@@ -51,6 +85,7 @@ PY
 }
 read -r g_rps g_p50 g_p99 g_err < <(run gateway "$GATEWAY/api/plugins/echo/invoke" "$WORK/gateway.lua")
 read -r d_rps d_p50 d_p99 d_err < <(run direct "$RUNTIME/v1/invoke/echo" "$WORK/direct.lua")
+read -r n_rps n_p50 n_p99 n_err < <(run nginx "http://127.0.0.1:$NGINX_PORT/v1/invoke/echo" "$WORK/direct.lua")
 
 # Cold start: spawn → /readyz answers 200, 10 runs.
 starts=()
@@ -68,9 +103,13 @@ cold=$(printf '%s\n' "${starts[@]}" | sort -n | awk '{a[NR]=$1} END {printf "%.1
 
 echo "| path | req/s | p50 ms | p99 ms | non-2xx |"
 echo "|---|---|---|---|---|"
-echo "| gateway → runtime (auth, validation, metrics) | $g_rps | $g_p50 | $g_p99 | $g_err |"
+echo "| gateway → runtime (auth, rate limit, validation, metrics, traces) | $g_rps | $g_p50 | $g_p99 | $g_err |"
+echo "| nginx → runtime (plain reverse proxy) | $n_rps | $n_p50 | $n_p99 | $n_err |"
 echo "| runtime directly | $d_rps | $d_p50 | $d_p99 | $d_err |"
-python3 -c "print(f'| gateway added latency | | {$g_p50-$d_p50:.3f} | {$g_p99-$d_p99:.3f} | |')"
+python3 -c "print(f'| gateway added latency over direct | | {$g_p50-$d_p50:.3f} | {$g_p99-$d_p99:.3f} | |')"
+python3 -c "print(f'| nginx added latency over direct | | {$n_p50-$d_p50:.3f} | {$n_p99-$d_p99:.3f} | |')"
+echo
+python3 -c "print(f'gateway / nginx req/s: {$g_rps/$n_rps:.2f}x (target >= 0.8x); gateway added p99: {$g_p99-$d_p99:.3f} ms (target <= 1 ms)')"
 echo
 echo "runtime cold start (spawn → /readyz 200), median of 10: ${cold} ms"
-echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s; $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s; $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load average before: $LOAD_BEFORE"

@@ -1,5 +1,6 @@
 //! REST handlers: `/api/plugins/...`, `/healthz`, `/metrics`.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use axum::Extension;
@@ -319,9 +320,8 @@ async fn invoke_inner(
     who: &Principal,
     body: Result<Bytes, BytesRejection>,
 ) -> (Option<String>, ApiResult<Response>) {
-    let view = match find(state, id).await {
-        Ok(v) => v,
-        Err(e) => return (None, Err(e)),
+    let Some(route) = state.backend.route(id).await else {
+        return (None, Err(ApiError::UnknownPlugin(id.to_owned())));
     };
     let known = Some("_unknown".to_owned());
     let body = match body_or_problem(body) {
@@ -341,42 +341,61 @@ async fn invoke_inner(
             ))),
         );
     }
-    let caps = invoke::capabilities(state, &view).await;
-    let Some(capability) = caps.iter().find(|c| c.id == request.capability) else {
-        // A plugin that is not running cannot report capabilities its manifest leaves out.
-        let error = if caps.is_empty() && view.ready_endpoints().is_empty() {
-            invoke::forward(
-                state,
-                &view,
-                &request.capability,
-                &request.payload,
-                request_id,
-            )
-            .await
-            .err()
-            .unwrap_or(ApiError::Unavailable {
-                detail: format!("plugin {id:?} is not ready"),
-                retry_after: Some(1),
-            })
-        } else {
-            ApiError::UnknownCapability {
-                plugin: id.to_owned(),
-                capability: request.capability.clone(),
-            }
+    let declared = &route.plugin.spec.capabilities;
+    // The capability and its input schema: from the manifest (borrowed), or, when the manifest
+    // declares none, as the runtime reports them.
+    let (capability, schema): (String, Cow<'_, serde_json::Value>) = if declared.is_empty() {
+        let view = match find(state, id).await {
+            Ok(v) => v,
+            Err(e) => return (known, Err(e)),
         };
-        return (known, Err(error));
+        let caps = invoke::capabilities(state, &view).await;
+        match caps.into_iter().find(|c| c.id == request.capability) {
+            Some(c) => (c.id, Cow::Owned(c.input_schema)),
+            // A plugin that is not running cannot report capabilities its manifest leaves out.
+            None if route.endpoints.is_empty() => {
+                return (known, Err(invoke::unavailable(state, id).await));
+            }
+            None => {
+                return (
+                    known,
+                    Err(ApiError::UnknownCapability {
+                        plugin: id.to_owned(),
+                        capability: request.capability.clone(),
+                    }),
+                );
+            }
+        }
+    } else {
+        match declared.iter().find(|c| c.id == request.capability) {
+            Some(c) => (
+                c.id.clone(),
+                c.input_schema
+                    .as_ref()
+                    .map_or(Cow::Owned(serde_json::Value::Bool(true)), Cow::Borrowed),
+            ),
+            None => {
+                return (
+                    known,
+                    Err(ApiError::UnknownCapability {
+                        plugin: id.to_owned(),
+                        capability: request.capability.clone(),
+                    }),
+                );
+            }
+        }
     };
-    let label = Some(capability.id.clone());
+    let label = Some(capability.clone());
     if let Err(exceeded) = state
         .rate_limiter
-        .check(&view.plugin, &capability.id, &who.key_id)
+        .check(&route.plugin, &capability, &who.key_id)
     {
         state
             .metrics
             .rate_limited
             .get_or_create(&CapabilityLabels {
                 plugin: id.to_owned(),
-                capability: capability.id.clone(),
+                capability: capability.clone(),
             })
             .inc();
         let limit = exceeded.limit;
@@ -384,9 +403,8 @@ async fn invoke_inner(
             label,
             Err(ApiError::RateLimited {
                 detail: format!(
-                    "key {:?} may call {id}/{} {} times per second (burst {}); retry in {}s",
+                    "key {:?} may call {id}/{capability} {} times per second (burst {}); retry in {}s",
                     who.key_id,
-                    capability.id,
                     limit.requests_per_second,
                     limit.burst(),
                     exceeded.retry_after_secs()
@@ -395,9 +413,16 @@ async fn invoke_inner(
             }),
         );
     }
-    if let Err(e) = invoke::validate(state, &view, capability, &request.payload) {
+    if let Err(e) = invoke::validate(
+        state,
+        id,
+        route.generation,
+        &capability,
+        &schema,
+        &request.payload,
+    ) {
         return (label, Err(e));
     }
-    let result = invoke::forward(state, &view, &capability.id, &request.payload, request_id).await;
+    let result = invoke::forward(state, &route, &capability, &request.payload, request_id).await;
     (label, result)
 }

@@ -20,40 +20,47 @@ use bkg_core::wire::{Capability, FieldError, InvokeRequest, PROBLEM_JSON, Runtim
 use tracing::Instrument;
 
 use crate::AppState;
-use crate::backend::PluginView;
+use crate::backend::{PluginView, Route};
 use crate::problem::ApiError;
 
-/// Compiled input-schema validators, keyed by plugin, capability and spec generation.
+/// Compiled input-schema validators: plugin id → (spec generation, capability id → validator).
+/// Looked up by `&str` on every invoke, so the hot path allocates nothing here.
 #[derive(Default)]
 pub struct Validators {
-    cache: Mutex<HashMap<(String, String, u64), Arc<jsonschema::Validator>>>,
+    cache: Mutex<HashMap<String, PluginValidators>>,
 }
+
+/// One plugin's validators: the spec generation they were compiled for, by capability id.
+type PluginValidators = (u64, HashMap<String, Arc<jsonschema::Validator>>);
 
 impl Validators {
     fn get(
         &self,
-        view: &PluginView,
-        capability: &Capability,
+        plugin: &str,
+        generation: u64,
+        capability: &str,
+        schema: &serde_json::Value,
     ) -> Result<Arc<jsonschema::Validator>, ApiError> {
-        let key = (
-            view.plugin.id().to_owned(),
-            capability.id.clone(),
-            view.generation,
-        );
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(v) = cache.get(&key) {
+        if let Some((g, validators)) = cache.get(plugin)
+            && *g == generation
+            && let Some(v) = validators.get(capability)
+        {
             return Ok(v.clone());
         }
-        let validator = jsonschema::validator_for(&capability.input_schema).map_err(|e| {
+        let validator = Arc::new(jsonschema::validator_for(schema).map_err(|e| {
             ApiError::Internal(format!(
-                "the input schema of capability {:?} is not a valid JSON Schema: {e}",
-                capability.id
+                "the input schema of capability {capability:?} is not a valid JSON Schema: {e}"
             ))
-        })?;
-        // Old generations of this plugin are dead weight.
-        cache.retain(|(p, _, g), _| !(p == &key.0 && *g != key.2));
-        let validator = Arc::new(validator);
-        cache.insert(key, validator.clone());
+        })?);
+        let entry = cache
+            .entry(plugin.to_owned())
+            .or_insert_with(|| (generation, HashMap::new()));
+        if entry.0 != generation {
+            // Validators of an older spec are dead weight.
+            *entry = (generation, HashMap::new());
+        }
+        entry.1.insert(capability.to_owned(), validator.clone());
         Ok(validator)
     }
 }
@@ -132,11 +139,18 @@ pub fn parse_request(body: &Bytes) -> Result<InvokeRequest, ApiError> {
 /// Validates the payload against the capability's input schema.
 pub fn validate(
     state: &AppState,
-    view: &PluginView,
-    capability: &Capability,
+    plugin: &str,
+    generation: u64,
+    capability: &str,
+    schema: &serde_json::Value,
     payload: &serde_json::Value,
 ) -> Result<(), ApiError> {
-    let validator = state.validators.get(view, capability)?;
+    if schema == &serde_json::Value::Bool(true) {
+        return Ok(());
+    }
+    let validator = state
+        .validators
+        .get(plugin, generation, capability, schema)?;
     let errors: Vec<FieldError> = validator
         .iter_errors(payload)
         .take(20)
@@ -152,54 +166,54 @@ pub fn validate(
         Ok(())
     } else {
         Err(ApiError::InvalidPayload {
-            capability: capability.id.clone(),
+            capability: capability.to_owned(),
             errors,
         })
+    }
+}
+
+/// Why a plugin has no ready instance, as a 503.
+pub async fn unavailable(state: &AppState, id: &str) -> ApiError {
+    let Some(view) = state.backend.get(id).await else {
+        return ApiError::UnknownPlugin(id.to_owned());
+    };
+    let status = view.plugin.status.as_ref();
+    let phase = status.and_then(|s| s.phase).unwrap_or(Phase::Starting);
+    let detail = match phase {
+        Phase::Stopped | Phase::Stopping => format!("plugin {id:?} is {phase}; start it first"),
+        Phase::Error => format!(
+            "plugin {id:?} is in phase error: {}",
+            status.and_then(|s| s.last_error.clone()).unwrap_or_default()
+        ),
+        _ => format!("plugin {id:?} has no ready instance yet"),
+    };
+    ApiError::Unavailable {
+        detail,
+        retry_after: Some(1),
     }
 }
 
 /// Sends the payload to a ready instance and relays its answer.
 pub async fn forward(
     state: &AppState,
-    view: &PluginView,
+    route: &Route,
     capability: &str,
     payload: &serde_json::Value,
     request_id: &str,
 ) -> Result<Response, ApiError> {
-    let id = view.plugin.id();
-    let endpoints = view.ready_endpoints();
+    let id = route.plugin.id();
+    let endpoints = &route.endpoints;
     if endpoints.is_empty() {
-        let phase = view
-            .plugin
-            .status
-            .as_ref()
-            .and_then(|s| s.phase)
-            .unwrap_or(Phase::Starting);
-        let detail = match phase {
-            Phase::Stopped | Phase::Stopping => format!("plugin {id:?} is {phase}; start it first"),
-            Phase::Error => format!(
-                "plugin {id:?} is in phase error: {}",
-                view.plugin
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.last_error.clone())
-                    .unwrap_or_default()
-            ),
-            _ => format!("plugin {id:?} has no ready instance yet"),
-        };
-        return Err(ApiError::Unavailable {
-            detail,
-            retry_after: Some(1),
-        });
+        return Err(unavailable(state, id).await);
     }
     let body = serde_json::to_vec(payload).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let timeout = Duration::from_secs(u64::from(view.plugin.spec.resources.timeout_seconds));
+    let timeout = Duration::from_secs(u64::from(route.plugin.spec.resources.timeout_seconds));
     let start = state.round_robin.fetch_add(1, Ordering::Relaxed);
     // At most two attempts, each on a different instance.
     let attempts = endpoints.len().min(2);
     let mut last_error = String::new();
     for attempt in 0..attempts {
-        let endpoint = endpoints[(start + attempt) % endpoints.len()];
+        let endpoint = endpoints[(start + attempt) % endpoints.len()].as_str();
         let span = tracing::info_span!(
             "forward",
             otel.name = %format!("POST /v1/invoke/{capability}"),

@@ -23,7 +23,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 
-use super::{Backend, BackendError, PluginView};
+use super::{Backend, BackendError, PluginView, Route};
 
 /// Plugin annotation the operator copies onto the pod template: a new value restarts every pod.
 pub const RESTARTED_AT: &str = "bkg.rs/restartedAt";
@@ -258,6 +258,25 @@ impl Backend for KubernetesBackend {
 
     async fn get(&self, id: &str) -> Option<PluginView> {
         self.plugin(id).ok().map(|p| self.view(&p))
+    }
+
+    async fn route(&self, id: &str) -> Option<Route> {
+        let plugin = self.plugin(id).ok()?;
+        let slices = self.slices.state();
+        let endpoints = instances(id, slices.iter().map(Arc::as_ref))
+            .into_iter()
+            .filter(|i| i.ready)
+            .filter_map(|i| i.endpoint)
+            .collect();
+        Some(Route {
+            generation: plugin
+                .metadata
+                .generation
+                .and_then(|g| u64::try_from(g).ok())
+                .unwrap_or_default(),
+            plugin,
+            endpoints,
+        })
     }
 
     async fn start(&self, id: &str) -> Result<(), BackendError> {

@@ -3,7 +3,7 @@
 use bkg_core::wire::LogLine;
 use bkg_operator::local::{self, Snapshot, Supervisor};
 
-use super::{Backend, BackendError, PluginView};
+use super::{Backend, BackendError, PluginView, Route};
 
 /// Adapts the local supervisor to the gateway's backend interface.
 #[derive(Clone)]
@@ -44,6 +44,18 @@ impl Backend for LocalBackend {
 
     async fn get(&self, id: &str) -> Option<PluginView> {
         self.supervisor.snapshot(id).map(view)
+    }
+
+    async fn route(&self, id: &str) -> Option<Route> {
+        match self.supervisor.route(id) {
+            Some(r) => Some(Route {
+                plugin: r.plugin,
+                generation: r.generation,
+                endpoints: r.ready.iter().map(|a| format!("http://{a}")).collect(),
+            }),
+            // No replica (stopped with zero replicas, or a never-valid manifest).
+            None => self.get(id).await.map(Route::from),
+        }
     }
 
     async fn start(&self, id: &str) -> Result<(), BackendError> {

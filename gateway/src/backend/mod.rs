@@ -7,8 +7,32 @@
 pub mod kubernetes;
 pub mod local;
 
+use std::sync::Arc;
+
 use bkg_core::Plugin;
 use bkg_core::wire::{Instance, LogLine};
+
+/// What the invoke path needs: the plugin's effective manifest (shared, never copied per call)
+/// and its ready endpoints. Status and instances are left out; when no endpoint is ready the
+/// caller asks [`Backend::get`] why.
+#[derive(Clone, Debug)]
+pub struct Route {
+    pub plugin: Arc<Plugin>,
+    /// Same value as [`PluginView::generation`] (validator caches key on it).
+    pub generation: u64,
+    /// `http://host:port` of each ready instance.
+    pub endpoints: Vec<String>,
+}
+
+impl From<PluginView> for Route {
+    fn from(view: PluginView) -> Self {
+        Self {
+            endpoints: view.ready_endpoints().into_iter().map(str::to_owned).collect(),
+            generation: view.generation,
+            plugin: Arc::new(view.plugin),
+        }
+    }
+}
 
 /// A plugin as the gateway routes to it.
 #[derive(Clone, Debug)]
@@ -49,6 +73,10 @@ pub trait Backend: Send + Sync + 'static {
     fn mode(&self) -> &'static str;
     async fn list(&self) -> Vec<PluginView>;
     async fn get(&self, id: &str) -> Option<PluginView>;
+    /// The invoke path's view of one plugin; backends override it to avoid copying manifests.
+    async fn route(&self, id: &str) -> Option<Route> {
+        self.get(id).await.map(Route::from)
+    }
     async fn start(&self, id: &str) -> Result<(), BackendError>;
     async fn stop(&self, id: &str) -> Result<(), BackendError>;
     async fn restart(&self, id: &str) -> Result<(), BackendError>;

@@ -88,6 +88,16 @@ pub struct Snapshot {
     pub instances: Vec<Instance>,
 }
 
+/// What the gateway needs to route one call: the effective manifest (shared, not copied) and
+/// the addresses of ready replicas.
+#[derive(Clone, Debug)]
+pub struct Route {
+    pub plugin: Arc<Plugin>,
+    /// Same value as [`Snapshot::generation`].
+    pub generation: u64,
+    pub ready: Vec<std::net::SocketAddr>,
+}
+
 /// Handle to the local supervisor; cheap to clone.
 #[derive(Clone)]
 pub struct Supervisor(Arc<Inner>);
@@ -346,6 +356,29 @@ impl Supervisor {
             .iter()
             .map(|(id, entry)| snapshot(id, entry))
             .collect()
+    }
+
+    /// The hot path of every invoke: no manifest copy, no status computed. `None` when the
+    /// plugin is unknown or has no replica (callers then ask [`Supervisor::snapshot`] why).
+    pub fn route(&self, id: &str) -> Option<Route> {
+        let entries = self.entries();
+        let entry = entries.get(id)?;
+        let plugin = entry.replicas.first()?.control.borrow().plugin.clone();
+        let ready = entry
+            .replicas
+            .iter()
+            .filter_map(|r| {
+                let status = r.status.borrow();
+                (status.state == ReplicaState::Running)
+                    .then_some(status.addr)
+                    .flatten()
+            })
+            .collect();
+        Some(Route {
+            plugin,
+            generation: entry.generation,
+            ready,
+        })
     }
 
     /// One plugin's current state.
