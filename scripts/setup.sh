@@ -10,6 +10,7 @@ mkdir -p "$TOOLS"
 # --- Debian packages ---------------------------------------------------------------------------
 APT_PACKAGES=(
   chromium      # admin-ui browser e2e (scripts/test.d/40-admin-ui.sh), driven by playwright-core
+  prometheus    # promtool and a real Prometheus: scripts/test.d/26-metrics.sh, 60-monitoring.sh
 )
 need_apt=()
 for pkg in "${APT_PACKAGES[@]+"${APT_PACKAGES[@]}"}"; do
