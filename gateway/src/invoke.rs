@@ -183,7 +183,9 @@ pub async fn unavailable(state: &AppState, id: &str) -> ApiError {
         Phase::Stopped | Phase::Stopping => format!("plugin {id:?} is {phase}; start it first"),
         Phase::Error => format!(
             "plugin {id:?} is in phase error: {}",
-            status.and_then(|s| s.last_error.clone()).unwrap_or_default()
+            status
+                .and_then(|s| s.last_error.clone())
+                .unwrap_or_default()
         ),
         _ => format!("plugin {id:?} has no ready instance yet"),
     };

@@ -27,7 +27,11 @@ pub struct Route {
 impl From<PluginView> for Route {
     fn from(view: PluginView) -> Self {
         Self {
-            endpoints: view.ready_endpoints().into_iter().map(str::to_owned).collect(),
+            endpoints: view
+                .ready_endpoints()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
             generation: view.generation,
             plugin: Arc::new(view.plugin),
         }
