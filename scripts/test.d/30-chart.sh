@@ -44,7 +44,8 @@ fi
 variants=(--set operator.watchAllNamespaces=true --set crds.install=false
           --set apiKeys.existingSecret=my-keys --set apiKeys.existingSecretKey=keys
           --set operator.leaderElection.enabled=false --set networkPolicy.egress.enabled=false
-          --set gateway.uiDir= --set otel.runtimeEndpoint=http://collector.o11y:4318)
+          --set gateway.uiDir= --set otel.runtimeEndpoint=http://collector.o11y:4318
+          --set 'networkPolicy.gatewayFrom[0].namespaceSelector.matchLabels.team=edge')
 helm lint --strict "$chart" >/dev/null
 helm template bkg "$chart" -n "$NS" >"$tmp/default.yaml"
 renders=(default)
@@ -57,7 +58,11 @@ done
 helm lint --strict "$chart" "${variants[@]}" >/dev/null
 helm template variants "$chart" -n "$NS" "${variants[@]}" >"$tmp/variants.yaml"
 renders+=(variants)
-echo "ok: helm lint --strict and helm template pass for: ${renders[*]}"
+# The packaged chart (what .helmignore leaves) renders the same objects.
+helm package "$chart" -d "$tmp/pkg" >/dev/null
+helm template full "$tmp"/pkg/bkg-*.tgz -n "$NS" -f "$CHART/ci/full-values.yaml" >"$tmp/packaged.yaml"
+[ "$(grep -c '^kind:' "$tmp/packaged.yaml")" = "$(grep -c '^kind:' "$tmp/full.yaml")" ] || fail "the packaged chart renders other objects"
+echo "ok: helm lint --strict and helm template pass for: ${renders[*]} (and the packaged chart)"
 
 # 2. Schemas: Kubernetes 1.37, strict, for the built-in kinds and the CRD; prometheus-operator's
 #    types (runtime validators + TypeScript's excess-property check) for monitoring.coreos.com.
@@ -203,6 +208,9 @@ for docs, ns in ((default, "bkg-system"), (full, "ml")):
     check(all(gw_labels.get(k) == v for k, v in peers[0]["podSelector"]["matchLabels"].items()), "first peer is not the gateway")
     check(np["spec"]["policyTypes"] == ["Ingress"], "plugin NetworkPolicy types")
 check(len(one(full, "NetworkPolicy", "-plugins")["spec"]["ingress"][0]["from"]) == 2, "metricsFrom not allowed into plugins")
+vfrom = one(variants, "NetworkPolicy", "-gateway")["spec"]["ingress"][0]["from"]
+check(len(vfrom) == 2 and vfrom[1]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "test",
+      "a restricted gateway policy must still let the helm test pod in")
 for name in ("-gateway", "-operator"):
     check("Egress" in one(default, "NetworkPolicy", name)["spec"]["policyTypes"], f"{name} egress not restricted")
 
