@@ -12,6 +12,12 @@ mod up;
 
 use clap::{Parser, Subcommand};
 
+/// The gateway allocates per request (headers, JSON, spans) from many tokio workers at once;
+/// glibc malloc's arena locks showed up in its profile, mimalloc's thread-local heaps do not.
+/// (The plugin runtime keeps glibc malloc: the Candle plugin tunes it with mallopt.)
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// bkg runs ML plugins as managed processes or pods behind one secure gateway.
 #[derive(Parser, Debug)]
 #[command(version, about)]
