@@ -36,4 +36,6 @@ for dtype in f32 bf16; do
 done
 /usr/bin/time -f '{"contender":"pytorch","max_rss_kb":%M}' \
   python3 scripts/candle/bench_pytorch.py --inputs "$INPUTS" --repeat "$REPEAT" --batch-sizes 1,32 2>&1 | grep '^{'
+echo "# through the runtime's HTTP API, one sentence per request, 32 concurrent clients"
+THREADS="$THREADS" scripts/candle/bench-http.sh | grep '^{'
 echo "# end loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
