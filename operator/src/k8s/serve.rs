@@ -1,6 +1,7 @@
 //! `bkg operator`: probes and metrics, leader election, then the controller until shutdown.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -88,15 +89,20 @@ pub async fn operate(
         config.images.clone(),
         metrics.clone(),
     ));
-    let mut stop = stop_rx.clone();
-    let mut lost = lost_rx.clone();
-    let until = async move {
-        tokio::select! {
-            _ = stop.wait_for(|s| *s) => {}
-            _ = lost.wait_for(|l| *l) => {}
-        }
+    let until = stop_or_lost(stop_rx.clone(), lost_rx.clone());
+    // kube's graceful shutdown waits for the watch caches' first list before it lets the
+    // controller end, so with the API server unreachable it would never end: give in-flight
+    // reconciles DRAIN, then go (reconciles are idempotent; the next leader redoes one cut off).
+    let drain_deadline = async {
+        stop_or_lost(stop_rx.clone(), lost_rx.clone()).await;
+        tokio::time::sleep(DRAIN).await;
     };
-    super::controller(client.clone(), &config, ctx, until).await;
+    tokio::select! {
+        () = super::controller(client.clone(), &config, ctx, until) => {}
+        () = drain_deadline => {
+            tracing::warn!(drain = ?DRAIN, "reconciles still running after the stop; exiting without them");
+        }
+    }
     if let Some(lease) = &config.lease {
         leader::release(&client, lease).await;
         metrics.leader.set(0);
@@ -105,6 +111,18 @@ pub async fn operate(
         return Err(Error::Lease("leadership lost".into()));
     }
     Ok(())
+}
+
+/// How long reconciles in flight may finish after SIGTERM or a lost Lease (the kubelet's grace
+/// period is 30 s by default).
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Resolves once the stop signal came or leadership was lost.
+async fn stop_or_lost(mut stop: watch::Receiver<bool>, mut lost: watch::Receiver<bool>) {
+    tokio::select! {
+        _ = stop.wait_for(|s| *s) => {}
+        _ = lost.wait_for(|l| *l) => {}
+    }
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
