@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bkg_core::Phase;
 use bkg_core::wire::{Capability, FieldError, InvokeRequest, PROBLEM_JSON, RuntimeInfo};
@@ -208,7 +208,8 @@ pub async fn forward(
     if endpoints.is_empty() {
         return Err(unavailable(state, id).await);
     }
-    let body = serde_json::to_vec(payload).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let body =
+        Bytes::from(serde_json::to_vec(payload).map_err(|e| ApiError::Internal(e.to_string()))?);
     let timeout = Duration::from_secs(u64::from(route.plugin.spec.resources.timeout_seconds));
     let start = state.round_robin.fetch_add(1, Ordering::Relaxed);
     // At most two attempts, each on a different instance.
@@ -223,36 +224,36 @@ pub async fn forward(
             server.address = %endpoint,
             attempt,
         );
-        let mut headers = HeaderMap::new();
-        bkg_trace::inject(&span, &mut headers);
-        let sent = state
-            .http
-            .post(format!("{endpoint}/v1/invoke/{capability}"))
-            .headers(headers)
+        let uri = format!("{endpoint}/v1/invoke/{capability}");
+        let mut request = axum::http::Request::post(uri)
             .header(header::CONTENT_TYPE, "application/json")
             .header("x-request-id", request_id)
-            // The runtime answers 504 itself at the timeout; this margin only catches a hung one.
-            .timeout(timeout + Duration::from_secs(2))
-            .body(body.clone())
-            .send()
-            .instrument(span)
-            .await;
+            .body(http_body_util::Full::new(body.clone()))
+            .map_err(|e| ApiError::Internal(format!("building the upstream request: {e}")))?;
+        bkg_trace::inject(&span, request.headers_mut());
+        // The runtime answers 504 itself at the timeout; this margin only catches a hung one.
+        let sent = tokio::time::timeout(
+            timeout + Duration::from_secs(2),
+            state.upstream.request(request).instrument(span),
+        )
+        .await;
         match sent {
-            Ok(response) => return relay(state, response).await,
-            Err(e) if e.is_connect() => {
+            Ok(Ok(response)) => return relay(state, response).await,
+            Ok(Err(e)) if e.is_connect() => {
                 tracing::warn!(plugin = id, endpoint, error = %e, "instance unreachable; trying another");
                 last_error = e.to_string();
             }
-            Err(e) if e.is_timeout() => {
+            Ok(Err(e)) => {
+                return Err(ApiError::BadGateway(format!(
+                    "plugin {id:?} failed to answer: {}",
+                    error_chain(&e)
+                )));
+            }
+            Err(_elapsed) => {
                 return Err(ApiError::Timeout {
                     plugin: id.to_owned(),
                     secs: timeout.as_secs(),
                 });
-            }
-            Err(e) => {
-                return Err(ApiError::BadGateway(format!(
-                    "plugin {id:?} failed to answer: {e}"
-                )));
             }
         }
     }
@@ -262,44 +263,54 @@ pub async fn forward(
     })
 }
 
-async fn relay(state: &AppState, response: reqwest::Response) -> Result<Response, ApiError> {
-    let status =
-        StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let is_problem = response
-        .headers()
+/// An error with its sources, `a: b: c` (hyper's top-level messages alone say little).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+async fn relay(
+    state: &AppState,
+    response: axum::http::Response<hyper::body::Incoming>,
+) -> Result<Response, ApiError> {
+    use http_body_util::BodyExt;
+    let (parts, incoming) = response.into_parts();
+    let status = parts.status;
+    let is_problem = parts
+        .headers
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
-    let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
-    if response
-        .content_length()
-        .is_some_and(|n| n > state.config.max_response_bytes as u64)
+    let retry_after = parts.headers.get(header::RETRY_AFTER).cloned();
+    let limit = state.config.max_response_bytes;
+    let too_large =
+        || ApiError::BadGateway(format!("the plugin's answer is larger than {limit} bytes"));
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let body = match http_body_util::Limited::new(incoming, limit)
+        .collect()
+        .await
     {
-        return Err(ApiError::BadGateway(format!(
-            "the plugin's answer is larger than {} bytes",
-            state.config.max_response_bytes
-        )));
-    }
-    let mut body = Vec::new();
-    let mut response = response;
-    loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > state.config.max_response_bytes {
-                    return Err(ApiError::BadGateway(format!(
-                        "the plugin's answer is larger than {} bytes",
-                        state.config.max_response_bytes
-                    )));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(None) => break,
-            Err(e) => {
-                return Err(ApiError::BadGateway(format!(
-                    "reading the plugin's answer failed: {e}"
-                )));
-            }
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+        Err(e) => {
+            return Err(ApiError::BadGateway(format!(
+                "reading the plugin's answer failed: {}",
+                error_chain(e.as_ref())
+            )));
         }
-    }
+    };
     let content_type = if is_problem {
         PROBLEM_JSON
     } else {

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
@@ -64,6 +65,21 @@ impl Default for Config {
     }
 }
 
+/// The pooled HTTP/1.1 client the invoke path forwards with.
+pub type Upstream = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Full<Bytes>,
+>;
+
+fn upstream_client() -> Upstream {
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_max_idle_per_host(256)
+        .build(connector)
+}
+
 /// Shared state of the gateway.
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -72,7 +88,11 @@ pub struct Inner {
     pub config: Config,
     pub backend: Arc<dyn Backend>,
     pub keys: Arc<auth::KeyStore>,
+    /// For the runtimes' info and telemetry (few calls).
     pub http: reqwest::Client,
+    /// For invokes (every call): a bare hyper client, without reqwest's URL parsing, redirect
+    /// policy and extra layers on the hot path.
+    pub upstream: Upstream,
     pub validators: invoke::Validators,
     pub runtime_caps: invoke::RuntimeCapabilities,
     pub round_robin: AtomicUsize,
@@ -104,6 +124,7 @@ impl AppState {
             backend,
             keys,
             http,
+            upstream: upstream_client(),
             validators: Default::default(),
             runtime_caps: Default::default(),
             round_robin: AtomicUsize::new(0),
