@@ -11,7 +11,10 @@
 
 #![forbid(unsafe_code)]
 
+mod ids;
+
 use http::HeaderMap;
+pub use ids::IdsLayer;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use opentelemetry_otlp::{Protocol, WithExportConfig};
@@ -25,6 +28,8 @@ pub struct Tracing {
     provider: SdkTracerProvider,
     /// Why spans are not exported although an endpoint is set (a bad protocol value).
     pub export_error: Option<String>,
+    /// Spans go to an OTLP exporter.
+    exporting: bool,
 }
 
 impl Tracing {
@@ -48,20 +53,29 @@ impl Tracing {
             }
         };
         Self {
+            exporting: export_configured() && export_error.is_none(),
             provider,
             export_error,
         }
     }
 
-    /// The `tracing` layer that turns spans into OpenTelemetry spans.
+    /// The `tracing` layer: OpenTelemetry spans when they are exported, otherwise only the W3C
+    /// ids that log lines and `traceparent` need ([`IdsLayer`]).
     pub fn layer<S>(&self) -> impl tracing_subscriber::Layer<S> + use<S>
     where
         S: tracing::Subscriber + for<'span> LookupSpan<'span>,
     {
-        // Only what a trace reader uses: the span fields we set. Location, thread and target
-        // attributes, busy/idle timing and context activation cost allocations or clock reads
-        // on every span or every poll of an instrumented future (≈ a third of the gateway's
-        // CPU per echo invoke, measured with perf); ids and parent links do not need them.
+        let otel = self.exporting.then(|| self.otel_layer());
+        let ids = (!self.exporting).then(IdsLayer::default);
+        tracing_subscriber::Layer::and_then(otel, ids)
+    }
+
+    fn otel_layer<S>(&self) -> impl tracing_subscriber::Layer<S> + use<S>
+    where
+        S: tracing::Subscriber + for<'span> LookupSpan<'span>,
+    {
+        // Only what a trace reader uses: the span fields we set, ids and parent links; no
+        // location, thread or target attributes, busy/idle timings or context activation.
         tracing_opentelemetry::layer()
             .with_tracer(self.provider.tracer("bkg"))
             .with_location(false)
@@ -114,19 +128,32 @@ fn otlp_exporter() -> Result<opentelemetry_otlp::SpanExporter, String> {
 pub fn continue_from(span: &tracing::Span, headers: &HeaderMap) {
     let parent =
         opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
-    if parent.span().span_context().is_valid() {
-        let _ = span.set_parent(parent);
-    }
-    let context = span.context();
-    let own = context.span().span_context().clone();
-    if own.is_valid() {
-        span.record("trace_id", own.trace_id().to_string());
+    let remote = parent.span().span_context().clone();
+    let trace_id = ids::with_ids(span, |ids| {
+        if remote.is_valid() {
+            ids.trace_id = remote.trace_id();
+            ids.flags = remote.trace_flags();
+        }
+        ids.trace_id
+    });
+    let trace_id = trace_id.or_else(|| {
+        if remote.is_valid() {
+            let _ = span.set_parent(parent);
+        }
+        let own = span.context().span().span_context().clone();
+        own.is_valid().then(|| own.trace_id())
+    });
+    if let Some(trace_id) = trace_id {
+        span.record("trace_id", trace_id.to_string());
     }
 }
 
 /// Adds `traceparent` (and `tracestate`) so the receiver's spans become children of `span`.
 pub fn inject(span: &tracing::Span, headers: &mut HeaderMap) {
-    let context = span.context();
+    let context = ids::with_ids(span, |ids| {
+        opentelemetry::Context::new().with_remote_span_context(ids.span_context())
+    })
+    .unwrap_or_else(|| span.context());
     opentelemetry::global::get_text_map_propagator(|p| {
         p.inject_context(&context, &mut HeaderInjector(headers))
     });
@@ -137,11 +164,25 @@ mod tests {
     use super::*;
     use tracing_subscriber::layer::SubscriberExt;
 
+    /// Runs `check` under each of the two layers: OpenTelemetry spans and ids only.
+    fn under_both_layers(check: impl Fn()) {
+        let tracing = Tracing::init("test");
+        assert!(!tracing.exporting, "no OTLP endpoint is set in unit tests");
+        let otel = tracing_subscriber::registry().with(tracing.otel_layer());
+        tracing::subscriber::with_default(otel, &check);
+        let ids = tracing_subscriber::registry().with(tracing.layer());
+        tracing::subscriber::with_default(ids, &check);
+    }
+
+    fn traceparent(span: &tracing::Span) -> String {
+        let mut outgoing = HeaderMap::new();
+        inject(span, &mut outgoing);
+        outgoing["traceparent"].to_str().expect("ascii").to_owned()
+    }
+
     #[test]
     fn a_traceparent_is_continued_and_passed_on() {
-        let tracing = Tracing::init("test");
-        let subscriber = tracing_subscriber::registry().with(tracing.layer());
-        tracing::subscriber::with_default(subscriber, || {
+        under_both_layers(|| {
             let mut incoming = HeaderMap::new();
             incoming.insert(
                 "traceparent",
@@ -152,29 +193,79 @@ mod tests {
             let span = tracing::info_span!("request", trace_id = tracing::field::Empty);
             continue_from(&span, &incoming);
             let child = span.in_scope(|| tracing::info_span!("forward"));
-            let mut outgoing = HeaderMap::new();
-            inject(&child, &mut outgoing);
-            let sent = outgoing["traceparent"].to_str().expect("ascii");
+            let sent = traceparent(&child);
             assert!(
                 sent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
                 "same trace: {sent}"
             );
+            assert!(sent.ends_with("-01"), "still sampled: {sent}");
             assert!(!sent.contains("00f067aa0ba902b7"), "a new span id: {sent}");
+            assert_ne!(
+                traceparent(&span),
+                sent,
+                "parent and child differ in span id"
+            );
         });
     }
 
     #[test]
     fn without_a_caller_a_new_trace_starts() {
-        let tracing = Tracing::init("test");
-        let subscriber = tracing_subscriber::registry().with(tracing.layer());
-        tracing::subscriber::with_default(subscriber, || {
+        under_both_layers(|| {
             let span = tracing::info_span!("request", trace_id = tracing::field::Empty);
             continue_from(&span, &HeaderMap::new());
-            let mut outgoing = HeaderMap::new();
-            inject(&span, &mut outgoing);
-            let sent = outgoing["traceparent"].to_str().expect("ascii");
+            let sent = traceparent(&span);
             assert_eq!(sent.len(), 55, "{sent}");
             assert!(!sent.starts_with("00-00000000000000000000000000000000"));
+            let child = span.in_scope(|| tracing::info_span!("forward"));
+            assert_eq!(traceparent(&child)[..35], sent[..35], "one trace");
+            let other = tracing::info_span!("request", trace_id = tracing::field::Empty);
+            continue_from(&other, &HeaderMap::new());
+            assert_ne!(
+                traceparent(&other)[..35],
+                sent[..35],
+                "a new trace per request"
+            );
         });
+    }
+
+    #[test]
+    fn log_lines_inside_a_request_carry_its_trace_id() {
+        #[derive(Clone, Default)]
+        struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("lock").extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let tracing = Tracing::init("test");
+        let buffer = Buffer::default();
+        let sink = buffer.clone();
+        let subscriber = tracing_subscriber::registry().with(tracing.layer()).with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_span_list(true)
+                .with_writer(move || sink.clone()),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            let mut incoming = HeaderMap::new();
+            incoming.insert(
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+                    .parse()
+                    .expect("header"),
+            );
+            let span = tracing::info_span!("request", trace_id = tracing::field::Empty);
+            continue_from(&span, &incoming);
+            span.in_scope(|| tracing::info!("inside"));
+        });
+        let text = String::from_utf8(buffer.0.lock().expect("lock").clone()).expect("utf-8");
+        assert!(
+            text.contains(r#""trace_id":"4bf92f3577b34da6a3ce929d0e0e4736""#),
+            "{text}"
+        );
     }
 }
