@@ -103,7 +103,7 @@ cold=$(printf '%s\n' "${starts[@]}" | sort -n | awk '{a[NR]=$1} END {printf "%.1
 
 echo "| path | req/s | p50 ms | p99 ms | non-2xx |"
 echo "|---|---|---|---|---|"
-echo "| gateway → runtime (auth, rate limit, validation, metrics, traces) | $g_rps | $g_p50 | $g_p99 | $g_err |"
+echo "| gateway → runtime (auth, rate limit, validation, metrics, trace ids) | $g_rps | $g_p50 | $g_p99 | $g_err |"
 echo "| nginx → runtime (plain reverse proxy) | $n_rps | $n_p50 | $n_p99 | $n_err |"
 echo "| runtime directly | $d_rps | $d_p50 | $d_p99 | $d_err |"
 python3 -c "print(f'| gateway added latency over direct | | {$g_p50-$d_p50:.3f} | {$g_p99-$d_p99:.3f} | |')"
