@@ -342,6 +342,10 @@ async fn invoke_inner(
         );
     }
     let declared = &route.plugin.spec.capabilities;
+    let unknown_capability = || ApiError::UnknownCapability {
+        plugin: id.to_owned(),
+        capability: request.capability.clone(),
+    };
     // The capability and its input schema: from the manifest (borrowed), or, when the manifest
     // declares none, as the runtime reports them.
     let (capability, schema): (String, Cow<'_, serde_json::Value>) = if declared.is_empty() {
@@ -357,13 +361,7 @@ async fn invoke_inner(
                 return (known, Err(invoke::unavailable(state, id).await));
             }
             None => {
-                return (
-                    known,
-                    Err(ApiError::UnknownCapability {
-                        plugin: id.to_owned(),
-                        capability: request.capability.clone(),
-                    }),
-                );
+                return (known, Err(unknown_capability()));
             }
         }
     } else {
@@ -375,13 +373,7 @@ async fn invoke_inner(
                     .map_or(Cow::Owned(serde_json::Value::Bool(true)), Cow::Borrowed),
             ),
             None => {
-                return (
-                    known,
-                    Err(ApiError::UnknownCapability {
-                        plugin: id.to_owned(),
-                        capability: request.capability.clone(),
-                    }),
-                );
+                return (known, Err(unknown_capability()));
             }
         }
     };

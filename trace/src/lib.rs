@@ -174,6 +174,18 @@ mod tests {
         tracing::subscriber::with_default(ids, &check);
     }
 
+    /// Headers of a caller inside trace 4bf92f35…, span 00f067aa…, sampled.
+    fn caller() -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+                .parse()
+                .expect("header"),
+        );
+        headers
+    }
+
     fn traceparent(span: &tracing::Span) -> String {
         let mut outgoing = HeaderMap::new();
         inject(span, &mut outgoing);
@@ -183,13 +195,7 @@ mod tests {
     #[test]
     fn a_traceparent_is_continued_and_passed_on() {
         under_both_layers(|| {
-            let mut incoming = HeaderMap::new();
-            incoming.insert(
-                "traceparent",
-                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-                    .parse()
-                    .expect("header"),
-            );
+            let incoming = caller();
             let span = tracing::info_span!("request", trace_id = tracing::field::Empty);
             continue_from(&span, &incoming);
             let child = span.in_scope(|| tracing::info_span!("forward"));
@@ -251,13 +257,7 @@ mod tests {
                 .with_writer(move || sink.clone()),
         );
         tracing::subscriber::with_default(subscriber, || {
-            let mut incoming = HeaderMap::new();
-            incoming.insert(
-                "traceparent",
-                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-                    .parse()
-                    .expect("header"),
-            );
+            let incoming = caller();
             let span = tracing::info_span!("request", trace_id = tracing::field::Empty);
             continue_from(&span, &incoming);
             span.in_scope(|| tracing::info!("inside"));
