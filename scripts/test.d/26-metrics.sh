@@ -4,6 +4,7 @@
 # successes, a schema refusal, a plugin error and a rate-limited call.
 set -euo pipefail
 cd "${BKG_REPO_ROOT:-$(dirname "$0")/../..}"
+source scripts/test.d/lib.sh
 BKG="${BKG_BIN:-${CARGO_TARGET_DIR:-target}/debug/bkg}"
 command -v promtool >/dev/null || { echo "promtool missing: run scripts/setup.sh" >&2; exit 1; }
 tmp="$(mktemp -d)"; pid=""
@@ -13,16 +14,7 @@ trap cleanup EXIT
 key="bkg_metricsCheck$(head -c 64 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 24)"
 mkdir -p "$tmp/plugins"
 # echo with a tiny limit on `fail`, so a 429 is counted.
-cp config/plugins/echo.yaml "$tmp/plugins/echo.yaml"
-python3 - "$tmp/plugins/echo.yaml" <<'PY'
-import sys, yaml
-path = sys.argv[1]
-doc = yaml.safe_load(open(path))
-for cap in doc["spec"]["capabilities"]:
-    if cap["id"] == "fail":
-        cap["rateLimit"] = {"requestsPerSecond": 1, "burst": 1}
-yaml.safe_dump(doc, open(path, "w"))
-PY
+echo_with_fail_limit "$tmp/plugins/echo.yaml"
 cp config/plugins/candle.yaml "$tmp/plugins/"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 BKG_API_KEY="$key" "$BKG" up --port "$port" --plugins "$tmp/plugins" --keys-file "$tmp/keys.yaml" \

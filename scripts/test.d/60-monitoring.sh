@@ -6,6 +6,7 @@
 # through Prometheus's HTTP API.
 set -euo pipefail
 cd "${BKG_REPO_ROOT:-$(dirname "$0")/../..}"
+source scripts/test.d/lib.sh
 BKG="${BKG_BIN:-${CARGO_TARGET_DIR:-target}/debug/bkg}"
 RULES=charts/bkg/files/alerts.rules.yaml
 DASHBOARDS=charts/bkg/files/dashboards
@@ -39,16 +40,8 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 # The local stack: echo (with a tiny limit on `fail`, so a 429 is counted) and Candle.
 key="bkg_monitoringCheck$(head -c 64 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 24)"
 mkdir -p "$tmp/plugins"
-cp config/plugins/echo.yaml config/plugins/candle.yaml "$tmp/plugins/"
-python3 - "$tmp/plugins/echo.yaml" <<'PY'
-import sys, yaml
-path = sys.argv[1]
-doc = yaml.safe_load(open(path))
-for cap in doc["spec"]["capabilities"]:
-    if cap["id"] == "fail":
-        cap["rateLimit"] = {"requestsPerSecond": 1, "burst": 1}
-yaml.safe_dump(doc, open(path, "w"))
-PY
+cp config/plugins/candle.yaml "$tmp/plugins/"
+echo_with_fail_limit "$tmp/plugins/echo.yaml"
 port="$(free_port)"
 BKG_API_KEY="$key" "$BKG" up --port "$port" --plugins "$tmp/plugins" --keys-file "$tmp/keys.yaml" \
   >"$tmp/up.log" 2>&1 &
