@@ -14,21 +14,10 @@ pub(crate) fn init_tracing(format: &str, service: &'static str) -> Tracing {
     let registry = tracing_subscriber::registry()
         .with(filter)
         .with(tracing.layer());
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    if format == "json" {
-        registry
-            .with(
-                fmt.json()
-                    .flatten_event(true)
-                    .with_current_span(false)
-                    .with_span_list(true),
-            )
-            .init();
-    } else {
-        registry
-            .with(fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())))
-            .init();
-    }
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    registry
+        .with(bkg_trace::log_layer(format == "json", ansi, std::io::stderr))
+        .init();
     if let Some(e) = &tracing.export_error {
         ::tracing::warn!("OpenTelemetry export disabled: {e}");
     }

@@ -131,19 +131,9 @@ fn init_tracing(format: &str, logs: LogBuffer) -> bkg_trace::Tracing {
     let registry = tracing_subscriber::registry()
         .with(filter)
         .with(tracing.layer());
-    let fmt = tracing_subscriber::fmt::layer().with_writer(TeeWriter::new(logs));
-    if format == "text" {
-        registry.with(fmt.with_ansi(false)).init();
-    } else {
-        registry
-            .with(
-                fmt.json()
-                    .flatten_event(true)
-                    .with_current_span(false)
-                    .with_span_list(true),
-            )
-            .init();
-    }
+    registry
+        .with(bkg_trace::log_layer(format != "text", false, TeeWriter::new(logs)))
+        .init();
     if let Some(e) = &tracing.export_error {
         ::tracing::warn!("OpenTelemetry export disabled: {e}");
     }

@@ -11,8 +11,10 @@
 
 #![forbid(unsafe_code)]
 
+mod fields;
 mod ids;
 
+pub use fields::{JsonSpanFields, TextSpanFields, log_layer};
 use http::HeaderMap;
 pub use ids::IdsLayer;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
