@@ -53,6 +53,9 @@ struct Args {
     /// Comma-separated modes to run.
     #[arg(long, default_value = "direct-b1,direct-b32,plugin-on,plugin-off")]
     modes: String,
+    /// Comma-separated input sets to run (`short`, `long`); e.g. only one under a profiler.
+    #[arg(long, default_value = "short,long")]
+    sets: String,
     /// Only load, embed one input, report and exit.
     #[arg(long)]
     startup: bool,
@@ -193,6 +196,9 @@ async fn main() -> anyhow::Result<()> {
     };
     for mode in modes {
         for (set, texts) in [("short", &inputs.short), ("long", &inputs.long)] {
+            if !args.sets.split(',').any(|s| s == set) {
+                continue;
+            }
             let mut elapsed = Duration::MAX;
             for _ in 0..args.repeat.max(1) {
                 let once = match (mode, &m, &on, &off) {

@@ -38,8 +38,8 @@ pub fn gemm_bf16(a: &[f32], m: usize, w: &PackedBf16) -> Vec<f32> {
             // SAFETY: the caller verified AVX-512F/BF16 support (super::gemm_bf16).
             unsafe { convert_row(src, dst) }
         });
-    let mut out = vec![0f32; m * n];
-    let ptr = OutPtr(out.as_mut_ptr());
+    let mut out = Vec::with_capacity(m * n);
+    let ptr = OutPtr(out.spare_capacity_mut().as_mut_ptr().cast());
     let row_blocks = m.div_ceil(MB);
     // With few rows (one short input), split the columns too so both cores work.
     let col_groups = if row_blocks >= 2 { 1 } else { w.panels.min(4) };
@@ -54,13 +54,17 @@ pub fn gemm_bf16(a: &[f32], m: usize, w: &PackedBf16) -> Vec<f32> {
             // columns of `panels`, which no other task touches; `out` outlives the parallel loop.
             unsafe { gemm_block(&a16, k2, w, rows, panels, ptr.get(), n) };
         });
+    // SAFETY: the tasks above stored every one of the m × n outputs (all row blocks × all
+    // panels, each panel's stores masked to the columns below n). Not zeroing the buffer
+    // first saves a memset that was 5 % of a batch-32 forward pass.
+    unsafe { out.set_len(m * n) };
     out
 }
 
 pub fn gemm_f32(a: &[f32], m: usize, w: &PackedF32) -> Vec<f32> {
     let (k, n) = (w.k, w.n);
-    let mut out = vec![0f32; m * n];
-    let ptr = OutPtr(out.as_mut_ptr());
+    let mut out = Vec::with_capacity(m * n);
+    let ptr = OutPtr(out.spare_capacity_mut().as_mut_ptr().cast());
     let row_blocks = m.div_ceil(MB);
     let col_groups = if row_blocks >= 2 { 1 } else { w.panels.min(4) };
     let panels_per_group = w.panels.div_ceil(col_groups);
@@ -73,6 +77,8 @@ pub fn gemm_f32(a: &[f32], m: usize, w: &PackedF32) -> Vec<f32> {
             // SAFETY: as in gemm_bf16: disjoint (rows × panels) output tiles, CPU support checked.
             unsafe { gemm_f32_block(a, k, w, rows, panels, ptr.get(), n) };
         });
+    // SAFETY: as in gemm_bf16, every output was stored.
+    unsafe { out.set_len(m * n) };
     out
 }
 
