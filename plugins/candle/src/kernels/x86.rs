@@ -367,13 +367,22 @@ unsafe fn attend_blocked(
     let mut q = vec![0f32; lq * dim];
     let mut kt = vec![0f32; dim * lk];
     let mut v = vec![0f32; len * dim];
+    // Separate unit-stride copies for Q and V (vectorized) and the one strided scatter Kᵀ
+    // needs; interleaving them had kept the compiler to scalar moves.
     for j in 0..len {
         let row = &qkv[(start + j) * stride..(start + j + 1) * stride];
-        for d in 0..dim {
-            q[j * dim + d] = row[h * dim + d] * scale;
-            kt[d * lk + j] = row[hd + h * dim + d];
+        let (qs, ks, vs) = (
+            &row[h * dim..(h + 1) * dim],
+            &row[hd + h * dim..hd + (h + 1) * dim],
+            &row[2 * hd + h * dim..2 * hd + (h + 1) * dim],
+        );
+        for (dst, x) in q[j * dim..(j + 1) * dim].iter_mut().zip(qs) {
+            *dst = x * scale;
         }
-        v[j * dim..(j + 1) * dim].copy_from_slice(&row[2 * hd + h * dim..2 * hd + (h + 1) * dim]);
+        v[j * dim..(j + 1) * dim].copy_from_slice(vs);
+        for (d, x) in ks.iter().enumerate() {
+            kt[d * lk + j] = *x;
+        }
     }
     let mut scores = vec![0f32; QB * lk];
     for qb in (0..lq).step_by(QB) {
