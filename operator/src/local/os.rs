@@ -7,11 +7,13 @@ use std::io;
 /// killed with SIGKILL) and gets its own process group, so a terminal's Ctrl-C reaches only the
 /// supervisor, which then stops children gracefully.
 pub fn prepare_child(cmd: &mut tokio::process::Command) {
+    // Our pid, taken before the fork: read in the child, getppid() would already name init (or
+    // a subreaper) if we died before prctl, and the check below would pass with no parent.
+    let parent = std::process::id() as libc::pid_t;
     // SAFETY: the closure runs between fork and exec and only calls async-signal-safe functions
     // (prctl, setpgid, getppid) without allocating.
     unsafe {
-        cmd.pre_exec(|| {
-            let parent = libc::getppid();
+        cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(io::Error::last_os_error());
             }
