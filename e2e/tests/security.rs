@@ -340,6 +340,22 @@ fn a_rate_limit_refuses_with_429_and_retry_after_per_key_and_capability() {
     let other = create_key(&keys_file, "other", "invoke");
     let stack = Stack::start_with(dir, &[]);
     stack.wait_running("echo");
+    let scrape = || {
+        reqwest::blocking::get(format!("{}/metrics", stack.url))
+            .expect("metrics")
+            .text()
+            .expect("text")
+    };
+    let before = scrape();
+    for capability in ["echo", "sleep"] {
+        let zero = format!(
+            "bkg_gateway_rate_limited_requests_total{{plugin=\"echo\",capability=\"{capability}\"}} 0"
+        );
+        assert!(
+            before.contains(&zero),
+            "declared capabilities start at 0: {before}"
+        );
+    }
 
     for i in 0..2 {
         assert_eq!(stack.invoke("echo", "echo", json!({"i": i})).status, 200);
@@ -384,10 +400,7 @@ fn a_rate_limit_refuses_with_429_and_retry_after_per_key_and_capability() {
     std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(stack.invoke("echo", "echo", json!({"i": 3})).status, 200);
 
-    let metrics = reqwest::blocking::get(format!("{}/metrics", stack.url))
-        .expect("metrics")
-        .text()
-        .expect("text");
+    let metrics = scrape();
     assert!(
         metrics.contains(
             "bkg_gateway_rate_limited_requests_total{plugin=\"echo\",capability=\"echo\"} 1"

@@ -50,11 +50,20 @@ pub async fn method_not_allowed() -> ApiError {
         content((String = "text/plain"), (String = "application/openmetrics-text")))))]
 pub async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
     let plugins = state.backend.list().await;
-    state.metrics.observe_plugins(
-        plugins
-            .iter()
-            .map(|v| (v.plugin.id(), phase_of(v), !v.ready_endpoints().is_empty())),
-    );
+    state.metrics.observe_plugins(plugins.iter().map(|v| {
+        crate::metrics::PluginSeries {
+            id: v.plugin.id(),
+            phase: phase_of(v),
+            up: !v.ready_endpoints().is_empty(),
+            capabilities: v
+                .plugin
+                .spec
+                .capabilities
+                .iter()
+                .map(|c| c.id.as_str())
+                .collect(),
+        }
+    }));
     let mut text = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &state.registry) {
         return ApiError::Internal(e.to_string()).into_response();

@@ -110,11 +110,28 @@ impl Metrics {
             .inc();
     }
 
-    /// Refreshes the per-plugin gauges from a fresh listing.
-    pub fn observe_plugins<'a>(&self, plugins: impl Iterator<Item = (&'a str, Phase, bool)>) {
+    /// Refreshes the per-plugin gauges from a fresh listing, and creates the in-flight gauge
+    /// and rate-limited counter of every declared capability at 0, so `rate()` and
+    /// `increase()` see the first refusal instead of a series that starts at 1.
+    pub fn observe_plugins<'a>(&self, plugins: impl Iterator<Item = PluginSeries<'a>>) {
         self.plugin_up.clear();
         self.plugin_phase.clear();
-        for (id, phase, up) in plugins {
+        for PluginSeries {
+            id,
+            phase,
+            up,
+            capabilities,
+        } in plugins
+        {
+            let _ = self.in_flight.get_or_create(&PluginLabels {
+                plugin: id.to_owned(),
+            });
+            for capability in capabilities {
+                let _ = self.rate_limited.get_or_create(&CapabilityLabels {
+                    plugin: id.to_owned(),
+                    capability: capability.to_owned(),
+                });
+            }
             self.plugin_up
                 .get_or_create(&PluginLabels {
                     plugin: id.to_owned(),
@@ -130,4 +147,14 @@ impl Metrics {
             }
         }
     }
+}
+
+/// What `/metrics` knows of one plugin when it is scraped.
+pub struct PluginSeries<'a> {
+    pub id: &'a str,
+    pub phase: Phase,
+    /// At least one instance is ready.
+    pub up: bool,
+    /// The capability ids its manifest declares.
+    pub capabilities: Vec<&'a str>,
 }
