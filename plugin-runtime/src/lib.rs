@@ -23,7 +23,7 @@ use std::time::Duration;
 use bkg_plugin_api::{Plugin, StartContext};
 use tokio::net::TcpListener;
 
-pub use server::{AppState, router};
+pub use server::{AppState, metrics_router, router};
 
 /// A plugin implementation compiled into this runtime.
 pub struct Implementation {
@@ -64,6 +64,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where to write the bound address once listening (for supervisors that pass port 0).
     pub addr_file: Option<PathBuf>,
+    /// A second address serving only `/metrics`, so a NetworkPolicy can let Prometheus scrape
+    /// without reaching the invoke API (which trusts its callers: the gateway authenticates).
+    pub metrics_listen: Option<SocketAddr>,
     /// The manifest's `spec.config`.
     pub plugin_config: serde_json::Value,
     /// Longest time one invoke may run.
@@ -135,6 +138,14 @@ pub async fn run(
             source,
         })?;
     let addr = listener.local_addr().map_err(Error::Serve)?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| Error::Listen { addr, source })?,
+        ),
+        None => None,
+    };
     let state = AppState::new(config.clone(), plugin.clone(), logs);
     tracing::info!(%addr, plugin_id = %config.plugin_id, implementation = %config.implementation, "listening");
     if let Some(path) = &config.addr_file {
@@ -145,6 +156,22 @@ pub async fn run(
     }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(listener) = metrics_listener {
+        let metrics_addr = listener.local_addr().map_err(Error::Serve)?;
+        tracing::info!(addr = %metrics_addr, "serving /metrics");
+        let mut stop_rx = stop_rx.clone();
+        let app = server::metrics_router(state.clone());
+        tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop_rx.wait_for(|stop| *stop).await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "metrics listener failed");
+            }
+        });
+    }
     let server_state = state.clone();
     let drain_timeout = config.drain_timeout;
     let server = tokio::spawn(async move {

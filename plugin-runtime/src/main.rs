@@ -24,6 +24,10 @@ struct Args {
     /// File to write the bound address to once listening.
     #[arg(long, env = "BKG_ADDR_FILE")]
     addr_file: Option<PathBuf>,
+    /// Also serve `/metrics` (and nothing else) on this address, for scrapers that must not
+    /// reach the invoke API.
+    #[arg(long, env = "BKG_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Plugin config as a JSON object (the manifest's spec.config).
     #[arg(long, env = "BKG_PLUGIN_CONFIG", conflicts_with = "config_file")]
     config: Option<String>,
@@ -111,6 +115,7 @@ fn config_from(args: Args) -> anyhow::Result<Config> {
         implementation: args.plugin,
         listen: args.listen,
         addr_file: args.addr_file,
+        metrics_listen: args.metrics_listen,
         plugin_config,
         invoke_timeout,
         max_concurrency: args.max_concurrency,
@@ -132,7 +137,11 @@ fn init_tracing(format: &str, logs: LogBuffer) -> bkg_trace::Tracing {
         .with(filter)
         .with(tracing.layer());
     registry
-        .with(bkg_trace::log_layer(format != "text", false, TeeWriter::new(logs)))
+        .with(bkg_trace::log_layer(
+            format != "text",
+            false,
+            TeeWriter::new(logs),
+        ))
         .init();
     if let Some(e) = &tracing.export_error {
         ::tracing::warn!("OpenTelemetry export disabled: {e}");

@@ -128,6 +128,13 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The metrics port's only route (see `Config::metrics_listen`).
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
 fn problem(
     status: StatusCode,
     slug: &str,

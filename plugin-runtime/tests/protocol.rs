@@ -16,6 +16,7 @@ fn config() -> Config {
         plugin_id: "echo".into(),
         listen: "127.0.0.1:0".parse().expect("addr"),
         addr_file: None,
+        metrics_listen: None,
         plugin_config: json!({}),
         invoke_timeout: Duration::from_secs(5),
         max_concurrency: 4,
@@ -222,13 +223,21 @@ async fn info_metrics_and_logs_describe_the_plugin() {
     );
 }
 
-#[tokio::test]
-async fn sigterm_drains_in_flight_invokes_before_exit() {
+/// A runtime served by `run` on loopback, as the binary does.
+struct Served {
+    addr: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<Result<(), bkg_plugin_runtime::Error>>,
+    client: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts `run` with `config` and waits until `/readyz` answers 200.
+async fn serve(mut config: Config) -> Served {
     let dir = tempfile::tempdir().expect("tempdir");
     let addr_file = dir.path().join("addr");
-    let mut config = config();
     config.addr_file = Some(addr_file.clone());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(bkg_plugin_runtime::run(
         config,
         LogBuffer::new(10),
@@ -253,6 +262,89 @@ async fn sigterm_drains_in_flight_invokes_before_exit() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    Served {
+        addr,
+        stop,
+        server,
+        client,
+        _dir: dir,
+    }
+}
+
+#[tokio::test]
+async fn the_metrics_port_serves_metrics_and_nothing_else() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut config = config();
+    config.metrics_listen = Some(([127, 0, 0, 1], port).into());
+    let Served {
+        addr,
+        stop,
+        server,
+        client,
+        ..
+    } = serve(config).await;
+    let invoke = |base: String| {
+        client
+            .post(format!("http://{base}/v1/invoke/echo"))
+            .body(r#"{"x": 1}"#)
+            .send()
+    };
+    assert_eq!(invoke(addr.clone()).await.expect("invoke").status(), 200);
+    let metrics_addr = format!("127.0.0.1:{port}");
+    let scrape = client
+        .get(format!("http://{metrics_addr}/metrics"))
+        .send()
+        .await
+        .expect("scrape");
+    assert_eq!(scrape.status(), 200);
+    let text = scrape.text().await.expect("text");
+    assert!(
+        text.contains(
+            r#"bkg_runtime_invoke_requests_total{plugin="echo",capability="echo",code="200"} 1"#
+        ),
+        "{text}"
+    );
+    for (method, path) in [
+        ("POST", "/v1/invoke/echo"),
+        ("GET", "/v1/info"),
+        ("GET", "/v1/logs"),
+        ("GET", "/readyz"),
+    ] {
+        let r = client
+            .request(
+                method.parse().expect("method"),
+                format!("http://{metrics_addr}{path}"),
+            )
+            .body("{}")
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(r.status(), 404, "{method} {path} on the metrics port");
+    }
+    stop.send(()).expect("signal");
+    server.await.expect("join").expect("clean exit");
+    assert!(
+        client
+            .get(format!("http://{metrics_addr}/metrics"))
+            .send()
+            .await
+            .is_err(),
+        "the metrics port closes with the runtime"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_invokes_before_exit() {
+    let Served {
+        addr,
+        stop: stop_tx,
+        server,
+        client,
+        ..
+    } = serve(config()).await;
     let in_flight = tokio::spawn({
         let client = client.clone();
         let addr = addr.clone();

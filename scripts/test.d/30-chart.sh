@@ -202,12 +202,18 @@ for docs, ns in ((default, "bkg-system"), (full, "ml")):
     for pod in pods:
         labels = pod["metadata"]["labels"]
         check(all(labels.get(k) == v for k, v in sel.items()), f"plugin NetworkPolicy selector {sel} misses pod labels {labels}")
-        port = pod["spec"]["containers"][0]["ports"][0]["containerPort"]
-        check([p["port"] for r in np["spec"]["ingress"] for p in r["ports"]] == [port], "plugin NetworkPolicy port")
+        ports = {p["name"]: p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]}
+        check([p["port"] for p in np["spec"]["ingress"][0]["ports"]] == [ports["http"]], "plugin NetworkPolicy: the gateway's port")
+        for rule in np["spec"]["ingress"][1:]:
+            check([p["port"] for p in rule["ports"]] == [ports["metrics"]], "metricsFrom must reach the metrics port only")
     peers = np["spec"]["ingress"][0]["from"]
-    check(all(gw_labels.get(k) == v for k, v in peers[0]["podSelector"]["matchLabels"].items()), "first peer is not the gateway")
+    check(len(peers) == 1 and all(gw_labels.get(k) == v for k, v in peers[0]["podSelector"]["matchLabels"].items()),
+          "only the gateway may reach the plugin protocol port")
     check(np["spec"]["policyTypes"] == ["Ingress"], "plugin NetworkPolicy types")
-check(len(one(full, "NetworkPolicy", "-plugins")["spec"]["ingress"][0]["from"]) == 2, "metricsFrom not allowed into plugins")
+check(len(one(default, "NetworkPolicy", "-plugins")["spec"]["ingress"]) == 1, "no metricsFrom: no scrape rule")
+check(len(one(full, "NetworkPolicy", "-plugins")["spec"]["ingress"]) == 2, "metricsFrom not allowed into plugins' metrics port")
+check([e["port"] for e in one(full, "PodMonitor", "-plugins")["spec"]["podMetricsEndpoints"]] == ["metrics"],
+      "the PodMonitor scrapes the runtimes' metrics port")
 vfrom = one(variants, "NetworkPolicy", "-gateway")["spec"]["ingress"][0]["from"]
 check(len(vfrom) == 2 and vfrom[1]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "test",
       "a restricted gateway policy must still let the helm test pod in")

@@ -24,10 +24,10 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::validate::{RESTARTED_AT, ValidatedPlugin};
 
-/// Port the runtime serves its protocol, probes and metrics on.
+/// Port the runtime serves its protocol and probes on (only the gateway may reach it).
 pub const HTTP_PORT: i32 = 8080;
-/// Service port Prometheus (ServiceMonitor `port: metrics`) scrapes; it forwards to `http`,
-/// because the runtime serves `/metrics` next to its protocol.
+/// Port the runtime serves only `/metrics` on (`BKG_METRICS_LISTEN`), so a NetworkPolicy can let
+/// Prometheus scrape without reaching the invoke API.
 pub const METRICS_PORT: i32 = 9090;
 /// Pod-template annotation carrying the config digest, so a config change rolls the pods.
 pub const CONFIG_HASH: &str = "bkg.rs/config-hash";
@@ -120,7 +120,7 @@ pub fn build_service(v: &ValidatedPlugin) -> Service {
     let port = |name: &str, port: i32| ServicePort {
         name: Some(name.to_owned()),
         port,
-        target_port: Some(IntOrString::String("http".to_owned())),
+        target_port: Some(IntOrString::String(name.to_owned())),
         protocol: Some("TCP".to_owned()),
         ..ServicePort::default()
     };
@@ -181,7 +181,7 @@ fn pod_annotations(v: &ValidatedPlugin) -> BTreeMap<String, String> {
     let mut a = BTreeMap::from([
         (CONFIG_HASH.to_owned(), v.config_hash.clone()),
         ("prometheus.io/scrape".to_owned(), "true".to_owned()),
-        ("prometheus.io/port".to_owned(), HTTP_PORT.to_string()),
+        ("prometheus.io/port".to_owned(), METRICS_PORT.to_string()),
         ("prometheus.io/path".to_owned(), "/metrics".to_owned()),
     ]);
     if let Some(at) = &v.restarted_at {
@@ -287,6 +287,7 @@ fn volumes(v: &ValidatedPlugin) -> Vec<Volume> {
 fn build_pod_template(v: &ValidatedPlugin) -> PodTemplateSpec {
     let mut env_vars = vec![
         env("BKG_LISTEN", format!("0.0.0.0:{HTTP_PORT}")),
+        env("BKG_METRICS_LISTEN", format!("0.0.0.0:{METRICS_PORT}")),
         env(
             "BKG_PLUGIN_CONFIG_FILE",
             format!("{CONFIG_DIR}/config.json"),
@@ -307,12 +308,17 @@ fn build_pod_template(v: &ValidatedPlugin) -> PodTemplateSpec {
             v.name.clone(),
         ]),
         env: Some(env_vars),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".to_owned()),
-            container_port: HTTP_PORT,
-            protocol: Some("TCP".to_owned()),
-            ..ContainerPort::default()
-        }]),
+        ports: Some(
+            [("http", HTTP_PORT), ("metrics", METRICS_PORT)]
+                .into_iter()
+                .map(|(name, port)| ContainerPort {
+                    name: Some(name.to_owned()),
+                    container_port: port,
+                    protocol: Some("TCP".to_owned()),
+                    ..ContainerPort::default()
+                })
+                .collect(),
+        ),
         liveness_probe: Some(probe("/livez", 10, 3)),
         readiness_probe: Some(probe("/readyz", 5, 2)),
         resources: Some(resources(v)),

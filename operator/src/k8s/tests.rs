@@ -195,6 +195,9 @@ async fn cpu_plugin_gets_its_children_and_becomes_running() {
         }),
         step("PATCH", SVC, Reply::Echo(None)).check(|b| {
             assert_eq!(b["spec"]["ports"][0]["port"], 8080);
+            assert_eq!(b["spec"]["ports"][0]["targetPort"], "http");
+            assert_eq!(b["spec"]["ports"][1]["port"], 9090);
+            assert_eq!(b["spec"]["ports"][1]["targetPort"], "metrics");
             assert_eq!(b["spec"]["selector"]["app.kubernetes.io/instance"], "echo");
         }),
         step("DELETE", PDB, Reply::Code(404)),
@@ -205,6 +208,25 @@ async fn cpu_plugin_gets_its_children_and_becomes_running() {
             assert_eq!(c["resources"]["limits"]["memory"], "256Mi");
             assert!(c["resources"]["limits"].get("nvidia.com/gpu").is_none());
             assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+            // Metrics on their own port, so a NetworkPolicy can admit Prometheus to it alone.
+            assert_eq!(
+                c["ports"],
+                serde_json::json!([
+                    {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+                    {"name": "metrics", "containerPort": 9090, "protocol": "TCP"},
+                ])
+            );
+            let metrics_env = c["env"]
+                .as_array()
+                .and_then(|env| env.iter().find(|e| e["name"] == "BKG_METRICS_LISTEN"));
+            assert_eq!(
+                metrics_env.map(|e| &e["value"]),
+                Some(&serde_json::json!("0.0.0.0:9090"))
+            );
+            assert_eq!(
+                b["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"],
+                "9090"
+            );
             assert_eq!(
                 b["spec"]["template"]["spec"]["terminationGracePeriodSeconds"],
                 25
