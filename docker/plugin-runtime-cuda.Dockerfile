@@ -87,7 +87,7 @@ ENV HF_HOME=/var/cache/bkg/models \
 VOLUME ["/var/cache/bkg/models"]
 # Same uid/gid as the CPU image and the operator's pod securityContext; no passwd entry is needed.
 USER 65532:65532
-EXPOSE 8080
+EXPOSE 8080 9090
 # No HEALTHCHECK: Kubernetes probes hit /livez and /readyz (as for the CPU image).
 ENTRYPOINT ["/usr/local/bin/plugin-runtime"]
 CMD ["--plugin", "echo"]

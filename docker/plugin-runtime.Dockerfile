@@ -60,7 +60,7 @@ VOLUME ["/var/cache/bkg/models"]
 # runs the pod as the same uid/gid.
 USER 65532:65532
 # bkg.plugin/v1 protocol, /livez, /readyz and /metrics all on one port (HTTP_PORT in the operator).
-EXPOSE 8080
+EXPOSE 8080 9090
 # No HEALTHCHECK: there is no shell or curl to run one; Kubernetes probes hit /livez and /readyz.
 ENTRYPOINT ["/usr/local/bin/plugin-runtime"]
 # The operator replaces these with `--plugin <implementation> --id <name>`; bare `docker run`
