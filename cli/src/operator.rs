@@ -21,6 +21,10 @@ pub struct ImageArgs {
     /// OTEL_EXPORTER_OTLP_ENDPOINT, so one setting traces gateway, operator and plugins.
     #[arg(long, env = "BKG_RUNTIME_OTLP_ENDPOINT")]
     runtime_otlp_endpoint: Option<String>,
+    /// Secrets in each Plugin's namespace the kubelet pulls runtime images with, comma-separated
+    /// (a private registry).
+    #[arg(long, env = "BKG_RUNTIME_IMAGE_PULL_SECRETS", value_delimiter = ',')]
+    image_pull_secrets: Vec<String>,
 }
 
 impl ImageArgs {
@@ -33,6 +37,12 @@ impl ImageArgs {
                 .clone()
                 .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok())
                 .filter(|e| !e.is_empty()),
+            pull_secrets: self
+                .image_pull_secrets
+                .iter()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
         }
     }
 }

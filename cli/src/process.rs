@@ -16,7 +16,11 @@ pub(crate) fn init_tracing(format: &str, service: &'static str) -> Tracing {
         .with(tracing.layer());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     registry
-        .with(bkg_trace::log_layer(format == "json", ansi, std::io::stderr))
+        .with(bkg_trace::log_layer(
+            format == "json",
+            ansi,
+            std::io::stderr,
+        ))
         .init();
     if let Some(e) = &tracing.export_error {
         ::tracing::warn!("OpenTelemetry export disabled: {e}");

@@ -181,6 +181,8 @@ check(fop["OTEL_EXPORTER_OTLP_ENDPOINT"] == env(full, "gateway")["OTEL_EXPORTER_
 check("BKG_WATCH_NAMESPACE" not in env(variants, "operator"), "watchAllNamespaces still sets a namespace")
 check(env(variants, "operator")["BKG_RUNTIME_OTLP_ENDPOINT"] == "http://collector.o11y:4318", "runtime OTLP endpoint not wired")
 check("BKG_UI_DIR" not in env(variants, "gateway"), "gateway.uiDir='' still serves a UI")
+check(fop["BKG_RUNTIME_IMAGE_PULL_SECRETS"] == "registry-credentials", "plugin pods do not get the pull secrets")
+check("BKG_RUNTIME_IMAGE_PULL_SECRETS" not in op, "no pull secrets: none for plugin pods")
 
 # Leader election: the Lease the operator is told to use is the one its Role may update.
 for docs in (default, full):

@@ -13,9 +13,9 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvVar, HTTPGetAction, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext, Service,
-    ServicePort, ServiceSpec, Toleration, Volume, VolumeMount,
+    EnvVar, HTTPGetAction, LocalObjectReference, PersistentVolumeClaimVolumeSource,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecurityContext, Service, ServicePort, ServiceSpec, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -348,6 +348,12 @@ fn build_pod_template(v: &ValidatedPlugin) -> PodTemplateSpec {
         }),
         spec: Some(PodSpec {
             containers: vec![container],
+            image_pull_secrets: (!v.pull_secrets.is_empty()).then(|| {
+                v.pull_secrets
+                    .iter()
+                    .map(|name| LocalObjectReference { name: name.clone() })
+                    .collect()
+            }),
             // The runtime never talks to the API server.
             automount_service_account_token: Some(false),
             enable_service_links: Some(false),

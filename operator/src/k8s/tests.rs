@@ -133,7 +133,7 @@ async fn run(plugin: Plugin, steps: Vec<Step>) -> (Result<Action, Error>, Arc<Co
     let images = Images {
         cpu: "runtime:cpu".into(),
         gpu: "runtime:gpu".into(),
-        otlp_endpoint: None,
+        ..Images::default()
     };
     let ctx = Arc::new(Context::new(client, images, Metrics::default()));
     let server = tokio::spawn(serve(handle, steps));

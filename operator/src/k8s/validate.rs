@@ -43,6 +43,9 @@ pub struct Images {
     /// OTLP endpoint handed to every runtime as `OTEL_EXPORTER_OTLP_ENDPOINT`, so its spans
     /// join the gateway's traces; a Plugin's own `env` entry wins.
     pub otlp_endpoint: Option<String>,
+    /// Secrets (in each Plugin's namespace) the kubelet pulls runtime images with: a private
+    /// registry's credentials.
+    pub pull_secrets: Vec<String>,
 }
 
 impl Default for Images {
@@ -52,6 +55,7 @@ impl Default for Images {
             cpu: format!("ghcr.io/bkg-rs/plugin-runtime:{version}"),
             gpu: format!("ghcr.io/bkg-rs/plugin-runtime:{version}-cuda"),
             otlp_endpoint: None,
+            pull_secrets: Vec::new(),
         }
     }
 }
@@ -68,6 +72,8 @@ pub struct ValidatedPlugin {
     /// Replicas the Deployment gets: 0 while disabled.
     pub replicas: i32,
     pub image: String,
+    /// `imagePullSecrets` of the pods.
+    pub pull_secrets: Vec<String>,
     pub memory: Option<Quantity>,
     pub cpu: Option<Quantity>,
     pub gpu: Option<GpuRequest>,
@@ -227,6 +233,7 @@ pub fn validate(plugin: &Plugin, images: &Images) -> Result<ValidatedPlugin, Inv
         enabled: spec.enabled,
         replicas: if spec.enabled { spec.replicas } else { 0 },
         image,
+        pull_secrets: images.pull_secrets.clone(),
         memory: spec.resources.memory.clone(),
         cpu: spec.resources.cpu.clone(),
         gpu,
@@ -290,7 +297,7 @@ mod tests {
         let images = Images {
             cpu: "cpu:1".into(),
             gpu: "gpu:1".into(),
-            otlp_endpoint: None,
+            ..Images::default()
         };
         let gpu = plugin_from_yaml("spec: {implementation: candle, resources: {gpu: {count: 1}}}");
         assert_eq!(validate(&gpu, &images).expect("valid").image, "gpu:1");

@@ -6,7 +6,7 @@ fn children(yaml: &str) -> Children {
     let images = Images {
         cpu: "runtime:cpu".into(),
         gpu: "runtime:gpu".into(),
-        otlp_endpoint: None,
+        ..Images::default()
     };
     build(&validate(&plugin_from_yaml(yaml), &images).expect("valid"))
 }
@@ -240,4 +240,25 @@ fn offline_render_has_no_owner_reference() {
     p.metadata.uid = None;
     let c = build(&validate(&p, &Images::default()).expect("valid"));
     assert_eq!(c.deployment.metadata.owner_references, None);
+}
+
+#[test]
+fn runtime_pods_pull_with_the_operators_secrets() {
+    assert_eq!(
+        pod(&children(CPU)).image_pull_secrets,
+        None,
+        "none configured"
+    );
+    let images = Images {
+        pull_secrets: vec!["regcred".into(), "mirror".into()],
+        ..Images::default()
+    };
+    let c = build(&validate(&plugin_from_yaml(CPU), &images).expect("valid"));
+    let names: Vec<_> = pod(&c)
+        .image_pull_secrets
+        .iter()
+        .flatten()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(names, ["regcred", "mirror"]);
 }
