@@ -156,12 +156,13 @@ pub async fn run(
     }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut metrics_server = None;
     if let Some(listener) = metrics_listener {
         let metrics_addr = listener.local_addr().map_err(Error::Serve)?;
         tracing::info!(addr = %metrics_addr, "serving /metrics");
         let mut stop_rx = stop_rx.clone();
         let app = server::metrics_router(state.clone());
-        tokio::spawn(async move {
+        metrics_server = Some(tokio::spawn(async move {
             let served = axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
                     let _ = stop_rx.wait_for(|stop| *stop).await;
@@ -170,7 +171,7 @@ pub async fn run(
             if let Err(e) = served {
                 tracing::error!(error = %e, "metrics listener failed");
             }
-        });
+        }));
     }
     let server_state = state.clone();
     let drain_timeout = config.drain_timeout;
@@ -210,6 +211,14 @@ pub async fn run(
             timeout_secs = drain_timeout.as_secs(),
             "drain timeout passed; abandoning in-flight invokes"
         ),
+    }
+    // A scrape takes milliseconds; the port is closed once `run` returns.
+    if let Some(metrics) = metrics_server
+        && tokio::time::timeout(Duration::from_secs(2), metrics)
+            .await
+            .is_err()
+    {
+        tracing::warn!("metrics listener did not stop within 2 s");
     }
     if let Err(e) = plugin.stop().await {
         tracing::warn!(error = %e, "plugin stop failed");
