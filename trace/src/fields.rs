@@ -205,22 +205,34 @@ impl<V: Visit> Visit for Logged<'_, V> {
     }
 }
 
+/// Log output captured in memory, for the tests of this crate.
+#[cfg(test)]
+#[derive(Clone, Default)]
+pub(crate) struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+#[cfg(test)]
+impl Buffer {
+    /// Everything written so far.
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8(self.0.lock().expect("lock").clone()).expect("utf-8")
+    }
+}
+
+#[cfg(test)]
+impl std::io::Write for Buffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tracing_subscriber::layer::SubscriberExt;
-
-    #[derive(Clone, Default)]
-    struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-    impl std::io::Write for Buffer {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().expect("lock").extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
 
     /// The lines `emit` logs through [`log_layer`].
     fn lines(json: bool, emit: impl Fn()) -> Vec<String> {
@@ -229,8 +241,7 @@ mod tests {
         let subscriber =
             tracing_subscriber::registry().with(log_layer(json, false, move || sink.clone()));
         tracing::subscriber::with_default(subscriber, emit);
-        let text = String::from_utf8(buffer.0.lock().expect("lock").clone()).expect("utf-8");
-        text.lines().map(str::to_owned).collect()
+        buffer.text().lines().map(str::to_owned).collect()
     }
 
     fn request_with_late_fields() {

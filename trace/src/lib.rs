@@ -238,19 +238,8 @@ mod tests {
 
     #[test]
     fn log_lines_inside_a_request_carry_its_trace_id() {
-        #[derive(Clone, Default)]
-        struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-        impl std::io::Write for Buffer {
-            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().expect("lock").extend_from_slice(bytes);
-                Ok(bytes.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
         let tracing = Tracing::init("test");
-        let buffer = Buffer::default();
+        let buffer = fields::Buffer::default();
         let sink = buffer.clone();
         let subscriber = tracing_subscriber::registry().with(tracing.layer()).with(
             tracing_subscriber::fmt::layer()
@@ -264,7 +253,7 @@ mod tests {
             continue_from(&span, &incoming);
             span.in_scope(|| tracing::info!("inside"));
         });
-        let text = String::from_utf8(buffer.0.lock().expect("lock").clone()).expect("utf-8");
+        let text = buffer.text();
         assert!(
             text.contains(r#""trace_id":"4bf92f3577b34da6a3ce929d0e0e4736""#),
             "{text}"
