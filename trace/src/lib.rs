@@ -13,6 +13,7 @@
 
 mod fields;
 mod ids;
+pub mod w3c;
 
 pub use fields::{JsonSpanFields, TextSpanFields, log_layer};
 use http::HeaderMap;
@@ -70,6 +71,12 @@ impl Tracing {
         let otel = self.exporting.then(|| self.otel_layer());
         let ids = (!self.exporting).then(IdsLayer::default);
         tracing_subscriber::Layer::and_then(otel, ids)
+    }
+
+    /// True when spans are exported over OTLP. Without an exporter, hot paths may carry W3C
+    /// ids ([`w3c::TraceParent`]) instead of building spans no one receives.
+    pub fn exporting(&self) -> bool {
+        self.exporting
     }
 
     fn otel_layer<S>(&self) -> impl tracing_subscriber::Layer<S> + use<S>
