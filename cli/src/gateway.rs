@@ -69,13 +69,15 @@ impl RateLimitArgs {
 }
 
 pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
-    let _tracing = crate::process::init_tracing(&args.log_format, SERVICE);
+    let traces = crate::process::init_tracing(&args.log_format, SERVICE);
+    let invoke_spans = traces.exporting();
     tokio::runtime::Runtime::new()
         .context("starting the async runtime")?
-        .block_on(serve(args))
+        .block_on(serve(args, invoke_spans))
 }
 
-async fn serve(args: GatewayArgs) -> anyhow::Result<()> {
+/// `invoke_spans`: traces are exported, so invokes get spans (see `bkg_gateway::Config`).
+async fn serve(args: GatewayArgs, invoke_spans: bool) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.keys_file.is_some() || args.api_key.is_some(),
         "no API keys: pass --keys-file (BKG_KEYS_FILE) or --api-key (BKG_API_KEY)"
@@ -97,6 +99,7 @@ async fn serve(args: GatewayArgs) -> anyhow::Result<()> {
             max_body_bytes: args.max_body_bytes,
             ui_dir: args.ui_dir.clone(),
             default_rate_limit: args.rate_limit.default_limit(),
+            invoke_spans,
             ..Default::default()
         },
         Arc::new(backend),

@@ -52,10 +52,11 @@ pub struct UpArgs {
 }
 
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
-    let _tracing = crate::process::init_tracing(&args.log_format, SERVICE);
+    let traces = crate::process::init_tracing(&args.log_format, SERVICE);
+    let invoke_spans = traces.exporting();
     tokio::runtime::Runtime::new()
         .context("starting the async runtime")?
-        .block_on(serve(args))
+        .block_on(serve(args, invoke_spans))
 }
 
 fn default_runtime_bin() -> anyhow::Result<PathBuf> {
@@ -64,7 +65,8 @@ fn default_runtime_bin() -> anyhow::Result<PathBuf> {
     Ok(dir.join("plugin-runtime"))
 }
 
-async fn serve(args: UpArgs) -> anyhow::Result<()> {
+/// `invoke_spans`: traces are exported, so invokes get spans (see `bkg_gateway::Config`).
+async fn serve(args: UpArgs, invoke_spans: bool) -> anyhow::Result<()> {
     let runtime_bin = match args.runtime_bin {
         Some(path) => path,
         None => default_runtime_bin()?,
@@ -130,6 +132,7 @@ async fn serve(args: UpArgs) -> anyhow::Result<()> {
             max_body_bytes: args.max_body_bytes,
             ui_dir,
             default_rate_limit: args.rate_limit.default_limit(),
+            invoke_spans,
             ..Default::default()
         },
         Arc::new(LocalBackend::new(supervisor.clone())),

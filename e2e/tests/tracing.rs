@@ -1,6 +1,7 @@
 //! One invoke is one trace: the gateway and the runtime export their spans over OTLP/HTTP
 //! (protobuf, the default protocol) to a receiver in this test, joined by W3C `traceparent`.
-//! Log lines inside the invoke carry the same trace id, request id, plugin and capability.
+//! Log lines inside the invoke carry the same trace id, request id, plugin and capability,
+//! also when nothing is exported and the gateway's invoke path carries W3C ids without spans.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -237,6 +238,56 @@ fn one_invoke_is_one_trace_across_gateway_and_runtime() {
         .find(|l| l["message"] == "plugin answered an error")
         .expect("the gateway's JSON log line about the 500");
     assert_log_carries(&gateway_line, &trace_id);
+}
+
+#[test]
+fn without_an_exporter_the_callers_trace_still_reaches_the_runtime_and_the_logs() {
+    let mut stack = Stack::start_env(
+        &[("echo.yaml", &sample_echo())],
+        &[("BKG_LOG_FORMAT", "json")],
+    );
+    stack.wait_running("echo");
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let answer = stack
+        .http
+        .post(format!("{}/api/plugins/echo/invoke", stack.url))
+        .header("x-request-id", "trace-e2e-1")
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .header("content-type", "application/json")
+        .body(
+            json!({"capability": "fail", "payload": {"kind": "failed", "message": "boom"}})
+                .to_string(),
+        )
+        .send()
+        .expect("invoke");
+    assert_eq!(answer.status().as_u16(), 500);
+
+    // The runtime continued the caller's trace: its line about the failure names it.
+    let (_, logs) = stack.get("/api/plugins/echo/logs?lines=200");
+    let runtime_line = logs["lines"]
+        .as_array()
+        .expect("lines")
+        .iter()
+        .filter_map(|l| l["message"].as_str())
+        .find(|l| l.starts_with("ERROR invoke failed"))
+        .unwrap_or_else(|| panic!("no 'invoke failed' line in {logs:#}"));
+    for field in [
+        format!("\"trace_id\":\"{trace_id}\""),
+        "\"request_id\":\"trace-e2e-1\"".to_owned(),
+        "\"capability\":\"fail\"".to_owned(),
+    ] {
+        assert!(
+            runtime_line.contains(&field),
+            "{field} missing in {runtime_line}"
+        );
+    }
+    let gateway_line = stack
+        .drain_output()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["message"] == "plugin answered an error")
+        .expect("the gateway's JSON log line about the 500");
+    assert_log_carries(&gateway_line, trace_id);
 }
 
 /// The fields of the line's open spans include the ids of this invoke.

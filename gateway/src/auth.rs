@@ -11,7 +11,7 @@
 //! | `admin` | everything, including start, stop, restart and config |
 
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -157,8 +157,8 @@ pub enum KeyError {
     Invalid { path: PathBuf, message: String },
 }
 
-/// A stored entry with its hash decoded and scopes parsed.
-type Compiled = (KeyEntry, [u8; 32], Vec<Scope>);
+/// A stored entry's hash, decoded, and the principal it authenticates.
+type Compiled = ([u8; 32], Arc<Principal>);
 
 struct Loaded {
     keys: Vec<Compiled>,
@@ -245,7 +245,11 @@ fn compile(entries: Vec<KeyEntry>, path: &Path) -> Result<Vec<Compiled>, KeyErro
                 .map(|s| s.parse::<Scope>())
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(invalid)?;
-            Ok((entry, hash, scopes))
+            let principal = Principal {
+                key_id: entry.id,
+                scopes,
+            };
+            Ok((hash, Arc::new(principal)))
         })
         .collect()
 }
@@ -328,16 +332,13 @@ impl KeyStore {
     }
 
     /// The principal holding `token`, if any. Every stored hash is compared in constant time.
-    pub fn authenticate(&self, token: &str) -> Option<Principal> {
+    pub fn authenticate(&self, token: &str) -> Option<Arc<Principal>> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let loaded = self.loaded.read().unwrap_or_else(|e| e.into_inner());
         let mut found = None;
-        for (entry, hash, scopes) in &loaded.keys {
+        for (hash, principal) in &loaded.keys {
             if bool::from(hash.ct_eq(&digest)) && found.is_none() {
-                found = Some(Principal {
-                    key_id: entry.id.clone(),
-                    scopes: scopes.clone(),
-                });
+                found = Some(principal.clone());
             }
         }
         found
@@ -391,7 +392,7 @@ mod tests {
         .expect("write");
         assert!(store.reload_if_changed().expect("reload"));
         assert_eq!(
-            store.authenticate(&key).map(|p| p.key_id),
+            store.authenticate(&key).map(|p| p.key_id.clone()),
             Some("late".into())
         );
         std::fs::write(&path, "keys: [{id: x, hash: nope, scopes: [read]}]").expect("write");

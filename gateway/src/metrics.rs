@@ -1,5 +1,9 @@
 //! The gateway's Prometheus metrics.
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
 use bkg_core::Phase;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -47,6 +51,38 @@ pub struct Metrics {
     pub plugin_phase: Family<PhaseLabels, Gauge>,
     pub key_requests: Family<KeyLabels, Counter>,
     pub rate_limited: Family<CapabilityLabels, Counter>,
+    /// The invoke path's series, resolved once per label set.
+    handles: Arc<Handles>,
+}
+
+/// Series handles by label values. `Family::get_or_create` takes an owned label set (two or
+/// three `String`s) and hashes it on every call; these maps are looked up by `&str`. Label
+/// values are bounded as the families' are: known plugins, their declared capabilities (else
+/// `_unknown`), status codes and key ids.
+#[derive(Default)]
+struct Handles {
+    plugins: RwLock<HashMap<String, PluginHandles>>,
+    keys: RwLock<HashMap<String, Counter>>,
+}
+
+#[derive(Default)]
+struct PluginHandles {
+    in_flight: Option<Gauge>,
+    capabilities: HashMap<String, CapabilityHandles>,
+}
+
+struct CapabilityHandles {
+    duration: Histogram,
+    by_code: Vec<(u16, Counter)>,
+}
+
+/// One invoke in flight; the gauge goes down when it is dropped, however the invoke ends.
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl Metrics {
@@ -61,6 +97,7 @@ impl Metrics {
             plugin_phase: Family::default(),
             key_requests: Family::default(),
             rate_limited: Family::default(),
+            handles: Arc::default(),
         };
         let sub = registry.sub_registry_with_prefix("bkg_gateway");
         sub.register(
@@ -103,9 +140,92 @@ impl Metrics {
 
     /// Counts one authenticated request of a key.
     pub fn observe_key(&self, key_id: &str) {
-        self.key_requests
+        if let Some(counter) = read(&self.handles.keys).get(key_id) {
+            counter.inc();
+            return;
+        }
+        let counter = self
+            .key_requests
             .get_or_create(&KeyLabels {
                 key_id: key_id.to_owned(),
+            })
+            .clone();
+        counter.inc();
+        write(&self.handles.keys).insert(key_id.to_owned(), counter);
+    }
+
+    /// Counts one answered invoke and its duration.
+    pub fn observe_invoke(&self, plugin: &str, capability: &str, code: u16, took: Duration) {
+        let seconds = took.as_secs_f64();
+        {
+            let plugins = read(&self.handles.plugins);
+            if let Some(c) = plugins
+                .get(plugin)
+                .and_then(|p| p.capabilities.get(capability))
+                && let Some((_, counter)) = c.by_code.iter().find(|(k, _)| *k == code)
+            {
+                counter.inc();
+                c.duration.observe(seconds);
+                return;
+            }
+        }
+        let mut plugins = write(&self.handles.plugins);
+        let handles = plugins
+            .entry(plugin.to_owned())
+            .or_default()
+            .capabilities
+            .entry(capability.to_owned())
+            .or_insert_with(|| CapabilityHandles {
+                duration: self
+                    .duration
+                    .get_or_create(&CapabilityLabels {
+                        plugin: plugin.to_owned(),
+                        capability: capability.to_owned(),
+                    })
+                    .clone(),
+                by_code: Vec::new(),
+            });
+        let counter = self
+            .requests
+            .get_or_create(&RequestLabels {
+                plugin: plugin.to_owned(),
+                capability: capability.to_owned(),
+                code: code.to_string(),
+            })
+            .clone();
+        counter.inc();
+        handles.duration.observe(seconds);
+        handles.by_code.push((code, counter));
+    }
+
+    /// Counts an invoke of a known plugin as in flight until the returned guard is dropped.
+    pub fn in_flight(&self, plugin: &str) -> InFlight {
+        let cached = read(&self.handles.plugins)
+            .get(plugin)
+            .and_then(|p| p.in_flight.clone());
+        let gauge = cached.unwrap_or_else(|| {
+            let gauge = self
+                .in_flight
+                .get_or_create(&PluginLabels {
+                    plugin: plugin.to_owned(),
+                })
+                .clone();
+            write(&self.handles.plugins)
+                .entry(plugin.to_owned())
+                .or_default()
+                .in_flight = Some(gauge.clone());
+            gauge
+        });
+        gauge.inc();
+        InFlight(gauge)
+    }
+
+    /// Counts an invoke refused by the rate limiter.
+    pub fn observe_rate_limited(&self, plugin: &str, capability: &str) {
+        self.rate_limited
+            .get_or_create(&CapabilityLabels {
+                plugin: plugin.to_owned(),
+                capability: capability.to_owned(),
             })
             .inc();
     }
@@ -157,4 +277,12 @@ pub struct PluginSeries<'a> {
     pub up: bool,
     /// The capability ids its manifest declares.
     pub capabilities: Vec<&'a str>,
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
 }

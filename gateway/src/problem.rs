@@ -131,6 +131,14 @@ impl From<BackendError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        self.into_problem(None)
+    }
+}
+
+impl ApiError {
+    /// The problem+json answer, naming the request when its id is known (routes behind the
+    /// router get theirs stamped in by the request-id middleware instead).
+    pub fn into_problem(self, request_id: Option<&str>) -> Response {
         let (status, slug, title) = self.parts();
         let retry_after = match &self {
             ApiError::Unavailable { retry_after, .. } => *retry_after,
@@ -141,7 +149,9 @@ impl IntoResponse for ApiError {
             ApiError::InvalidPayload { errors, .. } => errors.clone(),
             _ => Vec::new(),
         };
-        let body = Problem::new(status.as_u16(), slug, title, self.to_string()).with_errors(errors);
+        let mut body =
+            Problem::new(status.as_u16(), slug, title, self.to_string()).with_errors(errors);
+        body.request_id = request_id.map(str::to_owned);
         let mut response = problem_response(status, &body, retry_after);
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(

@@ -103,6 +103,35 @@ async fn unknown_routes_and_methods_are_problems() {
     let (status, _, _, body) = call(&state, "DELETE", "/api/plugins", None).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(body["type"], "https://bkg.rs/problems/method-not-allowed");
+    // The invoke route is served in front of the router, which still answers its other methods.
+    let (status, content_type, id, body) =
+        call(&state, "GET", "/api/plugins/echo/invoke", None).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(content_type, "application/problem+json");
+    assert_eq!(body["request_id"].as_str(), id.as_deref());
+}
+
+#[tokio::test]
+async fn invoke_ids_are_percent_decoded_and_need_a_key() {
+    let (state, _dir) = app();
+    let (status, _, _, body) = call(&state, "POST", "/api/plugins/gh%6Fst/invoke", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("\"ghost\"")),
+        "{body}"
+    );
+    let request = Request::post("/api/plugins/ghost/invoke")
+        .body(Body::from("{}"))
+        .expect("request");
+    let response = router(state.clone())
+        .oneshot(request)
+        .await
+        .expect("infallible");
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(response.headers().contains_key("www-authenticate"));
+    assert!(response.headers().contains_key("x-request-id"));
 }
 
 #[tokio::test]

@@ -266,7 +266,7 @@ impl Backend for KubernetesBackend {
         let endpoints = instances(id, slices.iter().map(Arc::as_ref))
             .into_iter()
             .filter(|i| i.ready)
-            .filter_map(|i| i.endpoint)
+            .filter_map(|i| i.endpoint.as_deref().and_then(super::socket_addr))
             .collect();
         Some(Route {
             generation: plugin

@@ -51,7 +51,7 @@ impl Backend for LocalBackend {
             Some(r) => Some(Route {
                 plugin: r.plugin,
                 generation: r.generation,
-                endpoints: r.ready.iter().map(|a| format!("http://{a}")).collect(),
+                endpoints: r.ready,
             }),
             // No replica (stopped with zero replicas, or a never-valid manifest).
             None => self.get(id).await.map(Route::from),

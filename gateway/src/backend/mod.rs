@@ -7,6 +7,7 @@
 pub mod kubernetes;
 pub mod local;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bkg_core::Plugin;
@@ -20,8 +21,14 @@ pub struct Route {
     pub plugin: Arc<Plugin>,
     /// Same value as [`PluginView::generation`] (validator caches key on it).
     pub generation: u64,
-    /// `http://host:port` of each ready instance.
-    pub endpoints: Vec<String>,
+    /// Address of each ready instance.
+    pub endpoints: Vec<SocketAddr>,
+}
+
+/// The socket address of an `http://ip:port` endpoint; runtimes are addressed by IP (local
+/// children on loopback, pods by the IPs of their EndpointSlices).
+pub fn socket_addr(endpoint: &str) -> Option<SocketAddr> {
+    endpoint.strip_prefix("http://")?.parse().ok()
 }
 
 impl From<PluginView> for Route {
@@ -30,7 +37,7 @@ impl From<PluginView> for Route {
             endpoints: view
                 .ready_endpoints()
                 .into_iter()
-                .map(str::to_owned)
+                .filter_map(socket_addr)
                 .collect(),
             generation: view.generation,
             plugin: Arc::new(view.plugin),

@@ -1,0 +1,312 @@
+//! What stands in front of the handlers: the connection loop, the dispatch of invokes past the
+//! router, and the router's request-id and authorization middleware.
+//!
+//! ```text
+//!  accept ─▶ HTTP/1.1 connection ─▶ Gateway ─┬─ POST /api/plugins/{id}/invoke ─▶ invoke::serve
+//!                                            └─ anything else ─▶ axum Router (request id,
+//!                                                 authorization, handlers, admin UI)
+//! ```
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use bkg_core::wire::{PROBLEM_JSON, Problem};
+use tracing::Instrument;
+
+use crate::auth::Principal;
+use crate::problem::ApiError;
+use crate::{AppState, REQUEST_ID, invoke, ws};
+
+/// The gateway as one service: invokes straight to [`invoke::serve`], the rest to the router.
+#[derive(Clone)]
+pub struct Gateway {
+    state: AppState,
+    router: Router,
+}
+
+impl Gateway {
+    pub(crate) fn new(state: AppState, router: Router) -> Self {
+        Self { state, router }
+    }
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+impl<B> tower::Service<axum::http::Request<B>> for Gateway
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: axum::http::Request<B>) -> BoxFuture {
+        if let Some(id) = invoke::target(&req).map(str::to_owned) {
+            let state = self.state.clone();
+            return Box::pin(async move { Ok(invoke::serve(state, id, req).await) });
+        }
+        Box::pin(tower::Service::call(&mut self.router, req))
+    }
+}
+
+/// Serves the gateway on `listener` until `shutdown` resolves, then lets open requests finish.
+/// WebSockets, once upgraded, leave the connection loop and end with their own streams.
+pub(crate) async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    gateway: Gateway,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: keep serving the open connections.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Answers go out in one write; there is nothing to wait for.
+        let _ = stream.set_nodelay(true);
+        let service = hyper::service::service_fn({
+            let gateway = gateway.clone();
+            move |req: hyper::Request<hyper::body::Incoming>| {
+                tower::Service::call(&mut gateway.clone(), req)
+            }
+        });
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .with_upgrades();
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = stop.changed() => conn.as_mut().graceful_shutdown(),
+            }
+            let _ = conn.await;
+            drop(stop);
+        });
+    }
+    drop(listener);
+    drop(stop_rx);
+    // Every connection task holds a receiver; this resolves when the last one has finished.
+    let _ = stop_tx.send(());
+    stop_tx.closed().await;
+    Ok(())
+}
+
+/// Unknown `/api` and `/ws` paths are problems; anything else is the admin UI (when built).
+pub(crate) async fn fallback(State(state): State<AppState>, req: Request) -> Response {
+    let path = req.uri().path();
+    let ui = state
+        .config
+        .ui_dir
+        .as_ref()
+        .filter(|_| !(path.starts_with("/api/") || path == "/api" || path.starts_with("/ws/")));
+    match ui {
+        Some(dir) => {
+            let index = dir.join("index.html");
+            let serve = tower_http::services::ServeDir::new(dir)
+                .fallback(tower_http::services::ServeFile::new(index));
+            match tower::ServiceExt::oneshot(serve, req).await {
+                Ok(response) => response.map(axum::body::Body::new),
+                Err(e) => ApiError::Internal(e.to_string()).into_response(),
+            }
+        }
+        None => ApiError::NotFound(path.to_owned()).into_response(),
+    }
+}
+
+/// The key's principal, from the bearer token (header, or WebSocket subprotocol for browsers).
+/// The key itself is never logged or stored.
+pub(crate) fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Arc<Principal>, ApiError> {
+    let from_header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    let from_protocol = || {
+        headers
+            .get(header::SEC_WEBSOCKET_PROTOCOL)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .find_map(|p| p.strip_prefix(ws::BEARER_PREFIX))
+            })
+    };
+    let Some(token) = from_header.or_else(from_protocol).filter(|t| !t.is_empty()) else {
+        return Err(ApiError::Unauthorized(
+            "an API key is required: send Authorization: Bearer <key>".into(),
+        ));
+    };
+    state
+        .keys
+        .authenticate(token)
+        .ok_or_else(|| ApiError::Unauthorized("the API key is not valid".into()))
+}
+
+/// The refusal of a key without the scope for `method path`.
+pub(crate) fn forbidden(who: &Principal, method: &str, path: &str) -> ApiError {
+    ApiError::Forbidden(format!(
+        "key {:?} lacks the scope for {method} {path}",
+        who.key_id
+    ))
+}
+
+/// Authenticates the caller and checks the scope the route needs.
+pub(crate) async fn authorize(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let who = match authenticate(&state, req.headers()) {
+        Ok(who) => who,
+        Err(e) => return e.into_response(),
+    };
+    let path = req.uri().path();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let allowed = match (req.method().as_str(), segments.as_slice()) {
+        (_, ["api", "whoami"]) => true,
+        ("POST", _) => who.is_admin(),
+        _ => who.can_read(),
+    };
+    if !allowed {
+        return forbidden(&who, req.method().as_str(), path).into_response();
+    }
+    state.metrics.observe_key(&who.key_id);
+    req.extensions_mut().insert(who);
+    next.run(req).await
+}
+
+/// The request id of the current request (from `x-request-id` or generated).
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+/// The caller's `x-request-id` when it is a usable one (printable ASCII, at most 128 bytes),
+/// else a new UUID.
+pub(crate) fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+}
+
+/// Gives every request an id and a server span (continuing the caller's W3C trace when it sent
+/// `traceparent`), returns the id on every response, and stamps it into problem bodies.
+pub(crate) async fn stamp_request_id(mut req: Request, next: Next) -> Response {
+    let id = request_id(req.headers());
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format!("{} {}", req.method(), route(req.uri().path())),
+        otel.kind = "server",
+        http.request.method = %req.method(),
+        url.path = %req.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+        request_id = %id,
+        trace_id = tracing::field::Empty,
+    );
+    bkg_trace::continue_from(&span, req.headers());
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let mut response = next.run(req).instrument(span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
+    let content_type = response.headers().get(header::CONTENT_TYPE);
+    let is_problem = content_type.is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes());
+    let is_plain_error = (response.status().is_client_error()
+        || response.status().is_server_error())
+        && content_type.is_some_and(|v| v.as_bytes().starts_with(b"text/plain"));
+    if is_plain_error {
+        // An extractor's rejection (a bad query string, a path that is not UTF-8): axum answers
+        // those in text/plain; our clients get one error shape.
+        response = problem_from_text(response).await;
+    }
+    if is_problem || is_plain_error {
+        response = stamp_problem(response, &id).await;
+    }
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, v);
+    }
+    response
+}
+
+/// The route template of a path, for span names: ids would make every name unique.
+fn route(path: &str) -> &'static str {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["healthz"] => "/healthz",
+        ["metrics"] => "/metrics",
+        ["api", "whoami"] => "/api/whoami",
+        ["api", "openapi.json"] => "/api/openapi.json",
+        ["api", "plugins"] => "/api/plugins",
+        ["api", "plugins", _] => "/api/plugins/{id}",
+        ["api", "plugins", _, action] => match *action {
+            "start" => "/api/plugins/{id}/start",
+            "stop" => "/api/plugins/{id}/stop",
+            "restart" => "/api/plugins/{id}/restart",
+            "config" => "/api/plugins/{id}/config",
+            "telemetry" => "/api/plugins/{id}/telemetry",
+            "logs" => "/api/plugins/{id}/logs",
+            "invoke" => "/api/plugins/{id}/invoke",
+            _ => "/api/*",
+        },
+        ["ws", "plugins"] => "/ws/plugins",
+        ["ws", "plugins", _] => "/ws/plugins/{id}",
+        ["api", ..] => "/api/*",
+        _ => "/*",
+    }
+}
+
+async fn problem_from_text(response: Response) -> Response {
+    let status = response.status();
+    let text = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    ApiError::Rejected {
+        status,
+        detail: text,
+    }
+    .into_response()
+}
+
+async fn stamp_problem(response: Response, id: &str) -> Response {
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 1024 * 1024).await else {
+        return parts.status.into_response();
+    };
+    match serde_json::from_slice::<Problem>(&bytes) {
+        Ok(mut problem) if problem.request_id.as_deref() != Some(id) => {
+            problem.request_id = Some(id.to_owned());
+            let bytes = serde_json::to_vec(&problem).unwrap_or_else(|_| bytes.to_vec());
+            Response::from_parts(parts, axum::body::Body::from(bytes))
+        }
+        _ => Response::from_parts(parts, axum::body::Body::from(bytes)),
+    }
+}

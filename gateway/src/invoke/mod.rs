@@ -1,0 +1,284 @@
+//! The path of one invoke through the gateway.
+//!
+//! ```text
+//!  POST /api/plugins/{id}/invoke
+//!   ─▶ request id, trace context ─▶ key and scope ─▶ find plugin ─▶ read and parse body
+//!   ─▶ capability (and the key's scope for it) ─▶ rate limit ─▶ validate payload
+//!   ─▶ a ready instance, round robin ─▶ POST /v1/invoke/{capability} ─▶ relay the answer
+//! ```
+//!
+//! This route is served in front of the axum router ([`crate::Gateway`]): it is the call every
+//! client makes all the time, and the router's per-request layers (request-id and authorization
+//! middleware, extractors, boxed services) cost more than the work they wrap. It does what those
+//! layers do for the other routes, with the same functions ([`crate::front`]).
+
+mod forward;
+mod schema;
+mod trace;
+
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bkg_core::wire::InvokeRequest;
+use std::borrow::Cow;
+use tracing::Instrument;
+
+pub use forward::unavailable;
+pub use schema::{RuntimeCapabilities, Validators, capabilities};
+
+use crate::auth::Principal;
+use crate::problem::ApiError;
+use crate::{AppState, REQUEST_ID, front};
+use trace::{Fields, Trace};
+
+/// The raw (still percent-encoded) plugin id when `req` is `POST /api/plugins/{id}/invoke`.
+pub fn target<B>(req: &Request<B>) -> Option<&str> {
+    if req.method() != Method::POST {
+        return None;
+    }
+    let id = req
+        .uri()
+        .path()
+        .strip_prefix("/api/plugins/")?
+        .strip_suffix("/invoke")?;
+    (!id.is_empty() && !id.contains('/')).then_some(id)
+}
+
+/// Serves one invoke of plugin `raw_id` (as it appears in the path).
+pub async fn serve<B>(state: AppState, raw_id: String, req: Request<B>) -> Response
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<axum::BoxError>,
+{
+    let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let request_id = front::request_id(&parts.headers);
+    let id = percent_encoding::percent_decode_str(&raw_id).decode_utf8();
+    let id = id.as_deref().unwrap_or(&raw_id);
+    let trace = Trace::begin(state.config.invoke_spans, &request_id, id, &parts.headers);
+    let mut seen = Seen::default();
+    let result = run(
+        &state,
+        id,
+        &request_id,
+        &trace,
+        &parts.headers,
+        body,
+        &mut seen,
+    )
+    .instrument(trace.span())
+    .await;
+    let status = match &result {
+        Ok(response) => response.status(),
+        Err(error) => error.status(),
+    };
+    trace.finish(status.as_u16());
+    let fields = Fields {
+        plugin: id,
+        capability: seen.capability.as_deref(),
+        key_id: seen.who.as_ref().map(|w| w.key_id.as_str()),
+        request_id: &request_id,
+    };
+    if status.is_server_error() || tracing::enabled!(tracing::Level::DEBUG) {
+        trace.log(&fields, || match &result {
+            Ok(_) if status.is_server_error() => {
+                tracing::warn!(status = status.as_u16(), "plugin answered an error");
+            }
+            Ok(_) => {}
+            Err(error) if status.is_server_error() => {
+                tracing::warn!(status = status.as_u16(), error = %error, "invoke failed");
+            }
+            Err(error) => {
+                tracing::debug!(status = status.as_u16(), error = %error, "invoke refused");
+            }
+        });
+    }
+    if let Some(route) = &seen.route {
+        state.metrics.observe_invoke(
+            route.plugin.id(),
+            seen.capability.as_deref().unwrap_or("_unknown"),
+            status.as_u16(),
+            started.elapsed(),
+        );
+    } else {
+        // Unknown plugins share one label value, so scanners cannot explode the series count.
+        state
+            .metrics
+            .observe_invoke("_unknown", "_unknown", status.as_u16(), started.elapsed());
+    }
+    let mut response = match result {
+        Ok(response) => response,
+        Err(error) => error.into_problem(Some(&request_id)),
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID, v);
+    }
+    response
+}
+
+/// What the invoke learnt on its way, for its metrics and log lines.
+#[derive(Default)]
+struct Seen {
+    who: Option<std::sync::Arc<Principal>>,
+    /// The plugin, once known.
+    route: Option<crate::backend::Route>,
+    /// The capability label: the capability once known to exist, `_unknown` before.
+    capability: Option<String>,
+}
+
+async fn run<B>(
+    state: &AppState,
+    id: &str,
+    request_id: &str,
+    trace: &Trace,
+    headers: &HeaderMap,
+    body: B,
+    seen: &mut Seen,
+) -> Result<Response, ApiError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<axum::BoxError>,
+{
+    let who = front::authenticate(state, headers)?;
+    trace.key(&who.key_id);
+    state.metrics.observe_key(&who.key_id);
+    let who = &*seen.who.insert(who);
+    if !who.can_invoke(id, None) {
+        return Err(front::forbidden(
+            who,
+            "POST",
+            &format!("/api/plugins/{id}/invoke"),
+        ));
+    }
+    let Some(route) = state.backend.route(id).await else {
+        return Err(ApiError::UnknownPlugin(id.to_owned()));
+    };
+    let route = &*seen.route.insert(route);
+    seen.capability = Some("_unknown".to_owned());
+    let _in_flight = state.metrics.in_flight(id);
+    let body = read_body(body, headers, state.config.max_body_bytes).await?;
+    let request = parse_request(&body)?;
+    if !who.can_invoke(id, Some(&request.capability)) {
+        return Err(ApiError::Forbidden(format!(
+            "key {:?} may not invoke {}/{}",
+            who.key_id, id, request.capability
+        )));
+    }
+    let declared = &route.plugin.spec.capabilities;
+    let unknown_capability = || ApiError::UnknownCapability {
+        plugin: id.to_owned(),
+        capability: request.capability.clone(),
+    };
+    // The capability and its input schema: from the manifest (borrowed), or, when the manifest
+    // declares none, as the runtime reports them.
+    let (capability, schema): (String, Cow<'_, serde_json::Value>) = if declared.is_empty() {
+        let view = state
+            .backend
+            .get(id)
+            .await
+            .ok_or_else(|| ApiError::UnknownPlugin(id.to_owned()))?;
+        let caps = capabilities(state, &view).await;
+        match caps.into_iter().find(|c| c.id == request.capability) {
+            Some(c) => (c.id, Cow::Owned(c.input_schema)),
+            // A plugin that is not running cannot report capabilities its manifest leaves out.
+            None if route.endpoints.is_empty() => return Err(unavailable(state, id).await),
+            None => return Err(unknown_capability()),
+        }
+    } else {
+        match declared.iter().find(|c| c.id == request.capability) {
+            Some(c) => (
+                c.id.clone(),
+                c.input_schema
+                    .as_ref()
+                    .map_or(Cow::Owned(serde_json::Value::Bool(true)), Cow::Borrowed),
+            ),
+            None => return Err(unknown_capability()),
+        }
+    };
+    trace.capability(&capability);
+    seen.capability = Some(capability.clone());
+    if let Err(exceeded) = state
+        .rate_limiter
+        .check(&route.plugin, &capability, &who.key_id)
+    {
+        state.metrics.observe_rate_limited(id, &capability);
+        let limit = exceeded.limit;
+        return Err(ApiError::RateLimited {
+            detail: format!(
+                "key {:?} may call {id}/{capability} {} times per second (burst {}); retry in {}s",
+                who.key_id,
+                limit.requests_per_second,
+                limit.burst(),
+                exceeded.retry_after_secs()
+            ),
+            retry_after: exceeded.retry_after_secs(),
+        });
+    }
+    schema::validate(
+        state,
+        id,
+        route.generation,
+        &capability,
+        &schema,
+        &request.payload,
+    )?;
+    forward::forward(
+        state,
+        route,
+        trace,
+        &capability,
+        &request.payload,
+        request_id,
+    )
+    .await
+}
+
+/// The request body, refused above `limit` bytes.
+async fn read_body<B>(body: B, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<axum::BoxError>,
+{
+    use http_body_util::BodyExt;
+    let too_large = || ApiError::Body {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        detail: format!("the request body is larger than {limit} bytes"),
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(ApiError::Body {
+            status: StatusCode::BAD_REQUEST,
+            detail: format!("reading the request body failed: {e}"),
+        }),
+    }
+}
+
+/// Parses the body of an invoke call.
+pub fn parse_request(body: &Bytes) -> Result<InvokeRequest, ApiError> {
+    serde_json::from_slice::<InvokeRequest>(body).map_err(|e| {
+        if e.is_data() {
+            ApiError::BadRequest(format!("invalid invoke request: {e}"))
+        } else {
+            ApiError::MalformedJson(format!("the request body is not valid JSON: {e}"))
+        }
+    })
+}
+
+/// The invoke route answers only POST; the router serves this for the other methods.
+pub async fn method_not_allowed() -> Response {
+    let mut response = ApiError::MethodNotAllowed.into_response();
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    response
+}
