@@ -56,8 +56,7 @@ where
 
     fn call(&mut self, req: axum::http::Request<B>) -> BoxFuture {
         if let Some(id) = invoke::target(&req).map(str::to_owned) {
-            let state = self.state.clone();
-            return Box::pin(async move { Ok(invoke::serve(state, id, req).await) });
+            return Box::pin(invoke::serve(self.state.clone(), id, req));
         }
         Box::pin(tower::Service::call(&mut self.router, req))
     }

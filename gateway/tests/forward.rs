@@ -78,12 +78,22 @@ fn state(endpoints: &[String], config: Config) -> AppState {
 }
 
 async fn invoke(state: &AppState) -> (StatusCode, Value) {
+    let (status, bytes) = invoke_raw(
+        state,
+        json!({"capability": "echo", "payload": {"x": 1}}).to_string(),
+    )
+    .await;
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+async fn invoke_raw(state: &AppState, body: String) -> (StatusCode, bytes::Bytes) {
     let request = Request::post("/api/plugins/p/invoke")
         .header("authorization", format!("Bearer {KEY}"))
         .header("content-type", "application/json")
-        .body(Body::from(
-            json!({"capability": "echo", "payload": {"x": 1}}).to_string(),
-        ))
+        .body(Body::from(body))
         .expect("request");
     let response = router(state.clone())
         .oneshot(request)
@@ -96,10 +106,7 @@ async fn invoke(state: &AppState) -> (StatusCode, Value) {
         .await
         .expect("body")
         .to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    (status, bytes)
 }
 
 /// A runtime stand-in that answers every invoke with `answer` and counts calls.
@@ -209,4 +216,45 @@ async fn answers_over_the_response_limit_are_refused() {
         ..Config::default()
     };
     assert_eq!(invoke(&state(&[url], config)).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn payloads_are_relayed_as_the_client_wrote_them() {
+    // The stand-in answers with the body it received.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let app = axum::Router::new().route(
+        "/v1/invoke/{capability}",
+        axum::routing::post(|body: bytes::Bytes| async move {
+            ([("content-type", "application/json")], body)
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let state = state(&[url], Config::default());
+    let written = r#"{"b": [1, 2.50, "\u00e9"], "n": 1e3}"#;
+    let (status, body) = invoke_raw(
+        &state,
+        format!(r#"{{"capability": "echo", "payload": {written}}}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        &body[..],
+        written.as_bytes(),
+        "byte for byte, not re-encoded"
+    );
+    // A payload left out is null, which this input schema refuses.
+    let (status, body) = invoke_raw(&state, r#"{"capability": "echo"}"#.into()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body:?}");
+    let problem: Value = serde_json::from_slice(&body).expect("problem");
+    assert_eq!(problem["type"], "https://bkg.rs/problems/invalid-payload");
+    // A body with an unknown field is refused as before.
+    let (status, _) = invoke_raw(
+        &state,
+        r#"{"capability": "echo", "payload": {}, "extra": 1}"#.into(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
 }

@@ -48,7 +48,7 @@ pub(super) async fn forward(
     route: &Route,
     trace: &Trace,
     capability: &str,
-    payload: &serde_json::Value,
+    payload: &[u8],
     request_id: &str,
 ) -> Result<Response, ApiError> {
     let id = route.plugin.id();
@@ -56,7 +56,6 @@ pub(super) async fn forward(
     if endpoints.is_empty() {
         return Err(unavailable(state, id).await);
     }
-    let body = serde_json::to_vec(payload).map_err(|e| ApiError::Internal(e.to_string()))?;
     let timeout = Duration::from_secs(u64::from(route.plugin.spec.resources.timeout_seconds));
     let start = state.round_robin.fetch_add(1, Ordering::Relaxed);
     let path = format!("/v1/invoke/{}", PathSegment(capability));
@@ -77,7 +76,7 @@ pub(super) async fn forward(
             } else {
                 &headers
             },
-            body: &body,
+            body: payload,
             max_response_bytes: state.config.max_response_bytes,
         };
         // The runtime answers 504 itself at the timeout; this margin only catches a hung one.
@@ -147,11 +146,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// The runtime's answer as the client's: its status and body, problem+json kept as such.
 fn relay(answer: upstream::Answer) -> Response {
-    let is_problem = answer
-        .content_type
-        .as_ref()
-        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
-    let content_type = if is_problem {
+    let content_type = if answer.problem {
         PROBLEM_JSON
     } else {
         "application/json"

@@ -21,7 +21,7 @@ use std::time::Instant;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use bkg_core::wire::InvokeRequest;
+use serde_json::value::RawValue;
 use std::borrow::Cow;
 use tracing::Instrument;
 
@@ -47,7 +47,11 @@ pub fn target<B>(req: &Request<B>) -> Option<&str> {
 }
 
 /// Serves one invoke of plugin `raw_id` (as it appears in the path).
-pub async fn serve<B>(state: AppState, raw_id: String, req: Request<B>) -> Response
+pub async fn serve<B>(
+    state: AppState,
+    raw_id: String,
+    req: Request<B>,
+) -> Result<Response, std::convert::Infallible>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<axum::BoxError>,
@@ -59,7 +63,7 @@ where
     let id = id.as_deref().unwrap_or(&raw_id);
     let trace = Trace::begin(state.config.invoke_spans, &request_id, id, &parts.headers);
     let mut seen = Seen::default();
-    let result = run(
+    let run = run(
         &state,
         id,
         &request_id,
@@ -67,9 +71,11 @@ where
         &parts.headers,
         body,
         &mut seen,
-    )
-    .instrument(trace.span())
-    .await;
+    );
+    let result = match trace.span() {
+        Some(span) => run.instrument(span).await,
+        None => run.await,
+    };
     let status = match &result {
         Ok(response) => response.status(),
         Err(error) => error.status(),
@@ -115,7 +121,7 @@ where
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, v);
     }
-    response
+    Ok(response)
 }
 
 /// What the invoke learnt on its way, for its metrics and log lines.
@@ -159,7 +165,7 @@ where
     seen.capability = Some("_unknown".to_owned());
     let _in_flight = state.metrics.in_flight(id);
     let body = read_body(body, headers, state.config.max_body_bytes).await?;
-    let request = parse_request(&body)?;
+    let request = Envelope::parse(&body)?;
     if !who.can_invoke(id, Some(&request.capability)) {
         return Err(ApiError::Forbidden(format!(
             "key {:?} may not invoke {}/{}",
@@ -169,7 +175,7 @@ where
     let declared = &route.plugin.spec.capabilities;
     let unknown_capability = || ApiError::UnknownCapability {
         plugin: id.to_owned(),
-        capability: request.capability.clone(),
+        capability: request.capability.clone().into_owned(),
     };
     // The capability and its input schema: from the manifest (borrowed), or, when the manifest
     // declares none, as the runtime reports them.
@@ -216,23 +222,10 @@ where
             retry_after: exceeded.retry_after_secs(),
         });
     }
-    schema::validate(
-        state,
-        id,
-        route.generation,
-        &capability,
-        &schema,
-        &request.payload,
-    )?;
-    forward::forward(
-        state,
-        route,
-        trace,
-        &capability,
-        &request.payload,
-        request_id,
-    )
-    .await
+    let payload = request.payload.unwrap_or(RawValue::NULL);
+    schema::validate(state, id, route.generation, &capability, &schema, payload)?;
+    let payload = payload.get().as_bytes();
+    forward::forward(state, route, trace, &capability, payload, request_id).await
 }
 
 /// The request body, refused above `limit` bytes.
@@ -263,15 +256,27 @@ where
     }
 }
 
-/// Parses the body of an invoke call.
-pub fn parse_request(body: &Bytes) -> Result<InvokeRequest, ApiError> {
-    serde_json::from_slice::<InvokeRequest>(body).map_err(|e| {
-        if e.is_data() {
-            ApiError::BadRequest(format!("invalid invoke request: {e}"))
-        } else {
-            ApiError::MalformedJson(format!("the request body is not valid JSON: {e}"))
-        }
-    })
+/// The body of an invoke call: [`bkg_core::wire::InvokeRequest`], with the payload left as the
+/// client's JSON text. It is parsed only if the input schema needs it, and relayed unchanged.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    capability: Cow<'a, str>,
+    #[serde(borrow, default)]
+    payload: Option<&'a RawValue>,
+}
+
+impl<'a> Envelope<'a> {
+    fn parse(body: &'a [u8]) -> Result<Self, ApiError> {
+        serde_json::from_slice(body).map_err(|e| {
+            if e.is_data() {
+                ApiError::BadRequest(format!("invalid invoke request: {e}"))
+            } else {
+                ApiError::MalformedJson(format!("the request body is not valid JSON: {e}"))
+            }
+        })
+    }
 }
 
 /// The invoke route answers only POST; the router serves this for the other methods.

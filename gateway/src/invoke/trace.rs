@@ -48,10 +48,10 @@ impl Trace {
     }
 
     /// The span the invoke's own work runs in (none without an exporter).
-    pub fn span(&self) -> Span {
+    pub fn span(&self) -> Option<Span> {
         match self {
-            Trace::Spans { invoke, .. } => invoke.clone(),
-            Trace::Ids(_) => Span::none(),
+            Trace::Spans { invoke, .. } => Some(invoke.clone()),
+            Trace::Ids(_) => None,
         }
     }
 
