@@ -160,18 +160,38 @@ fn push_json_string(out: &mut String, value: &str) {
 struct Escaped<'a>(&'a mut String);
 
 impl fmt::Write for Escaped<'_> {
+    /// Copies runs that need no escape in one go: pushing char by char was a tenth of the
+    /// runtime's instructions per invoke (span fields are formatted when the span opens).
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        for c in s.chars() {
-            match c {
-                '"' => self.0.push_str("\\\""),
-                '\\' => self.0.push_str("\\\\"),
-                '\n' => self.0.push_str("\\n"),
-                '\r' => self.0.push_str("\\r"),
-                '\t' => self.0.push_str("\\t"),
-                c if u32::from(c) < 0x20 => write!(self.0, "\\u{:04x}", u32::from(c))?,
-                c => self.0.push(c),
-            }
+        // Most values (ids, names) need no escape; this test has no early exit, so it is
+        // vectorized.
+        if !s.bytes().fold(false, |dirty, b| {
+            dirty | (b < 0x20 || b == b'"' || b == b'\\')
+        }) {
+            self.0.push_str(s);
+            return Ok(());
         }
+        let mut clean = 0;
+        for (i, b) in s.bytes().enumerate() {
+            let escape = match b {
+                b'"' => "\\\"",
+                b'\\' => "\\\\",
+                b'\n' => "\\n",
+                b'\r' => "\\r",
+                b'\t' => "\\t",
+                0..0x20 => "",
+                _ => continue,
+            };
+            // Every escaped byte is ASCII, so `i` is on a character boundary.
+            self.0.push_str(&s[clean..i]);
+            if escape.is_empty() {
+                write!(self.0, "\\u{b:04x}")?;
+            } else {
+                self.0.push_str(escape);
+            }
+            clean = i + 1;
+        }
+        self.0.push_str(&s[clean..]);
         Ok(())
     }
 }
@@ -249,7 +269,7 @@ mod tests {
             "invoke",
             otel.name = "POST /v1/invoke/echo",
             plugin = "echo",
-            capability = %"say \"hi\"\n\\",
+            capability = %"say \"hi\"\n\\ grüße\u{1b}→",
             attempt = 2_u64,
             ratio = 0.5_f64,
             cached = false,
@@ -272,7 +292,7 @@ mod tests {
             &serde_json::json!({
                 "name": "invoke",
                 "plugin": "echo",
-                "capability": "say \"hi\"\n\\",
+                "capability": "say \"hi\"\n\\ grüße\u{1b}→",
                 "attempt": 2,
                 "ratio": 0.5,
                 "cached": false,

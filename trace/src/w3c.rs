@@ -28,11 +28,15 @@ impl TraceParent {
     /// The caller's position from its `traceparent` header, or the root of a new, sampled
     /// trace when it sent none (or one that is not valid).
     pub fn continue_from(headers: &HeaderMap) -> Self {
+        Self::from_headers(headers).map_or_else(Self::root, |caller| caller.child())
+    }
+
+    /// The caller's position, when it sent a valid `traceparent`.
+    pub fn from_headers(headers: &HeaderMap) -> Option<Self> {
         headers
             .get(TRACEPARENT)
             .and_then(|v| v.to_str().ok())
             .and_then(Self::parse)
-            .map_or_else(Self::root, |caller| caller.child())
     }
 
     /// A new trace.
@@ -112,6 +116,13 @@ impl TraceParent {
     }
 }
 
+/// A trace id as its 32 lower-case hex digits, without `fmt` or an allocation.
+pub fn trace_id_hex(trace_id: TraceId) -> [u8; 32] {
+    let mut out = [0; 32];
+    put_hex(&mut out, u128::from_be_bytes(trace_id.to_bytes()));
+    out
+}
+
 /// Writes the low `out.len()` hex digits of `n`, lower case.
 fn put_hex(out: &mut [u8], mut n: u128) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -154,6 +165,10 @@ mod tests {
             "the same digits as OpenTelemetry's own formatting"
         );
         assert_eq!(TraceParent::parse(&text), Some(here), "round trip");
+        assert_eq!(
+            trace_id_hex(here.trace_id),
+            *b"4bf92f3577b34da6a3ce929d0e0e4736"
+        );
     }
 
     #[test]
