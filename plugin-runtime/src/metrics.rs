@@ -1,8 +1,9 @@
 //! Prometheus metrics of the runtime: invokes by capability and status code, their duration,
 //! calls in flight, readiness, and the standard `process_*` series.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -78,6 +79,101 @@ impl Metrics {
         );
         registry.register_collector(Box::new(ProcessCollector::default()));
         metrics
+    }
+}
+
+/// The invoke series of the hosted plugin, resolved once per capability instead of per call
+/// (`Family::get_or_create` takes owned label strings and hashes them every time).
+pub struct InvokeSeries {
+    in_flight: Gauge,
+    capabilities: HashMap<String, CapabilitySeries>,
+}
+
+struct CapabilitySeries {
+    duration: Histogram,
+    by_code: RwLock<Vec<(u16, Counter)>>,
+    labels: CapabilityLabels,
+    requests: Family<InvokeLabels, Counter>,
+}
+
+/// One invoke in flight; the gauge goes down when it is dropped, however the invoke ends.
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+impl InvokeSeries {
+    /// The series of `plugin`'s capabilities (each id a label value as given; callers map
+    /// unknown capabilities to one of them, e.g. `_unknown`).
+    pub fn new<'a>(
+        metrics: &Metrics,
+        plugin: &str,
+        capabilities: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
+        let in_flight = metrics
+            .in_flight
+            .get_or_create(&PluginLabels {
+                plugin: plugin.to_owned(),
+            })
+            .clone();
+        let capabilities = capabilities
+            .into_iter()
+            .map(|capability| {
+                let labels = CapabilityLabels {
+                    plugin: plugin.to_owned(),
+                    capability: capability.to_owned(),
+                };
+                let series = CapabilitySeries {
+                    duration: metrics.duration.get_or_create(&labels).clone(),
+                    by_code: RwLock::default(),
+                    labels,
+                    requests: metrics.requests.clone(),
+                };
+                (capability.to_owned(), series)
+            })
+            .collect();
+        Self {
+            in_flight,
+            capabilities,
+        }
+    }
+
+    /// Counts an invoke as in flight until the guard is dropped.
+    pub fn start(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
+    }
+
+    /// Counts one answered invoke of `capability` (one of those given to [`Self::new`]).
+    pub fn observe(&self, capability: &str, code: u16, seconds: f64) {
+        let Some(series) = self.capabilities.get(capability) else {
+            return;
+        };
+        series.duration.observe(seconds);
+        let known = series
+            .by_code
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map(|(_, counter)| counter.clone());
+        let counter = known.unwrap_or_else(|| {
+            let counter = series
+                .requests
+                .get_or_create(&InvokeLabels {
+                    plugin: series.labels.plugin.clone(),
+                    capability: series.labels.capability.clone(),
+                    code: code.to_string(),
+                })
+                .clone();
+            let mut by_code = series.by_code.write().unwrap_or_else(|e| e.into_inner());
+            by_code.push((code, counter.clone()));
+            counter
+        });
+        counter.inc();
     }
 }
 

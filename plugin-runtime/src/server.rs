@@ -21,7 +21,7 @@ use tracing::Instrument;
 
 use crate::Config;
 use crate::logs::LogBuffer;
-use crate::metrics::{CapabilityLabels, InvokeLabels, Metrics, PluginLabels};
+use crate::metrics::{InvokeSeries, Metrics, PluginLabels};
 use crate::process::{self, CpuSampler};
 
 /// Header carrying the request id from the gateway to the runtime and back.
@@ -39,6 +39,8 @@ struct Inner {
     logs: LogBuffer,
     registry: Registry,
     metrics: Metrics,
+    /// The invoke series of each capability and of `_unknown`.
+    series: InvokeSeries,
     ready: AtomicBool,
     slots: Semaphore,
     waiting: AtomicUsize,
@@ -65,7 +67,12 @@ impl AppState {
                 output_schema: c.output_schema,
             })
             .collect();
-        let capability_ids = capabilities.iter().map(|c| c.id.clone()).collect();
+        let capability_ids: HashSet<String> = capabilities.iter().map(|c| c.id.clone()).collect();
+        let series = InvokeSeries::new(
+            &metrics,
+            &config.plugin_id,
+            capability_ids.iter().map(String::as_str).chain([UNKNOWN]),
+        );
         metrics
             .ready
             .get_or_create(&PluginLabels {
@@ -81,6 +88,7 @@ impl AppState {
             logs,
             registry,
             metrics,
+            series,
             ready: AtomicBool::new(false),
             waiting: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
@@ -241,14 +249,9 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// Decrements the in-flight gauge however the invoke ends.
-struct InFlight(prometheus_client::metrics::gauge::Gauge);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
+/// The capability label of calls to capabilities the plugin does not have, so a scanner cannot
+/// explode the series count.
+const UNKNOWN: &str = "_unknown";
 
 async fn invoke(
     State(state): State<AppState>,
@@ -264,32 +267,22 @@ async fn invoke(
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let s = &state.0;
-    let plugin_id = s.config.plugin_id.clone();
     s.requests.fetch_add(1, Ordering::Relaxed);
-    let _in_flight = {
-        let gauge = s
-            .metrics
-            .in_flight
-            .get_or_create(&PluginLabels {
-                plugin: plugin_id.clone(),
-            })
-            .clone();
-        gauge.inc();
-        InFlight(gauge)
-    };
-    // Unknown capabilities get one label value, so a scanner cannot explode the series count.
+    let _in_flight = s.series.start();
     let label = if s.capability_ids.contains(&capability) {
-        capability.clone()
+        capability.as_str()
     } else {
-        "_unknown".to_owned()
+        UNKNOWN
     };
+    // `&str` fields and a lazily formatted `otel.name` (log lines leave it out): the log layer
+    // formats span fields when the span opens, on every invoke.
     let span = tracing::info_span!(
         "invoke",
-        otel.name = %format!("POST /v1/invoke/{label}"),
+        otel.name = %format_args!("POST /v1/invoke/{label}"),
         otel.kind = "server",
-        plugin = %plugin_id,
-        capability = %label,
-        request_id = %request_id,
+        plugin = s.config.plugin_id.as_str(),
+        capability = label,
+        request_id = request_id.as_str(),
         trace_id = tracing::field::Empty,
         http.response.status_code = tracing::field::Empty,
     );
@@ -302,21 +295,8 @@ async fn invoke(
     if !code.is_success() {
         state.record_error(format!("{capability}: HTTP {}", code.as_u16()));
     }
-    s.metrics
-        .requests
-        .get_or_create(&InvokeLabels {
-            plugin: plugin_id.clone(),
-            capability: label.clone(),
-            code: code.as_u16().to_string(),
-        })
-        .inc();
-    s.metrics
-        .duration
-        .get_or_create(&CapabilityLabels {
-            plugin: plugin_id,
-            capability: label,
-        })
-        .observe(started.elapsed().as_secs_f64());
+    s.series
+        .observe(label, code.as_u16(), started.elapsed().as_secs_f64());
     response
 }
 

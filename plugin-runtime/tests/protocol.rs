@@ -198,13 +198,15 @@ async fn info_metrics_and_logs_describe_the_plugin() {
         .filter_map(|c| c["id"].as_str())
         .collect();
     assert_eq!(ids, ["echo", "sleep", "fail", "config"]);
+    // Twice: the second call counts on the series the first one created.
+    call(&state, "POST", "/v1/invoke/echo", "{}").await;
     call(&state, "POST", "/v1/invoke/echo", "{}").await;
     call(&state, "POST", "/v1/invoke/bogus", "{}").await;
     let (_, _, text) = call(&state, "GET", "/metrics", "").await;
     let text = text.as_str().expect("text").to_owned();
     assert!(
         text.contains(
-            r#"bkg_runtime_invoke_requests_total{plugin="echo",capability="echo",code="200"} 1"#
+            r#"bkg_runtime_invoke_requests_total{plugin="echo",capability="echo",code="200"} 2"#
         ),
         "{text}"
     );
