@@ -231,12 +231,12 @@ pub(crate) async fn stamp_request_id(mut req: Request, next: Next) -> Response {
     let id = request_id(req.headers());
     let span = tracing::info_span!(
         "request",
-        otel.name = %format!("{} {}", req.method(), route(req.uri().path())),
+        otel.name = %format_args!("{} {}", req.method(), route(req.uri().path())),
         otel.kind = "server",
-        http.request.method = %req.method(),
-        url.path = %req.uri().path(),
+        http.request.method = req.method().as_str(),
+        url.path = req.uri().path(),
         http.response.status_code = tracing::field::Empty,
-        request_id = %id,
+        request_id = id.as_str(),
         trace_id = tracing::field::Empty,
     );
     bkg_trace::continue_from(&span, req.headers());

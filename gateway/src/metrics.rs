@@ -1,6 +1,5 @@
 //! The gateway's Prometheus metrics.
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -11,6 +10,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::FastMap;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -61,14 +62,14 @@ pub struct Metrics {
 /// `_unknown`), status codes and key ids.
 #[derive(Default)]
 struct Handles {
-    plugins: RwLock<HashMap<String, PluginHandles>>,
-    keys: RwLock<HashMap<String, Counter>>,
+    plugins: RwLock<FastMap<String, PluginHandles>>,
+    keys: RwLock<FastMap<String, Counter>>,
 }
 
 #[derive(Default)]
 struct PluginHandles {
     in_flight: Option<Gauge>,
-    capabilities: HashMap<String, CapabilityHandles>,
+    capabilities: FastMap<String, CapabilityHandles>,
 }
 
 struct CapabilityHandles {
@@ -285,4 +286,40 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exposition(registry: &Registry) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).expect("encode");
+        text
+    }
+
+    #[test]
+    fn cached_handles_count_on_the_registered_series() {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        for code in [200, 200, 503] {
+            metrics.observe_invoke("echo", "echo", code, Duration::from_millis(2));
+        }
+        metrics.observe_key("ci");
+        metrics.observe_key("ci");
+        let in_flight = metrics.in_flight("echo");
+        let during = exposition(&registry);
+        drop(in_flight);
+        let after = exposition(&registry);
+        for line in [
+            r#"bkg_gateway_invoke_requests_total{plugin="echo",capability="echo",code="200"} 2"#,
+            r#"bkg_gateway_invoke_requests_total{plugin="echo",capability="echo",code="503"} 1"#,
+            r#"bkg_gateway_invoke_duration_seconds_count{plugin="echo",capability="echo"} 3"#,
+            r#"bkg_gateway_api_key_requests_total{key_id="ci"} 2"#,
+            r#"bkg_gateway_invoke_in_flight{plugin="echo"} 0"#,
+        ] {
+            assert!(after.contains(line), "{line} missing in\n{after}");
+        }
+        assert!(during.contains(r#"bkg_gateway_invoke_in_flight{plugin="echo"} 1"#));
+    }
 }

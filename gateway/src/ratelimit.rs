@@ -5,7 +5,6 @@
 //! idle keys are forgotten by [`RateLimiter::sweep`], so memory is bounded by the number of
 //! API keys that called recently, never by the number of requests.
 
-use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -13,6 +12,8 @@ use std::time::Duration;
 use bkg_core::{Plugin, RateLimit};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
+
+use crate::FastMap;
 
 struct Bucket {
     limit: RateLimit,
@@ -24,7 +25,7 @@ pub struct RateLimiter {
     default: Option<RateLimit>,
     clock: DefaultClock,
     /// plugin id → capability id → bucket set.
-    buckets: RwLock<HashMap<String, HashMap<String, Bucket>>>,
+    buckets: RwLock<FastMap<String, FastMap<String, Bucket>>>,
 }
 
 /// A refused call: how long until the key may call this capability again.
@@ -115,7 +116,7 @@ impl RateLimiter {
     /// Forgets keys whose buckets are full again (they would be recreated identical).
     pub fn sweep(&self) {
         let buckets = self.buckets.read().unwrap_or_else(|e| e.into_inner());
-        for bucket in buckets.values().flat_map(HashMap::values) {
+        for bucket in buckets.values().flat_map(FastMap::values) {
             bucket.limiter.retain_recent();
             bucket.limiter.shrink_to_fit();
         }
@@ -126,7 +127,7 @@ impl RateLimiter {
         let buckets = self.buckets.read().unwrap_or_else(|e| e.into_inner());
         buckets
             .values()
-            .flat_map(HashMap::values)
+            .flat_map(FastMap::values)
             .map(|b| b.limiter.len())
             .sum()
     }

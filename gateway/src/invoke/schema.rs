@@ -6,19 +6,19 @@ use std::time::Duration;
 
 use bkg_core::wire::{Capability, FieldError, RuntimeInfo};
 
-use crate::AppState;
 use crate::backend::PluginView;
 use crate::problem::ApiError;
+use crate::{AppState, FastMap};
 
 /// Compiled input-schema validators: plugin id → (spec generation, capability id → validator).
 /// Looked up by `&str` on every invoke, so the hot path allocates nothing here.
 #[derive(Default)]
 pub struct Validators {
-    cache: Mutex<HashMap<String, PluginValidators>>,
+    cache: Mutex<FastMap<String, PluginValidators>>,
 }
 
 /// One plugin's validators: the spec generation they were compiled for, by capability id.
-type PluginValidators = (u64, HashMap<String, Arc<jsonschema::Validator>>);
+type PluginValidators = (u64, FastMap<String, Arc<jsonschema::Validator>>);
 
 impl Validators {
     fn get(
@@ -42,10 +42,10 @@ impl Validators {
         })?);
         let entry = cache
             .entry(plugin.to_owned())
-            .or_insert_with(|| (generation, HashMap::new()));
+            .or_insert_with(|| (generation, FastMap::default()));
         if entry.0 != generation {
             // Validators of an older spec are dead weight.
-            *entry = (generation, HashMap::new());
+            *entry = (generation, FastMap::default());
         }
         entry.1.insert(capability.to_owned(), validator.clone());
         Ok(validator)

@@ -40,7 +40,7 @@ impl Trace {
         let invoke = tracing::info_span!(
             parent: &request,
             "invoke",
-            plugin = %id,
+            plugin = id,
             capability = tracing::field::Empty,
             key_id = tracing::field::Empty,
         );
@@ -116,10 +116,10 @@ impl Trace {
                 // At error level, so the span exists whenever any event of the invoke is logged.
                 let span = tracing::error_span!(
                     "invoke",
-                    plugin = %fields.plugin,
+                    plugin = fields.plugin,
                     capability = fields.capability,
                     key_id = fields.key_id,
-                    request_id = %fields.request_id,
+                    request_id = fields.request_id,
                     trace_id = %here.trace_id,
                 );
                 span.in_scope(log);
