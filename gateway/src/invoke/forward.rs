@@ -54,7 +54,7 @@ pub(super) async fn forward(
     let id = route.plugin.id();
     let endpoints = &route.endpoints;
     if endpoints.is_empty() {
-        return Err(unavailable(state, id).await);
+        return Err(Box::pin(unavailable(state, id)).await);
     }
     let timeout = Duration::from_secs(u64::from(route.plugin.spec.resources.timeout_seconds));
     let start = state.round_robin.fetch_add(1, Ordering::Relaxed);

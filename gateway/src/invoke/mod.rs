@@ -180,16 +180,21 @@ where
     // The capability and its input schema: from the manifest (borrowed), or, when the manifest
     // declares none, as the runtime reports them.
     let (capability, schema): (String, Cow<'_, serde_json::Value>) = if declared.is_empty() {
-        let view = state
-            .backend
-            .get(id)
+        // Boxed: this rare path (a manifest without capabilities) would otherwise add its
+        // HTTP client's state to every invoke's future, which is moved by value.
+        let reported = Box::pin(async {
+            let view = state.backend.get(id).await?;
+            Some(capabilities(state, &view).await)
+        });
+        let caps = reported
             .await
             .ok_or_else(|| ApiError::UnknownPlugin(id.to_owned()))?;
-        let caps = capabilities(state, &view).await;
         match caps.into_iter().find(|c| c.id == request.capability) {
             Some(c) => (c.id, Cow::Owned(c.input_schema)),
             // A plugin that is not running cannot report capabilities its manifest leaves out.
-            None if route.endpoints.is_empty() => return Err(unavailable(state, id).await),
+            None if route.endpoints.is_empty() => {
+                return Err(Box::pin(unavailable(state, id)).await);
+            }
             None => return Err(unknown_capability()),
         }
     } else {
