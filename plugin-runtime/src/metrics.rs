@@ -86,6 +86,7 @@ impl Metrics {
 /// (`Family::get_or_create` takes owned label strings and hashes them every time).
 pub struct InvokeSeries {
     in_flight: Gauge,
+    requests: Family<InvokeLabels, Counter>,
     capabilities: HashMap<String, CapabilitySeries>,
 }
 
@@ -93,7 +94,6 @@ struct CapabilitySeries {
     duration: Histogram,
     by_code: RwLock<Vec<(u16, Counter)>>,
     labels: CapabilityLabels,
-    requests: Family<InvokeLabels, Counter>,
 }
 
 /// One invoke in flight; the gauge goes down when it is dropped, however the invoke ends.
@@ -130,13 +130,13 @@ impl InvokeSeries {
                     duration: metrics.duration.get_or_create(&labels).clone(),
                     by_code: RwLock::default(),
                     labels,
-                    requests: metrics.requests.clone(),
                 };
                 (capability.to_owned(), series)
             })
             .collect();
         Self {
             in_flight,
+            requests: metrics.requests.clone(),
             capabilities,
         }
     }
@@ -161,7 +161,7 @@ impl InvokeSeries {
             .find(|(c, _)| *c == code)
             .map(|(_, counter)| counter.clone());
         let counter = known.unwrap_or_else(|| {
-            let counter = series
+            let counter = self
                 .requests
                 .get_or_create(&InvokeLabels {
                     plugin: series.labels.plugin.clone(),
