@@ -42,6 +42,8 @@ pub struct GatewayArgs {
     ui_dir: Option<std::path::PathBuf>,
     #[command(flatten)]
     rate_limit: RateLimitArgs,
+    #[command(flatten)]
+    connections: ConnectionArgs,
     /// Log format: `text` or `json`.
     #[arg(long, env = "BKG_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -57,6 +59,37 @@ pub struct RateLimitArgs {
     /// Calls allowed at once under the default limit (the token bucket's size).
     #[arg(long, env = "BKG_RATE_LIMIT_BURST", default_value_t = 200)]
     rate_limit_burst: u32,
+}
+
+/// Client connection limits (shared by `bkg gateway` and `bkg up`).
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct ConnectionArgs {
+    /// Client connections open at most; at the cap the oldest idle one is closed for a new one.
+    /// Default: half the open-files limit left after a reserve of 128.
+    #[arg(long, env = "BKG_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Seconds a connection may take to send a complete request head, counted from when the
+    /// gateway starts waiting for one (so also the keep-alive idle timeout).
+    #[arg(long, env = "BKG_HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
+    header_read_timeout_secs: u64,
+}
+
+impl ConnectionArgs {
+    /// The gateway's limits, after raising the open-files limit as far as allowed.
+    pub fn limits(&self) -> bkg_gateway::conn::Limits {
+        let nofile = bkg_gateway::conn::raise_fd_limit();
+        let max_connections = self
+            .max_connections
+            .unwrap_or_else(|| bkg_gateway::conn::cap_for_fd_limit(nofile));
+        tracing::info!(nofile, max_connections, "connection limits");
+        bkg_gateway::conn::Limits {
+            max_connections: Some(max_connections),
+            header_read_timeout: std::time::Duration::from_secs(
+                self.header_read_timeout_secs.max(1),
+            ),
+            ..Default::default()
+        }
+    }
 }
 
 impl RateLimitArgs {
@@ -100,6 +133,7 @@ async fn serve(args: GatewayArgs, invoke_spans: bool) -> anyhow::Result<()> {
             ui_dir: args.ui_dir.clone(),
             default_rate_limit: args.rate_limit.default_limit(),
             invoke_spans,
+            connections: args.connections.limits(),
             ..Default::default()
         },
         Arc::new(backend),

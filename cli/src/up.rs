@@ -46,6 +46,8 @@ pub struct UpArgs {
     ui_dir: Option<PathBuf>,
     #[command(flatten)]
     rate_limit: crate::gateway::RateLimitArgs,
+    #[command(flatten)]
+    connections: crate::gateway::ConnectionArgs,
     /// Log format of the host's own log lines (stderr): `text` or `json`.
     #[arg(long, env = "BKG_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -81,10 +83,7 @@ async fn serve(args: UpArgs, invoke_spans: bool) -> anyhow::Result<()> {
         "the manifest folder {} does not exist",
         args.plugins.display()
     );
-    let work_dir = tempfile::Builder::new()
-        .prefix("bkg-up-")
-        .tempdir()
-        .context("creating a work folder")?;
+    let work_dir = work_dir()?;
     let supervisor = Supervisor::new(SupervisorConfig::new(
         runtime_bin,
         work_dir.path().to_path_buf(),
@@ -133,6 +132,7 @@ async fn serve(args: UpArgs, invoke_spans: bool) -> anyhow::Result<()> {
             ui_dir,
             default_rate_limit: args.rate_limit.default_limit(),
             invoke_spans,
+            connections: args.connections.limits(),
             ..Default::default()
         },
         Arc::new(LocalBackend::new(supervisor.clone())),
@@ -148,16 +148,66 @@ async fn serve(args: UpArgs, invoke_spans: bool) -> anyhow::Result<()> {
     }));
 
     crate::process::shutdown_signal().await;
-    println!("shutting down: stopping every plugin");
+    println!("shutting down: draining the gateway, then stopping every plugin");
     let _ = stop_tx.send(true);
+    // The plugins keep serving while the gateway answers what it has already read.
+    let served = server.await;
     let _ = watcher.await;
     supervisor.shutdown().await;
-    match server.await {
+    match served {
         Ok(result) => result.context("gateway failed")?,
         Err(e) => anyhow::bail!("gateway task failed: {e}"),
     }
     drop(work_dir);
     Ok(())
+}
+
+/// Prefix of work folders in the temporary directory: `bkg-up-<pid>-<random>`.
+const WORK_DIR_PREFIX: &str = "bkg-up-";
+
+/// A fresh work folder (children's address files) named after this process, after removing
+/// the folders of earlier `bkg up` processes that no longer run (killed ones cannot clean up).
+fn work_dir() -> anyhow::Result<tempfile::TempDir> {
+    let tmp = std::env::temp_dir();
+    for stale in stale_work_dirs(&tmp) {
+        match std::fs::remove_dir_all(&stale) {
+            Ok(()) => {
+                tracing::info!(dir = %stale.display(), "removed the work folder of a bkg up that no longer runs")
+            }
+            Err(e) => {
+                tracing::warn!(dir = %stale.display(), error = %e, "cannot remove a stale work folder")
+            }
+        }
+    }
+    tempfile::Builder::new()
+        .prefix(&format!("{WORK_DIR_PREFIX}{}-", std::process::id()))
+        .tempdir_in(&tmp)
+        .context("creating a work folder")
+}
+
+/// Folders `bkg-up-<pid>-*` directly in `tmp` whose pid no longer runs. Links, and folders
+/// without a pid in their name (made by older versions), are left alone.
+fn stale_work_dirs(tmp: &std::path::Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|e| {
+            let name = e.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(WORK_DIR_PREFIX))
+                .and_then(|rest| rest.split_once('-'))
+                .and_then(|(pid, _)| pid.parse::<u32>().ok())
+            else {
+                return false;
+            };
+            pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        })
+        .map(|e| e.path())
+        .collect()
 }
 
 /// Keys from the key file and `BKG_API_KEY`. With neither, an admin key is made, printed once,

@@ -24,6 +24,7 @@ use bkg_core::wire::{PROBLEM_JSON, Problem};
 use tracing::Instrument;
 
 use crate::auth::Principal;
+use crate::conn::{AnswerBody, ClientIo};
 use crate::problem::ApiError;
 use crate::{AppState, REQUEST_ID, invoke, ws};
 
@@ -56,26 +57,48 @@ where
     }
 
     fn call(&mut self, req: axum::http::Request<B>) -> BoxFuture {
-        if let Some(id) = invoke::target(&req).map(str::to_owned) {
-            return Box::pin(invoke::serve(self.state.clone(), id, req));
-        }
-        Box::pin(tower::Service::call(&mut self.router, req))
+        self.dispatch(req)
     }
 }
 
-/// Serves the gateway on `listener` until `shutdown` resolves, then lets open requests finish.
-/// WebSockets, once upgraded, leave the connection loop and end with their own streams.
+impl Gateway {
+    /// Routes one request; `&self`, so the connection loop need not clone the gateway per call.
+    fn dispatch<B>(&self, req: axum::http::Request<B>) -> BoxFuture
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
+        if let Some(id) = invoke::target(&req).map(str::to_owned) {
+            return Box::pin(invoke::serve(self.state.clone(), id, req));
+        }
+        Box::pin(tower::Service::call(&mut self.router.clone(), req))
+    }
+}
+
+/// Serves the gateway on `listener` until `shutdown` resolves, then drains: connections already
+/// in the listen backlog are taken in, the listener is closed, every answer says
+/// `Connection: close`, idle connections are closed after the drain grace, and this returns
+/// when the last connection has ended. WebSockets, once upgraded, leave the connection loop and
+/// end with their own streams. Limits and their reasons: [`crate::conn`].
 pub(crate) async fn serve_connections(
     listener: tokio::net::TcpListener,
     gateway: Gateway,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let connections = gateway.state.connections.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(gateway.state.config.connections.header_read_timeout);
     loop {
-        let (stream, _) = tokio::select! {
+        tokio::select! {
+            () = connections.room() => {}
+            () = &mut shutdown => break,
+        }
+        let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
+                Ok((stream, _)) => stream,
                 // The client gave up before we took its connection.
                 Err(e) if matches!(
                     e.kind(),
@@ -91,27 +114,12 @@ pub(crate) async fn serve_connections(
             },
             () = &mut shutdown => break,
         };
-        // Answers go out in one write; there is nothing to wait for.
-        let _ = stream.set_nodelay(true);
-        let service = hyper::service::service_fn({
-            let gateway = gateway.clone();
-            move |req: hyper::Request<hyper::body::Incoming>| {
-                tower::Service::call(&mut gateway.clone(), req)
-            }
-        });
-        let mut stop = stop_rx.clone();
-        tokio::spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .with_upgrades();
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => return,
-                _ = stop.changed() => conn.as_mut().graceful_shutdown(),
-            }
-            let _ = conn.await;
-            drop(stop);
-        });
+        spawn_connection(stream, &gateway, &http, stop_rx.clone());
+    }
+    connections.drain();
+    // Clients whose connections the kernel has completed are answered, not reset by the close.
+    while let Some(Ok((stream, _))) = futures::FutureExt::now_or_never(listener.accept()) {
+        spawn_connection(stream, &gateway, &http, stop_rx.clone());
     }
     drop(listener);
     drop(stop_rx);
@@ -119,6 +127,81 @@ pub(crate) async fn serve_connections(
     let _ = stop_tx.send(());
     stop_tx.closed().await;
     Ok(())
+}
+
+/// Serves one client connection on its own task until it ends, is evicted for room, or the
+/// gateway drains (`stop` changes).
+fn spawn_connection(
+    stream: tokio::net::TcpStream,
+    gateway: &Gateway,
+    http: &hyper::server::conn::http1::Builder,
+    mut stop: tokio::sync::watch::Receiver<()>,
+) {
+    // Answers go out in one write; there is nothing to wait for.
+    let _ = stream.set_nodelay(true);
+    let connections = gateway.state.connections.clone();
+    let drain_grace = gateway.state.config.connections.drain_grace;
+    let slot = Arc::new(connections.open());
+    let service = hyper::service::service_fn({
+        let gateway = gateway.clone();
+        let slot = slot.clone();
+        move |req: hyper::Request<hyper::body::Incoming>| {
+            let busy = slot.busy();
+            // RFC 9112 §3.2: an HTTP/1.1 request without `Host` is answered 400.
+            let answer = if req.version() == axum::http::Version::HTTP_11
+                && !req.headers().contains_key(header::HOST)
+            {
+                let refused =
+                    ApiError::BadRequest("an HTTP/1.1 request needs a Host header".into());
+                Box::pin(std::future::ready(Ok(refused.into_problem(None))))
+            } else {
+                gateway.dispatch(req)
+            };
+            let connections = gateway.state.connections.clone();
+            async move {
+                let mut response = answer.await?;
+                if connections.draining() {
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                Ok::<_, Infallible>(AnswerBody::wrap(response, busy))
+            }
+        }
+    });
+    let conn = http
+        .serve_connection(hyper_util::rt::TokioIo::new(ClientIo::new(stream)), service)
+        .with_upgrades();
+    tokio::spawn(async move {
+        let mut conn = std::pin::pin!(conn);
+        if !connections.draining() {
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                // Asked to make room: dropped at once between requests (nothing sent, half a
+                // head, or kept alive); one serving a request answers it first.
+                () = slot.evicted() => {
+                    if slot.is_busy() {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                    return;
+                }
+                _ = stop.changed() => {}
+            }
+        }
+        // Draining: answers now say `Connection: close`, so a busy connection ends after its
+        // answer; one that stays idle for the grace period is closed (a request already on its
+        // way gets answered first).
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            () = tokio::time::sleep(drain_grace) => {}
+        }
+        if slot.is_busy() {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+        drop(stop);
+    });
 }
 
 /// Unknown `/api` and `/ws` paths are problems; anything else is the admin UI (when built).
@@ -211,10 +294,6 @@ pub(crate) async fn authorize(
     next.run(req).await
 }
 
-/// The request id of the current request (from `x-request-id` or generated).
-#[derive(Clone, Debug)]
-pub struct RequestId(pub String);
-
 /// The caller's `x-request-id` when it is a usable one (printable ASCII, at most 128 bytes),
 /// else a new UUID.
 pub(crate) fn request_id(headers: &HeaderMap) -> String {
@@ -227,7 +306,7 @@ pub(crate) fn request_id(headers: &HeaderMap) -> String {
 
 /// Gives every request an id and a server span (continuing the caller's W3C trace when it sent
 /// `traceparent`), returns the id on every response, and stamps it into problem bodies.
-pub(crate) async fn stamp_request_id(mut req: Request, next: Next) -> Response {
+pub(crate) async fn stamp_request_id(req: Request, next: Next) -> Response {
     let id = request_id(req.headers());
     let span = tracing::info_span!(
         "request",
@@ -240,7 +319,6 @@ pub(crate) async fn stamp_request_id(mut req: Request, next: Next) -> Response {
         trace_id = tracing::field::Empty,
     );
     bkg_trace::continue_from(&span, req.headers());
-    req.extensions_mut().insert(RequestId(id.clone()));
     let mut response = next.run(req).instrument(span.clone()).await;
     span.record("http.response.status_code", response.status().as_u16());
     let content_type = response.headers().get(header::CONTENT_TYPE);

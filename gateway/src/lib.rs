@@ -8,6 +8,7 @@
 mod api;
 pub mod auth;
 pub mod backend;
+pub mod conn;
 mod front;
 mod invoke;
 mod metrics;
@@ -30,7 +31,7 @@ use axum::routing::{any, get, post};
 use prometheus_client::registry::Registry;
 
 pub use backend::{Backend, BackendError, PluginView};
-pub use front::{Gateway, RequestId};
+pub use front::Gateway;
 pub use problem::ApiError;
 
 /// The hash map of the invoke path's caches (metrics handles, validators, rate-limit buckets,
@@ -58,6 +59,8 @@ pub struct Config {
     /// Build OpenTelemetry spans for each invoke (request, invoke, forward): on when spans are
     /// exported. Off, the invoke path continues and passes on W3C trace ids without spans.
     pub invoke_spans: bool,
+    /// Client connection limits: cap, header-read timeout, drain grace.
+    pub connections: conn::Limits,
 }
 
 impl Default for Config {
@@ -69,6 +72,7 @@ impl Default for Config {
             ui_dir: None,
             default_rate_limit: None,
             invoke_spans: false,
+            connections: conn::Limits::default(),
         }
     }
 }
@@ -91,6 +95,8 @@ pub struct Inner {
     pub rate_limiter: ratelimit::RateLimiter,
     pub registry: Registry,
     pub metrics: metrics::Metrics,
+    /// The open client connections.
+    pub(crate) connections: Arc<conn::Connections>,
 }
 
 impl std::ops::Deref for AppState {
@@ -110,6 +116,15 @@ impl AppState {
             .build()
             .unwrap_or_default();
         let rate_limiter = ratelimit::RateLimiter::new(config.default_rate_limit);
+        let cap = config
+            .connections
+            .max_connections
+            .unwrap_or_else(|| conn::cap_for_fd_limit(conn::fd_limit()));
+        let connections = Arc::new(conn::Connections::new(
+            cap,
+            metrics.connections_open.clone(),
+            metrics.connections_evicted.clone(),
+        ));
         Self(Arc::new(Inner {
             config,
             rate_limiter,
@@ -122,6 +137,7 @@ impl AppState {
             round_robin: AtomicUsize::new(0),
             registry,
             metrics,
+            connections,
         }))
     }
 }

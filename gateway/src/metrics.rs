@@ -52,6 +52,10 @@ pub struct Metrics {
     pub plugin_phase: Family<PhaseLabels, Gauge>,
     pub key_requests: Family<KeyLabels, Counter>,
     pub rate_limited: Family<CapabilityLabels, Counter>,
+    /// Client connections open now.
+    pub connections_open: Gauge,
+    /// Idle client connections closed to make room under the connection cap.
+    pub connections_evicted: Counter,
     /// The invoke path's series, resolved once per label set.
     handles: Arc<Handles>,
 }
@@ -98,9 +102,21 @@ impl Metrics {
             plugin_phase: Family::default(),
             key_requests: Family::default(),
             rate_limited: Family::default(),
+            connections_open: Gauge::default(),
+            connections_evicted: Counter::default(),
             handles: Arc::default(),
         };
         let sub = registry.sub_registry_with_prefix("bkg_gateway");
+        sub.register(
+            "connections",
+            "Client connections open now",
+            m.connections_open.clone(),
+        );
+        sub.register(
+            "connections_evicted",
+            "Idle client connections closed to make room at the connection cap",
+            m.connections_evicted.clone(),
+        );
         sub.register(
             "invoke_requests",
             "Invoke requests answered by the gateway, by plugin, capability and HTTP status code",
