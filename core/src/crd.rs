@@ -129,6 +129,67 @@ pub struct CapabilitySpec {
     /// Invoke rate limit of this capability per API key; overrides the plugin's `rateLimit`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+    /// A management capability (e.g. `model.load`, `model.unload`) changes the plugin for every
+    /// caller, so it needs the `admin` or `manage:<plugin>` scope; the invoke scopes do not
+    /// grant it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub management: bool,
+    /// What one call costs against the rate limit; unset, every call costs one unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<Cost>,
+}
+
+/// How much of a rate limit one call uses: the bucket is charged `ceil(measure / per)` units
+/// (at least one), where the measure is what `unit` names. A call costing more than the
+/// limit's `burst` can never pass and is refused with 413.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Cost {
+    /// What is counted.
+    pub unit: CostUnit,
+    /// JSON pointer to the payload field counted by `inputs` and `tokens`; defaults to
+    /// `/input`. Ignored for `bytes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(/[^/]*)*$"), length(max = 256))]
+    pub field: Option<String>,
+    /// How many counted things make one unit (e.g. 1024 with `bytes`: one unit per KiB);
+    /// defaults to 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000_000))]
+    pub per: Option<u32>,
+}
+
+/// What a [`Cost`] counts.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum CostUnit {
+    /// Items of the array at `field` (a single value counts as one).
+    Inputs,
+    /// Bytes of the payload's JSON text as the client sent it.
+    Bytes,
+    /// Estimated tokens of the text at `field` (a string or an array of strings): a quarter
+    /// of its UTF-8 bytes, rounded up, per string. The gateway has no tokenizer.
+    Tokens,
+}
+
+impl Cost {
+    /// The field `inputs` and `tokens` count.
+    pub const DEFAULT_FIELD: &'static str = "/input";
+
+    /// The JSON pointer counted by `inputs` and `tokens`.
+    pub fn field(&self) -> &str {
+        self.field.as_deref().unwrap_or(Self::DEFAULT_FIELD)
+    }
+
+    /// Units charged for a measure of `counted` things: `ceil(counted / per)`, at least one.
+    pub fn units(&self, counted: u64) -> u32 {
+        let per = u64::from(self.per.unwrap_or(1).max(1));
+        u32::try_from(counted.div_ceil(per))
+            .unwrap_or(u32::MAX)
+            .max(1)
+    }
 }
 
 /// A token bucket: each API key may call a capability `requestsPerSecond` times per second on

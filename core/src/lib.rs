@@ -13,8 +13,8 @@ pub mod quantity;
 pub mod wire;
 
 pub use crd::{
-    CapabilitySpec, EnvVar, GpuRequest, GpuVendor, ModelCache, Phase, Plugin, PluginResources,
-    PluginSpec, PluginStatus, RateLimit,
+    CapabilitySpec, Cost, CostUnit, EnvVar, GpuRequest, GpuVendor, ModelCache, Phase, Plugin,
+    PluginResources, PluginSpec, PluginStatus, RateLimit,
 };
 
 /// The generated CustomResourceDefinition as YAML: what `bkg crd` prints and `crds/` holds.

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::crd::{CapabilitySpec, Phase, Plugin};
+use crate::crd::{CapabilitySpec, Cost, Phase, Plugin};
 
 /// Version string of the plugin-runtime HTTP protocol (docs/PLUGIN-PROTOCOL.md).
 pub const PROTOCOL_VERSION: &str = "bkg.plugin/v1";
@@ -26,6 +26,12 @@ pub struct Capability {
     pub input_schema: Value,
     #[serde(default = "any_schema")]
     pub output_schema: Value,
+    /// Needs the `admin` or `manage:<plugin>` scope; the invoke scopes do not grant it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub management: bool,
+    /// What one call costs against the rate limit; absent, one unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<Cost>,
 }
 
 fn any_schema() -> Value {
@@ -40,6 +46,8 @@ impl From<&CapabilitySpec> for Capability {
             description: spec.description.clone().unwrap_or_default(),
             input_schema: spec.input_schema.clone().unwrap_or_else(any_schema),
             output_schema: spec.output_schema.clone().unwrap_or_else(any_schema),
+            management: spec.management,
+            cost: spec.cost.clone(),
         }
     }
 }

@@ -16,6 +16,7 @@ use bkg_core::wire::{self, Capability, Logs, PROBLEM_JSON, Problem, RuntimeInfo,
 use bkg_plugin_api::{InvokeContext, Plugin, PluginError};
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
@@ -65,6 +66,8 @@ impl AppState {
                 description: c.description,
                 input_schema: c.input_schema,
                 output_schema: c.output_schema,
+                management: c.management,
+                cost: c.cost.map(wire_cost),
             })
             .collect();
         let capability_ids: HashSet<String> = capabilities.iter().map(|c| c.id.clone()).collect();
@@ -347,8 +350,10 @@ async fn invoke_inner(
             );
         }
     };
-    let payload: serde_json::Value = if body.is_empty() {
-        serde_json::Value::Null
+    // The payload stays the caller's JSON text (checked, not parsed into values), so a plugin
+    // can answer numbers exactly as they were written (`Plugin::invoke_raw`).
+    let payload: &RawValue = if body.is_empty() {
+        RawValue::NULL
     } else {
         match serde_json::from_slice(&body) {
             Ok(v) => v,
@@ -406,11 +411,19 @@ async fn invoke_inner(
         request_id: request_id.to_owned(),
         deadline: Instant::now() + timeout,
     };
-    let result = tokio::time::timeout(timeout, s.plugin.invoke(capability, payload, ctx)).await;
+    let result = tokio::time::timeout(timeout, s.plugin.invoke_raw(capability, payload, ctx)).await;
     drop(permit);
     match result {
         Ok(Ok(output)) => {
-            let mut response = axum::Json(output).into_response();
+            let body: Box<str> = output.into();
+            let mut response = (
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                String::from(body),
+            )
+                .into_response();
             if let Ok(id) = HeaderValue::from_str(request_id) {
                 response.headers_mut().insert(REQUEST_ID, id);
             }
@@ -435,6 +448,20 @@ async fn invoke_inner(
                 rid,
             )
         }
+    }
+}
+
+/// A plugin's declared cost as the protocol carries it.
+fn wire_cost(cost: bkg_plugin_api::Cost) -> bkg_core::Cost {
+    use bkg_plugin_api::CostUnit as Unit;
+    bkg_core::Cost {
+        unit: match cost.unit {
+            Unit::Inputs => bkg_core::CostUnit::Inputs,
+            Unit::Bytes => bkg_core::CostUnit::Bytes,
+            Unit::Tokens => bkg_core::CostUnit::Tokens,
+        },
+        field: cost.field,
+        per: cost.per,
     }
 }
 

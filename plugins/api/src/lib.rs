@@ -13,19 +13,73 @@
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 pub use async_trait::async_trait;
 pub use prometheus_client;
 
 /// One thing a plugin can do, with JSON Schemas for its input and output.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 pub struct CapabilityDescriptor {
     pub id: String,
     pub name: String,
     pub description: String,
     pub input_schema: Value,
     pub output_schema: Value,
+    /// Changes the plugin for every caller (load or unload a model, …): the gateway then asks
+    /// for the `admin` or `manage:<plugin>` scope, which the invoke scopes do not grant.
+    #[serde(default)]
+    pub management: bool,
+    /// What one call costs against the gateway's rate limit; `None`, one unit.
+    #[serde(default)]
+    pub cost: Option<Cost>,
+}
+
+/// How much of a rate limit one call uses: `ceil(measure / per)` units, at least one.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Cost {
+    pub unit: CostUnit,
+    /// JSON pointer to the payload field that `Inputs` and `Tokens` count; `None`, `/input`.
+    #[serde(default)]
+    pub field: Option<String>,
+    /// Counted things per unit; `None`, 1.
+    #[serde(default)]
+    pub per: Option<u32>,
+}
+
+/// What a [`Cost`] counts.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CostUnit {
+    /// Items of the array at `field` (a single value counts as one).
+    Inputs,
+    /// Bytes of the payload's JSON text.
+    Bytes,
+    /// Estimated tokens of the text at `field`: a quarter of its UTF-8 bytes, rounded up.
+    Tokens,
+}
+
+/// The protocol's one rule for integers, JSON Schema's: a number is an integer when its
+/// fractional part is zero, however it is written (`3`, `3.0`, `3e0`). The gateway validates
+/// payloads with this rule, so a plugin reading an integer field should read it with this
+/// function rather than [`Value::as_u64`], which refuses `3.0`.
+pub fn as_integer(value: &Value) -> Option<i128> {
+    let n = value.as_number()?;
+    if let Some(i) = n.as_i64() {
+        return Some(i128::from(i));
+    }
+    if let Some(u) = n.as_u64() {
+        return Some(i128::from(u));
+    }
+    let f = n.as_f64()?;
+    // 2^127 bounds i128; larger (or non-finite) values are not integers a plugin can use.
+    (f.is_finite() && f.fract() == 0.0 && f.abs() < 1.7e38).then_some(f as i128)
+}
+
+/// [`as_integer`] narrowed to `u64`.
+pub fn as_u64(value: &Value) -> Option<u64> {
+    as_integer(value).and_then(|i| u64::try_from(i).ok())
 }
 
 /// What a plugin learns when it starts.
@@ -116,6 +170,24 @@ pub trait Plugin: Send + Sync + 'static {
         ctx: InvokeContext,
     ) -> Result<Value, PluginError>;
 
+    /// Runs one capability on the payload's JSON text as the caller wrote it, and answers JSON
+    /// text. The runtime calls this; the default parses into [`Value`] and calls
+    /// [`Plugin::invoke`]. A plugin that must keep numbers exactly (a 60-digit integer, `-0`),
+    /// which [`Value`] cannot, overrides it.
+    async fn invoke_raw(
+        &self,
+        capability: &str,
+        payload: &RawValue,
+        ctx: InvokeContext,
+    ) -> Result<Box<RawValue>, PluginError> {
+        let payload: Value = serde_json::from_str(payload.get()).map_err(|e| {
+            PluginError::InvalidInput(format!("the payload is not valid JSON: {e}"))
+        })?;
+        let output = self.invoke(capability, payload, ctx).await?;
+        serde_json::value::to_raw_value(&output)
+            .map_err(|e| PluginError::failed(format!("the answer cannot be encoded: {e}")))
+    }
+
     /// Releases resources before the process exits, after in-flight invokes have drained.
     async fn stop(&self) -> Result<(), PluginError> {
         Ok(())
@@ -133,4 +205,32 @@ pub trait Plugin: Send + Sync + 'static {
 
     /// Registers plugin-specific Prometheus metrics; the runtime serves them on `/metrics`.
     fn register_metrics(&self, _registry: &mut prometheus_client::registry::Registry) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn integers_follow_json_schema() {
+        for (value, want) in [
+            (json!(3), Some(3)),
+            (json!(3.0), Some(3)),
+            (json!(-0.0), Some(0)),
+            (json!(-7), Some(-7)),
+            (json!(u64::MAX), Some(i128::from(u64::MAX))),
+            (json!(1e3), Some(1000)),
+            (json!(3.5), None),
+            (json!("3"), None),
+            (json!(null), None),
+        ] {
+            assert_eq!(as_integer(&value), want, "{value}");
+        }
+        assert_eq!(as_u64(&json!(1500.0)), Some(1500));
+        assert_eq!(as_u64(&json!(-1)), None);
+        let wide: Value = serde_json::from_str("1e300").expect("json");
+        assert_eq!(as_integer(&wide), None, "beyond i128");
+    }
 }

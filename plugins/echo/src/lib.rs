@@ -2,7 +2,7 @@
 //!
 //! | capability | does |
 //! |---|---|
-//! | `echo`   | returns its payload unchanged |
+//! | `echo`   | returns its payload's JSON text unchanged (numbers exactly as written) |
 //! | `sleep`  | waits `ms` milliseconds, then answers, so timeouts can be tested |
 //! | `fail`   | fails with the requested error kind, so error paths can be tested |
 //! | `config` | returns the config the plugin was started with |
@@ -18,6 +18,7 @@ use std::time::Duration;
 use bkg_plugin_api::{
     CapabilityDescriptor, InvokeContext, Plugin, PluginError, StartContext, async_trait,
 };
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 /// Longest sleep the `sleep` capability accepts (ten minutes).
@@ -46,6 +47,7 @@ fn capability(
         description: description.into(),
         input_schema: input,
         output_schema: output,
+        ..CapabilityDescriptor::default()
     }
 }
 
@@ -127,9 +129,10 @@ impl Plugin for EchoPlugin {
                 Ok(payload)
             }
             "sleep" => {
+                // `1500.0` is an integer too (JSON Schema's rule, which the gateway applies).
                 let ms = payload
                     .get("ms")
-                    .and_then(Value::as_u64)
+                    .and_then(bkg_plugin_api::as_u64)
                     .filter(|ms| *ms <= MAX_SLEEP_MS)
                     .ok_or_else(|| {
                         PluginError::InvalidInput(format!(
@@ -159,6 +162,25 @@ impl Plugin for EchoPlugin {
             "config" => Ok(self.config.get().cloned().unwrap_or_else(|| json!({}))),
             other => Err(PluginError::UnknownCapability(other.to_owned())),
         }
+    }
+
+    /// `echo` answers the caller's JSON text itself: parsed into a [`Value`], a 60-digit
+    /// integer would come back as `1.2345678901234567e+59` and `-0` as `-0.0`.
+    async fn invoke_raw(
+        &self,
+        capability: &str,
+        payload: &RawValue,
+        ctx: InvokeContext,
+    ) -> Result<Box<RawValue>, PluginError> {
+        if capability != "echo" {
+            let payload: Value = serde_json::from_str(payload.get())
+                .map_err(|e| PluginError::InvalidInput(e.to_string()))?;
+            let output = self.invoke(capability, payload, ctx).await?;
+            return serde_json::value::to_raw_value(&output)
+                .map_err(|e| PluginError::failed(e.to_string()));
+        }
+        tracing::debug!(request_id = %ctx.request_id, "echo");
+        Ok(payload.to_owned())
     }
 }
 
@@ -199,6 +221,32 @@ mod tests {
             plugin.invoke("config", json!({}), ctx()).await.ok(),
             Some(json!({"greeting": "hi"}))
         );
+    }
+
+    #[tokio::test]
+    async fn echo_returns_numbers_exactly_as_written() {
+        let plugin = started(json!({})).await;
+        let text = r#"{"big": 123456789012345678901234567890123456789012345678901234567890, "zero": -0, "f": 1.50, "e": 1E400}"#;
+        let payload: &RawValue = serde_json::from_str(text).expect("json");
+        let out = plugin
+            .invoke_raw("echo", payload, ctx())
+            .await
+            .expect("echo");
+        assert_eq!(out.get(), text);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sleep_takes_integers_written_with_a_zero_fraction() {
+        let plugin = started(json!({})).await;
+        for ms in ["1.0", "1e1", "10"] {
+            let text = format!(r#"{{"ms": {ms}}}"#);
+            let payload: &RawValue = serde_json::from_str(&text).expect("json");
+            let out = plugin.invoke_raw("sleep", payload, ctx()).await;
+            assert!(out.is_ok(), "{ms}: {out:?}");
+        }
+        let payload: &RawValue = serde_json::from_str(r#"{"ms": 1.5}"#).expect("json");
+        let err = plugin.invoke_raw("sleep", payload, ctx()).await;
+        assert!(matches!(err, Err(PluginError::InvalidInput(_))));
     }
 
     #[tokio::test(start_paused = true)]
