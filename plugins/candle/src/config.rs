@@ -6,14 +6,14 @@
 //!   "normalize": null, "truncate": true, "pooling": null,
 //!   "batching": true, "max_batch_size": 32, "max_batch_tokens": 16384,
 //!   "max_wait_ms": 2, "queue_capacity": 1024, "dtype": "f32", "device": "auto",
-//!   "kernels": "auto"
+//!   "kernels": "auto", "model_root": "/models"
 //! }
 //! ```
 //!
 //! Every key is optional. Unknown keys are refused so a typo (`max_batchsize`) is not
 //! silently ignored.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -21,7 +21,8 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::pooling::Pooling;
 
-/// Env var against which relative model paths are resolved.
+/// The model root when the config names none: relative model paths resolve against it, and
+/// `model.load` may only load directories inside it (see [`confine`]).
 pub const MODEL_ROOT_ENV: &str = "BKG_MODEL_ROOT";
 
 /// Where a model comes from.
@@ -47,18 +48,34 @@ impl ModelSource {
         }
     }
 
-    /// Resolves a relative path against `BKG_MODEL_ROOT`, so manifests can name models
-    /// relative to a volume mount without knowing where it is.
-    pub fn resolved(self) -> Self {
-        match self {
-            Self::Path { path } if path.is_relative() => match std::env::var_os(MODEL_ROOT_ENV) {
-                Some(root) => Self::Path {
-                    path: PathBuf::from(root).join(path),
-                },
-                None => Self::Path { path },
+    /// Resolves a relative path against the model root, so manifests can name models
+    /// relative to a volume mount without knowing where it is. For the start-up config only:
+    /// the manifest is the operator's, while `model.load` paths are confined with [`confine`].
+    pub fn resolved(self, root: Option<&Path>) -> Self {
+        match (self, root) {
+            (Self::Path { path }, Some(root)) if path.is_relative() => Self::Path {
+                path: root.join(path),
             },
-            other => other,
+            (other, _) => other,
         }
+    }
+}
+
+/// The directory a `model.load` request names, confined to the model root.
+///
+/// The request's path (relative to the root, or absolute) is canonicalized, which resolves
+/// `..` and every symlink, and must then lie inside the canonical root. Every way of failing
+/// (no such path, not a directory, outside the root, through a symlink that leads out) is the
+/// one [`Error::ModelPathRefused`], which names no path: a caller cannot tell what exists
+/// outside the root. Blocking (file system).
+pub fn confine(root: Option<&Path>, requested: &Path) -> Result<PathBuf> {
+    let root = root.ok_or(Error::NoModelRoot)?;
+    let root = std::fs::canonicalize(root).map_err(|_| Error::NoModelRoot)?;
+    let real = std::fs::canonicalize(root.join(requested)).map_err(|_| Error::ModelPathRefused)?;
+    if real.starts_with(&root) && real.is_dir() {
+        Ok(real)
+    } else {
+        Err(Error::ModelPathRefused)
     }
 }
 
@@ -127,6 +144,9 @@ pub struct PluginConfig {
     pub dtype: Dtype,
     pub device: DeviceChoice,
     pub kernels: Kernels,
+    /// The only directory `model.load` may load paths from (and the base of relative ones);
+    /// unset, `BKG_MODEL_ROOT`; neither set, `model.load` by path is refused.
+    pub model_root: Option<PathBuf>,
 }
 
 impl Default for PluginConfig {
@@ -144,6 +164,7 @@ impl Default for PluginConfig {
             dtype: Dtype::F32,
             device: DeviceChoice::Auto,
             kernels: Kernels::Auto,
+            model_root: None,
         }
     }
 }
@@ -169,8 +190,17 @@ impl PluginConfig {
         if self.max_batch_tokens == 0 {
             return Err(Error::Config("max_batch_tokens must be at least 1".into()));
         }
-        self.model = self.model.map(ModelSource::resolved);
+        let root = self.model_root();
+        self.model = self.model.map(|m| m.resolved(root.as_deref()));
         Ok(self)
+    }
+
+    /// The model root: the config's `model_root`, else `BKG_MODEL_ROOT`.
+    pub fn model_root(&self) -> Option<PathBuf> {
+        self.model_root
+            .clone()
+            .or_else(|| std::env::var_os(MODEL_ROOT_ENV).map(PathBuf::from))
+            .filter(|p| !p.as_os_str().is_empty())
     }
 
     /// The batching limits the queue actor runs with.

@@ -37,6 +37,21 @@ pub enum Error {
     #[error("the request's deadline passed while it waited in the queue")]
     DeadlineExceeded,
 
+    /// `model.load` named a path while no model root is configured.
+    #[error(
+        "model.load by path is off: no model root is configured (BKG_MODEL_ROOT or the config's model_root)"
+    )]
+    NoModelRoot,
+
+    /// `model.load` named a path that is not a directory inside the model root. Deliberately
+    /// the same words whether the path exists or not, and without the path.
+    #[error("model.load: the path does not name a directory inside the model root")]
+    ModelPathRefused,
+
+    /// `model.load` named a Hub model id or revision that is not one.
+    #[error("model.load: {0}")]
+    BadModelId(&'static str),
+
     /// A model directory lacks a file it needs.
     #[error("model directory {dir}: missing {file}")]
     MissingFile { dir: PathBuf, file: &'static str },
@@ -89,6 +104,7 @@ impl Error {
             Self::QueueFull => "queue_full",
             Self::Unloaded => "unloaded",
             Self::DeadlineExceeded => "deadline",
+            Self::NoModelRoot | Self::ModelPathRefused | Self::BadModelId(_) => "refused",
             Self::MissingFile { .. } => "missing_file",
             Self::BadFile { .. } => "bad_file",
             Self::UnsupportedArchitecture(_) => "unsupported_architecture",
@@ -120,6 +136,9 @@ impl From<Error> for PluginError {
         match err {
             Error::Config(m) => PluginError::Config(m),
             Error::InvalidInput(m) => PluginError::InvalidInput(m),
+            Error::NoModelRoot | Error::ModelPathRefused | Error::BadModelId(_) => {
+                PluginError::InvalidInput(err.to_string())
+            }
             Error::NoModel | Error::Unloaded => PluginError::NotReady(err.to_string()),
             Error::DeadlineExceeded => PluginError::NotReady(err.to_string()),
             Error::QueueFull => PluginError::Overloaded {

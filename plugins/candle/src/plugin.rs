@@ -3,7 +3,8 @@
 //! ```text
 //!  start ──▶ PluginConfig ──▶ device ──▶ (model configured?) load ──▶ Loaded{Embedder, Batcher}
 //!  invoke(model.infer | embeddings) ──▶ tokenize here ──▶ Batcher (own thread) ──▶ JSON
-//!  invoke(model.load)  ──▶ load on a blocking thread ──▶ swap; the old model drains and stops
+//!  invoke(model.load)  ──▶ path confined to the model root ──▶ load on a blocking thread
+//!                      ──▶ swap; the old model drains and stops
 //! ```
 
 use std::sync::{Arc, RwLock};
@@ -16,7 +17,7 @@ use candle_core::Device;
 use serde_json::{Map, Value, json};
 
 use crate::batcher::Batcher;
-use crate::config::{Kernels, ModelSource, PluginConfig};
+use crate::config::{self, Kernels, ModelSource, PluginConfig};
 use crate::engine::{Embedder, LoadOptions, device_name, select_device};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -162,7 +163,20 @@ impl CandlePlugin {
                 ))
             }
             schema::LOAD => {
-                let source = schema::parse_load(payload)?;
+                let source = match schema::parse_load(payload)? {
+                    ModelSource::Path { path } => {
+                        let root = self.read().config.model_root();
+                        let confined = tokio::task::spawn_blocking(move || {
+                            config::confine(root.as_deref(), &path)
+                        })
+                        .await
+                        .map_err(|e| Error::Inference(format!("path check failed: {e}")))?;
+                        ModelSource::Path {
+                            path: confined.map_err(|e| e.into_load_error(false))?,
+                        }
+                    }
+                    hub => hub,
+                };
                 tracing::info!(request_id = %ctx.request_id, model = %source.display_name(), "model.load");
                 self.load(source)
                     .await

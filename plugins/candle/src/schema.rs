@@ -1,7 +1,7 @@
 //! Capability descriptors (JSON Schemas) and the payload shapes behind them.
 
 use base64::Engine as _;
-use bkg_plugin_api::CapabilityDescriptor;
+use bkg_plugin_api::{CapabilityDescriptor, Cost, CostUnit};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -63,7 +63,7 @@ pub fn descriptors() -> Vec<CapabilityDescriptor> {
                     {
                         "type": "object",
                         "required": ["path"],
-                        "properties": {"path": {"type": "string", "description": "Relative paths resolve against BKG_MODEL_ROOT."}},
+                        "properties": {"path": {"type": "string", "description": "A directory inside the model root (the config's model_root, else BKG_MODEL_ROOT); relative paths resolve against it. Without a model root, loading by path is refused."}},
                         "additionalProperties": false
                     }
                 ]
@@ -73,6 +73,8 @@ pub fn descriptors() -> Vec<CapabilityDescriptor> {
                 "required": ["model", "load_ms"],
                 "properties": {"model": model_info_schema(), "load_ms": {"type": "integer"}}
             }),
+            management: true,
+            cost: None,
         },
         CapabilityDescriptor {
             id: UNLOAD.into(),
@@ -85,6 +87,8 @@ pub fn descriptors() -> Vec<CapabilityDescriptor> {
                 "type": "object",
                 "properties": {"unloaded": {"type": ["string", "null"], "description": "Name of the unloaded model, null if none was loaded."}}
             }),
+            management: true,
+            cost: None,
         },
         CapabilityDescriptor {
             id: INFER.into(),
@@ -114,6 +118,8 @@ pub fn descriptors() -> Vec<CapabilityDescriptor> {
                     "usage": {"type": "object", "properties": {"prompt_tokens": {"type": "integer", "description": "Tokens embedded, special tokens included, after truncation."}}}
                 }
             }),
+            management: false,
+            cost: Some(per_input()),
         },
         CapabilityDescriptor {
             id: EMBEDDINGS.into(),
@@ -149,8 +155,19 @@ pub fn descriptors() -> Vec<CapabilityDescriptor> {
                     "usage": {"type": "object", "properties": {"prompt_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"}}}
                 }
             }),
+            management: false,
+            cost: Some(per_input()),
         },
     ]
+}
+
+/// Embedding work grows with the number of texts, so each one is a unit of the rate limit.
+fn per_input() -> Cost {
+    Cost {
+        unit: CostUnit::Inputs,
+        field: Some("/input".into()),
+        per: None,
+    }
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(payload: Value) -> Result<T> {
@@ -170,8 +187,27 @@ fn texts(input: &Value) -> Result<Vec<String>> {
     }
 }
 
+/// A `model.load` request. A path is confined to the model root later
+/// ([`crate::config::confine`]); a Hub id and revision must not walk out of the HF cache.
 pub fn parse_load(payload: Value) -> Result<ModelSource> {
-    Ok(parse::<ModelSource>(payload)?.resolved())
+    let source = parse::<ModelSource>(payload)?;
+    if let ModelSource::Hub { model_id, revision } = &source {
+        let walks = |s: &str| {
+            s.starts_with('/') || s.split('/').any(|c| c.is_empty() || c == "." || c == "..")
+        };
+        if walks(model_id) || model_id.contains('\\') {
+            return Err(Error::BadModelId("model_id must be <name> or <org>/<name>"));
+        }
+        if revision
+            .as_deref()
+            .is_some_and(|r| walks(r) || r.contains('\\'))
+        {
+            return Err(Error::BadModelId(
+                "revision must be a branch, tag or commit",
+            ));
+        }
+    }
+    Ok(source)
 }
 
 /// `model.infer` request.
@@ -239,13 +275,24 @@ pub fn parse_openai(payload: Value) -> Result<OpenAiRequest> {
         input: Value,
         #[serde(default)]
         encoding_format: Option<EncodingFormat>,
-        dimensions: Option<usize>,
+        dimensions: Option<Value>,
     }
     let raw: Raw = parse(payload)?;
+    // JSON Schema's integers, as the gateway checks them: `384.0` is 384.
+    let dimensions = match &raw.dimensions {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            bkg_plugin_api::as_u64(v)
+                .and_then(|d| usize::try_from(d).ok())
+                .ok_or_else(|| {
+                    Error::InvalidInput("dimensions must be a non-negative integer".into())
+                })?,
+        ),
+    };
     Ok(OpenAiRequest {
         texts: texts(&raw.input)?,
         encoding_format: raw.encoding_format.unwrap_or_default(),
-        dimensions: raw.dimensions,
+        dimensions,
     })
 }
 

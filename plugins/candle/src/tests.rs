@@ -480,10 +480,98 @@ async fn openai_embeddings_shape() {
     assert!(matches!(err, PluginError::InvalidInput(_)));
 }
 
+/// A model root holding one tiny model in `tiny/`.
+fn model_root() -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join("tiny")).unwrap();
+    testutil::write_tiny(&root.path().join("tiny"), &Tiny::default());
+    root
+}
+
+#[tokio::test]
+async fn model_load_reads_only_inside_the_model_root_and_says_nothing_of_outside() {
+    let root = model_root();
+    let outside = tiny(&Tiny::default());
+    std::os::unix::fs::symlink(outside.path(), root.path().join("link-out")).unwrap();
+    std::os::unix::fs::symlink("/etc", root.path().join("etc")).unwrap();
+    let plugin = started(json!({"model_root": root.path()})).await;
+    // Inside: relative or absolute, it loads.
+    for path in [json!("tiny"), json!(root.path().join("tiny"))] {
+        let r = plugin
+            .invoke("model.load", json!({"path": path}), ctx())
+            .await
+            .unwrap();
+        assert_eq!(r["model"]["dimensions"], json!(testutil::HIDDEN));
+    }
+    // Outside: a real model, existing and missing directories, `..` and symlinks out all
+    // get the one answer, naming no path.
+    let mut details = Vec::new();
+    for path in [
+        outside.path().display().to_string(),
+        "/etc".into(),
+        "/nonexistent-bkg-test".into(),
+        "../../../../etc".into(),
+        "../../../../nonexistent-bkg-test".into(),
+        "link-out".into(),
+        "etc".into(),
+        "etc/nonexistent-bkg-test".into(),
+        "tiny/config.json".into(),
+    ] {
+        let err = plugin
+            .invoke("model.load", json!({"path": path}), ctx())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, PluginError::InvalidInput(_)), "{path}: {err}");
+        let text = err.to_string();
+        assert!(
+            !text.contains("etc") && !text.contains("nonexistent") && !text.contains('/'),
+            "{text}"
+        );
+        details.push(text);
+    }
+    details.dedup();
+    assert_eq!(details.len(), 1, "{details:?}");
+    // The model loaded last (inside the root) still serves.
+    plugin
+        .invoke("model.infer", json!({"input": "hello"}), ctx())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn without_a_model_root_model_load_by_path_is_refused() {
+    // SAFETY of the assumption: the test environment does not set BKG_MODEL_ROOT.
+    if std::env::var_os(crate::config::MODEL_ROOT_ENV).is_some() {
+        return;
+    }
+    let dir = tiny(&Tiny::default());
+    let plugin = started(json!({})).await;
+    let err = plugin
+        .invoke("model.load", json!({"path": dir.path()}), ctx())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no model root"), "{err}");
+    let err = plugin
+        .invoke("model.load", json!({"model_id": "../../etc"}), ctx())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PluginError::InvalidInput(_)), "{err}");
+    let err = plugin
+        .invoke(
+            "model.load",
+            json!({"model_id": "a/b", "revision": "../../x"}),
+            ctx(),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("revision"), "{err}");
+}
+
 #[tokio::test]
 async fn a_failed_load_keeps_the_old_model_serving() {
-    let dir = tiny(&Tiny::default());
-    let plugin = started(json!({"model": {"path": dir.path()}})).await;
+    let root = model_root();
+    let dir = root.path().join("tiny");
+    let plugin = started(json!({"model": {"path": "tiny"}, "model_root": root.path()})).await;
     let err = plugin
         .invoke("model.load", json!({"path": "/nonexistent"}), ctx())
         .await
@@ -497,14 +585,14 @@ async fn a_failed_load_keeps_the_old_model_serving() {
         .invoke("model.unload", json!({}), ctx())
         .await
         .unwrap();
-    assert_eq!(r["unloaded"], json!(dir.path().display().to_string()));
+    assert_eq!(r["unloaded"], json!(dir.display().to_string()));
     let err = plugin
         .invoke("model.infer", json!({"input": "hello"}), ctx())
         .await
         .unwrap_err();
     assert!(matches!(err, PluginError::NotReady(_)));
     let r = plugin
-        .invoke("model.load", json!({"path": dir.path()}), ctx())
+        .invoke("model.load", json!({"path": dir}), ctx())
         .await
         .unwrap();
     assert_eq!(r["model"]["dimensions"], json!(testutil::HIDDEN));
