@@ -13,7 +13,8 @@ pub enum ApiKeyCommand {
 
 #[derive(clap::Args, Debug)]
 pub struct CreateArgs {
-    /// Scopes, comma-separated: read, invoke, invoke:<plugin>[/<capability>], admin.
+    /// Scopes, comma-separated: read, invoke, invoke:<plugin>[/<capability>], manage:<plugin>
+    /// (the plugin's management capabilities, e.g. model.load), admin.
     #[arg(long, value_delimiter = ',', required = true)]
     scopes: Vec<String>,
     /// Public name of the key (shown in logs and metrics).

@@ -7,8 +7,9 @@
 //! | scope | allows |
 //! |---|---|
 //! | `read` | list and get plugins, telemetry, logs, WebSockets |
-//! | `invoke` | invoke any capability; `invoke:<plugin>` or `invoke:<plugin>/<capability>` narrow it |
-//! | `admin` | everything, including start, stop, restart and config |
+//! | `invoke` | invoke any capability that is not a management one; `invoke:<plugin>` or `invoke:<plugin>/<capability>` narrow it |
+//! | `manage:<plugin>` | invoke the plugin's management capabilities (e.g. `model.load`, `model.unload`), which no invoke scope grants |
+//! | `admin` | everything, including management capabilities, start, stop, restart and config |
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -27,7 +28,14 @@ pub enum Scope {
         plugin: Option<String>,
         capability: Option<String>,
     },
+    /// The management capabilities of one plugin.
+    Manage {
+        plugin: String,
+    },
 }
+
+/// What the scope grammar accepts, for error messages.
+const SCOPES: &str = "read, invoke, invoke:<plugin>[/<capability>], manage:<plugin> or admin";
 
 impl std::str::FromStr for Scope {
     type Err = String;
@@ -40,13 +48,20 @@ impl std::str::FromStr for Scope {
                 plugin: None,
                 capability: None,
             }),
+            other if other.starts_with("manage:") => {
+                let plugin = &other["manage:".len()..];
+                if plugin.is_empty() || plugin.contains('/') {
+                    return Err(format!("scope {other:?} must be manage:<plugin>"));
+                }
+                Ok(Scope::Manage {
+                    plugin: plugin.to_owned(),
+                })
+            }
             other => {
                 let rest = other
                     .strip_prefix("invoke:")
                     .filter(|r| !r.is_empty())
-                    .ok_or_else(|| {
-                        format!("unknown scope {other:?}: use read, invoke, invoke:<plugin>[/<capability>] or admin")
-                    })?;
+                    .ok_or_else(|| format!("unknown scope {other:?}: use {SCOPES}"))?;
                 let (plugin, capability) = match rest.split_once('/') {
                     Some((p, c)) if !p.is_empty() && !c.is_empty() => (p, Some(c.to_owned())),
                     Some(_) => {
@@ -102,11 +117,18 @@ impl Principal {
         self.scopes.contains(&Scope::Admin)
     }
 
-    /// May invoke `capability` of `plugin` (or, with `None`, some capability of it).
+    /// May call some capability of `plugin`: a plain one or, with `manage:<plugin>`, a
+    /// management one. Checked before the capability is known.
+    pub fn can_call(&self, plugin: &str, capability: Option<&str>) -> bool {
+        self.can_invoke(plugin, capability) || self.can_manage(plugin)
+    }
+
+    /// May invoke `capability` of `plugin` (or, with `None`, some capability of it) when it is
+    /// not a management capability.
     pub fn can_invoke(&self, plugin: &str, capability: Option<&str>) -> bool {
         self.scopes.iter().any(|s| match s {
             Scope::Admin => true,
-            Scope::Read => false,
+            Scope::Read | Scope::Manage { .. } => false,
             Scope::Invoke {
                 plugin: p,
                 capability: c,
@@ -117,6 +139,16 @@ impl Principal {
                         (Some(c), Some(want)) => c == want,
                     }
             }
+        })
+    }
+
+    /// May invoke the management capabilities of `plugin`: `admin` or `manage:<plugin>`, never
+    /// an invoke scope.
+    pub fn can_manage(&self, plugin: &str) -> bool {
+        self.scopes.iter().any(|s| match s {
+            Scope::Admin => true,
+            Scope::Manage { plugin: p } => p == plugin,
+            Scope::Read | Scope::Invoke { .. } => false,
         })
     }
 
@@ -139,6 +171,7 @@ impl Principal {
                     plugin: Some(p),
                     capability: Some(c),
                 } => format!("invoke:{p}/{c}"),
+                Scope::Manage { plugin } => format!("manage:{plugin}"),
             })
             .collect()
     }
@@ -430,5 +463,56 @@ mod tests {
         );
         assert!("invoke:".parse::<Scope>().is_err());
         assert!("invoke:a/".parse::<Scope>().is_err());
+        assert_eq!(
+            "manage:candle".parse::<Scope>(),
+            Ok(Scope::Manage {
+                plugin: "candle".into()
+            })
+        );
+        assert!("manage:".parse::<Scope>().is_err());
+        assert!("manage:a/b".parse::<Scope>().is_err());
+        assert!(
+            "manage"
+                .parse::<Scope>()
+                .expect_err("no bare manage")
+                .contains("manage:<plugin>")
+        );
+    }
+
+    fn principal(scopes: &[&str]) -> Principal {
+        Principal {
+            key_id: "k".into(),
+            scopes: scopes.iter().map(|s| s.parse().expect("scope")).collect(),
+        }
+    }
+
+    #[test]
+    fn only_admin_and_manage_scopes_grant_management_capabilities() {
+        for scopes in [
+            &["invoke"][..],
+            &["invoke:candle"],
+            &["invoke:candle/model.unload"],
+            &["read", "invoke"],
+            &["manage:echo"],
+        ] {
+            let who = principal(scopes);
+            assert!(!who.can_manage("candle"), "{scopes:?}");
+        }
+        for scopes in [
+            &["admin"][..],
+            &["manage:candle"],
+            &["invoke:echo", "manage:candle"],
+        ] {
+            let who = principal(scopes);
+            assert!(who.can_manage("candle"), "{scopes:?}");
+        }
+        let manager = principal(&["manage:candle"]);
+        assert!(manager.can_call("candle", Some("model.unload")));
+        assert!(
+            !manager.can_invoke("candle", Some("model.infer")),
+            "manage is not invoke"
+        );
+        assert!(!manager.can_call("echo", None));
+        assert_eq!(manager.scope_names(), vec!["manage:candle".to_owned()]);
     }
 }

@@ -21,7 +21,8 @@ use utoipa::{Modify, OpenApi, ToSchema};
         title = "bkg gateway",
         description = "Runs ML plugins and invokes their capabilities. Every /api route needs \
             `Authorization: Bearer <key>` with the scope it names (read, invoke[:plugin[/capability]], \
-            admin). Errors are RFC 9457 problem+json with a request_id. Live events are served on \
+            manage:<plugin>, admin). A management capability (e.g. model.load, model.unload) needs \
+            admin or manage:<plugin>, which no invoke scope grants. Errors are RFC 9457 problem+json with a request_id. Live events are served on \
             the WebSockets /ws/plugins and /ws/plugins/{id} (subprotocol bkg.v1), which OpenAPI \
             does not describe.",
         license(name = "Apache-2.0", identifier = "Apache-2.0")
@@ -53,7 +54,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
     security(("bearer" = [])),
     tags(
         (name = "plugins", description = "Read plugins, their telemetry and logs (scope read)"),
-        (name = "invoke", description = "Call a capability (scope invoke)"),
+        (name = "invoke", description = "Call a capability (scope invoke; a management capability: manage:<plugin> or admin)"),
         (name = "lifecycle", description = "Start, stop, restart and reconfigure (scope admin)"),
         (name = "auth", description = "The calling key"),
         (name = "health", description = "Open endpoints for probes and Prometheus"),
@@ -163,7 +164,7 @@ problem_responses! {
     BadRequest => problem("Malformed JSON, a body of the wrong shape, or a payload that violates the capability's input schema (errors[] names each field)");
     NotFound => problem("No such plugin or capability");
     Conflict => problem("The plugin cannot do this now (e.g. its manifest is invalid)");
-    TooLarge => problem("The request body is larger than the gateway accepts");
+    TooLarge => problem("The request body is larger than the gateway accepts, or the call costs more rate-limit units than the capability's burst (cost-over-burst)");
     PluginRefused => problem("The plugin refused the input");
     RateLimited => problem_with_retry("The key's rate limit for this capability is used up, or the plugin is overloaded");
     PluginFailed => problem("The plugin failed while serving the call");

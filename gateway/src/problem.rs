@@ -43,6 +43,9 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{detail}")]
     RateLimited { detail: String, retry_after: u32 },
+    /// The call costs more rate-limit units than its bucket holds: no retry can pass.
+    #[error("{0}")]
+    CostOverBurst(String),
     /// A request axum refused before a handler ran (query string, path encoding).
     #[error("{detail}")]
     Rejected { status: StatusCode, detail: String },
@@ -106,6 +109,11 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate-limited",
                 "Rate limit exceeded",
+            ),
+            ApiError::CostOverBurst(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "cost-over-burst",
+                "Call costs more than the rate limit allows",
             ),
             ApiError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,

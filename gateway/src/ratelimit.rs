@@ -1,9 +1,12 @@
 //! Invoke rate limits: one token bucket per API key × plugin × capability (GCRA, `governor`).
 //!
 //! The limit that applies is the capability's `rateLimit`, else the plugin's, else the
-//! gateway's default. Buckets of a (plugin, capability) are rebuilt when its limit changes;
-//! idle keys are forgotten by [`RateLimiter::sweep`], so memory is bounded by the number of
-//! API keys that called recently, never by the number of requests.
+//! gateway's default. A call takes as many units from its bucket as it costs (the
+//! capability's `cost`, one by default), so one call embedding 256 texts uses what 256
+//! one-text calls use; a call costing more than the bucket holds can never pass and is refused
+//! as such, not told to retry. Buckets of a (plugin, capability) are rebuilt when its limit
+//! changes; idle keys are forgotten by [`RateLimiter::sweep`], so memory is bounded by the
+//! number of API keys that called recently, never by the number of requests.
 
 use std::num::NonZeroU32;
 use std::sync::{Arc, RwLock};
@@ -11,27 +14,49 @@ use std::time::Duration;
 
 use bkg_core::{Plugin, RateLimit};
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{InsufficientCapacity, Quota};
 
 use crate::FastMap;
 
-struct Bucket {
+/// The buckets of one (plugin, capability): one per API key.
+type Keyed<C> = governor::RateLimiter<
+    String,
+    DefaultKeyedStateStore<String>,
+    C,
+    NoOpMiddleware<<C as Clock>::Instant>,
+>;
+
+struct Bucket<C: Clock> {
     limit: RateLimit,
-    limiter: Arc<DefaultKeyedRateLimiter<String>>,
+    limiter: Arc<Keyed<C>>,
 }
 
-/// Every rate limit the gateway enforces.
-pub struct RateLimiter {
+/// Every rate limit the gateway enforces. The clock is a parameter so tests can move time
+/// by hand instead of sleeping.
+pub struct RateLimiter<C: Clock = DefaultClock> {
     default: Option<RateLimit>,
-    clock: DefaultClock,
+    clock: C,
     /// plugin id → capability id → bucket set.
-    buckets: RwLock<FastMap<String, FastMap<String, Bucket>>>,
+    buckets: RwLock<FastMap<String, FastMap<String, Bucket<C>>>>,
+}
+
+/// Why a call was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The bucket holds too few units now; retry after the wait.
+    Exceeded(Exceeded),
+    /// The call costs more units than the bucket ever holds (its burst): retrying cannot help.
+    OverBurst { limit: RateLimit, cost: u32 },
 }
 
 /// A refused call: how long until the key may call this capability again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Exceeded {
     pub limit: RateLimit,
+    /// The units the refused call would have taken.
+    pub cost: u32,
     pub retry_after: Duration,
 }
 
@@ -43,12 +68,19 @@ impl Exceeded {
     }
 }
 
-impl RateLimiter {
+impl RateLimiter<DefaultClock> {
     /// `default` applies to capabilities whose Plugin sets no limit; `None` leaves them unlimited.
     pub fn new(default: Option<RateLimit>) -> Self {
+        Self::with_clock(default, DefaultClock::default())
+    }
+}
+
+impl<C: Clock + Clone> RateLimiter<C> {
+    /// A limiter reading time from `clock`.
+    pub fn with_clock(default: Option<RateLimit>, clock: C) -> Self {
         Self {
             default,
-            clock: DefaultClock::default(),
+            clock,
             buckets: RwLock::default(),
         }
     }
@@ -65,27 +97,42 @@ impl RateLimiter {
             .or(self.default)
     }
 
-    /// Takes one token from `key_id`'s bucket for this capability.
-    pub fn check(&self, plugin: &Plugin, capability: &str, key_id: &str) -> Result<(), Exceeded> {
+    /// Takes `cost` units (at least one) from `key_id`'s bucket for this capability, or none
+    /// when the bucket lacks them.
+    pub fn check(
+        &self,
+        plugin: &Plugin,
+        capability: &str,
+        key_id: &str,
+        cost: u32,
+    ) -> Result<(), Refused> {
         let Some(limit) = self.limit_for(plugin, capability) else {
             return Ok(());
         };
+        let cost = NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN);
         let plugin_id = plugin.metadata.name.as_deref().unwrap_or_default();
         let limiter = self.limiter(plugin_id, capability, limit);
-        limiter
-            .check_key(&key_id.to_owned())
-            .map_err(|not_until| Exceeded {
+        let key = key_id.to_owned();
+        let outcome = if cost == NonZeroU32::MIN {
+            Ok(limiter.check_key(&key))
+        } else {
+            limiter.check_key_n(&key, cost)
+        };
+        match outcome {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(not_until)) => Err(Refused::Exceeded(Exceeded {
                 limit,
+                cost: cost.get(),
                 retry_after: not_until.wait_time_from(self.clock.now()),
-            })
+            })),
+            Err(InsufficientCapacity(_)) => Err(Refused::OverBurst {
+                limit,
+                cost: cost.get(),
+            }),
+        }
     }
 
-    fn limiter(
-        &self,
-        plugin: &str,
-        capability: &str,
-        limit: RateLimit,
-    ) -> Arc<DefaultKeyedRateLimiter<String>> {
+    fn limiter(&self, plugin: &str, capability: &str, limit: RateLimit) -> Arc<Keyed<C>> {
         {
             let buckets = self.buckets.read().unwrap_or_else(|e| e.into_inner());
             if let Some(b) = buckets.get(plugin).and_then(|caps| caps.get(capability))
@@ -100,7 +147,7 @@ impl RateLimiter {
             // Another request built it between the two locks.
             Some(b) if b.limit == limit => b.limiter.clone(),
             _ => {
-                let limiter = Arc::new(DefaultKeyedRateLimiter::keyed(quota(limit)));
+                let limiter = Arc::new(Keyed::dashmap_with_clock(quota(limit), self.clock.clone()));
                 caps.insert(
                     capability.to_owned(),
                     Bucket {
@@ -141,6 +188,8 @@ fn quota(limit: RateLimit) -> Quota {
 
 #[cfg(test)]
 mod tests {
+    use governor::clock::FakeRelativeClock;
+
     use super::*;
 
     fn plugin(yaml: &str) -> Plugin {
@@ -188,9 +237,13 @@ spec:
         let limiter = RateLimiter::new(None);
         let p = echo();
         for _ in 0..3 {
-            limiter.check(&p, "echo", "k1").expect("within the burst");
+            limiter
+                .check(&p, "echo", "k1", 1)
+                .expect("within the burst");
         }
-        let refused = limiter.check(&p, "echo", "k1").expect_err("burst used up");
+        let Err(Refused::Exceeded(refused)) = limiter.check(&p, "echo", "k1", 1) else {
+            panic!("burst used up");
+        };
         assert_eq!(refused.limit, limit(1, Some(3)));
         assert!(refused.retry_after > Duration::ZERO);
         assert!(refused.retry_after <= Duration::from_secs(1));
@@ -203,18 +256,18 @@ spec:
         let p = echo();
         for _ in 0..3 {
             limiter
-                .check(&p, "echo", "k1")
+                .check(&p, "echo", "k1", 1)
                 .expect("k1 within its burst");
         }
-        assert!(limiter.check(&p, "echo", "k1").is_err());
+        assert!(limiter.check(&p, "echo", "k1", 1).is_err());
         limiter
-            .check(&p, "echo", "k2")
+            .check(&p, "echo", "k2", 1)
             .expect("k2 has its own bucket");
         limiter
-            .check(&p, "sleep", "k1")
+            .check(&p, "sleep", "k1", 1)
             .expect("sleep has its own bucket");
         assert!(
-            limiter.check(&p, "sleep", "k1").is_err(),
+            limiter.check(&p, "sleep", "k1", 1).is_err(),
             "sleep's burst is 1"
         );
     }
@@ -224,12 +277,14 @@ spec:
         let limiter = RateLimiter::new(None);
         let mut p = echo();
         for _ in 0..3 {
-            limiter.check(&p, "echo", "k1").expect("within the burst");
+            limiter
+                .check(&p, "echo", "k1", 1)
+                .expect("within the burst");
         }
-        assert!(limiter.check(&p, "echo", "k1").is_err());
+        assert!(limiter.check(&p, "echo", "k1", 1).is_err());
         p.spec.rate_limit = Some(limit(1, Some(10)));
         limiter
-            .check(&p, "echo", "k1")
+            .check(&p, "echo", "k1", 1)
             .expect("a new bucket under the new limit");
     }
 
@@ -239,8 +294,105 @@ spec:
         let mut p = echo();
         p.spec.rate_limit = None;
         for _ in 0..1000 {
-            limiter.check(&p, "echo", "k1").expect("unlimited");
+            limiter.check(&p, "echo", "k1", 1).expect("unlimited");
         }
         assert_eq!(limiter.tracked_keys(), 0);
+    }
+
+    fn costly() -> Plugin {
+        plugin(
+            r#"
+apiVersion: bkg.rs/v1alpha1
+kind: Plugin
+metadata: {name: candle}
+spec:
+  implementation: candle
+  capabilities:
+    - id: model.infer
+      rateLimit: {requestsPerSecond: 10, burst: 300}
+      cost: {unit: inputs}
+"#,
+        )
+    }
+
+    /// A limiter on a clock that moves only when the test says so.
+    fn frozen() -> (RateLimiter<FakeRelativeClock>, FakeRelativeClock) {
+        let clock = FakeRelativeClock::default();
+        (RateLimiter::with_clock(None, clock.clone()), clock)
+    }
+
+    #[test]
+    fn a_call_takes_as_many_units_as_it_costs() {
+        let (limiter, _clock) = frozen();
+        let p = costly();
+        limiter
+            .check(&p, "model.infer", "k1", 256)
+            .expect("256 of 300");
+        // 44 units are left, exactly: 45 are refused, 44 pass, then not even one does.
+        let Err(Refused::Exceeded(refused)) = limiter.check(&p, "model.infer", "k1", 45) else {
+            panic!("only 44 units left");
+        };
+        assert_eq!(refused.cost, 45);
+        // One unit comes back every 100 ms at 10 per second: one short, 100 ms to wait.
+        assert_eq!(refused.retry_after, Duration::from_millis(100));
+        limiter
+            .check(&p, "model.infer", "k1", 44)
+            .expect("the 44 left");
+        assert!(limiter.check(&p, "model.infer", "k1", 1).is_err());
+        limiter
+            .check(&p, "model.infer", "k2", 300)
+            .expect("another key has its own 300");
+    }
+
+    #[test]
+    fn units_come_back_at_the_limit_rate() {
+        let (limiter, clock) = frozen();
+        let p = costly();
+        limiter.check(&p, "model.infer", "k1", 300).expect("all");
+        assert!(limiter.check(&p, "model.infer", "k1", 1).is_err());
+        clock.advance(Duration::from_secs(2));
+        limiter
+            .check(&p, "model.infer", "k1", 20)
+            .expect("2 s at 10 per second");
+        assert!(limiter.check(&p, "model.infer", "k1", 1).is_err());
+        clock.advance(Duration::from_secs(60));
+        limiter
+            .check(&p, "model.infer", "k1", 300)
+            .expect("full again, never above the burst");
+        assert!(limiter.check(&p, "model.infer", "k1", 1).is_err());
+    }
+
+    #[test]
+    fn a_call_costing_more_than_the_burst_is_refused_for_good() {
+        let (limiter, clock) = frozen();
+        let p = costly();
+        let refused = limiter.check(&p, "model.infer", "k1", 301);
+        assert_eq!(
+            refused,
+            Err(Refused::OverBurst {
+                limit: limit(10, Some(300)),
+                cost: 301
+            })
+        );
+        clock.advance(Duration::from_secs(3600));
+        assert!(matches!(
+            limiter.check(&p, "model.infer", "k1", 301),
+            Err(Refused::OverBurst { .. })
+        ));
+        limiter
+            .check(&p, "model.infer", "k1", 300)
+            .expect("the refused call took nothing");
+    }
+
+    #[test]
+    fn a_cost_of_zero_counts_as_one() {
+        let (limiter, _clock) = frozen();
+        let p = echo();
+        for _ in 0..3 {
+            limiter
+                .check(&p, "echo", "k1", 0)
+                .expect("within the burst");
+        }
+        assert!(limiter.check(&p, "echo", "k1", 0).is_err());
     }
 }

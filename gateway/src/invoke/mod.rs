@@ -3,7 +3,8 @@
 //! ```text
 //!  POST /api/plugins/{id}/invoke
 //!   ─▶ request id, trace context ─▶ key and scope ─▶ find plugin ─▶ read and parse body
-//!   ─▶ capability (and the key's scope for it) ─▶ rate limit ─▶ validate payload
+//!   ─▶ capability (and the key's scope for it: invoke, or manage for a management one)
+//!   ─▶ rate limit, charged the call's cost ─▶ validate payload
 //!   ─▶ a ready instance, round robin ─▶ POST /v1/invoke/{capability} ─▶ relay the answer
 //! ```
 //!
@@ -12,6 +13,7 @@
 //! middleware, extractors, boxed services) cost more than the work they wrap. It does what those
 //! layers do for the other routes, with the same functions ([`crate::front`]).
 
+mod cost;
 mod forward;
 mod schema;
 mod trace;
@@ -21,6 +23,7 @@ use std::time::Instant;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use bkg_core::Cost;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use tracing::Instrument;
@@ -30,6 +33,7 @@ pub use schema::{RuntimeCapabilities, Validators, capabilities};
 
 use crate::auth::Principal;
 use crate::problem::ApiError;
+use crate::ratelimit::Refused;
 use crate::{AppState, REQUEST_ID, front};
 use trace::{Fields, Trace};
 
@@ -87,13 +91,16 @@ where
         key_id: seen.who.as_ref().map(|w| w.key_id.as_str()),
         request_id: &request_id,
     };
-    if status.is_server_error() || tracing::enabled!(tracing::Level::DEBUG) {
+    // Failures get a line each up to a budget per plugin; the rest are summed up (logbudget.rs).
+    let log_failure =
+        status.is_server_error() && state.failure_logs.admit(id, std::time::Instant::now());
+    if log_failure || tracing::enabled!(tracing::Level::DEBUG) {
         trace.log(&fields, || match &result {
-            Ok(_) if status.is_server_error() => {
+            Ok(_) if log_failure => {
                 tracing::warn!(status = status.as_u16(), "plugin answered an error");
             }
             Ok(_) => {}
-            Err(error) if status.is_server_error() => {
+            Err(error) if log_failure => {
                 tracing::warn!(status = status.as_u16(), error = %error, "invoke failed");
             }
             Err(error) => {
@@ -151,7 +158,7 @@ where
     trace.key(&who.key_id);
     state.metrics.observe_key(&who.key_id);
     let who = &*seen.who.insert(who);
-    if !who.can_invoke(id, None) {
+    if !who.can_call(id, None) {
         return Err(front::forbidden(
             who,
             "POST",
@@ -166,7 +173,7 @@ where
     let _in_flight = state.metrics.in_flight(id);
     let body = read_body(body, headers, state.config.max_body_bytes).await?;
     let request = Envelope::parse(&body)?;
-    if !who.can_invoke(id, Some(&request.capability)) {
+    if !who.can_call(id, Some(&request.capability)) {
         return Err(ApiError::Forbidden(format!(
             "key {:?} may not invoke {}/{}",
             who.key_id, id, request.capability
@@ -177,9 +184,15 @@ where
         plugin: id.to_owned(),
         capability: request.capability.clone().into_owned(),
     };
-    // The capability and its input schema: from the manifest (borrowed), or, when the manifest
-    // declares none, as the runtime reports them.
-    let (capability, schema): (String, Cow<'_, serde_json::Value>) = if declared.is_empty() {
+    // The capability, its input schema, whether it is a management one and what it costs:
+    // from the manifest (borrowed), or, when the manifest declares none, as the runtime
+    // reports them.
+    let (capability, schema, management, cost): (
+        String,
+        Cow<'_, serde_json::Value>,
+        bool,
+        Option<Cow<'_, Cost>>,
+    ) = if declared.is_empty() {
         // Boxed: this rare path (a manifest without capabilities) would otherwise add its
         // HTTP client's state to every invoke's future, which is moved by value.
         let reported = Box::pin(async {
@@ -190,7 +203,12 @@ where
             .await
             .ok_or_else(|| ApiError::UnknownPlugin(id.to_owned()))?;
         match caps.into_iter().find(|c| c.id == request.capability) {
-            Some(c) => (c.id, Cow::Owned(c.input_schema)),
+            Some(c) => (
+                c.id,
+                Cow::Owned(c.input_schema),
+                c.management,
+                c.cost.map(Cow::Owned),
+            ),
             // A plugin that is not running cannot report capabilities its manifest leaves out.
             None if route.endpoints.is_empty() => {
                 return Err(Box::pin(unavailable(state, id)).await);
@@ -204,30 +222,69 @@ where
                 c.input_schema
                     .as_ref()
                     .map_or(Cow::Owned(serde_json::Value::Bool(true)), Cow::Borrowed),
+                c.management,
+                c.cost.as_ref().map(Cow::Borrowed),
             ),
             None => return Err(unknown_capability()),
         }
     };
+    // Management capabilities change the plugin for every caller: only `admin` and
+    // `manage:<plugin>` reach them, and `manage:<plugin>` reaches nothing else.
+    if management && !who.can_manage(id) {
+        return Err(ApiError::Forbidden(format!(
+            "key {:?} may not invoke {id}/{capability}: a management capability needs the admin or manage:{id} scope",
+            who.key_id
+        )));
+    }
+    if !management && !who.can_invoke(id, Some(&capability)) {
+        return Err(ApiError::Forbidden(format!(
+            "key {:?} may not invoke {id}/{capability}",
+            who.key_id
+        )));
+    }
     trace.capability(&capability);
     seen.capability = Some(capability.clone());
-    if let Err(exceeded) = state
-        .rate_limiter
-        .check(&route.plugin, &capability, &who.key_id)
-    {
-        state.metrics.observe_rate_limited(id, &capability);
-        let limit = exceeded.limit;
-        return Err(ApiError::RateLimited {
-            detail: format!(
-                "key {:?} may call {id}/{capability} {} times per second (burst {}); retry in {}s",
-                who.key_id,
-                limit.requests_per_second,
-                limit.burst(),
-                exceeded.retry_after_secs()
-            ),
-            retry_after: exceeded.retry_after_secs(),
-        });
-    }
     let payload = request.payload.unwrap_or(RawValue::NULL);
+    let units = cost::units(cost.as_deref(), payload);
+    match state
+        .rate_limiter
+        .check(&route.plugin, &capability, &who.key_id, units)
+    {
+        Ok(()) => {}
+        Err(Refused::Exceeded(exceeded)) => {
+            state.metrics.observe_rate_limited(id, &capability);
+            let limit = exceeded.limit;
+            let detail = if exceeded.cost > 1 {
+                format!(
+                    "key {:?} may use {} units of {id}/{capability} per second (burst {}); this call costs {}; retry in {}s",
+                    who.key_id,
+                    limit.requests_per_second,
+                    limit.burst(),
+                    exceeded.cost,
+                    exceeded.retry_after_secs()
+                )
+            } else {
+                format!(
+                    "key {:?} may call {id}/{capability} {} times per second (burst {}); retry in {}s",
+                    who.key_id,
+                    limit.requests_per_second,
+                    limit.burst(),
+                    exceeded.retry_after_secs()
+                )
+            };
+            return Err(ApiError::RateLimited {
+                detail,
+                retry_after: exceeded.retry_after_secs(),
+            });
+        }
+        Err(Refused::OverBurst { limit, cost }) => {
+            state.metrics.observe_rate_limited(id, &capability);
+            return Err(ApiError::CostOverBurst(format!(
+                "this call of {id}/{capability} costs {cost} units and its rate limit holds at most {} (burst); split it into smaller calls",
+                limit.burst()
+            )));
+        }
+    }
     schema::validate(state, id, route.generation, &capability, &schema, payload)?;
     let payload = payload.get().as_bytes();
     forward::forward(state, route, trace, &capability, payload, request_id).await
