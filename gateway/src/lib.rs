@@ -11,6 +11,7 @@ pub mod backend;
 pub mod conn;
 mod front;
 mod invoke;
+mod logbudget;
 mod metrics;
 pub mod openapi;
 mod problem;
@@ -97,6 +98,8 @@ pub struct Inner {
     pub metrics: metrics::Metrics,
     /// The open client connections.
     pub(crate) connections: Arc<conn::Connections>,
+    /// How many failed invokes get a log line of their own.
+    pub(crate) failure_logs: logbudget::LogBudget,
 }
 
 impl std::ops::Deref for AppState {
@@ -138,6 +141,7 @@ impl AppState {
             registry,
             metrics,
             connections,
+            failure_logs: logbudget::LogBudget::default(),
         }))
     }
 }
@@ -193,6 +197,9 @@ pub async fn serve(
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
         for round in 0u64.. {
             tick.tick().await;
+            housekeeping
+                .failure_logs
+                .log_left_out(std::time::Instant::now());
             if round % 30 == 29 {
                 housekeeping.rate_limiter.sweep();
                 housekeeping.upstream.sweep();

@@ -28,7 +28,7 @@ use serde_json::value::RawValue;
 use std::borrow::Cow;
 use tracing::Instrument;
 
-pub use forward::unavailable;
+use forward::unavailable;
 pub use schema::{RuntimeCapabilities, Validators, capabilities};
 
 use crate::auth::Principal;
@@ -108,9 +108,9 @@ where
             }
         });
     }
-    if let Some(route) = &seen.route {
+    if seen.known {
         state.metrics.observe_invoke(
-            route.plugin.id(),
+            id,
             seen.capability.as_deref().unwrap_or("_unknown"),
             status.as_u16(),
             started.elapsed(),
@@ -135,8 +135,8 @@ where
 #[derive(Default)]
 struct Seen {
     who: Option<std::sync::Arc<Principal>>,
-    /// The plugin, once known.
-    route: Option<crate::backend::Route>,
+    /// The plugin exists.
+    known: bool,
     /// The capability label: the capability once known to exist, `_unknown` before.
     capability: Option<String>,
 }
@@ -168,7 +168,7 @@ where
     let Some(route) = state.backend.route(id).await else {
         return Err(ApiError::UnknownPlugin(id.to_owned()));
     };
-    let route = &*seen.route.insert(route);
+    seen.known = true;
     seen.capability = Some("_unknown".to_owned());
     let _in_flight = state.metrics.in_flight(id);
     let body = read_body(body, headers, state.config.max_body_bytes).await?;
@@ -287,7 +287,7 @@ where
     }
     schema::validate(state, id, route.generation, &capability, &schema, payload)?;
     let payload = payload.get().as_bytes();
-    forward::forward(state, route, trace, &capability, payload, request_id).await
+    forward::forward(state, &route, trace, &capability, payload, request_id).await
 }
 
 /// The request body, refused above `limit` bytes.
