@@ -12,8 +12,8 @@ while (($#)); do case "$1" in
   --connections) CONNECTIONS=$2; shift 2;; --fd-limit) FD_LIMIT=$2; shift 2;;
   *) echo "unknown argument $1" >&2; exit 2;; esac; done
 
-cargo build -q --release --locked -p bkg -p bkg-plugin-runtime
-BIN=target/release
+[ -n "${BENCH_NO_BUILD:-}" ] || cargo build -q --release --locked -p bkg -p bkg-plugin-runtime
+BIN=${CARGO_TARGET_DIR:-target}/release
 WORK=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"' EXIT
 KEY=bkg_benchKey0123456789abcdefghijklmnopqrstu
 mkdir -p "$WORK/plugins"
