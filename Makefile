@@ -7,7 +7,7 @@ CARGO ?= cargo
 PORT ?= 43119
 PLUGINS ?= config/plugins
 
-.PHONY: help up test deps build build-release lint unit e2e checks crd bench-gateway
+.PHONY: help up test deps build build-release lint unit e2e test-cluster checks crd bench-gateway bench-flood
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -43,9 +43,13 @@ unit: ## Unit and integration tests of every crate
 e2e: build ## End-to-end tests against the real binaries on loopback
 	@source scripts/env.sh; $(CARGO) test --locked -p bkg-e2e -- --test-threads 2
 
-checks: build ## Tool-based checks: every script in scripts/test.d
-	@source scripts/env.sh; for t in scripts/test.d/*.sh; do \
-	  [ -x "$$t" ] || continue; echo "== $$t"; "$$t"; \
+test-cluster: build ## The cluster e2e (needs kind/k3d and BKG_E2E_RUNTIME_IMAGE; e2e/README.md)
+	@source scripts/env.sh; $(CARGO) test --locked -p bkg-e2e --test cluster -- --ignored --nocapture
+
+checks: build ## Tool-based checks: every script in scripts/test.d (each must be executable)
+	@source scripts/env.sh; for t in scripts/test.d/[0-9]*.sh; do \
+	  [ -x "$$t" ] || { echo "FAIL: $$t is not executable (chmod +x it): it would be skipped" >&2; exit 1; }; \
+	  echo "== $$t"; "$$t"; \
 	done
 
 crd: ## Regenerate crds/ (and the Helm chart's copy) from the Rust types
@@ -54,3 +58,6 @@ crd: ## Regenerate crds/ (and the Helm chart's copy) from the Rust types
 
 bench-gateway: ## Echo through the gateway vs directly against the runtime (wrk)
 	@scripts/bench-gateway.sh
+
+bench-flood: ## 10,000 keyless idle connections against bkg up at ulimit -n 1024
+	@scripts/bench-flood.sh
