@@ -324,3 +324,31 @@ pub fn post_raw(url: &str, path: &str, body: &[u8]) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+/// Runs `bkg apikey create` with `scopes` (comma-separated) into `keys_file` and returns the
+/// printed key.
+pub fn create_key(keys_file: &Path, id: &str, scopes: &str) -> String {
+    let out = Command::new(bin_dir().join("bkg"))
+        .args([
+            "apikey",
+            "create",
+            "--id",
+            id,
+            "--scopes",
+            scopes,
+            "--keys-file",
+        ])
+        .arg(keys_file)
+        .output()
+        .expect("bkg apikey create");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .find(|w| w.starts_with("bkg_"))
+        .expect("key printed")
+        .to_owned()
+}

@@ -4,38 +4,10 @@
 //! manifest listing no capabilities); and `model.load` reads only inside the model root,
 //! answering alike for every path outside it, existing or not.
 
-use std::process::Command;
 use std::time::Duration;
 
-use bkg_e2e::{ADMIN_KEY, Stack, bin_dir, repo_root};
+use bkg_e2e::{ADMIN_KEY, Stack, create_key, repo_root};
 use serde_json::{Value, json};
-
-/// Runs `bkg apikey create` and returns the printed key.
-fn create_key(keys_file: &std::path::Path, id: &str, scopes: &str) -> String {
-    let out = Command::new(bin_dir().join("bkg"))
-        .args([
-            "apikey",
-            "create",
-            "--id",
-            id,
-            "--scopes",
-            scopes,
-            "--keys-file",
-        ])
-        .arg(keys_file)
-        .output()
-        .expect("bkg apikey create");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .find(|w| w.starts_with("bkg_"))
-        .expect("key printed")
-        .to_owned()
-}
 
 /// Invokes with `key`; status and body.
 fn invoke_as(

@@ -4,35 +4,8 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bkg_e2e::{ADMIN_KEY, Stack, bin_dir, sample_echo};
+use bkg_e2e::{ADMIN_KEY, Stack, bin_dir, create_key, sample_echo};
 use serde_json::{Value, json};
-
-/// Runs `bkg apikey create` and returns the printed key.
-fn create_key(keys_file: &std::path::Path, id: &str, scopes: &str) -> String {
-    let out = Command::new(bin_dir().join("bkg"))
-        .args([
-            "apikey",
-            "create",
-            "--id",
-            id,
-            "--scopes",
-            scopes,
-            "--keys-file",
-        ])
-        .arg(keys_file)
-        .output()
-        .expect("bkg apikey create");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.split_whitespace()
-        .find(|w| w.starts_with("bkg_"))
-        .expect("key printed")
-        .to_owned()
-}
 
 fn call(stack: &Stack, key: Option<&str>, method: &str, path: &str, body: &str) -> u16 {
     let client = reqwest::blocking::Client::builder()
@@ -407,4 +380,57 @@ fn a_rate_limit_refuses_with_429_and_retry_after_per_key_and_capability() {
         ),
         "{metrics}"
     );
+}
+
+/// The status of a WebSocket upgrade to `path` with `key` in the browser's subprotocol form
+/// (none: no key at all): 101 when the stream opened.
+fn ws_status(host: &str, path: &str, key: Option<&str>) -> u16 {
+    let mut request =
+        tungstenite::client::IntoClientRequest::into_client_request(format!("ws://{host}{path}"))
+            .expect("request");
+    if let Some(key) = key {
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            format!("bkg.v1, bkg.bearer.{key}").parse().expect("header"),
+        );
+    }
+    match tungstenite::connect(request) {
+        Ok((mut socket, response)) => {
+            let _ = socket.close(None);
+            response.status().as_u16()
+        }
+        Err(tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(e) => panic!("{path}: {e}"),
+    }
+}
+
+#[test]
+fn websocket_streams_answer_exactly_by_scope() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("echo.yaml"), sample_echo()).expect("manifest");
+    let keys_file = dir.path().join("keys").join("keys.yaml");
+    let read = create_key(&keys_file, "reader", "read");
+    let invoke = create_key(&keys_file, "invoker", "invoke");
+    let narrow = create_key(&keys_file, "echoer", "invoke:echo");
+    let admin = create_key(&keys_file, "operator", "admin");
+    let stack = Stack::start_with(dir, &[]);
+    stack.wait_running("echo");
+    let host = stack.url.trim_start_matches("http://").to_owned();
+    let wrong = "bkg_notAKey0123456789abcdefghijklmnopqrstuv";
+    // Streams are reads: `read` or `admin`; invoke keys may not watch plugins.
+    let keys: [(&str, Option<&str>, u16); 6] = [
+        ("no key", None, 401),
+        ("a wrong key", Some(wrong), 401),
+        ("read", Some(&read), 101),
+        ("invoke", Some(&invoke), 403),
+        ("invoke:echo", Some(&narrow), 403),
+        ("admin", Some(&admin), 101),
+    ];
+    for path in ["/ws/plugins/echo", "/ws/plugins"] {
+        for (who, key, expected) in keys {
+            assert_eq!(ws_status(&host, path, key), expected, "{who} on {path}");
+        }
+    }
+    // An unknown plugin's stream is a 404 for a key that may read.
+    assert_eq!(ws_status(&host, "/ws/plugins/nope", Some(&read)), 404);
 }
