@@ -8,10 +8,15 @@
 #   scripts/ui.sh bench     bundle size and time to the first plugin card (see admin-ui/BENCH-NOTES.md)
 #   scripts/ui.sh dev       run bkg up with the built UI, for a person (prints the URL and key)
 #   scripts/ui.sh ci        install, build, unit, e2e: what `make test` runs (scripts/test.d/40-admin-ui.sh)
+#   scripts/ui.sh gen-types    `bkg openapi` -> src/app/core/api.schema.json -> api.d.ts (openapi-typescript)
+#   scripts/ui.sh check-types  fail if those two differ from what `bkg openapi` gives now (41-ui-types.sh)
 #
+# gen-types and check-types need target/debug/bkg (cargo build -p bkg; or set BKG_BIN).
 # e2e, bench and dev need target/debug/bkg and target/debug/plugin-runtime
 # (cargo build -p bkg -p bkg-plugin-runtime) and /usr/bin/chromium (scripts/setup.sh installs it).
 set -euo pipefail
+SELF="$(realpath "$0")"
+if [ -n "${BKG_BIN:-}" ]; then BKG_BIN="$(realpath -m "$BKG_BIN")"; export BKG_BIN; fi
 cd "$(dirname "$0")/../admin-ui"
 export NG_CLI_ANALYTICS=false NO_UPDATE_NOTIFIER=1 npm_config_fund=false npm_config_audit=false
 
@@ -57,5 +62,7 @@ case "${1:-ci}" in
     ensure; [ -f dist/admin-ui/browser/index.html ] || build
     if uidir_note; then exec node e2e/stack.mjs; else exec node e2e/stack.mjs --static; fi ;;
   ci) install; build; unit; e2e ;;
-  *) sed -n '2,14p' "$0"; exit 2 ;;
+  gen-types) ensure; step "API types from bkg openapi"; node tools/api-types.mjs ;;
+  check-types) ensure; step "API types against bkg openapi"; node tools/api-types.mjs --check ;;
+  *) sed -n '2,16p' "$SELF"; exit 2 ;;
 esac

@@ -48,7 +48,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         ),
         schemas(
         PluginInfo, Capability, Instance, ResourcesInfo, ConditionInfo, InvokeRequest,
-        Telemetry, Logs, LogLine, Problem, FieldError
+        Telemetry, Logs, LogLine, Problem, FieldError, WhoAmI, LiveMessage
     )),
     modifiers(&Security),
     security(("bearer" = [])),
@@ -66,6 +66,35 @@ pub struct ApiDoc;
 pub fn document() -> &'static str {
     static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     DOC.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_default())
+}
+
+// Shapes the handlers build with `json!` (api::whoami, ws.rs): listed among the schemas so that the
+// admin UI's generated types (admin-ui/src/app/core/api.d.ts) have them. Keep them in step.
+
+/// What `GET /api/whoami` answers.
+#[derive(ToSchema)]
+pub struct WhoAmI {
+    /// The key's id in the keys file.
+    pub key_id: String,
+    /// `read`, `invoke`, `invoke:<plugin>[/<capability>]`, `manage:<plugin>` or `admin`.
+    pub scopes: Vec<String>,
+}
+
+/// One message on the live WebSockets `/ws/plugins` and `/ws/plugins/{id}` (subprotocol bkg.v1),
+/// which this document does not describe as routes.
+#[derive(serde::Serialize, ToSchema)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum LiveMessage {
+    /// The plugin's aggregated telemetry, every second.
+    Telemetry(Telemetry),
+    /// One new log line.
+    Log {
+        plugin_id: String,
+        #[serde(flatten)]
+        line: LogLine,
+    },
+    /// The plugin whenever its status, readiness, instances or last error change.
+    Status { plugin: PluginInfo },
 }
 
 /// The bearer scheme, and 401/403 on every operation it guards.
@@ -216,5 +245,12 @@ mod tests {
             doc["paths"]["/healthz"]["get"]["security"] == serde_json::json!([{}]),
             "healthz is open"
         );
+        // The admin UI's generated types need the shapes no route names as its body.
+        for schema in ["WhoAmI", "LiveMessage"] {
+            assert!(
+                doc["components"]["schemas"].get(schema).is_some(),
+                "{schema} missing"
+            );
+        }
     }
 }

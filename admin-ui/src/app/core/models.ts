@@ -1,114 +1,36 @@
-// Shapes of the gateway's REST and WebSocket API (core/src/wire.rs).
+// Shapes of the gateway's REST and WebSocket API. The wire types come from the gateway's OpenAPI
+// document (`bkg openapi`), generated into api.schema.json and api.d.ts by `scripts/ui.sh gen-types`
+// and checked for drift by `make test` (scripts/test.d/41-ui-types.sh): never edit those two by hand.
+// What the document does not describe (UI-only types) is written here.
+import type { components } from './api';
 
-export type PluginStatus = 'stopped' | 'starting' | 'running' | 'stopping' | 'error';
-export const PLUGIN_STATUSES: readonly PluginStatus[] = ['running', 'starting', 'stopping', 'stopped', 'error'];
+type Schemas = components['schemas'];
 
-export type JsonSchema = boolean | { [key: string]: unknown };
+export type Capability = Schemas['Capability'];
+export type Cost = Schemas['Cost'];
+export type Resources = Schemas['ResourcesInfo'];
+export type Condition = Schemas['ConditionInfo'];
+export type Instance = Schemas['Instance'];
+export type PluginInfo = Schemas['PluginInfo'];
+export type PluginStatus = PluginInfo['status'];
+export type Telemetry = Schemas['Telemetry'];
+export type LogLine = Schemas['LogLine'];
+export type Logs = Schemas['Logs'];
+export type FieldError = Schemas['FieldError'];
+export type Problem = Schemas['Problem'];
+export type InvokeRequest = Schemas['InvokeRequest'];
+export type WhoAmI = Schemas['WhoAmI'];
+/** One message on the WebSockets /ws/plugins and /ws/plugins/{id}, told apart by `type`. */
+export type LiveMessage = Schemas['LiveMessage'];
 
-export interface Capability {
-  id: string;
-  name: string;
-  description: string;
-  input_schema: JsonSchema;
-  output_schema: JsonSchema;
-}
+/** Every status, in the order the dashboard's filter shows them. */
+export const PLUGIN_STATUSES = ['running', 'starting', 'stopping', 'stopped', 'error'] as const satisfies readonly PluginStatus[];
+// Does not compile when the API's enum gains a status that PLUGIN_STATUSES lacks.
+type Never<T extends never> = T;
+export type EveryStatusListed = Never<Exclude<PluginStatus, (typeof PLUGIN_STATUSES)[number]>>;
 
-export interface Resources {
-  memory?: string;
-  cpu?: string;
-  timeout_secs: number;
-  max_concurrency: number;
-  gpu_count: number;
-  gpu_vendor?: string;
-}
-
-export interface Condition {
-  type: string;
-  status: string;
-  reason: string;
-  message: string;
-  last_transition_time: string;
-}
-
-export interface Instance {
-  name: string;
-  state: string;
-  ready: boolean;
-  endpoint?: string;
-  pid?: number;
-  restarts: number;
-  started_at?: string;
-  last_error?: string;
-}
-
-export interface PluginInfo {
-  id: string;
-  name: string;
-  version: string;
-  description: string;
-  author: string;
-  implementation: string;
-  status: PluginStatus;
-  enabled: boolean;
-  replicas: number;
-  ready_replicas: number;
-  endpoint?: string;
-  last_error?: string;
-  capabilities: Capability[];
-  config: Record<string, unknown>;
-  resources: Resources;
-  conditions?: Condition[];
-  instances: Instance[];
-}
-
-export interface Telemetry {
-  plugin_id: string;
-  cpu_percent: number;
-  memory_mb: number;
-  uptime_secs: number;
-  request_count: number;
-  error_count: number;
-  last_error?: string | null;
-  replicas: number;
-  extra?: Record<string, unknown>;
-}
-
-export interface LogLine {
-  ts: string;
-  stream: string;
-  message: string;
-}
-
-export interface Logs {
-  plugin_id: string;
-  lines: LogLine[];
-}
+// UI-only types.
 
 export type Scope = 'read' | 'invoke' | 'admin' | string;
-
-export interface WhoAmI {
-  key_id: string;
-  scopes: Scope[];
-}
-
-export interface FieldError {
-  field: string;
-  message: string;
-}
-
-export interface Problem {
-  type: string;
-  title: string;
-  status: number;
-  detail: string;
-  instance?: string;
-  request_id?: string;
-  errors?: FieldError[];
-}
-
-export type LiveMessage =
-  | ({ type: 'telemetry' } & Telemetry)
-  | ({ type: 'log'; plugin_id: string } & LogLine)
-  | { type: 'status'; plugin: PluginInfo };
 
 export type PluginAction = 'start' | 'stop' | 'restart';

@@ -1,4 +1,5 @@
-import { JsonSchema } from './models';
+// Schemas are any JSON (the API's `input_schema`/`output_schema` are typed `unknown`): every
+// function here looks before it reads.
 
 type Obj = Record<string, unknown>;
 
@@ -52,7 +53,7 @@ function fieldKind(schema: Obj): FieldKind {
  * The form fields for an input schema, or null when no form fits (not an object with properties,
  * or a `oneOf`/`anyOf` root): the playground then offers raw JSON only.
  */
-export function formFields(schema: JsonSchema): FormField[] | null {
+export function formFields(schema: unknown): FormField[] | null {
   const root = asObj(schema);
   if (!root || (typeOf(root) !== 'object' && !root['properties'])) return null;
   const props = asObj(root['properties']);
@@ -192,7 +193,7 @@ export function schemaNotes(schema: unknown): string[] {
 }
 
 /** An example payload satisfying the required fields, as a start for the raw JSON editor. */
-export function examplePayload(schema: JsonSchema): unknown {
+export function examplePayload(schema: unknown): unknown {
   const o = asObj(schema);
   if (!o) return {};
   if (o['default'] !== undefined) return o['default'];
@@ -203,7 +204,7 @@ export function examplePayload(schema: JsonSchema): unknown {
       const props = asObj(o['properties']) ?? {};
       const required = Array.isArray(o['required']) ? (o['required'] as string[]) : [];
       const out: Record<string, unknown> = {};
-      for (const name of required) out[name] = examplePayload((props[name] ?? true) as JsonSchema);
+      for (const name of required) out[name] = examplePayload(props[name] ?? true);
       return out;
     }
     case 'array':

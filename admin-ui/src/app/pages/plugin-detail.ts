@@ -105,7 +105,7 @@ const TELEMETRY_GAP_MS = 5000;
               <div><dt class="text-xs text-slate-600">Replicas ready</dt><dd>{{ p.ready_replicas }}/{{ p.replicas }}</dd></div>
               <div><dt class="text-xs text-slate-600">Endpoint</dt><dd class="break-all font-mono text-xs">{{ p.endpoint || '—' }}</dd></div>
             </dl>
-            @if (p.instances.length) {
+            @if (p.instances?.length) {
               <div class="mt-3 overflow-x-auto">
                 <table class="w-full text-left text-xs">
                   <caption class="sr-only">Instances</caption>
