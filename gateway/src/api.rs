@@ -137,7 +137,7 @@ pub async fn stop(State(state): State<AppState>, Path(id): Path<String>) -> ApiR
 }
 
 #[utoipa::path(post, path = "/api/plugins/{id}/restart", tag = "lifecycle", params(("id" = String, Path, description = "Plugin id (metadata.name)", example = "echo")),
-    responses((status = 202, description = "Restarting; the plugin as it is now", body = PluginInfo),
+    responses((status = 202, description = "Restarting; the plugin as it is now. Locally, replicas are replaced one at a time, each old one only after its replacement is ready", body = PluginInfo),
         (status = 404, response = crate::openapi::NotFound), (status = 409, response = crate::openapi::Conflict)))]
 pub async fn restart(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
     state.backend.restart(&id).await?;
@@ -152,8 +152,8 @@ fn body_or_problem(body: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
 }
 
 #[utoipa::path(post, path = "/api/plugins/{id}/config", tag = "lifecycle", params(("id" = String, Path, description = "Plugin id (metadata.name)", example = "echo")),
-    request_body(content = Object, description = "The new plugin config (replaces spec.config; replicas restart with it)"),
-    responses((status = 200, description = "The plugin with its new config", body = PluginInfo),
+    request_body(content = Object, description = "The new plugin config (replaces spec.config). Replicas are replaced one at a time, each old one only after its replacement is ready, so calls keep being answered"),
+    responses((status = 200, description = "The plugin with its new config. Locally: answered once the new config serves on every replica (or after 60 s with the roll still going on). A 409 says the plugin did not start with it: the detail carries its error, and the previous config keeps serving", body = PluginInfo),
         (status = 400, response = crate::openapi::BadRequest), (status = 404, response = crate::openapi::NotFound),
         (status = 409, response = crate::openapi::Conflict), (status = 413, response = crate::openapi::TooLarge)))]
 pub async fn set_config(

@@ -98,7 +98,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("plugin failed to start: {0}")]
+    /// The cause is the source, not part of this message: error chains print it once.
+    #[error("plugin failed to start")]
     Start(#[source] bkg_plugin_api::PluginError),
     #[error("server error")]
     Serve(#[source] std::io::Error),
@@ -192,7 +193,7 @@ pub async fn run(
         })
         .await;
     if let Err(e) = started {
-        tracing::error!(error = %e, "plugin failed to start");
+        // Logged once, by the caller that exits on it.
         let _ = stop_tx.send(true);
         return Err(Error::Start(e));
     }

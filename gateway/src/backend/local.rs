@@ -1,9 +1,18 @@
 //! The local backend: plugins are child processes of this host's supervisor.
+//!
+//! A config change answers once the new generation is ready on every replica (or failed to
+//! start, while the previous one keeps serving): the supervisor rolls one instance at a time,
+//! so waiting costs no failed calls.
+
+use std::time::Duration;
 
 use bkg_core::wire::LogLine;
 use bkg_operator::local::{self, Snapshot, Supervisor};
 
 use super::{Backend, BackendError, PluginView, Route};
+
+/// Longest a config change waits for its roll before answering with the plugin as it is then.
+const ROLLOUT_WAIT: Duration = Duration::from_secs(60);
 
 /// Adapts the local supervisor to the gateway's backend interface.
 #[derive(Clone)]
@@ -28,7 +37,9 @@ fn view(s: Snapshot) -> PluginView {
 fn map_err(e: local::Error) -> BackendError {
     match e {
         local::Error::NotFound(id) => BackendError::NotFound(id),
-        e @ local::Error::InvalidManifest { .. } => BackendError::Conflict(e.to_string()),
+        e @ (local::Error::InvalidManifest { .. } | local::Error::RolloutFailed { .. }) => {
+            BackendError::Conflict(e.to_string())
+        }
     }
 }
 
@@ -59,7 +70,7 @@ impl Backend for LocalBackend {
     }
 
     async fn start(&self, id: &str) -> Result<(), BackendError> {
-        self.supervisor.start(id).map_err(map_err)
+        self.supervisor.start(id).map(drop).map_err(map_err)
     }
 
     async fn stop(&self, id: &str) -> Result<(), BackendError> {
@@ -67,11 +78,18 @@ impl Backend for LocalBackend {
     }
 
     async fn restart(&self, id: &str) -> Result<(), BackendError> {
-        self.supervisor.restart(id).map_err(map_err)
+        self.supervisor.restart(id).map(drop).map_err(map_err)
     }
 
+    /// Answers after the roll: `Ok` once the new config serves on every replica (or after
+    /// [`ROLLOUT_WAIT`], with the roll going on), `Conflict` when it failed to start, naming
+    /// the plugin's error (the previous config keeps serving).
     async fn set_config(&self, id: &str, config: serde_json::Value) -> Result<(), BackendError> {
-        self.supervisor.set_config(id, config).map_err(map_err)
+        let generation = self.supervisor.set_config(id, config).map_err(map_err)?;
+        match tokio::time::timeout(ROLLOUT_WAIT, self.supervisor.rollout(id, generation)).await {
+            Ok(done) => done.map_err(map_err),
+            Err(_still_rolling) => Ok(()),
+        }
     }
 
     async fn logs(&self, id: &str, lines: usize) -> Result<Vec<LogLine>, BackendError> {

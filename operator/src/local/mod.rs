@@ -2,29 +2,40 @@
 //!
 //! ```text
 //!  config/plugins/*.yaml ──(manifests::watch)──▶ Supervisor ──▶ Entry per plugin
-//!                                                                  └─▶ replica task per replica
-//!                                                                        └─▶ plugin-runtime child
+//!                                                   │            (target: generation × replicas)
+//!                    start/stop/restart/config ─────┤                 │ rollout::plan, on every
+//!                                                   │                 ▼ instance state change
+//!                                                   │            instance task per instance
+//!                                                   │                 └─▶ plugin-runtime child
+//!                    gateway: route / snapshot ◀────┘  (ready, not retiring instances only)
 //! ```
-//! The gateway reads snapshots (phase, ready endpoints, logs) and drives start, stop, restart
-//! and config through the same handle.
+//! Every change of what an instance runs (restart, config, manifest edit) is a new generation;
+//! the reconciler moves the instances toward it with at most one extra instance and without
+//! retiring a ready one before its replacement is ready (`rollout`), so changes do not fail
+//! calls. A retired instance leaves routing first, lingers ([`SupervisorConfig::linger`]) and
+//! then drains. Stop and removal stop every instance at once. Children get only the
+//! environment listed in [`env`].
 
+pub mod env;
 pub mod manifests;
 mod os;
 mod replica;
+pub mod rollout;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bkg_core::logs::LogRing;
 use bkg_core::wire::Instance;
-use bkg_core::{Phase, Plugin, PluginStatus};
-use tokio::sync::{broadcast, watch};
+use bkg_core::{Phase, Plugin, PluginSpec, PluginStatus};
+use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinHandle;
 
-use replica::Replica;
-pub use replica::{Desired, ReplicaState, ReplicaStatus};
+use replica::{Order, Replica};
+pub use replica::{ReplicaState, ReplicaStatus};
+use rollout::{Action, Observed, Progress, Target};
 
 /// How the supervisor runs children.
 #[derive(Clone, Debug)]
@@ -43,6 +54,10 @@ pub struct SupervisorConfig {
     pub max_crashes: u32,
     /// Time ready after which the crash count starts over.
     pub stable_after: Duration,
+    /// How long a retired instance that was serving stays up after it left routing, before it
+    /// is asked to stop: a call the gateway routed to it just before still arrives and is
+    /// answered (the runtime refuses new calls once it drains).
+    pub linger: Duration,
 }
 
 impl SupervisorConfig {
@@ -56,6 +71,7 @@ impl SupervisorConfig {
             backoff_max: Duration::from_secs(30),
             max_crashes: 5,
             stable_after: Duration::from_secs(30),
+            linger: Duration::from_secs(1),
         }
     }
 }
@@ -76,6 +92,9 @@ pub enum Error {
     NotFound(String),
     #[error("plugin {id:?} has an invalid manifest: {message}")]
     InvalidManifest { id: String, message: String },
+    /// The new generation did not become ready; the previous one keeps serving.
+    #[error("plugin {id:?}: {message}")]
+    RolloutFailed { id: String, message: String },
 }
 
 /// A plugin as the gateway sees it.
@@ -109,27 +128,79 @@ struct Inner {
     http: reqwest::Client,
 }
 
+/// One plugin: what is wanted (manifest, overrides, generation) and the instances running it.
 struct Entry {
     manifest: Arc<Plugin>,
     enabled_override: Option<bool>,
     config_override: Option<serde_json::Value>,
+    /// The desired generation: bumped by restart and by every change of what an instance runs
+    /// (not by a change of the replica count alone).
     generation: u64,
-    replicas: Vec<ReplicaHandle>,
+    /// The effective manifest (overrides applied), shared with every route.
+    effective: Arc<Plugin>,
+    /// Instances of this and older generations, in the order they were started; retired ones
+    /// stay listed (stopping) until their task ends.
+    instances: Vec<InstanceHandle>,
     logs: LogRing,
     /// Set while the newest manifest for this id is invalid.
     manifest_error: Option<String>,
     /// True when no valid manifest was ever seen: nothing runs.
     placeholder: bool,
+    /// Wakes this plugin's reconciler; instances notify it on every status change.
+    wake: Arc<Notify>,
+    /// Bumped after every reconcile step, for callers waiting on a roll.
+    progress: watch::Sender<u64>,
+    reconciler: JoinHandle<()>,
 }
 
-struct ReplicaHandle {
-    control: watch::Sender<Desired>,
+struct InstanceHandle {
+    slot: usize,
+    generation: u64,
+    control: watch::Sender<Order>,
     status: watch::Receiver<ReplicaStatus>,
+    /// Told to stop: no longer routable, even while still running.
+    retiring: bool,
     task: JoinHandle<()>,
 }
 
+impl InstanceHandle {
+    /// True once the task ended (it closes its status channel as it ends).
+    fn finished(&self) -> bool {
+        self.status.has_changed().is_err()
+    }
+
+    fn ready(&self) -> bool {
+        !self.retiring && self.status.borrow().state == ReplicaState::Running
+    }
+}
+
 impl Entry {
-    fn effective(&self) -> Plugin {
+    fn new(
+        manifest: Arc<Plugin>,
+        placeholder: bool,
+        logs: LogRing,
+        reconciler: JoinHandle<()>,
+        wake: Arc<Notify>,
+    ) -> Self {
+        let mut entry = Entry {
+            effective: manifest.clone(),
+            manifest,
+            enabled_override: None,
+            config_override: None,
+            generation: u64::from(!placeholder),
+            instances: Vec::new(),
+            logs,
+            manifest_error: None,
+            placeholder,
+            wake,
+            progress: watch::channel(0).0,
+            reconciler,
+        };
+        entry.effective = Arc::new(entry.effective_plugin());
+        entry
+    }
+
+    fn effective_plugin(&self) -> Plugin {
         let mut plugin = (*self.manifest).clone();
         if let Some(enabled) = self.enabled_override {
             plugin.spec.enabled = enabled;
@@ -140,13 +211,59 @@ impl Entry {
         plugin
     }
 
-    fn desired(&self) -> Desired {
-        let plugin = self.effective();
-        Desired {
-            running: plugin.spec.enabled && !self.placeholder,
-            generation: self.generation,
-            plugin: Arc::new(plugin),
+    /// Recomputes the effective manifest after a change of manifest or overrides, and starts
+    /// a new generation when what an instance runs changed.
+    fn changed(&mut self, new_generation: bool) {
+        let effective = self.effective_plugin();
+        if new_generation || template(&effective.spec) != template(&self.effective.spec) {
+            self.generation += 1;
         }
+        self.effective = Arc::new(effective);
+    }
+
+    fn target(&self) -> Target {
+        let spec = &self.effective.spec;
+        Target {
+            generation: self.generation,
+            replicas: if self.placeholder {
+                0
+            } else {
+                usize::try_from(spec.replicas).unwrap_or(0)
+            },
+            running: spec.enabled && !self.placeholder,
+        }
+    }
+
+    fn observed(&self) -> Vec<Observed> {
+        self.instances
+            .iter()
+            .map(|h| Observed {
+                generation: h.generation,
+                ready: h.ready(),
+                retiring: h.retiring,
+            })
+            .collect()
+    }
+
+    fn failed(&self) -> Vec<bool> {
+        self.instances
+            .iter()
+            .map(|h| h.status.borrow().state == ReplicaState::Error)
+            .collect()
+    }
+
+    fn progress(&self) -> Progress {
+        rollout::progress(self.target(), &self.observed(), &self.failed())
+    }
+}
+
+/// What an instance runs: the spec without the replica count and the on/off switch, which
+/// change how many instances run, not what each one is.
+fn template(spec: &PluginSpec) -> PluginSpec {
+    PluginSpec {
+        replicas: 0,
+        enabled: true,
+        ..spec.clone()
     }
 }
 
@@ -170,6 +287,22 @@ impl Supervisor {
         self.0.events.subscribe()
     }
 
+    fn new_entry(&self, id: &str, manifest: Plugin, placeholder: bool) -> Entry {
+        let wake = Arc::new(Notify::new());
+        let reconciler = tokio::spawn(reconcile_on_wake(
+            Arc::downgrade(&self.0),
+            id.to_owned(),
+            wake.clone(),
+        ));
+        Entry::new(
+            Arc::new(manifest),
+            placeholder,
+            LogRing::new(self.0.config.log_lines),
+            reconciler,
+            wake,
+        )
+    }
+
     /// Adds a plugin or replaces its manifest. An unchanged manifest changes nothing; a changed
     /// one drops API overrides (the file is the source of truth) and rolls the replicas.
     pub fn apply(&self, plugin: Plugin) {
@@ -181,25 +314,17 @@ impl Supervisor {
                 if entry.manifest.spec == plugin.spec && !entry.placeholder {
                     return;
                 }
+                let was_placeholder = entry.placeholder;
                 entry.manifest = Arc::new(plugin);
                 entry.placeholder = false;
                 entry.enabled_override = None;
                 entry.config_override = None;
-                entry.generation += 1;
-                tracing::info!(plugin = %id, "manifest changed");
+                entry.changed(was_placeholder);
+                tracing::info!(plugin = %id, generation = entry.generation, "manifest changed");
                 self.reconcile(&id, entry);
             }
             None => {
-                let mut entry = Entry {
-                    manifest: Arc::new(plugin),
-                    enabled_override: None,
-                    config_override: None,
-                    generation: 1,
-                    replicas: Vec::new(),
-                    logs: LogRing::new(self.0.config.log_lines),
-                    manifest_error: None,
-                    placeholder: false,
-                };
+                let mut entry = self.new_entry(&id, plugin, false);
                 tracing::info!(plugin = %id, "manifest added");
                 self.reconcile(&id, &mut entry);
                 entries.insert(id, entry);
@@ -211,16 +336,13 @@ impl Supervisor {
     /// valid spec; an unknown one is listed in phase Error so the mistake is visible.
     pub fn report_invalid(&self, id: &str, message: String) {
         let mut entries = self.entries();
-        let entry = entries.entry(id.to_owned()).or_insert_with(|| Entry {
-            manifest: Arc::new(Plugin::new(id, placeholder_spec())),
-            enabled_override: None,
-            config_override: None,
-            generation: 0,
-            replicas: Vec::new(),
-            logs: LogRing::new(self.0.config.log_lines),
-            manifest_error: None,
-            placeholder: true,
-        });
+        if !entries.contains_key(id) {
+            let entry = self.new_entry(id, Plugin::new(id, placeholder_spec()), true);
+            entries.insert(id.to_owned(), entry);
+        }
+        let Some(entry) = entries.get_mut(id) else {
+            return;
+        };
         entry
             .logs
             .push(jiff::Timestamp::now().to_string(), "supervisor", &message);
@@ -231,13 +353,15 @@ impl Supervisor {
     pub fn remove(&self, id: &str) -> Option<JoinHandle<()>> {
         let entry = self.entries().remove(id)?;
         tracing::info!(plugin = %id, "manifest removed");
+        entry.reconciler.abort();
         Some(tokio::spawn(async move {
             let tasks: Vec<_> = entry
-                .replicas
+                .instances
                 .into_iter()
-                .map(|r| {
-                    drop(r.control);
-                    r.task
+                .map(|h| {
+                    // A closed control channel stops the instance at once.
+                    drop(h.control);
+                    h.task
                 })
                 .collect();
             for task in tasks {
@@ -260,38 +384,59 @@ impl Supervisor {
         }
     }
 
+    /// One step toward the entry's target (see [`rollout::plan`]): forgets instances whose
+    /// task ended, retires and starts instances, and tells waiters.
     fn reconcile(&self, id: &str, entry: &mut Entry) {
-        let desired = entry.desired();
-        let wanted = if entry.placeholder {
-            0
-        } else {
-            usize::try_from(desired.plugin.spec.replicas).unwrap_or(0)
-        };
-        // Dropping a handle's control sender ends that replica (its child stops gracefully).
-        entry.replicas.truncate(wanted);
-        for handle in &entry.replicas {
-            handle.control.send_replace(desired.clone());
+        entry.instances.retain(|h| !h.finished());
+        let actions = rollout::plan(entry.target(), &entry.observed());
+        for action in actions {
+            match action {
+                Action::Retire { index, linger } => {
+                    let handle = &mut entry.instances[index];
+                    handle.retiring = true;
+                    let linger = if linger {
+                        self.0.config.linger
+                    } else {
+                        Duration::ZERO
+                    };
+                    handle.control.send_replace(Order::Stop { linger });
+                }
+                Action::Start => {
+                    let handle = self.start_instance(id, entry);
+                    entry.instances.push(handle);
+                }
+            }
         }
-        while entry.replicas.len() < wanted {
-            let index = entry.replicas.len();
-            let (control, control_rx) = watch::channel(desired.clone());
-            let (status_tx, status) = watch::channel(ReplicaStatus::default());
-            let replica = Replica {
-                plugin_id: id.to_owned(),
-                index,
-                config: self.0.config.clone(),
-                control: control_rx,
-                status: status_tx,
-                logs: entry.logs.clone(),
-                events: self.0.events.clone(),
-                http: self.0.http.clone(),
-            };
-            let task = tokio::spawn(replica.run());
-            entry.replicas.push(ReplicaHandle {
-                control,
-                status,
-                task,
-            });
+        entry.progress.send_modify(|n| *n += 1);
+    }
+
+    fn start_instance(&self, id: &str, entry: &Entry) -> InstanceHandle {
+        // The lowest slot no listed instance holds, so names stay small and unique.
+        let slot = (0..)
+            .find(|s| entry.instances.iter().all(|h| h.slot != *s))
+            .unwrap_or(0);
+        let (control, control_rx) = watch::channel(Order::Run);
+        let (status_tx, status) = watch::channel(ReplicaStatus::default());
+        let replica = Replica {
+            plugin_id: id.to_owned(),
+            slot,
+            generation: entry.generation,
+            plugin: entry.effective.clone(),
+            config: self.0.config.clone(),
+            control: control_rx,
+            status: status_tx,
+            logs: entry.logs.clone(),
+            events: self.0.events.clone(),
+            http: self.0.http.clone(),
+            wake: entry.wake.clone(),
+        };
+        InstanceHandle {
+            slot,
+            generation: entry.generation,
+            control,
+            status,
+            retiring: false,
+            task: tokio::spawn(replica.run()),
         }
     }
 
@@ -309,40 +454,84 @@ impl Supervisor {
         Ok(f(self, entry))
     }
 
-    /// Starts a stopped plugin (as `enabled: true` would).
-    pub fn start(&self, id: &str) -> Result<(), Error> {
+    /// Starts a stopped plugin (as `enabled: true` would). Returns the new generation.
+    pub fn start(&self, id: &str) -> Result<u64, Error> {
         self.with_entry(id, |sup, entry| {
             entry.enabled_override = Some(true);
             // A plugin in phase Error starts over.
-            entry.generation += 1;
+            entry.changed(true);
             sup.reconcile(id, entry);
+            entry.generation
         })
     }
 
-    /// Stops a plugin (as `enabled: false` would).
+    /// Stops a plugin (as `enabled: false` would): every instance at once.
     pub fn stop(&self, id: &str) -> Result<(), Error> {
         self.with_entry(id, |sup, entry| {
             entry.enabled_override = Some(false);
+            entry.changed(false);
             sup.reconcile(id, entry);
         })
     }
 
-    /// Replaces every replica with a fresh process.
-    pub fn restart(&self, id: &str) -> Result<(), Error> {
+    /// Replaces every instance with a fresh process, one at a time, each old one retired only
+    /// once its replacement is ready. Returns the new generation.
+    pub fn restart(&self, id: &str) -> Result<u64, Error> {
         self.with_entry(id, |sup, entry| {
             entry.enabled_override = Some(true);
-            entry.generation += 1;
+            entry.changed(true);
             sup.reconcile(id, entry);
+            entry.generation
         })
     }
 
-    /// Replaces the plugin config and rolls the replicas.
-    pub fn set_config(&self, id: &str, config: serde_json::Value) -> Result<(), Error> {
+    /// Replaces the plugin config and rolls the instances as [`Supervisor::restart`] does.
+    /// Returns the new generation, for [`Supervisor::rollout`].
+    pub fn set_config(&self, id: &str, config: serde_json::Value) -> Result<u64, Error> {
         self.with_entry(id, |sup, entry| {
             entry.config_override = Some(config);
-            entry.generation += 1;
+            entry.changed(true);
             sup.reconcile(id, entry);
+            entry.generation
         })
+    }
+
+    /// Waits until `generation` of plugin `id` is fully rolled out: every instance of it ready
+    /// and no older one routable. `Ok` too when a newer change superseded it or the plugin was
+    /// stopped; [`Error::RolloutFailed`] when an instance of it gave up (the previous
+    /// generation keeps serving).
+    pub async fn rollout(&self, id: &str, generation: u64) -> Result<(), Error> {
+        let mut progress = {
+            let entries = self.entries();
+            let entry = entries
+                .get(id)
+                .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+            entry.progress.subscribe()
+        };
+        loop {
+            {
+                let entries = self.entries();
+                let entry = entries
+                    .get(id)
+                    .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+                if entry.generation != generation {
+                    return Ok(());
+                }
+                match entry.progress() {
+                    Progress::Done => return Ok(()),
+                    Progress::Failed => {
+                        return Err(Error::RolloutFailed {
+                            id: id.to_owned(),
+                            message: rollout_error(entry).unwrap_or_default(),
+                        });
+                    }
+                    Progress::Rolling => {}
+                }
+            }
+            if progress.changed().await.is_err() {
+                return Err(Error::NotFound(id.to_owned()));
+            }
+        }
     }
 
     /// The plugin's captured logs (children's output and supervisor notes).
@@ -359,23 +548,28 @@ impl Supervisor {
     }
 
     /// The hot path of every invoke: no manifest copy, no status computed. `None` when the
-    /// plugin is unknown or has no replica (callers then ask [`Supervisor::snapshot`] why).
+    /// plugin is unknown or has no instance that is not retiring (callers then ask
+    /// [`Supervisor::snapshot`] why). Only ready instances that are not retiring are routed:
+    /// during a roll, the new generation's ready ones and the old ones not yet replaced.
     pub fn route(&self, id: &str) -> Option<Route> {
         let entries = self.entries();
         let entry = entries.get(id)?;
-        let plugin = entry.replicas.first()?.control.borrow().plugin.clone();
+        if entry.instances.iter().all(|h| h.retiring) {
+            return None;
+        }
         let ready = entry
-            .replicas
+            .instances
             .iter()
-            .filter_map(|r| {
-                let status = r.status.borrow();
+            .filter(|h| !h.retiring)
+            .filter_map(|h| {
+                let status = h.status.borrow();
                 (status.state == ReplicaState::Running)
                     .then_some(status.addr)
                     .flatten()
             })
             .collect();
         Some(Route {
-            plugin,
+            plugin: entry.effective.clone(),
             generation: entry.generation,
             ready,
         })
@@ -385,6 +579,52 @@ impl Supervisor {
     pub fn snapshot(&self, id: &str) -> Option<Snapshot> {
         self.entries().get(id).map(|entry| snapshot(id, entry))
     }
+}
+
+/// Runs reconcile steps for plugin `id` whenever one of its instances changes state, until the
+/// supervisor is gone or the entry was removed (or replaced by a new one with its own waker).
+async fn reconcile_on_wake(inner: Weak<Inner>, id: String, wake: Arc<Notify>) {
+    loop {
+        wake.notified().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let supervisor = Supervisor(inner);
+        let mut entries = supervisor.entries();
+        match entries.get_mut(&id) {
+            Some(entry) if Arc::ptr_eq(&entry.wake, &wake) => supervisor.reconcile(&id, entry),
+            _ => return,
+        }
+    }
+}
+
+/// Why the entry's current generation failed to roll out, when it did.
+fn rollout_error(entry: &Entry) -> Option<String> {
+    let failed = entry.instances.iter().find(|h| {
+        !h.retiring
+            && h.generation == entry.generation
+            && h.status.borrow().state == ReplicaState::Error
+    })?;
+    let reason = failed
+        .status
+        .borrow()
+        .last_error
+        .clone()
+        .unwrap_or_else(|| "gave up".to_owned());
+    let serving = entry
+        .instances
+        .iter()
+        .filter(|h| h.generation != entry.generation && h.ready())
+        .count();
+    Some(if serving > 0 {
+        format!(
+            "generation {} did not become ready ({reason}); {serving} instance(s) of the previous generation keep serving",
+            entry.generation
+        )
+    } else {
+        format!(
+            "generation {} did not become ready: {reason}",
+            entry.generation
+        )
+    })
 }
 
 /// The spec shown for an id whose manifest was never valid: disabled, no replicas.
@@ -418,19 +658,24 @@ fn state_name(state: &ReplicaState) -> &'static str {
 }
 
 fn snapshot(id: &str, entry: &Entry) -> Snapshot {
-    let mut plugin = entry.effective();
-    let statuses: Vec<ReplicaStatus> = entry
-        .replicas
+    let mut plugin = (*entry.effective).clone();
+    let statuses: Vec<(bool, ReplicaStatus)> = entry
+        .instances
         .iter()
-        .map(|r| r.status.borrow().clone())
+        .map(|h| (h.retiring, h.status.borrow().clone()))
         .collect();
-    let instances: Vec<Instance> = statuses
+    let instances: Vec<Instance> = entry
+        .instances
         .iter()
-        .enumerate()
-        .map(|(i, s)| Instance {
-            name: format!("{id}-{i}"),
-            state: state_name(&s.state).to_owned(),
-            ready: s.state == ReplicaState::Running,
+        .zip(&statuses)
+        .map(|(h, (retiring, s))| Instance {
+            name: format!("{id}-{}", h.slot),
+            state: if *retiring && s.state != ReplicaState::Stopped {
+                "stopping".to_owned()
+            } else {
+                state_name(&s.state).to_owned()
+            },
+            ready: !retiring && s.state == ReplicaState::Running,
             endpoint: s.addr.map(|a| format!("http://{a}")),
             pid: s.pid,
             restarts: s.restarts,
@@ -439,30 +684,48 @@ fn snapshot(id: &str, entry: &Entry) -> Snapshot {
         })
         .collect();
     let ready = instances.iter().filter(|i| i.ready).count();
+    let live: Vec<&ReplicaStatus> = statuses
+        .iter()
+        .filter(|(retiring, _)| !retiring)
+        .map(|(_, s)| s)
+        .collect();
     let wants_running = plugin.spec.enabled && !entry.placeholder;
-    let any = |state: ReplicaState| statuses.iter().any(|s| s.state == state);
     let phase = if entry.placeholder {
         Phase::Error
     } else if !wants_running {
-        if any(ReplicaState::Stopping) || statuses.iter().any(|s| s.pid.is_some()) {
+        if statuses
+            .iter()
+            .any(|(_, s)| s.state != ReplicaState::Stopped)
+        {
             Phase::Stopping
         } else {
             Phase::Stopped
         }
     } else if ready > 0 {
         Phase::Running
-    } else if !statuses.is_empty() && statuses.iter().all(|s| s.state == ReplicaState::Error) {
+    } else if !live.is_empty() && live.iter().all(|s| s.state == ReplicaState::Error) {
         Phase::Error
-    } else if statuses.is_empty() {
+    } else if entry.target().replicas == 0 {
         // Enabled with zero replicas: nothing to run.
         Phase::Stopped
     } else {
         Phase::Starting
     };
+    // The manifest's mistake first, then a failed roll, then what an instance of the current
+    // generation said, then anything an instance said.
     let last_error = entry
         .manifest_error
         .clone()
-        .or_else(|| statuses.iter().find_map(|s| s.last_error.clone()));
+        .or_else(|| rollout_error(entry))
+        .or_else(|| {
+            entry
+                .instances
+                .iter()
+                .zip(&statuses)
+                .filter(|(h, _)| h.generation == entry.generation)
+                .find_map(|(_, (_, s))| s.last_error.clone())
+        })
+        .or_else(|| statuses.iter().find_map(|(_, s)| s.last_error.clone()));
     plugin.status = Some(PluginStatus {
         phase: Some(phase),
         conditions: Vec::new(),

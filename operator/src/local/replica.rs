@@ -1,17 +1,18 @@
-//! One replica of a local plugin: a supervised plugin-runtime child process.
+//! One instance of a local plugin: a supervised plugin-runtime child process of one generation.
 //!
 //! ```text
-//!            ┌──────────── control: Desired {running, generation, plugin} ───────────┐
-//!            ▼                                                                       │
-//!   Stopped ─▶ spawn ─▶ Starting ─(readyz 200)─▶ Running ─(exit)─▶ Backoff ─▶ spawn …
-//!                 │                                  │                 │
-//!                 └─(exit 78 / too many crashes)─────┴──────────────▶ Error (until changed)
+//!   spawn ─▶ Starting ─(readyz 200)─▶ Running ─(exit)─▶ Backoff ─▶ spawn …
+//!      │                                  │                 │
+//!      └─(exit 78 / too many crashes)─────┴──────────────▶ Error (until retired)
+//!
+//!   Order::Stop {linger} ─▶ Stopping: out of routing, wait `linger`, SIGTERM (the runtime
+//!                             drains), SIGKILL after the grace period ─▶ task ends
 //! ```
-//! A new generation (restart, config change) or `running = false` stops the child gracefully
-//! (SIGTERM, then SIGKILL after the grace period) before anything else happens.
+//! An instance never changes generation: a restart, config change or manifest edit starts new
+//! instances beside it and retires it once they are ready (see [`super::rollout`]).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,17 +21,19 @@ use bkg_core::logs::{self, LogRing};
 use bkg_core::{Plugin, quantity};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{Notify, broadcast, watch};
 
-use super::{Event, SupervisorConfig, os};
+use super::{Event, SupervisorConfig, env, os};
 
-/// What the supervisor wants a replica to be.
-#[derive(Clone, Debug)]
-pub struct Desired {
-    pub running: bool,
-    /// Bumped by restart and by every spec change; a new value replaces the child.
-    pub generation: u64,
-    pub plugin: Arc<Plugin>,
+/// What the supervisor tells an instance. Closing the channel means "stop now".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    Run,
+    /// Leave routing, wait `linger` so that calls already routed here arrive, then stop
+    /// gracefully.
+    Stop {
+        linger: Duration,
+    },
 }
 
 /// What a replica is, as observed.
@@ -71,24 +74,28 @@ impl ReplicaStatus {
     }
 }
 
-/// Everything a replica task needs.
+/// Everything an instance task needs.
 pub struct Replica {
     pub plugin_id: String,
-    pub index: usize,
+    /// Small number naming the instance (`echo-0`) and prefixing its log lines.
+    pub slot: usize,
+    pub generation: u64,
+    /// The effective manifest this instance runs.
+    pub plugin: Arc<Plugin>,
     pub config: Arc<SupervisorConfig>,
-    pub control: watch::Receiver<Desired>,
+    pub control: watch::Receiver<Order>,
     pub status: watch::Sender<ReplicaStatus>,
     pub logs: LogRing,
     pub events: broadcast::Sender<Event>,
     pub http: reqwest::Client,
+    /// Wakes the plugin's reconciler after every status change.
+    pub wake: Arc<Notify>,
 }
 
 /// How one child ended.
 enum Ended {
-    /// The supervisor asked for it (stop, restart, new spec, removal).
-    Replaced,
-    /// The task must end: the plugin was removed or the supervisor shuts down.
-    Shutdown,
+    /// The supervisor asked for it (retired, stopped, removed).
+    Stopped,
     /// It exited (or was killed for exceeding its memory limit) on its own.
     Crashed { reason: String, config_error: bool },
 }
@@ -97,7 +104,19 @@ impl Replica {
     fn log(&self, message: &str) {
         self.logs
             .push(jiff::Timestamp::now().to_string(), "supervisor", message);
-        tracing::info!(plugin = %self.plugin_id, replica = self.index, "{message}");
+        tracing::info!(plugin = %self.plugin_id, replica = self.slot, generation = self.generation, "{message}");
+    }
+
+    /// A supervisor note about a failure: kept in the plugin's log ring and logged once, at
+    /// `error` for giving up and `warn` for a crash that is retried.
+    fn log_failure(&self, message: &str, give_up: bool) {
+        self.logs
+            .push(jiff::Timestamp::now().to_string(), "supervisor", message);
+        if give_up {
+            tracing::error!(plugin = %self.plugin_id, replica = self.slot, generation = self.generation, "{message}");
+        } else {
+            tracing::warn!(plugin = %self.plugin_id, replica = self.slot, generation = self.generation, "{message}");
+        }
     }
 
     fn emit(&self, ready: bool, message: String) {
@@ -110,28 +129,51 @@ impl Replica {
 
     fn publish(&self, f: impl FnOnce(&mut ReplicaStatus)) {
         self.status.send_modify(f);
+        self.wake.notify_one();
     }
 
-    /// Runs until the control channel closes; the child never outlives this task.
+    /// The linger the supervisor asked for, if it asked this instance to stop.
+    fn stop_requested(&self) -> Option<Duration> {
+        if self.control.has_changed().is_err() {
+            return Some(Duration::ZERO);
+        }
+        match *self.control.borrow() {
+            Order::Run => None,
+            Order::Stop { linger } => Some(linger),
+        }
+    }
+
+    /// Waits until the supervisor asks this instance to stop.
+    async fn stop_wanted(&mut self) {
+        loop {
+            if self.stop_requested().is_some() || self.control.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Runs until the supervisor retires the instance; the child never outlives this task.
+    /// The task's end closes the status channel, which is how the supervisor knows it is gone.
     pub async fn run(mut self) {
+        self.supervise().await;
+        self.status.send_modify(|s| {
+            s.state = ReplicaState::Stopped;
+            s.pid = None;
+            s.addr = None;
+        });
+        let wake = self.wake.clone();
+        drop(self);
+        wake.notify_one();
+    }
+
+    async fn supervise(&mut self) {
         let mut crashes: u32 = 0;
         loop {
-            let desired = self.control.borrow_and_update().clone();
-            if !desired.running {
-                self.publish(|s| {
-                    s.state = ReplicaState::Stopped;
-                    s.pid = None;
-                    s.addr = None;
-                });
-                crashes = 0;
-                if self.control.changed().await.is_err() {
-                    return;
-                }
-                continue;
+            if self.stop_requested().is_some() {
+                return;
             }
-            match self.run_child(&desired, &mut crashes).await {
-                Ended::Shutdown => return,
-                Ended::Replaced => {}
+            match self.run_child(&mut crashes).await {
+                Ended::Stopped => return,
                 Ended::Crashed {
                     reason,
                     config_error,
@@ -156,21 +198,21 @@ impl Replica {
                         } else {
                             format!("{crashes} crashes in a row")
                         };
-                        self.log(&format!("giving up after {why}: {reason}"));
+                        self.log_failure(&format!("giving up after {why}: {reason}"), true);
                         self.emit(false, format!("error: {reason}"));
-                        crashes = 0;
-                        if self.control.changed().await.is_err() {
-                            return;
-                        }
-                        continue;
+                        // Phase Error until the supervisor retires this instance (a new
+                        // generation replaces it).
+                        self.stop_wanted().await;
+                        return;
                     }
                     let delay = self.backoff(crashes);
-                    self.log(&format!("{reason}; restarting in {}ms", delay.as_millis()));
+                    self.log_failure(
+                        &format!("{reason}; restarting in {}ms", delay.as_millis()),
+                        false,
+                    );
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
-                        changed = self.control.changed() => {
-                            if changed.is_err() { return; }
-                        }
+                        _ = self.stop_wanted() => return,
                     }
                 }
             }
@@ -185,14 +227,13 @@ impl Replica {
             .min(self.config.backoff_max)
     }
 
-    async fn run_child(&mut self, desired: &Desired, crashes: &mut u32) -> Ended {
-        let plugin = &desired.plugin;
-        let addr_file = self.config.work_dir.join(format!(
+    async fn run_child(&mut self, crashes: &mut u32) -> Ended {
+        let addr_file = AddrFile::new(self.config.work_dir.join(format!(
             "{}-{}-{}.addr",
-            self.plugin_id, self.index, desired.generation
-        ));
-        let _ = std::fs::remove_file(&addr_file);
-        let mut child = match self.spawn(plugin, &addr_file) {
+            self.plugin_id, self.slot, self.generation
+        )));
+        let plugin = self.plugin.clone();
+        let mut child = match self.spawn(&plugin, &addr_file.path) {
             Ok(child) => child,
             Err(e) => {
                 return Ended::Crashed {
@@ -202,9 +243,9 @@ impl Replica {
             }
         };
         let pid = child.id();
-        let last_line = Arc::new(Mutex::new(None::<String>));
+        let last_line = Arc::new(Mutex::new(LastWords::default()));
         let prefix = if plugin.spec.replicas > 1 {
-            format!("[{}] ", self.index)
+            format!("[{}] ", self.slot)
         } else {
             String::new()
         };
@@ -227,8 +268,9 @@ impl Replica {
             ));
         }
         self.log(&format!(
-            "started plugin-runtime pid {}",
-            pid.unwrap_or_default()
+            "started plugin-runtime pid {} (generation {})",
+            pid.unwrap_or_default(),
+            self.generation
         ));
         self.publish(|s| {
             s.state = ReplicaState::Starting;
@@ -258,15 +300,20 @@ impl Replica {
                     self.emit(false, format!("exited: {reason}"));
                     return Ended::Crashed { reason, config_error };
                 }
-                changed = self.control.changed() => {
-                    let shutdown = changed.is_err();
-                    let next = self.control.borrow().clone();
-                    if shutdown || !next.running || next.generation != desired.generation {
-                        self.publish(|s| s.state = ReplicaState::Stopping);
-                        self.stop_child(&mut child, grace).await;
-                        let _ = std::fs::remove_file(&addr_file);
-                        return if shutdown { Ended::Shutdown } else { Ended::Replaced };
+                _ = self.control.changed() => {
+                    let Some(linger) = self.stop_requested() else { continue };
+                    self.publish(|s| s.state = ReplicaState::Stopping);
+                    if ready_since.is_some() && !linger.is_zero() {
+                        // Out of routing now; calls the gateway already routed here still
+                        // arrive during the linger and are then drained by the runtime.
+                        tokio::select! {
+                            _ = tokio::time::sleep(linger) => {}
+                            _ = child.wait() => {}
+                            _ = async { while self.control.changed().await.is_ok() {} } => {}
+                        }
                     }
+                    self.stop_child(&mut child, grace).await;
+                    return Ended::Stopped;
                 }
                 _ = tick.tick() => {
                     if let Some((rss, limit)) = over_limit(memory_limit, pid) {
@@ -281,7 +328,7 @@ impl Replica {
                         return Ended::Crashed { reason, config_error: false };
                     }
                     if addr.is_none() {
-                        addr = std::fs::read_to_string(&addr_file).ok().and_then(|s| s.trim().parse().ok());
+                        addr = std::fs::read_to_string(&addr_file.path).ok().and_then(|s| s.trim().parse().ok());
                     }
                     let Some(a) = addr else { continue };
                     let ready = self.probe(a).await;
@@ -312,7 +359,7 @@ impl Replica {
         }
     }
 
-    fn spawn(&self, plugin: &Plugin, addr_file: &PathBuf) -> std::io::Result<Child> {
+    fn spawn(&self, plugin: &Plugin, addr_file: &Path) -> std::io::Result<Child> {
         let spec = &plugin.spec;
         let config = spec.config.clone().unwrap_or_else(|| serde_json::json!({}));
         let mut cmd = Command::new(&self.config.runtime_bin);
@@ -328,16 +375,19 @@ impl Replica {
             .arg(spec.resources.timeout_seconds.to_string())
             .arg("--max-concurrency")
             .arg(spec.resources.max_concurrency.to_string())
-            .env("BKG_PLUGIN_CONFIG", config.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
-            // The OTLP endpoint is inherited; the host's service name is not the runtime's.
-            .env_remove("OTEL_SERVICE_NAME");
+            // Nothing is inherited but what running needs (see `env`): never the gateway's
+            // keys or anything else the host was started with.
+            .env_clear()
+            .envs(env::inherited(std::env::vars_os()));
         for var in &spec.env {
             cmd.env(&var.name, &var.value);
         }
+        // The supervisor's own settings come last, so a manifest cannot replace them.
+        cmd.env("BKG_PLUGIN_CONFIG", config.to_string());
         if let Some(bytes) = spec
             .resources
             .memory
@@ -388,7 +438,46 @@ fn over_limit(limit: Option<u64>, pid: Option<u32>) -> Option<(u64, u64)> {
     (rss > limit).then_some((rss, limit))
 }
 
-fn describe_exit(status: std::io::Result<ExitStatus>, last_line: &Mutex<Option<String>>) -> String {
+/// What a child said last: its last line, and its last line that reads as an error (a log line
+/// at ERROR, or an `error:` line such as clap's). A usage error's last line is clap's trailer
+/// ("For more information, try '--help'."), which says nothing; the error line does.
+#[derive(Debug, Default)]
+struct LastWords {
+    line: Option<String>,
+    error: Option<String>,
+}
+
+impl LastWords {
+    fn heard(&mut self, rendered: &str) {
+        if rendered.trim().is_empty() {
+            return;
+        }
+        if is_error_line(rendered) {
+            self.error = Some(rendered.to_owned());
+        }
+        self.line = Some(rendered.to_owned());
+    }
+
+    /// The line worth quoting: the last error line, else the last line.
+    fn take(&mut self) -> Option<String> {
+        let error = self.error.take();
+        let line = self.line.take();
+        error.or(line)
+    }
+}
+
+/// A rendered line (`logs::render`: `LEVEL message fields…`, or raw text) that reports an error.
+fn is_error_line(rendered: &str) -> bool {
+    let text = rendered.trim_start();
+    // Without the `[slot] ` prefix of multi-replica plugins.
+    let text = match text.strip_prefix('[').and_then(|t| t.split_once("] ")) {
+        Some((slot, rest)) if slot.bytes().all(|b| b.is_ascii_digit()) => rest,
+        _ => text,
+    };
+    text.starts_with("ERROR") || text.starts_with("error:") || text.starts_with("Error:")
+}
+
+fn describe_exit(status: std::io::Result<ExitStatus>, last: &Mutex<LastWords>) -> String {
     use std::os::unix::process::ExitStatusExt;
     let how = match status {
         Ok(s) => match (s.code(), s.signal()) {
@@ -398,7 +487,7 @@ fn describe_exit(status: std::io::Result<ExitStatus>, last_line: &Mutex<Option<S
         },
         Err(e) => format!("wait failed: {e}"),
     };
-    match last_line.lock().unwrap_or_else(|e| e.into_inner()).take() {
+    match last.lock().unwrap_or_else(|e| e.into_inner()).take() {
         Some(line) => format!("{how}; last output: {line}"),
         None => how,
     }
@@ -409,13 +498,41 @@ async fn capture(
     name: &'static str,
     prefix: String,
     logs: LogRing,
-    last_line: Arc<Mutex<Option<String>>>,
+    last: Arc<Mutex<LastWords>>,
 ) {
     let mut lines = BufReader::new(stream).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         let rendered = format!("{prefix}{}", logs::render(&line));
         logs.push(jiff::Timestamp::now().to_string(), name, &rendered);
-        *last_line.lock().unwrap_or_else(|e| e.into_inner()) = Some(rendered);
+        last.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .heard(&rendered);
+    }
+}
+
+/// The file a child writes its bound address to, and the `.tmp` file it writes first (the
+/// runtime renames it into place). Both are removed when the child is gone, whichever way it
+/// ended: a child stopped before the rename leaves the `.tmp` behind.
+struct AddrFile {
+    path: PathBuf,
+}
+
+impl AddrFile {
+    fn new(path: PathBuf) -> Self {
+        let file = Self { path };
+        file.remove();
+        file
+    }
+
+    fn remove(&self) {
+        let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_file(self.path.with_extension("tmp"));
+    }
+}
+
+impl Drop for AddrFile {
+    fn drop(&mut self) {
+        self.remove();
     }
 }
 
