@@ -262,3 +262,33 @@ fn runtime_pods_pull_with_the_operators_secrets() {
         .collect();
     assert_eq!(names, ["regcred", "mirror"]);
 }
+
+#[test]
+fn the_pod_gets_only_its_settings_and_spec_env_never_a_secret() {
+    // The gateway's keys live in the gateway's Secret; nothing of it (or of any other
+    // Secret) may reach a plugin's container: a fixed list of settings, then spec.env as
+    // literal values, no envFrom, no service links, no service-account token.
+    let c = children(CPU);
+    let pod = pod(&c);
+    let container = &pod.containers[0];
+    assert!(container.env_from.is_none());
+    let env = container.env.as_deref().unwrap_or_default();
+    assert!(env.iter().all(|e| e.value_from.is_none()), "{env:?}");
+    let names: Vec<&str> = env.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "BKG_LISTEN",
+            "BKG_METRICS_LISTEN",
+            "BKG_PLUGIN_CONFIG_FILE",
+            "BKG_INVOKE_TIMEOUT_SECS",
+            "BKG_MAX_CONCURRENCY",
+            "HF_HOME",
+            "GREETING"
+        ]
+    );
+    assert_eq!(pod.enable_service_links, Some(false));
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    let volumes = pod.volumes.as_deref().unwrap_or_default();
+    assert!(volumes.iter().all(|v| v.secret.is_none()), "{volumes:?}");
+}
