@@ -222,19 +222,19 @@ spec:
 
     #[test]
     fn capability_beats_plugin_beats_default() {
-        let limiter = RateLimiter::new(Some(limit(50, None)));
+        let limiter = RateLimiter::with_clock(Some(limit(50, None)), FakeRelativeClock::default());
         let p = echo();
         assert_eq!(limiter.limit_for(&p, "sleep"), Some(limit(1000, Some(1))));
         assert_eq!(limiter.limit_for(&p, "echo"), Some(limit(1, Some(3))));
         let mut bare = p.clone();
         bare.spec.rate_limit = None;
         assert_eq!(limiter.limit_for(&bare, "echo"), Some(limit(50, None)));
-        assert_eq!(RateLimiter::new(None).limit_for(&bare, "echo"), None);
+        assert_eq!(frozen().0.limit_for(&bare, "echo"), None);
     }
 
     #[test]
     fn the_burst_passes_then_calls_are_refused_with_a_wait() {
-        let limiter = RateLimiter::new(None);
+        let (limiter, clock) = frozen();
         let p = echo();
         for _ in 0..3 {
             limiter
@@ -245,14 +245,21 @@ spec:
             panic!("burst used up");
         };
         assert_eq!(refused.limit, limit(1, Some(3)));
-        assert!(refused.retry_after > Duration::ZERO);
-        assert!(refused.retry_after <= Duration::from_secs(1));
+        // One call a second: the next unit is a whole second away on a clock that stood still.
+        assert_eq!(refused.retry_after, Duration::from_secs(1));
         assert_eq!(refused.retry_after_secs(), 1);
+        clock.advance(Duration::from_millis(999));
+        assert!(limiter.check(&p, "echo", "k1", 1).is_err(), "1 ms early");
+        clock.advance(Duration::from_millis(1));
+        limiter
+            .check(&p, "echo", "k1", 1)
+            .expect("the wait told is the wait needed");
+        assert!(limiter.check(&p, "echo", "k1", 1).is_err());
     }
 
     #[test]
     fn keys_and_capabilities_have_their_own_buckets() {
-        let limiter = RateLimiter::new(None);
+        let (limiter, clock) = frozen();
         let p = echo();
         for _ in 0..3 {
             limiter
@@ -270,11 +277,19 @@ spec:
             limiter.check(&p, "sleep", "k1", 1).is_err(),
             "sleep's burst is 1"
         );
+        clock.advance(Duration::from_millis(1));
+        limiter
+            .check(&p, "sleep", "k1", 1)
+            .expect("1000 a second: one more after 1 ms");
+        assert!(
+            limiter.check(&p, "echo", "k1", 1).is_err(),
+            "1 ms gives echo (1 a second) nothing back"
+        );
     }
 
     #[test]
     fn a_changed_limit_takes_effect_at_once() {
-        let limiter = RateLimiter::new(None);
+        let (limiter, _clock) = frozen();
         let mut p = echo();
         for _ in 0..3 {
             limiter
@@ -290,7 +305,7 @@ spec:
 
     #[test]
     fn no_limit_means_no_bucket() {
-        let limiter = RateLimiter::new(None);
+        let (limiter, _clock) = frozen();
         let mut p = echo();
         p.spec.rate_limit = None;
         for _ in 0..1000 {

@@ -348,15 +348,30 @@ mod tests {
         answers: Vec<&'static [u8]>,
         close_after: bool,
     ) -> (SocketAddr, Arc<AtomicUsize>) {
+        let (addr, accepted, _closed) = counted_server(answers, close_after).await;
+        (addr, accepted)
+    }
+
+    /// [`server`], also counting the connections it has closed (dropped its socket).
+    async fn counted_server(
+        answers: Vec<&'static [u8]>,
+        close_after: bool,
+    ) -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let accepted = Arc::new(AtomicUsize::new(0));
+        let closed = Arc::new(AtomicUsize::new(0));
         let count = accepted.clone();
+        let count_closed = closed.clone();
         tokio::spawn(async move {
-            while let Ok((mut socket, _)) = listener.accept().await {
+            while let Ok((socket, _)) = listener.accept().await {
                 count.fetch_add(1, Ordering::SeqCst);
                 let answers = answers.clone();
+                let closed = CountOnDrop(count_closed.clone());
                 tokio::spawn(async move {
+                    // Locals drop in reverse order: the socket closes, then the count moves.
+                    let _closed = closed;
+                    let mut socket = socket;
                     let mut seen = Vec::new();
                     for answer in answers {
                         // Read one request: head, then content-length bytes.
@@ -390,7 +405,16 @@ mod tests {
                 });
             }
         });
-        (addr, accepted)
+        (addr, accepted, closed)
+    }
+
+    /// Adds one to its counter when dropped.
+    struct CountOnDrop(Arc<AtomicUsize>);
+
+    impl Drop for CountOnDrop {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
     }
 
     fn call(limit: usize) -> Call<'static> {
@@ -426,10 +450,15 @@ mod tests {
     #[tokio::test]
     async fn a_connection_the_runtime_closed_while_idle_is_not_used() {
         // One answer per connection, then the server closes it.
-        let (addr, accepted) = server(vec![OK], true).await;
+        let (addr, accepted, closed) = counted_server(vec![OK], true).await;
         let upstream = Upstream::default();
         upstream.post(addr, &call(1024)).await.expect("first");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The server has closed its end (on loopback the FIN is queued to us by then).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while closed.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "the server never closed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let answer = upstream.post(addr, &call(1024)).await.expect("second");
         assert_eq!(answer.status, StatusCode::OK);
         assert_eq!(
