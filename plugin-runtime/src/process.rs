@@ -45,6 +45,11 @@ impl CpuSampler {
     pub fn sample(&mut self) -> f64 {
         let now = Instant::now();
         let Some(cpu) = cpu_seconds() else { return 0.0 };
+        self.sample_at(now, cpu)
+    }
+
+    /// [`Self::sample`] for a reading of `cpu` seconds taken at `now` (tests pass both).
+    fn sample_at(&mut self, now: Instant, cpu: f64) -> f64 {
         let percent = match self.last {
             Some((then, before)) => {
                 let wall = now.duration_since(then).as_secs_f64();
@@ -69,22 +74,47 @@ impl Default for CpuSampler {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
-    fn this_process_has_memory_and_burns_cpu() {
+    fn this_process_has_memory_and_its_cpu_time_grows_with_work() {
         assert!(rss_bytes(None).is_some_and(|b| b > 1024 * 1024));
-        let mut sampler = CpuSampler::new();
-        let start = Instant::now();
+        let before = cpu_seconds().expect("/proc/self/stat");
+        // Work until the kernel has charged this process 50 ms more (5 clock ticks), however
+        // long that takes on a busy machine; the deadline only guards against a counter that
+        // never moves.
+        let deadline = Instant::now() + Duration::from_secs(60);
         let mut x = 0u64;
-        while start.elapsed().as_millis() < 200 {
-            x = x.wrapping_mul(31).wrapping_add(7);
+        while cpu_seconds().expect("/proc/self/stat") < before + 0.05 {
+            assert!(Instant::now() < deadline, "CPU time stayed at {before} s");
+            for _ in 0..100_000 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
         }
-        std::hint::black_box(x);
-        let percent = sampler.sample();
-        assert!(
-            percent > 20.0,
-            "a busy loop should show CPU use, got {percent}"
+    }
+
+    #[test]
+    fn cpu_percent_is_cpu_time_over_wall_time() {
+        let t0 = Instant::now();
+        let mut sampler = CpuSampler {
+            last: Some((t0, 10.0)),
+        };
+        // Half a core for two seconds, then a core and a half (two threads) for one.
+        let half = sampler.sample_at(t0 + Duration::from_secs(2), 11.0);
+        assert!((half - 50.0).abs() < 1e-9, "{half}");
+        let more = sampler.sample_at(t0 + Duration::from_secs(3), 12.5);
+        assert!((more - 150.0).abs() < 1e-9, "{more}");
+        // No time passed, or a counter that went back: 0, never a division by zero or below 0.
+        assert_eq!(sampler.sample_at(t0 + Duration::from_secs(3), 13.0), 0.0);
+        assert_eq!(sampler.sample_at(t0 + Duration::from_secs(4), 1.0), 0.0);
+        let mut first = CpuSampler { last: None };
+        assert_eq!(
+            first.sample_at(t0, 5.0),
+            0.0,
+            "the first sample has no interval"
         );
+        assert_eq!(first.sample_at(t0 + Duration::from_secs(1), 5.25), 25.0);
     }
 }

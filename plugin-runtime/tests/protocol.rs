@@ -148,7 +148,19 @@ async fn errors_are_problems_with_exact_codes() {
     );
 }
 
-#[tokio::test]
+/// The runtime's gauge of invokes being served (running or waiting for a slot), read from its
+/// `/metrics` text as a scraper would; 0 before the first invoke creates the series.
+fn in_flight_gauge(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"bkg_runtime_invoke_in_flight{plugin="echo"} "#))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+// Tokio's clock is paused: it moves only when every task waits on a timer, so the 100 ms
+// timeout always fires before the 2 s sleep ends, however busy the machine.
+#[tokio::test(start_paused = true)]
 async fn the_invoke_timeout_answers_504() {
     let mut config = config();
     config.invoke_timeout = Duration::from_millis(100);
@@ -158,29 +170,44 @@ async fn the_invoke_timeout_answers_504() {
     assert!(body["detail"].as_str().is_some_and(|d| d.contains("100ms")));
 }
 
-#[tokio::test]
+// On a paused clock the two slow calls hold the slot and the queue place until nothing but
+// their sleeps is left to run: the third call is answered before that, or not at once.
+#[tokio::test(start_paused = true)]
 async fn admission_is_bounded_and_refuses_at_once() {
     let mut config = config();
     config.max_concurrency = 1;
     config.max_queue = 1;
     let state = state(config, true).await;
     let slow = || call(&state, "POST", "/v1/invoke/sleep", r#"{"ms": 400}"#);
+    let gauge = || async {
+        let (_, _, text) = call(&state, "GET", "/metrics", "").await;
+        in_flight_gauge(text.as_str().expect("metrics text"))
+    };
     let (a, b, c) = tokio::join!(slow(), slow(), async {
-        // Let the first two take the slot and the queue place.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let started = std::time::Instant::now();
+        // Both slow calls are in: one holds the slot, the other the queue place.
+        let mut seen = 0;
+        for _ in 0..10_000 {
+            seen = gauge().await;
+            if seen == 2 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(seen, 2, "the two slow calls never got in");
+        let started = tokio::time::Instant::now();
         let answer = call(&state, "POST", "/v1/invoke/echo", "{}").await;
-        (answer, started.elapsed())
+        (answer, started.elapsed(), gauge().await)
     });
     assert_eq!(a.0, StatusCode::OK);
     assert_eq!(b.0, StatusCode::OK);
-    let ((status, retry, body), waited) = c;
+    let ((status, retry, body), waited, still_in) = c;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body:#}");
     assert_eq!(body["type"], "https://bkg.rs/problems/overloaded");
     assert_eq!(retry.as_deref(), Some("1"));
+    assert_eq!(still_in, 2, "refused while both slow calls were still in");
     assert!(
-        waited < Duration::from_millis(300),
-        "refusal must not wait for a slot"
+        waited < Duration::from_millis(400),
+        "refusal must not wait for a slot (paused clock moved {waited:?})"
     );
 }
 
@@ -251,10 +278,13 @@ async fn serve(mut config: Config) -> Served {
         .no_proxy()
         .build()
         .expect("client");
+    // Generous: the deadline only turns a hang into a failure.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let addr = loop {
         if let Ok(a) = std::fs::read_to_string(&addr_file) {
             break a;
         }
+        assert!(std::time::Instant::now() < deadline, "no address file");
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     loop {
@@ -262,6 +292,7 @@ async fn serve(mut config: Config) -> Served {
         if r.is_ok_and(|r| r.status().is_success()) {
             break;
         }
+        assert!(std::time::Instant::now() < deadline, "never ready");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Served {
@@ -353,12 +384,31 @@ async fn sigterm_drains_in_flight_invokes_before_exit() {
         async move {
             client
                 .post(format!("http://{addr}/v1/invoke/sleep"))
-                .body(r#"{"ms": 500}"#)
+                .body(r#"{"ms": 1000}"#)
                 .send()
                 .await
         }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Stop only once the call is inside the plugin, as the runtime's own gauge shows.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = client
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("text");
+        if in_flight_gauge(&text) == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the call never got in"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     stop_tx.send(()).expect("signal");
     let answer = in_flight
         .await
@@ -367,7 +417,7 @@ async fn sigterm_drains_in_flight_invokes_before_exit() {
     assert_eq!(answer.status(), 200);
     assert_eq!(
         answer.json::<Value>().await.expect("json"),
-        json!({"slept_ms": 500})
+        json!({"slept_ms": 1000})
     );
     server.await.expect("join").expect("clean exit");
     // After the drain nothing listens any more.
