@@ -245,6 +245,17 @@ fn bf16_stays_close_to_f32() {
 
 #[test]
 fn cpu_kernels_agree_with_the_portable_candle_path() {
+    if !crate::kernels::support().avx512 {
+        // Both loads would run candle's path, and comparing it with itself proves nothing. The
+        // harness does not capture the process's own stderr, so `cargo test` shows this line.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED tests::cpu_kernels_agree_with_the_portable_candle_path: needs AVX-512F, \
+             which this CPU lacks; nothing checked"
+        );
+        return;
+    }
     let dir = tiny(&Tiny::default());
     let texts = [words(3), words(17), words(9)];
     for dtype in [crate::config::Dtype::F32, crate::config::Dtype::Bf16] {
@@ -262,6 +273,9 @@ fn cpu_kernels_agree_with_the_portable_candle_path() {
         };
         let (fast, portable) = (load(true), load(false));
         assert_eq!(portable.info().kernels, "candle");
+        if dtype == crate::config::Dtype::F32 {
+            assert_eq!(fast.info().kernels, "avx512-f32", "the kernels are in use");
+        }
         let (a, b) = (
             fast.embed(&texts, true).unwrap(),
             portable.embed(&texts, true).unwrap(),
@@ -607,8 +621,10 @@ async fn a_failed_load_keeps_the_old_model_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_are_batched_and_answered_in_order() {
     let dir = tiny(&Tiny::default());
+    // The batcher waits (up to a minute, a guard against hangs only) until 8 inputs are there,
+    // however slowly a busy machine delivers them.
     let plugin = std::sync::Arc::new(
-        started(json!({"model": {"path": dir.path()}, "max_wait_ms": 200, "max_batch_size": 8}))
+        started(json!({"model": {"path": dir.path()}, "max_wait_ms": 60_000, "max_batch_size": 8}))
             .await,
     );
     let mut registry = prometheus_client::registry::Registry::default();
@@ -636,8 +652,8 @@ async fn concurrent_requests_are_batched_and_answered_in_order() {
     let batches: f64 = metric(&text, "bkg_candle_batch_size_count");
     let inputs: f64 = metric(&text, "bkg_candle_batch_size_sum");
     assert_eq!(inputs, 8.0);
-    assert!(
-        batches < 8.0,
+    assert_eq!(
+        batches, 1.0,
         "8 concurrent inputs ran in {batches} batches:\n{text}"
     );
     assert_eq!(metric(&text, "bkg_candle_queue_depth"), 0.0);
@@ -653,10 +669,11 @@ fn metric(text: &str, name: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_refuses_at_once_with_retry_after() {
     let dir = tiny(&Tiny::default());
-    // The batcher waits 2 s for a full batch of 64, so the first request's 3 inputs hold
-    // 3 of the 4 places while the second arrives.
+    // A batch runs when 4 inputs are there (or after a minute, a guard against hangs only), so
+    // the first request's 3 inputs wait, holding 3 of the queue's 4 places, until the test
+    // sends the fourth.
     let plugin = std::sync::Arc::new(
-        started(json!({"model": {"path": dir.path()}, "max_wait_ms": 2000, "max_batch_size": 64, "queue_capacity": 4}))
+        started(json!({"model": {"path": dir.path()}, "max_wait_ms": 60_000, "max_batch_size": 4, "queue_capacity": 4}))
             .await,
     );
     let p = std::sync::Arc::clone(&plugin);
@@ -664,17 +681,17 @@ async fn a_full_queue_refuses_at_once_with_retry_after() {
         p.invoke("model.infer", json!({"input": ["a", "b", "c"]}), ctx())
             .await
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(plugin.telemetry()["queue_depth"], json!(3));
-    let refused_at = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while plugin.telemetry()["queue_depth"] != json!(3) {
+        assert!(Instant::now() < deadline, "the first request never queued");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Refused while the first request still waits: a refusal that waited for room would
+    // only come once the first batch ran, which nothing but the fourth input below starts.
     let err = plugin
         .invoke("model.infer", json!({"input": ["d", "e"]}), ctx())
         .await
         .unwrap_err();
-    assert!(
-        refused_at.elapsed() < Duration::from_millis(500),
-        "refusal must not wait"
-    );
     assert!(
         matches!(
             err,
@@ -684,6 +701,8 @@ async fn a_full_queue_refuses_at_once_with_retry_after() {
         ),
         "{err}"
     );
+    assert!(!first.is_finished(), "refused without waiting for room");
+    assert_eq!(plugin.telemetry()["queue_depth"], json!(3));
     let err = plugin
         .invoke(
             "model.infer",
@@ -696,9 +715,15 @@ async fn a_full_queue_refuses_at_once_with_retry_after() {
         matches!(err, PluginError::InvalidInput(_)),
         "more inputs than the queue holds: {err}"
     );
-    first.await.unwrap().unwrap();
+    // The fourth input fills the batch: both requests are answered.
     plugin
-        .invoke("model.infer", json!({"input": ["d", "e"]}), ctx())
+        .invoke("model.infer", json!({"input": ["d"]}), ctx())
+        .await
+        .unwrap();
+    first.await.unwrap().unwrap();
+    // Their room is free again.
+    plugin
+        .invoke("model.infer", json!({"input": ["d", "e", "f", "g"]}), ctx())
         .await
         .unwrap();
 }
