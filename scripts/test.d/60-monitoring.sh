@@ -134,10 +134,45 @@ traffic() {
   code="$(api -o /dev/null -w '%{http_code}' "$url/api/plugins/candle/invoke" -d '{"capability":"embeddings","payload":{"input":"hello"}}')"
   [ "$code" = 200 ] || { echo "FAIL: candle embeddings answered $code" >&2; exit 1; }
 }
+# Waits until Prometheus holds what was sent before the call: every target scraped twice since
+# (the targets API may show a scrape just before its samples are stored; a target's next scrape
+# starts only once they are). The 60 s deadline only turns a hang into a failure.
+scraped() {
+  python3 - "$purl" <<'PY' || { cat "$tmp/prometheus.log" >&2; exit 1; }
+import json, re, sys, time, urllib.request
+from datetime import datetime
+
+url = sys.argv[1]
+deadline = time.time() + 60
+
+def seconds(stamp):  # RFC 3339 with up to nanoseconds, as Go writes it
+    m = re.fullmatch(r"(.+T\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", stamp)
+    if not m:
+        return 0.0
+    zone = "+00:00" if m[3] == "Z" else m[3]
+    whole = datetime.fromisoformat(m[1] + zone).timestamp()
+    return whole + float("0." + (m[2] or "0"))
+
+def scraped_after(since):
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/api/v1/targets?state=active", timeout=5) as r:
+                targets = json.load(r)["data"]["activeTargets"]
+        except OSError:
+            targets = []
+        if targets and all(t["health"] == "up" and seconds(t["lastScrape"]) > since for t in targets):
+            return
+        time.sleep(0.1)
+    sys.exit("FAIL: Prometheus did not scrape every target within 60 s")
+
+scraped_after(time.time())
+scraped_after(time.time())
+PY
+}
 traffic
-sleep 3
+scraped
 traffic
-sleep 3
+scraped
 
 python3 scripts/test.d/monitoring_check.py --prometheus "$purl" --dashboards "$DASHBOARDS" \
   --rules "$RULES" --doc docs/MONITORING.md ${BKG_MONITORING_VERBOSE:+--verbose}
