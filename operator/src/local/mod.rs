@@ -223,6 +223,13 @@ impl Entry {
 
     fn target(&self) -> Target {
         let spec = &self.effective.spec;
+        // A GPU has no room for a second copy of the model: replace, then start (as the
+        // Deployment on a cluster does).
+        let (max_surge, max_unavailable) = if spec.resources.gpu.is_some() {
+            (0, 1)
+        } else {
+            (1, 0)
+        };
         Target {
             generation: self.generation,
             replicas: if self.placeholder {
@@ -231,6 +238,8 @@ impl Entry {
                 usize::try_from(spec.replicas).unwrap_or(0)
             },
             running: spec.enabled && !self.placeholder,
+            max_surge,
+            max_unavailable,
         }
     }
 

@@ -1,6 +1,8 @@
 //! What to start and what to retire next: one plugin's instances moved toward its desired
 //! replica set with at most one instance over the desired count (max surge 1) and never fewer
-//! ready instances than were serving (max unavailable 0).
+//! ready instances than were serving (max unavailable 0). A GPU plugin rolls the other way round
+//! (max surge 0, max unavailable 1), as its Deployment does on a cluster: there is no spare GPU
+//! memory for a second copy of the model.
 //!
 //! ```text
 //!  desired: generation 7 × 2          instances            next step
@@ -19,10 +21,11 @@
 //! 1. Not running (stopped, removed): retire everything at once.
 //! 2. Old-generation instances that are not ready serve nobody: retire them.
 //! 3. Current-generation instances beyond the desired count: retire the surplus, unready first.
-//! 4. While more instances are ready than desired, retire ready old ones (they leave routing
-//!    first and linger so calls already routed to them land, then drain).
-//! 5. Start current-generation instances up to the desired count, one extra while old ones
-//!    still serve.
+//! 4. While more instances are ready than desired less the allowed unavailable, retire ready
+//!    old ones (they leave routing first and linger so calls already routed to them land, then
+//!    drain).
+//! 5. Start current-generation instances up to the desired count, plus the allowed surge while
+//!    old ones still serve.
 //!
 //! A current-generation instance that fails (a configuration error, a crash loop) stays in
 //! phase Error and counts toward the desired set, so the old instances keep serving until the
@@ -34,6 +37,23 @@ pub struct Target {
     pub generation: u64,
     pub replicas: usize,
     pub running: bool,
+    /// Instances allowed beyond `replicas` during a roll.
+    pub max_surge: usize,
+    /// Ready instances allowed below `replicas` during a roll.
+    pub max_unavailable: usize,
+}
+
+impl Target {
+    /// A running target with the default roll: max surge 1, max unavailable 0.
+    pub fn new(generation: u64, replicas: usize) -> Self {
+        Self {
+            generation,
+            replicas,
+            running: true,
+            max_surge: 1,
+            max_unavailable: 0,
+        }
+    }
 }
 
 /// What the planner needs to know about one instance.
@@ -96,11 +116,12 @@ pub fn plan(target: Target, instances: &[Observed]) -> Vec<Action> {
         retire(i, &mut retired, &mut actions);
     }
     // 4. Ready old ones while more than enough are ready.
+    let enough = target.replicas.saturating_sub(target.max_unavailable);
     let mut ready = (0..instances.len())
         .filter(|&i| live(i, &retired) && instances[i].ready)
         .count();
     for i in 0..instances.len() {
-        if ready <= target.replicas {
+        if ready <= enough {
             break;
         }
         if live(i, &retired) && !current(i) {
@@ -115,7 +136,7 @@ pub fn plan(target: Target, instances: &[Observed]) -> Vec<Action> {
     let old = (0..instances.len())
         .filter(|&i| live(i, &retired) && !current(i))
         .count();
-    let limit = target.replicas + usize::from(old > 0);
+    let limit = target.replicas + if old > 0 { target.max_surge } else { 0 };
     let mut total = ours + old;
     while ours < target.replicas && total < limit {
         actions.push(Action::Start);
@@ -171,10 +192,14 @@ mod tests {
     use super::*;
 
     fn target(generation: u64, replicas: usize) -> Target {
+        Target::new(generation, replicas)
+    }
+
+    fn gpu(generation: u64, replicas: usize) -> Target {
         Target {
-            generation,
-            replicas,
-            running: true,
+            max_surge: 0,
+            max_unavailable: 1,
+            ..Target::new(generation, replicas)
         }
     }
 
@@ -197,18 +222,22 @@ mod tests {
     }
 
     /// Runs a roll to the end, making each started instance ready one step later, and checks
-    /// the invariants at every step: never fewer ready routable instances than `replicas`
-    /// (once that many were ready), never more than `replicas + 1` live ones.
+    /// the invariants at every step: never fewer ready routable instances than `replicas` less
+    /// the allowed unavailable, never more live ones than `replicas` plus the allowed surge.
     fn roll(mut instances: Vec<Observed>, t: Target) -> Vec<Observed> {
         for _ in 0..20 {
             let actions = plan(t, &instances);
             apply(&mut instances, &actions, t.generation);
             let live = instances.iter().filter(|i| !i.retiring).count();
             let ready = instances.iter().filter(|i| !i.retiring && i.ready).count();
-            assert!(live <= t.replicas + 1, "surge above one: {instances:?}");
             assert!(
-                ready >= t.replicas,
-                "a ready instance left early: {instances:?}"
+                live <= t.replicas + t.max_surge,
+                "surge above {}: {instances:?}",
+                t.max_surge
+            );
+            assert!(
+                ready + t.max_unavailable >= t.replicas,
+                "too many ready instances left early: {instances:?}"
             );
             instances.retain(|i| !i.retiring);
             if progress(t, &instances, &vec![false; instances.len()]) == Progress::Done {
@@ -250,6 +279,27 @@ mod tests {
         for replicas in 1..=4 {
             let old = vec![inst(1, true); replicas];
             let done = roll(old, target(2, replicas));
+            assert_eq!(done.len(), replicas);
+            assert!(done.iter().all(|i| i.generation == 2 && i.ready));
+        }
+    }
+
+    #[test]
+    fn gpu_plugins_replace_before_they_start() {
+        // No room for a second copy: retire one old instance, then start its replacement.
+        let t = gpu(2, 1);
+        assert_eq!(
+            plan(t, &[inst(1, true)]),
+            [
+                Action::Retire {
+                    index: 0,
+                    linger: true
+                },
+                Action::Start
+            ]
+        );
+        for replicas in 1..=3 {
+            let done = roll(vec![inst(1, true); replicas], gpu(2, replicas));
             assert_eq!(done.len(), replicas);
             assert!(done.iter().all(|i| i.generation == 2 && i.ready));
         }
@@ -338,6 +388,7 @@ mod tests {
             running: false,
             ..target(1, 2)
         };
+        assert_eq!(plan(t, &[]), []);
         let instances = vec![inst(1, true), inst(1, false)];
         assert_eq!(
             plan(t, &instances),
