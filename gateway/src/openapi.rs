@@ -94,7 +94,7 @@ pub enum LiveMessage {
         line: LogLine,
     },
     /// The plugin whenever its status, readiness, instances or last error change.
-    Status { plugin: PluginInfo },
+    Status { plugin: Box<PluginInfo> },
 }
 
 /// The bearer scheme, and 401/403 on every operation it guards.
