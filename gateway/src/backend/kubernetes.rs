@@ -1,14 +1,19 @@
 //! The Kubernetes backend: plugins are Plugin resources run by `bkg operator`.
 //!
 //! ```text
-//!  watch Plugins ───────▶ Store<Plugin> ─────────┐
-//!  watch EndpointSlices ▶ Store<EndpointSlice> ──┴▶ PluginView { plugin, instances: ready pod IPs }
+//!  watch Plugins ───────▶ Store<Plugin> ─────────┬▶ PluginView { plugin, instances: ready pod IPs }
+//!  watch EndpointSlices ▶ Store<EndpointSlice> ──┘
+//!                       └▶ Routes: plugin ─▶ Arc<[SocketAddr]> ──▶ route(id): one lookup
 //!  start/stop/restart/config ──▶ merge patch of the Plugin (the operator does the rest)
 //!  logs ──▶ the pods' log subresource
 //! ```
 //!
 //! The gateway reads from watch caches, never from the API server on the request path, and sends
 //! invokes straight to ready pod IPs (what the Service would pick, without its extra hop).
+//! The invoke path reads the routing index ([`index::Routes`]), which the slice watch keeps per
+//! plugin; the management path (list, get) still derives instances from the slice cache.
+
+mod index;
 
 use std::sync::Arc;
 
@@ -16,7 +21,7 @@ use bkg_core::Plugin;
 use bkg_core::wire::{Instance, LogLine};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use kube::api::{ListParams, LogParams, Patch, PatchParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -31,6 +36,8 @@ pub const RESTARTED_AT: &str = "bkg.rs/restartedAt";
 const MANAGED: &str = "app.kubernetes.io/managed-by=bkg-operator";
 /// Port the plugin runtime listens on in its pod.
 const RUNTIME_PORT: i32 = 8080;
+/// Label tying an EndpointSlice to its Service, named after the Plugin.
+const SERVICE_NAME: &str = "kubernetes.io/service-name";
 
 /// Reads Plugins and their endpoints from watch caches; writes intent to the Plugin resource.
 #[derive(Clone)]
@@ -39,6 +46,7 @@ pub struct KubernetesBackend {
     namespace: String,
     plugins: Store<Plugin>,
     slices: Store<EndpointSlice>,
+    routes: index::Routes,
 }
 
 impl KubernetesBackend {
@@ -56,6 +64,7 @@ impl KubernetesBackend {
     pub async fn start(client: Client, namespace: String) -> Result<Self, BackendError> {
         let (plugins, plugin_writer) = reflector::store();
         let (slices, slice_writer) = reflector::store();
+        let (routes, mut route_writer) = index::routes();
         let plugin_api: Api<Plugin> = Api::namespaced(client.clone(), &namespace);
         let slice_api: Api<EndpointSlice> = Api::namespaced(client.clone(), &namespace);
         tokio::spawn(
@@ -72,30 +81,45 @@ impl KubernetesBackend {
             watcher(slice_api, watcher::Config::default().labels(MANAGED))
                 .default_backoff()
                 .reflect(slice_writer)
-                .for_each(|e| async move {
-                    if let Err(e) = e {
-                        tracing::warn!(error = %e, "EndpointSlice watch");
+                .for_each(move |e| {
+                    match e {
+                        Ok(event) => route_writer.apply(&event),
+                        Err(e) => tracing::warn!(error = %e, "EndpointSlice watch"),
                     }
+                    futures::future::ready(())
                 }),
         );
         let unavailable = |_| BackendError::Unavailable("watch ended".into());
         plugins.wait_until_ready().await.map_err(unavailable)?;
         slices.wait_until_ready().await.map_err(unavailable)?;
-        Ok(Self::from_stores(client, namespace, plugins, slices))
+        routes
+            .wait_until_ready()
+            .await
+            .map_err(|_| BackendError::Unavailable("watch ended".into()))?;
+        Ok(Self {
+            client,
+            namespace,
+            plugins,
+            slices,
+            routes,
+        })
     }
 
-    /// A backend over caches someone else fills (tests).
+    /// A backend over caches someone else fills (tests, benchmarks). The routing index is built
+    /// from `slices` as they are now and does not follow later changes to that store.
     pub fn from_stores(
         client: Client,
         namespace: String,
         plugins: Store<Plugin>,
         slices: Store<EndpointSlice>,
     ) -> Self {
+        let routes = index::Routes::from_slices(slices.state().iter().map(Arc::as_ref));
         Self {
             client,
             namespace,
             plugins,
             slices,
+            routes,
         }
     }
 
@@ -143,32 +167,40 @@ fn map_err(id: &str, e: kube::Error) -> BackendError {
     }
 }
 
-/// The instances of plugin `name`: one per endpoint of its Service's EndpointSlices.
+/// The port of a slice's `http` port, else the runtime's.
+fn slice_port(slice: &EndpointSlice) -> i32 {
+    slice
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.name.as_deref() == Some("http"))
+        .and_then(|p| p.port)
+        .unwrap_or(RUNTIME_PORT)
+}
+
+/// Whether an endpoint takes traffic: absent `ready` means ready (EndpointSlice API contract);
+/// a terminating one takes no new calls.
+fn endpoint_ready(ep: &Endpoint) -> bool {
+    let conditions = ep.conditions.as_ref();
+    conditions.and_then(|c| c.ready) != Some(false)
+        && conditions.and_then(|c| c.terminating) != Some(true)
+}
+
+/// The instances of plugin `name`: one per endpoint of its Service's EndpointSlices, by name
+/// (then endpoint, for a pod listed in two slices).
 pub fn instances<'a>(name: &str, slices: impl Iterator<Item = &'a EndpointSlice>) -> Vec<Instance> {
     let mut out = Vec::new();
     for slice in slices {
-        if slice
-            .labels()
-            .get("kubernetes.io/service-name")
-            .map(String::as_str)
-            != Some(name)
-        {
+        if slice.labels().get(SERVICE_NAME).map(String::as_str) != Some(name) {
             continue;
         }
-        let port = slice
-            .ports
-            .iter()
-            .flatten()
-            .find(|p| p.name.as_deref() == Some("http"))
-            .and_then(|p| p.port)
-            .unwrap_or(RUNTIME_PORT);
+        let port = slice_port(slice);
         for ep in slice.endpoints.iter().flatten() {
             let Some(address) = ep.addresses.first() else {
                 continue;
             };
-            let conditions = ep.conditions.clone().unwrap_or_default();
-            // Absent `ready` means ready (EndpointSlice API contract).
-            let ready = conditions.ready != Some(false) && conditions.terminating != Some(true);
+            let ready = endpoint_ready(ep);
+            let terminating = ep.conditions.as_ref().and_then(|c| c.terminating) == Some(true);
             let host = if address.contains(':') {
                 format!("[{address}]")
             } else {
@@ -180,7 +212,7 @@ pub fn instances<'a>(name: &str, slices: impl Iterator<Item = &'a EndpointSlice>
                     .as_ref()
                     .and_then(|r| r.name.clone())
                     .unwrap_or_else(|| address.clone()),
-                state: if conditions.terminating == Some(true) {
+                state: if terminating {
                     "stopping"
                 } else if ready {
                     "running"
@@ -197,7 +229,11 @@ pub fn instances<'a>(name: &str, slices: impl Iterator<Item = &'a EndpointSlice>
             });
         }
     }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out.sort_by(|a, b| {
+        a.name
+            .cmp(&b.name)
+            .then_with(|| a.endpoint.cmp(&b.endpoint))
+    });
     out
 }
 
@@ -262,12 +298,11 @@ impl Backend for KubernetesBackend {
 
     async fn route(&self, id: &str) -> Option<Route> {
         let plugin = self.plugin(id).ok()?;
-        let slices = self.slices.state();
-        let endpoints = instances(id, slices.iter().map(Arc::as_ref))
-            .into_iter()
-            .filter(|i| i.ready)
-            .filter_map(|i| i.endpoint.as_deref().and_then(super::socket_addr))
-            .collect();
+        let endpoints = self
+            .routes
+            .ready(id)
+            .map(|ready| ready.to_vec())
+            .unwrap_or_default();
         Some(Route {
             generation: plugin
                 .metadata
@@ -504,6 +539,9 @@ mod tests {
             assert_eq!(views.len(), 1);
             assert_eq!(views[0].generation, 3);
             assert_eq!(views[0].ready_endpoints(), ["http://10.0.0.7:8080"]);
+            let route = b.route("echo").await.expect("route");
+            assert_eq!(route.generation, 3);
+            assert_eq!(route.endpoints, ["10.0.0.7:8080".parse().expect("addr")]);
             assert!(b.get("nope").await.is_none());
             assert!(matches!(
                 b.start("nope").await,
