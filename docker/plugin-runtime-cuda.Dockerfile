@@ -41,6 +41,8 @@ WORKDIR /src
 # dockerfile_check.py against `cargo metadata`).
 COPY Cargo.toml Cargo.lock ./
 COPY core/ core/
+COPY wire/ wire/
+COPY supervisor/ supervisor/
 COPY operator/ operator/
 COPY gateway/ gateway/
 COPY plugin-runtime/ plugin-runtime/

@@ -13,11 +13,16 @@
 
 # --- build: Debian 12 toolchain, so its glibc matches the distroless Debian 12 base -------------
 FROM docker.io/library/rust:1.95.0-slim-bookworm AS build
+# The plugins compiled in (cargo features of bkg-plugin-runtime): `--build-arg PLUGINS=echo`
+# makes an echo-only image without Candle.
+ARG PLUGINS=echo,candle
 WORKDIR /src
 # Every workspace member must be present for cargo to load the workspace (checked by
 # dockerfile_check.py against `cargo metadata`).
 COPY Cargo.toml Cargo.lock ./
 COPY core/ core/
+COPY wire/ wire/
+COPY supervisor/ supervisor/
 COPY operator/ operator/
 COPY gateway/ gateway/
 COPY plugin-runtime/ plugin-runtime/
@@ -31,6 +36,7 @@ RUN --mount=type=cache,id=bkg-cargo-registry,target=/usr/local/cargo/registry,sh
     --mount=type=cache,id=bkg-cargo-git,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,id=bkg-target-bookworm,target=/src/target,sharing=locked \
     cargo build --release --locked -p bkg-plugin-runtime --bin plugin-runtime \
+      --no-default-features --features "${PLUGINS}" \
  && install -D -m 0755 /src/target/release/plugin-runtime /out/plugin-runtime \
  && install -d -m 0755 /out/cache/models
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::Context;
 use bkg_gateway::auth::KeyStore;
 use bkg_gateway::backend::local::LocalBackend;
-use bkg_operator::local::manifests::ManifestDir;
-use bkg_operator::local::{Supervisor, SupervisorConfig};
+use bkg_supervisor::manifests::ManifestDir;
+use bkg_supervisor::{Supervisor, SupervisorConfig};
 
 /// `service.name` of this command's traces unless OTEL_SERVICE_NAME says otherwise.
 const SERVICE: &str = "bkg-gateway";

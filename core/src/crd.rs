@@ -139,58 +139,7 @@ pub struct CapabilitySpec {
     pub cost: Option<Cost>,
 }
 
-/// How much of a rate limit one call uses: the bucket is charged `ceil(measure / per)` units
-/// (at least one), where the measure is what `unit` names. A call costing more than the
-/// limit's `burst` can never pass and is refused with 413.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Cost {
-    /// What is counted.
-    pub unit: CostUnit,
-    /// JSON pointer to the payload field counted by `inputs` and `tokens`; defaults to
-    /// `/input`. Ignored for `bytes`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^(/[^/]*)*$"), length(max = 256))]
-    pub field: Option<String>,
-    /// How many counted things make one unit (e.g. 1024 with `bytes`: one unit per KiB);
-    /// defaults to 1.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 1_000_000_000))]
-    pub per: Option<u32>,
-}
-
-/// What a [`Cost`] counts.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "lowercase")]
-pub enum CostUnit {
-    /// Items of the array at `field` (a single value counts as one).
-    Inputs,
-    /// Bytes of the payload's JSON text as the client sent it.
-    Bytes,
-    /// Estimated tokens of the text at `field` (a string or an array of strings): a quarter
-    /// of its UTF-8 bytes, rounded up, per string. The gateway has no tokenizer.
-    Tokens,
-}
-
-impl Cost {
-    /// The field `inputs` and `tokens` count.
-    pub const DEFAULT_FIELD: &'static str = "/input";
-
-    /// The JSON pointer counted by `inputs` and `tokens`.
-    pub fn field(&self) -> &str {
-        self.field.as_deref().unwrap_or(Self::DEFAULT_FIELD)
-    }
-
-    /// Units charged for a measure of `counted` things: `ceil(counted / per)`, at least one.
-    pub fn units(&self, counted: u64) -> u32 {
-        let per = u64::from(self.per.unwrap_or(1).max(1));
-        u32::try_from(counted.div_ceil(per))
-            .unwrap_or(u32::MAX)
-            .max(1)
-    }
-}
+pub use bkg_wire::{Cost, CostUnit, Phase};
 
 /// A token bucket: each API key may call a capability `requestsPerSecond` times per second on
 /// average, and up to `burst` times at once. Calls over the limit are answered 429 with
@@ -345,49 +294,6 @@ pub struct PluginStatus {
     /// The most recent error, e.g. why the runtime exited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
-}
-
-/// Lifecycle phase of a plugin (the seed's PluginStatus).
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
-pub enum Phase {
-    /// Disabled or stopped: no replica runs.
-    Stopped,
-    /// Replicas are starting (e.g. loading a model) and none is ready yet.
-    Starting,
-    /// At least one replica is ready.
-    Running,
-    /// Replicas are draining in-flight calls before exit.
-    Stopping,
-    /// The plugin cannot run; `lastError` says why.
-    Error,
-}
-
-impl Phase {
-    /// Every phase, for metrics that report one series per phase.
-    pub const ALL: [Phase; 5] = [
-        Phase::Stopped,
-        Phase::Starting,
-        Phase::Running,
-        Phase::Stopping,
-        Phase::Error,
-    ];
-
-    /// Lower-case name used on the REST API and in metric labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Stopped => "stopped",
-            Phase::Starting => "starting",
-            Phase::Running => "running",
-            Phase::Stopping => "stopping",
-            Phase::Error => "error",
-        }
-    }
-}
-
-impl std::fmt::Display for Phase {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 impl Plugin {

@@ -1,4 +1,5 @@
-//! bkg-core: the `Plugin` custom resource and the wire types every bkg crate shares.
+//! bkg-core: the `Plugin` custom resource, manifest validation, and the wire types (re-exported
+//! from `bkg-wire`) as the operator, supervisor and gateway see them.
 //!
 //! This crate does no I/O: it knows nothing about HTTP servers, processes or the Kubernetes API
 //! client. The operator, gateway and plugin-runtime build on it.
@@ -6,11 +7,11 @@
 #![forbid(unsafe_code)]
 
 pub mod crd;
-pub mod exposition;
-pub mod logs;
 pub mod manifest;
 pub mod quantity;
 pub mod wire;
+
+pub use bkg_wire::{exposition, logs};
 
 pub use crd::{
     CapabilitySpec, Cost, CostUnit, EnvVar, GpuRequest, GpuVendor, ModelCache, Phase, Plugin,

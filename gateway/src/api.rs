@@ -84,7 +84,7 @@ pub(crate) async fn info(state: &AppState, view: &PluginView) -> PluginInfo {
     } else {
         None
     };
-    PluginInfo::from_plugin(&view.plugin, caps.as_deref(), view.instances.clone())
+    bkg_core::wire::plugin_info(&view.plugin, caps.as_deref(), view.instances.clone())
 }
 
 async fn find(state: &AppState, id: &str) -> ApiResult<PluginView> {

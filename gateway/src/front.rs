@@ -300,7 +300,7 @@ pub(crate) fn request_id(headers: &HeaderMap) -> String {
     headers
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .filter(|v| bkg_core::wire::usable_request_id(v))
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
 }
 

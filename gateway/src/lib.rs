@@ -42,7 +42,7 @@ pub use problem::ApiError;
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Header carrying the request id on every request and response.
-pub const REQUEST_ID: &str = "x-request-id";
+pub use bkg_core::wire::REQUEST_ID;
 
 /// Typed gateway configuration.
 #[derive(Clone, Debug)]

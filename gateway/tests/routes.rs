@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use bkg_gateway::backend::local::LocalBackend;
 use bkg_gateway::{AppState, Config, router};
-use bkg_operator::local::{Supervisor, SupervisorConfig};
+use bkg_supervisor::{Supervisor, SupervisorConfig};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;

@@ -1,8 +1,5 @@
-//! bkg-operator: turns Plugin manifests into running plugin-runtime instances.
-//!
-//! - [`local`]: the embedded default. Each replica is a supervised child process on this machine,
-//!   fed from a folder of manifests (`bkg up`).
-//! - [`k8s`]: the Kubernetes controller (`bkg operator`) and its offline renderer (`bkg render`).
+//! bkg-operator: turns Plugin resources on a cluster into Deployments and Services of
+//! plugin-runtime pods ([`k8s`]: the controller behind `bkg operator`, and its offline renderer
+//! behind `bkg render`). Local mode (`bkg up`) is the `bkg-supervisor` crate.
 
 pub mod k8s;
-pub mod local;

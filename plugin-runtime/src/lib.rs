@@ -34,10 +34,12 @@ pub struct Implementation {
 /// Every implementation this build of the runtime can host.
 pub fn implementations() -> Vec<Implementation> {
     vec![
+        #[cfg(feature = "echo")]
         Implementation {
             name: "echo",
             create: bkg_plugin_echo::new_plugin,
         },
+        #[cfg(feature = "candle")]
         Implementation {
             name: "candle",
             create: bkg_plugin_candle::new_plugin,

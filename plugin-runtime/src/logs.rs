@@ -3,7 +3,7 @@
 use std::io::Write;
 
 /// The last lines this process logged.
-pub type LogBuffer = bkg_core::logs::LogRing;
+pub type LogBuffer = bkg_wire::logs::LogRing;
 
 fn now() -> String {
     jiff::Timestamp::now().to_string()

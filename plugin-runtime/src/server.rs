@@ -12,8 +12,8 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use bkg_core::wire::{self, Capability, Logs, PROBLEM_JSON, Problem, RuntimeInfo, Telemetry};
 use bkg_plugin_api::{InvokeContext, Plugin, PluginError};
+use bkg_wire::{self as wire, Capability, Logs, PROBLEM_JSON, Problem, RuntimeInfo, Telemetry};
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -26,7 +26,7 @@ use crate::metrics::{InvokeSeries, Metrics, PluginLabels};
 use crate::process::{self, CpuSampler};
 
 /// Header carrying the request id from the gateway to the runtime and back.
-pub const REQUEST_ID: &str = "x-request-id";
+pub use bkg_wire::REQUEST_ID;
 
 /// Shared state of the one hosted plugin.
 #[derive(Clone)]
@@ -194,7 +194,7 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
         );
     }
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    let (content_type, body) = bkg_core::exposition::negotiate(accept, text);
+    let (content_type, body) = bkg_wire::exposition::negotiate(accept, text);
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
@@ -266,7 +266,7 @@ async fn invoke(
     let request_id = headers
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .filter(|v| bkg_wire::usable_request_id(v))
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let s = &state.0;
@@ -452,13 +452,13 @@ async fn invoke_inner(
 }
 
 /// A plugin's declared cost as the protocol carries it.
-fn wire_cost(cost: bkg_plugin_api::Cost) -> bkg_core::Cost {
+fn wire_cost(cost: bkg_plugin_api::Cost) -> bkg_wire::Cost {
     use bkg_plugin_api::CostUnit as Unit;
-    bkg_core::Cost {
+    bkg_wire::Cost {
         unit: match cost.unit {
-            Unit::Inputs => bkg_core::CostUnit::Inputs,
-            Unit::Bytes => bkg_core::CostUnit::Bytes,
-            Unit::Tokens => bkg_core::CostUnit::Tokens,
+            Unit::Inputs => bkg_wire::CostUnit::Inputs,
+            Unit::Bytes => bkg_wire::CostUnit::Bytes,
+            Unit::Tokens => bkg_wire::CostUnit::Tokens,
         },
         field: cost.field,
         per: cost.per,

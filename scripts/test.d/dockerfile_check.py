@@ -10,7 +10,7 @@ For every Dockerfile (the build context is DIR, the repository root by default):
     destination or absolute path in its RUN lines, or under one); a stage that only aliases an
     image (no instructions) is taken at its word;
   * `cargo build` runs with --locked and --release, and its packages, binaries and features exist
-    (`cargo metadata --no-deps`); the stage that runs it has Cargo.toml, Cargo.lock and every
+    (`cargo metadata --no-deps`; the stage's ARG defaults expanded); the stage that runs it has Cargo.toml, Cargo.lock and every
     workspace member copied to the same place relative to the workspace root;
   * every final stage (one no other stage builds on) ends with a numeric non-root USER and an
     exec-form ENTRYPOINT naming a file the stage copies in;
@@ -369,10 +369,16 @@ class Checker:
 
     def check_cargo(self, where, stage, workdir):
         built = []
+        args = {}  # the stage's ARG defaults, expanded in cargo commands as the build would
         for ins in stage.instructions:
+            if ins.keyword == "ARG":
+                key, _, value = ins.args.partition("=")
+                args[key.strip()] = value.strip().strip('"')
             if ins.keyword != "RUN":
                 continue
             _, command = split_flags(ins.args)
+            command = re.sub(r"\$\{(\w+)\}|\$(\w+)",
+                             lambda m: args.get(m.group(1) or m.group(2), m.group(0)), command)
             for part in re.split(r"&&|\|\||;|\|", command):
                 try:
                     words = shlex.split(part)

@@ -30,12 +30,13 @@ use serde_json::{Value, json};
 
 use super::{Backend, BackendError, PluginView, Route};
 
-/// Plugin annotation the operator copies onto the pod template: a new value restarts every pod.
-pub const RESTARTED_AT: &str = "bkg.rs/restartedAt";
-/// Label selecting what the operator manages (its Services' EndpointSlices inherit it).
-const MANAGED: &str = "app.kubernetes.io/managed-by=bkg-operator";
+pub use bkg_core::wire::RESTARTED_AT;
 /// Port the plugin runtime listens on in its pod.
-const RUNTIME_PORT: i32 = 8080;
+const RUNTIME_PORT: i32 = bkg_core::wire::RUNTIME_PORT as i32;
+/// Label selector of what the operator manages (its Services' EndpointSlices inherit it).
+fn managed() -> String {
+    format!("app.kubernetes.io/managed-by={}", bkg_core::wire::MANAGER)
+}
 /// Label tying an EndpointSlice to its Service, named after the Plugin.
 const SERVICE_NAME: &str = "kubernetes.io/service-name";
 
@@ -78,7 +79,7 @@ impl KubernetesBackend {
                 }),
         );
         tokio::spawn(
-            watcher(slice_api, watcher::Config::default().labels(MANAGED))
+            watcher(slice_api, watcher::Config::default().labels(&managed()))
                 .default_backoff()
                 .reflect(slice_writer)
                 .for_each(move |e| {

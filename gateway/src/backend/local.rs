@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use bkg_core::wire::LogLine;
-use bkg_operator::local::{self, Snapshot, Supervisor};
+use bkg_supervisor::{self as local, Snapshot, Supervisor};
 
 use super::{Backend, BackendError, PluginView, Route};
 

@@ -25,10 +25,10 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::validate::{RESTARTED_AT, ValidatedPlugin};
 
 /// Port the runtime serves its protocol and probes on (only the gateway may reach it).
-pub const HTTP_PORT: i32 = 8080;
+pub const HTTP_PORT: i32 = bkg_core::wire::RUNTIME_PORT as i32;
 /// Port the runtime serves only `/metrics` on (`BKG_METRICS_LISTEN`), so a NetworkPolicy can let
 /// Prometheus scrape without reaching the invoke API.
-pub const METRICS_PORT: i32 = 9090;
+pub const METRICS_PORT: i32 = bkg_core::wire::RUNTIME_METRICS_PORT as i32;
 /// Pod-template annotation carrying the config digest, so a config change rolls the pods.
 pub const CONFIG_HASH: &str = "bkg.rs/config-hash";
 /// Where the ConfigMap is mounted; the runtime reads `config.json` from here.

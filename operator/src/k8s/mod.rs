@@ -43,7 +43,7 @@ use kube::{Api, Client, Resource};
 pub use validate::Images;
 
 /// Field manager of every server-side apply, and the `managed-by` label value.
-pub const MANAGER: &str = "bkg-operator";
+pub use bkg_core::wire::MANAGER;
 
 /// Longest wait between retries of a failing Plugin.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);

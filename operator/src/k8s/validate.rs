@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 /// Plugin annotation the gateway sets to restart a plugin; copied onto the pod template so a
 /// new value rolls every pod.
-pub const RESTARTED_AT: &str = "bkg.rs/restartedAt";
+pub use bkg_core::wire::RESTARTED_AT;
 
 /// Env names the pod template sets itself; a spec that sets them would silently lose.
 pub const RESERVED_ENV: [&str; 7] = [

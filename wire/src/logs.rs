@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use crate::wire::LogLine;
+use crate::LogLine;
 
 /// The last `capacity` log lines, with a sequence number so followers can ask for what is new.
 #[derive(Clone, Debug)]

@@ -1,0 +1,388 @@
+//! bkg-wire: what crosses a process boundary, and nothing else: the gateway's REST and WebSocket
+//! types, the plugin-runtime protocol, problem bodies, header names and the constants the
+//! operator, gateway and runtime must agree on. serde only (schemars and utoipa derives behind
+//! features), so the runtime image links no Kubernetes crate.
+//!
+//! Field names follow the seed design (snake_case: `cpu_percent`, `memory_mb`, …) so the admin UI
+//! and scripts see one vocabulary on every endpoint.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub mod exposition;
+pub mod logs;
+
+/// Version string of the plugin-runtime HTTP protocol (docs/PLUGIN-PROTOCOL.md).
+pub const PROTOCOL_VERSION: &str = "bkg.plugin/v1";
+
+/// The request id header: taken from the caller when usable ([`usable_request_id`]), else made;
+/// passed to the runtime and returned on every answer.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Whether a caller's `x-request-id` is kept: 1–128 printable ASCII characters, no spaces. The
+/// gateway and the runtime apply this one rule.
+pub fn usable_request_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Port of the plugin protocol in a runtime pod (the Service's `http` port).
+pub const RUNTIME_PORT: u16 = 8080;
+
+/// Port of a runtime pod's `/metrics` (the Service's `metrics` port).
+pub const RUNTIME_METRICS_PORT: u16 = 9090;
+
+/// Annotation on a Plugin whose change restarts its replicas: the gateway's restart sets it, the
+/// operator copies it into the pod template.
+pub const RESTARTED_AT: &str = "bkg.rs/restartedAt";
+
+/// `app.kubernetes.io/managed-by` of every object the operator applies, and what the gateway
+/// selects EndpointSlices by.
+pub const MANAGER: &str = "bkg-operator";
+
+/// Media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// One capability as the REST API and the runtime protocol show it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Capability {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default = "any_schema")]
+    pub input_schema: Value,
+    #[serde(default = "any_schema")]
+    pub output_schema: Value,
+    /// Needs the `admin` or `manage:<plugin>` scope; the invoke scopes do not grant it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub management: bool,
+    /// What one call costs against the rate limit; absent, one unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<Cost>,
+}
+
+/// The schema that accepts anything (`true`): what an undeclared schema means.
+pub fn any_schema() -> Value {
+    Value::Bool(true)
+}
+
+/// What `GET /api/plugins[/{id}]` answers (the seed's PluginInfo, plus what the platform adds).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PluginInfo {
+    pub id: String,
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub author: String,
+    pub implementation: String,
+    #[serde(with = "phase_lowercase")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = phase_schema))]
+    pub status: Phase,
+    pub enabled: bool,
+    pub replicas: i32,
+    pub ready_replicas: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    pub capabilities: Vec<Capability>,
+    pub config: Value,
+    pub resources: ResourcesInfo,
+    /// Kubernetes-style conditions (cluster mode); empty locally.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<ConditionInfo>,
+    /// The runtime instances (local child processes or pods) behind the plugin.
+    #[serde(default)]
+    pub instances: Vec<Instance>,
+}
+
+/// One runtime instance of a plugin: a local child process or a pod.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Instance {
+    /// `echo-0` locally, the pod name on a cluster.
+    pub name: String,
+    /// `starting`, `running`, `stopping`, `stopped`, `backoff` or `error`.
+    pub state: String,
+    pub ready: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    pub restarts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// The manifest's resource limits, in the units the dashboard shows.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ResourcesInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    pub timeout_secs: u32,
+    pub max_concurrency: u32,
+    pub gpu_count: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_vendor: Option<String>,
+}
+
+/// A condition as the REST API shows it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConditionInfo {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: String,
+    pub reason: String,
+    pub message: String,
+    pub last_transition_time: String,
+}
+
+/// Body of `POST /api/plugins/{id}/invoke`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct InvokeRequest {
+    pub capability: String,
+    #[serde(default)]
+    pub payload: Value,
+}
+
+/// Resource use of one runtime process, or of a plugin summed over its replicas
+/// (the seed's PluginTelemetry).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Telemetry {
+    pub plugin_id: String,
+    pub cpu_percent: f64,
+    pub memory_mb: f64,
+    pub uptime_secs: u64,
+    pub request_count: u64,
+    pub error_count: u64,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// Replicas that answered (1 for a single runtime).
+    #[serde(default)]
+    pub replicas: u32,
+    /// Plugin-specific gauges (e.g. Candle's device and queue depth).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub extra: serde_json::Map<String, Value>,
+}
+
+/// One captured log line.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LogLine {
+    /// RFC 3339 time the line was captured.
+    pub ts: String,
+    /// `stdout`, `stderr` or `supervisor`.
+    pub stream: String,
+    pub message: String,
+}
+
+/// Body of `GET /api/plugins/{id}/logs` and the runtime's `/v1/logs`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Logs {
+    pub plugin_id: String,
+    pub lines: Vec<LogLine>,
+}
+
+/// What a runtime says about itself on `GET /v1/info`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct RuntimeInfo {
+    pub protocol: String,
+    pub plugin_id: String,
+    pub implementation: String,
+    pub implementation_version: String,
+    pub ready: bool,
+    pub capabilities: Vec<Capability>,
+    /// Implementation-specific facts, e.g. the compute device.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub details: serde_json::Map<String, Value>,
+}
+
+/// RFC 9457 problem details: the one shape of every error body.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Problem {
+    /// A URI naming the problem kind, e.g. `https://bkg.rs/problems/invalid-payload`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// Field-level errors, e.g. each JSON Schema violation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+/// One violation, located by a JSON pointer (payloads) or a dotted path (manifests).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl Problem {
+    /// A problem of kind `slug` (the last segment of its type URI).
+    pub fn new(status: u16, slug: &str, title: &str, detail: impl Into<String>) -> Self {
+        Self {
+            type_: format!("https://bkg.rs/problems/{slug}"),
+            title: title.to_owned(),
+            status,
+            detail: detail.into(),
+            instance: None,
+            request_id: None,
+            errors: Vec::new(),
+        }
+    }
+
+    /// Adds field-level errors.
+    pub fn with_errors(mut self, errors: Vec<FieldError>) -> Self {
+        self.errors = errors;
+        self
+    }
+}
+
+/// The phase as the REST API spells it: one of the lower-case names.
+#[cfg(feature = "openapi")]
+fn phase_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(Phase::ALL.iter().map(|p| p.as_str())))
+        .description(Some("Lifecycle phase"))
+        .build()
+}
+
+mod phase_lowercase {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::Phase;
+
+    pub fn serialize<S: Serializer>(phase: &Phase, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(phase.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Phase, D::Error> {
+        let name = String::deserialize(d)?;
+        Phase::ALL
+            .into_iter()
+            .find(|p| p.as_str() == name)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown status {name:?}")))
+    }
+}
+
+/// How much of a rate limit one call uses: the bucket is charged `ceil(measure / per)` units
+/// (at least one), where the measure is what `unit` names. A call costing more than the
+/// limit's `burst` can never pass and is refused with 413.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Cost {
+    /// What is counted.
+    pub unit: CostUnit,
+    /// JSON pointer to the payload field counted by `inputs` and `tokens`; defaults to
+    /// `/input`. Ignored for `bytes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "schemars",
+        schemars(regex(pattern = r"^(/[^/]*)*$"), length(max = 256))
+    )]
+    pub field: Option<String>,
+    /// How many counted things make one unit (e.g. 1024 with `bytes`: one unit per KiB);
+    /// defaults to 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schemars", schemars(range(min = 1, max = 1_000_000_000)))]
+    pub per: Option<u32>,
+}
+
+/// What a [`Cost`] counts.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum CostUnit {
+    /// Items of the array at `field` (a single value counts as one).
+    Inputs,
+    /// Bytes of the payload's JSON text as the client sent it.
+    Bytes,
+    /// Estimated tokens of the text at `field` (a string or an array of strings): a quarter
+    /// of its UTF-8 bytes, rounded up, per string. The gateway has no tokenizer.
+    Tokens,
+}
+
+impl Cost {
+    /// The field `inputs` and `tokens` count.
+    pub const DEFAULT_FIELD: &'static str = "/input";
+
+    /// The JSON pointer counted by `inputs` and `tokens`.
+    pub fn field(&self) -> &str {
+        self.field.as_deref().unwrap_or(Self::DEFAULT_FIELD)
+    }
+
+    /// Units charged for a measure of `counted` things: `ceil(counted / per)`, at least one.
+    pub fn units(&self, counted: u64) -> u32 {
+        let per = u64::from(self.per.unwrap_or(1).max(1));
+        u32::try_from(counted.div_ceil(per))
+            .unwrap_or(u32::MAX)
+            .max(1)
+    }
+}
+
+/// Lifecycle phase of a plugin (the seed's PluginStatus).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+pub enum Phase {
+    /// Disabled or stopped: no replica runs.
+    Stopped,
+    /// Replicas are starting (e.g. loading a model) and none is ready yet.
+    Starting,
+    /// At least one replica is ready.
+    Running,
+    /// Replicas are draining in-flight calls before exit.
+    Stopping,
+    /// The plugin cannot run; `lastError` says why.
+    Error,
+}
+
+impl Phase {
+    /// Every phase, for metrics that report one series per phase.
+    pub const ALL: [Phase; 5] = [
+        Phase::Stopped,
+        Phase::Starting,
+        Phase::Running,
+        Phase::Stopping,
+        Phase::Error,
+    ];
+
+    /// Lower-case name used on the REST API and in metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Stopped => "stopped",
+            Phase::Starting => "starting",
+            Phase::Running => "running",
+            Phase::Stopping => "stopping",
+            Phase::Error => "error",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
