@@ -332,25 +332,26 @@ impl ClientIo {
 
 /// The problem+json answer standing in for hyper's bodiless parse-error answer in `head`.
 fn parse_error_answer(head: &[u8]) -> Option<Vec<u8>> {
-    let (status, slug, title, detail): (u16, &str, &str, &str) =
+    use bkg_core::wire::ProblemKind;
+    let (status, kind, title, detail): (u16, ProblemKind, &str, &str) =
         if head.starts_with(b"HTTP/1.1 400 ") {
             (
                 400,
-                "bad-request",
+                ProblemKind::BadRequest,
                 "Bad request",
                 "the request is not valid HTTP/1.1",
             )
         } else if head.starts_with(b"HTTP/1.1 414 ") {
             (
                 414,
-                "uri-too-long",
+                ProblemKind::UriTooLong,
                 "URI too long",
                 "the request target is longer than the gateway accepts",
             )
         } else if head.starts_with(b"HTTP/1.1 431 ") {
             (
                 431,
-                "headers-too-large",
+                ProblemKind::HeadersTooLarge,
                 "Request header fields too large",
                 "the request head is larger than the gateway accepts",
             )
@@ -371,7 +372,7 @@ fn parse_error_answer(head: &[u8]) -> Option<Vec<u8>> {
         .ok()
         .and_then(|s| s.canonical_reason())
         .unwrap_or(title);
-    let body = serde_json::to_vec(&bkg_core::wire::Problem::new(status, slug, title, detail))
+    let body = serde_json::to_vec(&bkg_core::wire::Problem::new(status, kind, title, detail))
         .unwrap_or_default();
     let mut answer = format!(
         "HTTP/1.1 {status} {reason}\r\ncontent-type: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",

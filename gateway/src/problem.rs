@@ -2,7 +2,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use bkg_core::wire::{FieldError, PROBLEM_JSON, Problem};
+use bkg_core::wire::{FieldError, PROBLEM_JSON, Problem, ProblemKind};
 
 use crate::backend::BackendError;
 
@@ -61,63 +61,83 @@ impl ApiError {
         self.parts().0
     }
 
-    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+    fn parts(&self) -> (StatusCode, ProblemKind, &'static str) {
         match self {
-            ApiError::MalformedJson(_) => {
-                (StatusCode::BAD_REQUEST, "malformed-json", "Malformed JSON")
-            }
-            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad request"),
+            ApiError::MalformedJson(_) => (
+                StatusCode::BAD_REQUEST,
+                ProblemKind::MalformedJson,
+                "Malformed JSON",
+            ),
+            ApiError::BadRequest(_) => (
+                StatusCode::BAD_REQUEST,
+                ProblemKind::BadRequest,
+                "Bad request",
+            ),
             ApiError::Body { status, .. } if *status == StatusCode::PAYLOAD_TOO_LARGE => {
-                (*status, "body-too-large", "Request body too large")
+                (*status, ProblemKind::BodyTooLarge, "Request body too large")
             }
-            ApiError::Body { status, .. } => (*status, "bad-body", "Request body refused"),
-            ApiError::Rejected { status, .. } => (*status, "bad-request", "Request refused"),
-            ApiError::UnknownPlugin(_) => {
-                (StatusCode::NOT_FOUND, "unknown-plugin", "Unknown plugin")
+            ApiError::Body { status, .. } => {
+                (*status, ProblemKind::BadBody, "Request body refused")
             }
+            ApiError::Rejected { status, .. } => {
+                (*status, ProblemKind::BadRequest, "Request refused")
+            }
+            ApiError::UnknownPlugin(_) => (
+                StatusCode::NOT_FOUND,
+                ProblemKind::UnknownPlugin,
+                "Unknown plugin",
+            ),
             ApiError::UnknownCapability { .. } => (
                 StatusCode::NOT_FOUND,
-                "unknown-capability",
+                ProblemKind::UnknownCapability,
                 "Unknown capability",
             ),
             ApiError::InvalidPayload { .. } => (
                 StatusCode::BAD_REQUEST,
-                "invalid-payload",
+                ProblemKind::InvalidPayload,
                 "Payload violates the input schema",
             ),
-            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, ProblemKind::Conflict, "Conflict"),
             ApiError::Unavailable { .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                "plugin-unavailable",
+                ProblemKind::PluginUnavailable,
                 "Plugin unavailable",
             ),
             ApiError::Timeout { .. } => (
                 StatusCode::GATEWAY_TIMEOUT,
-                "invoke-timeout",
+                ProblemKind::InvokeTimeout,
                 "Invoke timed out",
             ),
-            ApiError::BadGateway(_) => (StatusCode::BAD_GATEWAY, "bad-gateway", "Bad gateway"),
+            ApiError::BadGateway(_) => (
+                StatusCode::BAD_GATEWAY,
+                ProblemKind::BadGateway,
+                "Bad gateway",
+            ),
             ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
+                ProblemKind::Internal,
                 "Internal error",
             ),
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
-            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
-            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, ProblemKind::NotFound, "Not found"),
+            ApiError::Unauthorized(_) => (
+                StatusCode::UNAUTHORIZED,
+                ProblemKind::Unauthorized,
+                "Unauthorized",
+            ),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, ProblemKind::Forbidden, "Forbidden"),
             ApiError::RateLimited { .. } => (
                 StatusCode::TOO_MANY_REQUESTS,
-                "rate-limited",
+                ProblemKind::RateLimited,
                 "Rate limit exceeded",
             ),
             ApiError::CostOverBurst(_) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "cost-over-burst",
+                ProblemKind::CostOverBurst,
                 "Call costs more than the rate limit allows",
             ),
             ApiError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
-                "method-not-allowed",
+                ProblemKind::MethodNotAllowed,
                 "Method not allowed",
             ),
         }
@@ -147,7 +167,7 @@ impl ApiError {
     /// The problem+json answer, naming the request when its id is known (routes behind the
     /// router get theirs stamped in by the request-id middleware instead).
     pub fn into_problem(self, request_id: Option<&str>) -> Response {
-        let (status, slug, title) = self.parts();
+        let (status, kind, title) = self.parts();
         let retry_after = match &self {
             ApiError::Unavailable { retry_after, .. } => *retry_after,
             ApiError::RateLimited { retry_after, .. } => Some(*retry_after),
@@ -158,7 +178,7 @@ impl ApiError {
             _ => Vec::new(),
         };
         let mut body =
-            Problem::new(status.as_u16(), slug, title, self.to_string()).with_errors(errors);
+            Problem::new(status.as_u16(), kind, title, self.to_string()).with_errors(errors);
         body.request_id = request_id.map(str::to_owned);
         let mut response = problem_response(status, &body, retry_after);
         if status == StatusCode::UNAUTHORIZED {

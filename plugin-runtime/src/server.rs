@@ -13,7 +13,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bkg_plugin_api::{InvokeContext, Plugin, PluginError};
-use bkg_wire::{self as wire, Capability, Logs, PROBLEM_JSON, Problem, RuntimeInfo, Telemetry};
+use bkg_wire::{
+    self as wire, Capability, Logs, PROBLEM_JSON, Problem, ProblemKind, RuntimeInfo, Telemetry,
+};
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -148,12 +150,12 @@ pub fn metrics_router(state: AppState) -> Router {
 
 fn problem(
     status: StatusCode,
-    slug: &str,
+    kind: ProblemKind,
     title: &str,
     detail: String,
     request_id: Option<&str>,
 ) -> Response {
-    let mut body = Problem::new(status.as_u16(), slug, title, detail);
+    let mut body = Problem::new(status.as_u16(), kind, title, detail);
     body.request_id = request_id.map(str::to_owned);
     let mut response = (status, axum::Json(body)).into_response();
     response
@@ -171,7 +173,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     } else {
         problem(
             StatusCode::SERVICE_UNAVAILABLE,
-            "not-ready",
+            ProblemKind::NotReady,
             "Plugin not ready",
             format!(
                 "plugin {:?} is starting or draining",
@@ -187,7 +189,7 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
     if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &state.0.registry) {
         return problem(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "metrics",
+            ProblemKind::Metrics,
             "Metrics encoding failed",
             e.to_string(),
             None,
@@ -314,7 +316,7 @@ async fn invoke_inner(
     if !state.is_ready() {
         return problem(
             StatusCode::SERVICE_UNAVAILABLE,
-            "not-ready",
+            ProblemKind::NotReady,
             "Plugin not ready",
             format!("plugin {:?} is starting or draining", s.config.plugin_id),
             rid,
@@ -323,7 +325,7 @@ async fn invoke_inner(
     if !s.capability_ids.contains(capability) {
         return problem(
             StatusCode::NOT_FOUND,
-            "unknown-capability",
+            ProblemKind::UnknownCapability,
             "Unknown capability",
             format!(
                 "plugin {:?} has no capability {capability:?}",
@@ -336,14 +338,14 @@ async fn invoke_inner(
         Ok(body) => body,
         Err(rejection) => {
             let status = rejection.status();
-            let slug = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                "body-too-large"
+            let kind = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                ProblemKind::BodyTooLarge
             } else {
-                "bad-body"
+                ProblemKind::BadBody
             };
             return problem(
                 status,
-                slug,
+                kind,
                 "Request body refused",
                 rejection.body_text(),
                 rid,
@@ -360,7 +362,7 @@ async fn invoke_inner(
             Err(e) => {
                 return problem(
                     StatusCode::BAD_REQUEST,
-                    "malformed-json",
+                    ProblemKind::MalformedJson,
                     "Malformed JSON",
                     format!("the request body is not valid JSON: {e}"),
                     rid,
@@ -377,7 +379,7 @@ async fn invoke_inner(
                 s.waiting.fetch_sub(1, Ordering::SeqCst);
                 let mut response = problem(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "overloaded",
+                    ProblemKind::Overloaded,
                     "Runtime overloaded",
                     format!(
                         "{} invokes running and {} waiting; retry later",
@@ -396,7 +398,7 @@ async fn invoke_inner(
                 Err(_) => {
                     return problem(
                         StatusCode::SERVICE_UNAVAILABLE,
-                        "not-ready",
+                        ProblemKind::NotReady,
                         "Plugin not ready",
                         "the runtime is shutting down".into(),
                         rid,
@@ -439,7 +441,7 @@ async fn invoke_inner(
             );
             problem(
                 StatusCode::GATEWAY_TIMEOUT,
-                "invoke-timeout",
+                ProblemKind::InvokeTimeout,
                 "Invoke timed out",
                 format!(
                     "capability {capability:?} did not answer within {}",
@@ -478,21 +480,21 @@ fn plugin_error(e: PluginError, rid: Option<&str>) -> Response {
     match e {
         PluginError::UnknownCapability(_) => problem(
             StatusCode::NOT_FOUND,
-            "unknown-capability",
+            ProblemKind::UnknownCapability,
             "Unknown capability",
             detail,
             rid,
         ),
         PluginError::InvalidInput(_) => problem(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid-input",
+            ProblemKind::InvalidInput,
             "Invalid input",
             detail,
             rid,
         ),
         PluginError::NotReady(_) => problem(
             StatusCode::SERVICE_UNAVAILABLE,
-            "not-ready",
+            ProblemKind::NotReady,
             "Plugin not ready",
             detail,
             rid,
@@ -500,7 +502,7 @@ fn plugin_error(e: PluginError, rid: Option<&str>) -> Response {
         PluginError::Overloaded { retry_after_secs } => {
             let mut response = problem(
                 StatusCode::TOO_MANY_REQUESTS,
-                "overloaded",
+                ProblemKind::Overloaded,
                 "Plugin overloaded",
                 detail,
                 rid,
@@ -514,7 +516,7 @@ fn plugin_error(e: PluginError, rid: Option<&str>) -> Response {
             tracing::error!(request_id = rid, error = %detail, "invoke failed");
             problem(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "plugin-error",
+                ProblemKind::PluginError,
                 "Plugin error",
                 detail,
                 rid,

@@ -236,11 +236,129 @@ pub struct FieldError {
     pub message: String,
 }
 
+/// Every kind of problem the gateway and the runtime answer with; the last segment of a
+/// problem's `type` URI. One list, so both processes spell each kind alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ProblemKind {
+    /// The request is not valid HTTP or lacks what it must carry.
+    BadRequest,
+    /// The body is not JSON, or not the expected envelope.
+    MalformedJson,
+    /// The body is larger than the limit.
+    BodyTooLarge,
+    /// The body could not be read.
+    BadBody,
+    /// The request target is longer than the gateway accepts.
+    UriTooLong,
+    /// The request head is larger than the gateway accepts.
+    HeadersTooLarge,
+    /// No API key, or not a valid one.
+    Unauthorized,
+    /// The key lacks the scope.
+    Forbidden,
+    /// No such route.
+    NotFound,
+    /// The route does not answer this method.
+    MethodNotAllowed,
+    /// No plugin with this id.
+    UnknownPlugin,
+    /// The plugin has no such capability.
+    UnknownCapability,
+    /// The payload violates the capability's input schema (gateway).
+    InvalidPayload,
+    /// The plugin refused the input (runtime, 422).
+    InvalidInput,
+    /// The change conflicts with the plugin's state.
+    Conflict,
+    /// The key's rate limit is used up (429, Retry-After).
+    RateLimited,
+    /// The call costs more than the rate limit's burst can ever hold (413).
+    CostOverBurst,
+    /// No ready instance (gateway, 503).
+    PluginUnavailable,
+    /// The runtime or its plugin is not ready (503).
+    NotReady,
+    /// Admission or the plugin's queue is full (503 or 429).
+    Overloaded,
+    /// The plugin did not answer within the manifest's timeout (504).
+    InvokeTimeout,
+    /// The runtime's answer could not be relayed (502).
+    BadGateway,
+    /// The plugin failed (500).
+    PluginError,
+    /// The metrics could not be encoded (500).
+    Metrics,
+    /// Anything else that went wrong inside (500).
+    Internal,
+}
+
+impl ProblemKind {
+    /// Every kind.
+    pub const ALL: [ProblemKind; 25] = [
+        ProblemKind::BadRequest,
+        ProblemKind::MalformedJson,
+        ProblemKind::BodyTooLarge,
+        ProblemKind::BadBody,
+        ProblemKind::UriTooLong,
+        ProblemKind::HeadersTooLarge,
+        ProblemKind::Unauthorized,
+        ProblemKind::Forbidden,
+        ProblemKind::NotFound,
+        ProblemKind::MethodNotAllowed,
+        ProblemKind::UnknownPlugin,
+        ProblemKind::UnknownCapability,
+        ProblemKind::InvalidPayload,
+        ProblemKind::InvalidInput,
+        ProblemKind::Conflict,
+        ProblemKind::RateLimited,
+        ProblemKind::CostOverBurst,
+        ProblemKind::PluginUnavailable,
+        ProblemKind::NotReady,
+        ProblemKind::Overloaded,
+        ProblemKind::InvokeTimeout,
+        ProblemKind::BadGateway,
+        ProblemKind::PluginError,
+        ProblemKind::Metrics,
+        ProblemKind::Internal,
+    ];
+
+    /// The kind's slug, e.g. `invalid-payload`.
+    pub const fn slug(self) -> &'static str {
+        match self {
+            ProblemKind::BadRequest => "bad-request",
+            ProblemKind::MalformedJson => "malformed-json",
+            ProblemKind::BodyTooLarge => "body-too-large",
+            ProblemKind::BadBody => "bad-body",
+            ProblemKind::UriTooLong => "uri-too-long",
+            ProblemKind::HeadersTooLarge => "headers-too-large",
+            ProblemKind::Unauthorized => "unauthorized",
+            ProblemKind::Forbidden => "forbidden",
+            ProblemKind::NotFound => "not-found",
+            ProblemKind::MethodNotAllowed => "method-not-allowed",
+            ProblemKind::UnknownPlugin => "unknown-plugin",
+            ProblemKind::UnknownCapability => "unknown-capability",
+            ProblemKind::InvalidPayload => "invalid-payload",
+            ProblemKind::InvalidInput => "invalid-input",
+            ProblemKind::Conflict => "conflict",
+            ProblemKind::RateLimited => "rate-limited",
+            ProblemKind::CostOverBurst => "cost-over-burst",
+            ProblemKind::PluginUnavailable => "plugin-unavailable",
+            ProblemKind::NotReady => "not-ready",
+            ProblemKind::Overloaded => "overloaded",
+            ProblemKind::InvokeTimeout => "invoke-timeout",
+            ProblemKind::BadGateway => "bad-gateway",
+            ProblemKind::PluginError => "plugin-error",
+            ProblemKind::Metrics => "metrics",
+            ProblemKind::Internal => "internal",
+        }
+    }
+}
+
 impl Problem {
-    /// A problem of kind `slug` (the last segment of its type URI).
-    pub fn new(status: u16, slug: &str, title: &str, detail: impl Into<String>) -> Self {
+    /// A problem of `kind` (the last segment of its type URI).
+    pub fn new(status: u16, kind: ProblemKind, title: &str, detail: impl Into<String>) -> Self {
         Self {
-            type_: format!("https://bkg.rs/problems/{slug}"),
+            type_: format!("https://bkg.rs/problems/{}", kind.slug()),
             title: title.to_owned(),
             status,
             detail: detail.into(),
@@ -384,5 +502,35 @@ impl Phase {
 impl std::fmt::Display for Phase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problem_slugs_are_distinct_kebab_case() {
+        let mut seen = std::collections::HashSet::new();
+        for kind in ProblemKind::ALL {
+            let slug = kind.slug();
+            assert!(seen.insert(slug), "{slug} twice");
+            assert!(
+                slug.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'),
+                "{slug}"
+            );
+        }
+        let p = Problem::new(503, ProblemKind::NotReady, "Plugin not ready", "loading");
+        assert_eq!(p.type_, "https://bkg.rs/problems/not-ready");
+    }
+
+    #[test]
+    fn request_ids_are_short_printable_ascii() {
+        assert!(usable_request_id("r-1"));
+        assert!(usable_request_id(&"a".repeat(128)));
+        for bad in ["", "a b", "é", "a\tb"] {
+            assert!(!usable_request_id(bad), "{bad:?}");
+        }
+        assert!(!usable_request_id(&"a".repeat(129)));
     }
 }
