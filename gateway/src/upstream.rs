@@ -1,30 +1,27 @@
 //! The invoke path's HTTP/1.1 client: hyper's client connections (`hyper::client::conn::http1`)
-//! to plugin runtimes, pooled here, and driven by the calling task itself.
+//! to plugin runtimes, each driven by a task of its own, pooled here per runtime address.
 //!
 //! ```text
-//!  checkout(addr) ─▶ try_send_request ─▶ drive(connection, answer) ─▶ drive(connection, body)
-//!      └ idle and open? else handshake        (hyper writes and parses; we poll it) ─▶ checkin
+//!  checkout(addr) ─▶ ready ─▶ try_send_request ─▶ answer ─▶ body (bounded) ─▶ checkin(addr)
+//!      └ idle and open? else connect + handshake (spawns the connection's task)
 //! ```
 //!
 //! hyper does all the HTTP: writing the request, parsing the answer's head, content-length,
 //! chunked (trailers dropped) and close-delimited bodies, interim 1xx answers, keep-alive. What is
-//! ours is small: the pool, and that the calling task polls the connection future alongside its
-//! own answer instead of spawning a task per connection. hyper's pooled client (hyper-util's
-//! `legacy::Client`) hands each request to the connection's task over a channel and the answer
-//! back over another, two task wake-ups per call; behind the gateway that was 8–9 µs of CPU per
-//! echo invoke (docs/BENCHMARKS.md). Polling the connection in the caller keeps hyper's parser
-//! and saves the hand-offs. A streamed answer can be relayed the same way later: its body is
-//! hyper's `Incoming`, read while the connection is polled.
+//! ours is the pool (hyper-util's `legacy::Client` adds a connector, a pool with its own locking
+//! and a checkout future per call; behind the gateway that was 8–9 µs of CPU per echo invoke) and
+//! the mapping of hyper's errors to what the gateway answers. Against the hand-written client
+//! this replaced, hyper's connection costs about 3 µs of gateway CPU per invoke and a longer p99
+//! under saturation (docs/BENCHMARKS.md); polling the connection in the calling task instead of
+//! its own task measured no better. A streamed answer can be relayed the same way later: its
+//! body is hyper's `Incoming`.
 //!
 //! A connection whose exchange did not finish cleanly (error, timeout, the caller gone) is
 //! dropped, never pooled, so no answer can be read by the wrong request.
 
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Mutex;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, Uri, header};
@@ -135,41 +132,17 @@ impl Error {
 
 type Body = Full<Bytes>;
 
-/// One keep-alive connection: hyper's handle for requests and its connection future, which
-/// whoever uses the connection polls.
+/// One keep-alive connection: hyper's handle for requests; its connection future runs on a
+/// task of its own.
 struct Conn {
     sender: http1::SendRequest<Body>,
-    driver: http1::Connection<TokioIo<TcpStream>, Body>,
     since: Instant,
 }
 
 impl Conn {
-    /// Runs hyper's connection until `work` is done. The connection future ending first
-    /// (closed, or an error) is fine: hyper then completes `work` with the outcome.
-    async fn drive<F: Future>(&mut self, work: F) -> F::Output {
-        let mut work = std::pin::pin!(work);
-        let mut driver_done = false;
-        std::future::poll_fn(|cx| {
-            if let Poll::Ready(out) = work.as_mut().poll(cx) {
-                return Poll::Ready(out);
-            }
-            if !driver_done && Pin::new(&mut self.driver).poll(cx).is_ready() {
-                driver_done = true;
-                return work.as_mut().poll(cx);
-            }
-            Poll::Pending
-        })
-        .await
-    }
-
-    /// Lets hyper take in what happened while nobody polled (the runtime closing the
-    /// connection, the end of the last exchange); true when it can carry a request now.
-    fn usable(&mut self) -> bool {
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        if Pin::new(&mut self.driver).poll(&mut cx).is_ready() {
-            return false;
-        }
-        self.sender.is_ready()
+    /// The runtime has not closed it (the connection's task ends when it does).
+    fn usable(&self) -> bool {
+        !self.sender.is_closed()
     }
 }
 
@@ -196,13 +169,20 @@ impl Upstream {
     /// Sends `call` to the runtime at `addr` and reads its whole answer.
     pub async fn post(&self, addr: SocketAddr, call: &Call<'_>) -> Result<Answer, Error> {
         let mut request = build(addr, call)?;
-        let (mut conn, response) = loop {
+        let (conn, response) = loop {
             let (mut conn, reused) = match self.checkout(addr) {
                 Some(conn) => (conn, true),
                 None => (self.connect(addr).await?, false),
             };
+            // The connection's task takes the next request once it has finished the last one.
+            if conn.sender.ready().await.is_err() {
+                if reused {
+                    continue;
+                }
+                return Err(Error::Closed);
+            }
             let sent = conn.sender.try_send_request(request);
-            match conn.drive(sent).await {
+            match sent.await {
                 Ok(response) => break (conn, response),
                 // A pooled connection could not take it (closed while idle): nothing was
                 // written, so another connection may.
@@ -222,8 +202,8 @@ impl Upstream {
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(Error::TooLarge(limit));
         }
-        let body = conn
-            .drive(Limited::new(body, limit).collect())
+        let body = Limited::new(body, limit)
+            .collect()
             .await
             .map_err(|e| match e.downcast::<hyper::Error>() {
                 Ok(e) => Error::from_hyper(*e),
@@ -265,7 +245,7 @@ impl Upstream {
     /// The most recently used idle connection to `addr` that can carry a request.
     fn checkout(&self, addr: SocketAddr) -> Option<Conn> {
         loop {
-            let mut conn = {
+            let conn = {
                 let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
                 idle.get_mut(&addr)?.pop()?
             };
@@ -300,9 +280,11 @@ impl Upstream {
                 addr,
                 source: io::Error::other(e),
             })?;
+        tokio::spawn(async move {
+            let _ = driver.await;
+        });
         Ok(Conn {
             sender,
-            driver,
             since: Instant::now(),
         })
     }
