@@ -10,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+mod listen;
 pub mod logs;
 pub mod metrics;
 pub mod process;
@@ -163,28 +164,23 @@ pub async fn run(
     if let Some(listener) = metrics_listener {
         let metrics_addr = listener.local_addr().map_err(Error::Serve)?;
         tracing::info!(addr = %metrics_addr, "serving /metrics");
-        let mut stop_rx = stop_rx.clone();
+        let stop_rx = stop_rx.clone();
         let app = server::metrics_router(state.clone());
         metrics_server = Some(tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop_rx.wait_for(|stop| *stop).await;
-                })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "metrics listener failed");
-            }
+            listen::serve(listener, app, stop_rx, listen::Limits::default()).await;
         }));
     }
     let server_state = state.clone();
     let drain_timeout = config.drain_timeout;
     let server = tokio::spawn(async move {
-        let mut stop_rx = stop_rx;
-        axum::serve(listener, router(server_state))
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.wait_for(|stop| *stop).await;
-            })
-            .await
+        listen::serve(
+            listener,
+            router(server_state),
+            stop_rx,
+            listen::Limits::default(),
+        )
+        .await;
+        Ok::<(), std::io::Error>(())
     });
 
     // Start the plugin while already answering probes: liveness passes, readiness waits.
