@@ -32,10 +32,15 @@ pub const PLUGIN_ID_MAX_LEN: usize = 63;
     doc = "A bkg Plugin: one ML plugin implementation run as managed runtime processes behind the bkg gateway.",
     validation = Rule::new("self.metadata.name.size() <= 63 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
         .message("metadata.name (the plugin id) must be a DNS-1035 label: lower-case letters, digits and '-', starting with a letter, at most 63 characters"),
+    validation = Rule::new("!has(self.spec.replicas) || !has(self.spec.scaling)")
+        .message("spec.replicas (a fixed count, also what `kubectl scale` and an HPA set) and spec.scaling (bkg's autoscaler) each own the replica count: set one of them, not both"),
+    scale = r#"{"specReplicasPath":".spec.replicas","statusReplicasPath":".status.replicas","labelSelectorPath":".status.selector"}"#,
     printcolumn(name = "Impl", type_ = "string", json_path = ".spec.implementation", description = "plugin implementation"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "lifecycle phase"),
+    printcolumn(name = "Desired", type_ = "integer", json_path = ".status.desiredReplicas", description = "replicas wanted now"),
+    printcolumn(name = "Current", type_ = "integer", json_path = ".status.replicas", description = "replicas running"),
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas", description = "ready replicas"),
-    printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas", description = "desired replicas"),
+    printcolumn(name = "Scaling", type_ = "string", json_path = ".status.scalingOwner", description = "who owns the replica count"),
     printcolumn(name = "GPUs", type_ = "integer", json_path = ".spec.resources.gpu.count", description = "GPUs per replica"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
@@ -76,10 +81,18 @@ pub struct PluginSpec {
     #[serde(default = "default_true")]
     pub enabled: bool,
 
-    /// Number of runtime replicas while enabled.
-    #[serde(default = "default_replicas")]
+    /// A fixed number of runtime replicas while enabled (1 when neither this nor `scaling` is
+    /// set). `kubectl scale plugin/<id>` and an HPA that targets the Plugin write this field
+    /// through the scale subresource, and the operator follows it. Leave it unset when
+    /// `scaling` is set: then bkg's autoscaler owns the count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 64))]
-    pub replicas: i32,
+    pub replicas: Option<i32>,
+
+    /// Autoscaling between `minReplicas` and `maxReplicas` by load, with scale to zero when
+    /// `minReplicas` is 0. Exclusive with `replicas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<Scaling>,
 
     /// Environment variables for the runtime process.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -103,6 +116,188 @@ pub struct PluginSpec {
     /// Overrides the runtime image the operator would choose (cluster mode only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+}
+
+/// How a Plugin scales with load. The autoscaler keeps `ceil(load / target)` replicas within
+/// `[minReplicas, maxReplicas]`: it scales up at once and down only after `scaleDownDelaySeconds`
+/// of lower load, and to zero after `scaleToZeroAfterSeconds` without an invoke.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Scaling {
+    /// Fewest replicas. 0 allows scale to zero: invokes that arrive then are held by the
+    /// gateway while one replica starts.
+    #[serde(default = "default_min_replicas")]
+    #[schemars(range(min = 0, max = 64))]
+    pub min_replicas: i32,
+
+    /// Most replicas.
+    #[schemars(range(min = 1, max = 64))]
+    pub max_replicas: i32,
+
+    /// The load signal: `inFlight` (invokes being served or queued per replica; the signal that
+    /// fits inference) or `cpu` (CPU utilisation of a replica in percent of its `resources.cpu`).
+    #[serde(default)]
+    pub metric: ScalingMetric,
+
+    /// Load one replica should carry: in-flight invokes per replica for `inFlight` (default
+    /// 8), percent CPU utilisation for `cpu` (default 80).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub target: Option<u32>,
+
+    /// How long the load must stay lower before replicas are removed.
+    #[serde(default = "default_scale_down_delay")]
+    #[schemars(range(max = 86400))]
+    pub scale_down_delay_seconds: u32,
+
+    /// With `minReplicas: 0`: seconds without an invoke after which the plugin goes to zero.
+    #[serde(default = "default_scale_to_zero_after")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub scale_to_zero_after_seconds: u32,
+
+    /// How long the gateway holds an invoke for a plugin at zero replicas before it answers
+    /// 503 with `Retry-After`.
+    #[serde(default = "default_activation_timeout")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub activation_timeout_seconds: u32,
+
+    /// Most invokes the gateway holds for this plugin while it has no ready replica; beyond
+    /// it, 429.
+    #[serde(default = "default_max_held")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub max_held_requests: u32,
+}
+
+/// The load signal of [`Scaling`].
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ScalingMetric {
+    /// Invokes in flight (served or queued) per replica.
+    #[default]
+    InFlight,
+    /// CPU utilisation per replica, percent of `resources.cpu`.
+    Cpu,
+}
+
+impl ScalingMetric {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScalingMetric::InFlight => "inFlight",
+            ScalingMetric::Cpu => "cpu",
+        }
+    }
+}
+
+impl Scaling {
+    /// `target`, or the metric's default.
+    pub fn target(&self) -> u32 {
+        self.target.unwrap_or(match self.metric {
+            ScalingMetric::InFlight => 8,
+            ScalingMetric::Cpu => 80,
+        })
+    }
+}
+
+/// Who owns a Plugin's replica count (`status.scalingOwner`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ScalingOwner {
+    /// `spec.replicas`, which `kubectl scale` and an HPA targeting the Plugin also write.
+    Replicas,
+    /// bkg's autoscaler (`spec.scaling` with `metric: inFlight`).
+    Autoscaler,
+    /// A HorizontalPodAutoscaler the operator renders (`spec.scaling` with `metric: cpu`).
+    Hpa,
+}
+
+impl ScalingOwner {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScalingOwner::Replicas => "replicas",
+            ScalingOwner::Autoscaler => "autoscaler",
+            ScalingOwner::Hpa => "hpa",
+        }
+    }
+}
+
+impl PluginSpec {
+    /// The fixed replica count while enabled, when `spec.scaling` does not own it.
+    pub fn fixed_replicas(&self) -> i32 {
+        self.replicas.unwrap_or(1)
+    }
+
+    /// Who owns the replica count.
+    pub fn scaling_owner(&self) -> ScalingOwner {
+        match &self.scaling {
+            None => ScalingOwner::Replicas,
+            Some(s) if s.metric == ScalingMetric::Cpu => ScalingOwner::Hpa,
+            Some(_) => ScalingOwner::Autoscaler,
+        }
+    }
+
+    /// Replicas a freshly applied spec starts with: the fixed count, or `minReplicas`
+    /// (at least 1 for an HPA, which cannot scale to zero).
+    pub fn initial_replicas(&self) -> i32 {
+        if !self.enabled {
+            return 0;
+        }
+        match &self.scaling {
+            None => self.fixed_replicas(),
+            Some(s) if s.metric == ScalingMetric::Cpu => s.min_replicas.max(1),
+            Some(s) => s.min_replicas,
+        }
+    }
+
+    /// Checks across fields that the CRD's schema cannot express: `(field path, message)`.
+    pub fn cross_field_errors(&self) -> Vec<(String, String)> {
+        let mut errors = Vec::new();
+        let mut push = |f: &str, m: String| errors.push((f.to_owned(), m));
+        if let Some(r) = self.replicas
+            && r < 0
+        {
+            push("spec.replicas", format!("{r} must not be negative"));
+        }
+        if let Some(s) = &self.scaling {
+            if self.replicas.is_some() {
+                push(
+                    "spec.replicas",
+                    "set spec.replicas (a fixed count) or spec.scaling (autoscaling), not both"
+                        .into(),
+                );
+            }
+            if s.min_replicas < 0 {
+                push(
+                    "spec.scaling.minReplicas",
+                    format!("{} must not be negative", s.min_replicas),
+                );
+            }
+            if s.max_replicas < 1 {
+                push(
+                    "spec.scaling.maxReplicas",
+                    format!("{} must be at least 1", s.max_replicas),
+                );
+            }
+            if s.min_replicas > s.max_replicas {
+                push(
+                    "spec.scaling.minReplicas",
+                    format!(
+                        "{} is above spec.scaling.maxReplicas ({})",
+                        s.min_replicas, s.max_replicas
+                    ),
+                );
+            }
+            if s.target == Some(0) {
+                push("spec.scaling.target", "must be at least 1".into());
+            }
+            if s.metric == ScalingMetric::Cpu && s.min_replicas == 0 {
+                push(
+                    "spec.scaling.minReplicas",
+                    "metric cpu cannot scale to zero (an idle replica uses no CPU to wake it): use metric inFlight for minReplicas 0".into(),
+                );
+            }
+        }
+        errors
+    }
 }
 
 /// One capability a plugin offers, with JSON Schemas for its input and output.
@@ -285,9 +480,24 @@ pub struct PluginStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Replicas running (ready or not): the scale subresource's status replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
     /// Replicas that pass their readiness probe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_replicas: Option<i32>,
+    /// Replicas wanted now: the fixed count or the autoscaler's latest decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_replicas: Option<i32>,
+    /// Who owns the replica count: `replicas`, `autoscaler` or `hpa`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling_owner: Option<ScalingOwner>,
+    /// Label selector of the plugin's pods, for the scale subresource (HPA, KEDA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// When the replica count last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<String>,
     /// Where the gateway reaches the plugin (a Service URL or a loopback address).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
@@ -312,8 +522,24 @@ fn default_true() -> bool {
     true
 }
 
-fn default_replicas() -> i32 {
+fn default_min_replicas() -> i32 {
     1
+}
+
+fn default_scale_down_delay() -> u32 {
+    30
+}
+
+fn default_scale_to_zero_after() -> u32 {
+    60
+}
+
+fn default_activation_timeout() -> u32 {
+    30
+}
+
+fn default_max_held() -> u32 {
+    256
 }
 
 fn default_timeout_seconds() -> u32 {

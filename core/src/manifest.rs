@@ -115,8 +115,19 @@ pub fn from_value(value: Value) -> Result<Plugin, ManifestError> {
     if !errors.is_empty() {
         return Err(ManifestError { name, errors });
     }
-    serde_json::from_value::<Plugin>(value)
-        .map_err(|e| ManifestError::single(name, "(document)", e.to_string()))
+    let plugin = serde_json::from_value::<Plugin>(value)
+        .map_err(|e| ManifestError::single(name.clone(), "(document)", e.to_string()))?;
+    let errors: Vec<FieldError> = plugin
+        .spec
+        .cross_field_errors()
+        .into_iter()
+        .map(|(field, message)| FieldError { field, message })
+        .collect();
+    if errors.is_empty() {
+        Ok(plugin)
+    } else {
+        Err(ManifestError { name, errors })
+    }
 }
 
 /// Checks a plugin id (a DNS-1035 label), the same rule the CRD's CEL validation enforces.
@@ -278,7 +289,7 @@ spec:
         let plugin = parse_documents(ECHO).remove(0).expect("valid");
         assert_eq!(plugin.id(), "echo");
         assert!(plugin.spec.enabled);
-        assert_eq!(plugin.spec.replicas, 1);
+        assert_eq!(plugin.spec.fixed_replicas(), 1);
         assert_eq!(plugin.spec.resources.timeout_seconds, 5);
         assert_eq!(plugin.spec.resources.max_concurrency, 64);
         assert_eq!(

@@ -51,8 +51,19 @@ pub fn plugin_info(
             Phase::Stopped
         }),
         enabled: spec.enabled,
-        replicas: spec.replicas,
+        replicas: status
+            .desired_replicas
+            .unwrap_or_else(|| spec.initial_replicas()),
         ready_replicas: status.ready_replicas.unwrap_or(0),
+        scaling_owner: spec.scaling_owner().as_str().to_owned(),
+        scaling: spec.scaling.as_ref().map(|s| ScalingInfo {
+            min_replicas: s.min_replicas,
+            max_replicas: s.max_replicas,
+            metric: s.metric.as_str().to_owned(),
+            target: s.target(),
+            scale_down_delay_seconds: s.scale_down_delay_seconds,
+            scale_to_zero_after_seconds: s.scale_to_zero_after_seconds,
+        }),
         endpoint: status.endpoint.clone(),
         last_error: status.last_error.clone(),
         capabilities,

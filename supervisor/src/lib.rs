@@ -92,6 +92,11 @@ pub enum Error {
     NotFound(String),
     #[error("plugin {id:?} has an invalid manifest: {message}")]
     InvalidManifest { id: String, message: String },
+    /// The plugin's replica count is fixed by its manifest (`spec.replicas`).
+    #[error(
+        "plugin {0:?} has a fixed spec.replicas; set spec.scaling to let the autoscaler own the count"
+    )]
+    NotScalable(String),
     /// The new generation did not become ready; the previous one keeps serving.
     #[error("plugin {id:?}: {message}")]
     RolloutFailed { id: String, message: String },
@@ -146,6 +151,10 @@ struct Entry {
     manifest_error: Option<String>,
     /// True when no valid manifest was ever seen: nothing runs.
     placeholder: bool,
+    /// The autoscaler's latest count, when `spec.scaling` owns the replica count.
+    scaled: Option<usize>,
+    /// When the replica count last changed (RFC 3339).
+    last_scale_time: Option<String>,
     /// Wakes this plugin's reconciler; instances notify it on every status change.
     wake: Arc<Notify>,
     /// Bumped after every reconcile step, for callers waiting on a roll.
@@ -192,6 +201,8 @@ impl Entry {
             logs,
             manifest_error: None,
             placeholder,
+            scaled: None,
+            last_scale_time: None,
             wake,
             progress: watch::channel(0).0,
             reconciler,
@@ -235,12 +246,28 @@ impl Entry {
             replicas: if self.placeholder {
                 0
             } else {
-                usize::try_from(spec.replicas).unwrap_or(0)
+                self.desired_replicas()
             },
             running: spec.enabled && !self.placeholder,
             max_surge,
             max_unavailable,
         }
+    }
+
+    /// Replicas wanted while enabled: the fixed count, or the autoscaler's latest decision
+    /// (`minReplicas` until it made one) within the bounds.
+    fn desired_replicas(&self) -> usize {
+        let spec = &self.effective.spec;
+        let count = match &spec.scaling {
+            None => spec.fixed_replicas(),
+            Some(s) => self
+                .scaled
+                .map_or(spec.initial_replicas(), |n| {
+                    i32::try_from(n).unwrap_or(i32::MAX)
+                })
+                .clamp(s.min_replicas.max(0), s.max_replicas.max(0)),
+        };
+        usize::try_from(count).unwrap_or(0)
     }
 
     fn observed(&self) -> Vec<Observed> {
@@ -270,7 +297,8 @@ impl Entry {
 /// change how many instances run, not what each one is.
 fn template(spec: &PluginSpec) -> PluginSpec {
     PluginSpec {
-        replicas: 0,
+        replicas: None,
+        scaling: None,
         enabled: true,
         ..spec.clone()
     }
@@ -505,6 +533,34 @@ impl Supervisor {
         })
     }
 
+    /// Sets the replica count of a plugin whose `spec.scaling` owns it (the autoscaler's
+    /// decision), clamped to `[minReplicas, maxReplicas]`. Returns the count now wanted.
+    /// Refused for a plugin with a fixed `replicas`: its manifest owns the count.
+    pub fn scale(&self, id: &str, replicas: usize, reason: &str) -> Result<usize, Error> {
+        self.with_entry(id, |sup, entry| {
+            if entry.effective.spec.scaling.is_none() {
+                return Err(Error::NotScalable(id.to_owned()));
+            }
+            let before = entry.desired_replicas();
+            entry.scaled = Some(replicas);
+            let after = entry.desired_replicas();
+            if after != before {
+                let now = jiff::Timestamp::now().to_string();
+                let message = format!("scaled from {before} to {after} replicas: {reason}");
+                tracing::info!(plugin = %id, from = before, to = after, reason, "scaled");
+                entry.logs.push(now.clone(), "supervisor", &message);
+                entry.last_scale_time = Some(now);
+                let _ = sup.0.events.send(Event {
+                    plugin: id.to_owned(),
+                    ready: false,
+                    message,
+                });
+                sup.reconcile(id, entry);
+            }
+            Ok(after)
+        })?
+    }
+
     /// Waits until `generation` of plugin `id` is fully rolled out: every instance of it ready
     /// and no older one routable. `Ok` too when a newer change superseded it or the plugin was
     /// stopped; [`Error::RolloutFailed`] when an instance of it gave up (the previous
@@ -646,7 +702,8 @@ fn placeholder_spec() -> bkg_core::PluginSpec {
         author: None,
         capabilities: Vec::new(),
         enabled: false,
-        replicas: 0,
+        replicas: Some(0),
+        scaling: None,
         env: Vec::new(),
         config: None,
         resources: Default::default(),
@@ -714,6 +771,9 @@ fn snapshot(id: &str, entry: &Entry) -> Snapshot {
         Phase::Running
     } else if !live.is_empty() && live.iter().all(|s| s.state == ReplicaState::Error) {
         Phase::Error
+    } else if entry.target().replicas == 0 && plugin.spec.scaling.is_some() {
+        // Scaled to zero: an invoke is held while a replica starts, so the plugin serves.
+        Phase::Running
     } else if entry.target().replicas == 0 {
         // Enabled with zero replicas: nothing to run.
         Phase::Stopped
@@ -739,7 +799,19 @@ fn snapshot(id: &str, entry: &Entry) -> Snapshot {
         phase: Some(phase),
         conditions: Vec::new(),
         observed_generation: Some(i64::try_from(entry.generation).unwrap_or(i64::MAX)),
+        replicas: Some(i32::try_from(live.len()).unwrap_or(i32::MAX)),
         ready_replicas: Some(i32::try_from(ready).unwrap_or(i32::MAX)),
+        desired_replicas: Some(
+            i32::try_from(if wants_running {
+                entry.target().replicas
+            } else {
+                0
+            })
+            .unwrap_or(i32::MAX),
+        ),
+        scaling_owner: Some(plugin.spec.scaling_owner()),
+        selector: None,
+        last_scale_time: entry.last_scale_time.clone(),
         endpoint: instances
             .iter()
             .find(|i| i.ready)

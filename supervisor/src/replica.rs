@@ -244,7 +244,7 @@ impl Replica {
         };
         let pid = child.id();
         let last_line = Arc::new(Mutex::new(LastWords::default()));
-        let prefix = if plugin.spec.replicas > 1 {
+        let prefix = if plugin.spec.replicas.unwrap_or(1) > 1 || plugin.spec.scaling.is_some() {
             format!("[{}] ", self.slot)
         } else {
             String::new()

@@ -67,6 +67,20 @@ pub fn any_schema() -> Value {
     Value::Bool(true)
 }
 
+/// A Plugin's `spec.scaling`, as the dashboard shows it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ScalingInfo {
+    pub min_replicas: i32,
+    pub max_replicas: i32,
+    /// `inFlight` or `cpu`.
+    pub metric: String,
+    /// Load one replica should carry.
+    pub target: u32,
+    pub scale_down_delay_seconds: u32,
+    pub scale_to_zero_after_seconds: u32,
+}
+
 /// What `GET /api/plugins[/{id}]` answers (the seed's PluginInfo, plus what the platform adds).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -81,8 +95,14 @@ pub struct PluginInfo {
     #[cfg_attr(feature = "openapi", schema(schema_with = phase_schema))]
     pub status: Phase,
     pub enabled: bool,
+    /// Replicas wanted now: the fixed count or the autoscaler's latest decision.
     pub replicas: i32,
     pub ready_replicas: i32,
+    /// Who owns the replica count: `replicas`, `autoscaler` or `hpa`.
+    pub scaling_owner: String,
+    /// The autoscaling bounds, when `spec.scaling` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<ScalingInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

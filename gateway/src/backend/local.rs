@@ -37,9 +37,9 @@ fn view(s: Snapshot) -> PluginView {
 fn map_err(e: local::Error) -> BackendError {
     match e {
         local::Error::NotFound(id) => BackendError::NotFound(id),
-        e @ (local::Error::InvalidManifest { .. } | local::Error::RolloutFailed { .. }) => {
-            BackendError::Conflict(e.to_string())
-        }
+        e @ (local::Error::InvalidManifest { .. }
+        | local::Error::RolloutFailed { .. }
+        | local::Error::NotScalable(_)) => BackendError::Conflict(e.to_string()),
     }
 }
 

@@ -52,6 +52,7 @@ pub fn invalid(plugin: &Plugin, invalid: &InvalidSpec) -> PluginStatus {
         ready_replicas: old.ready_replicas,
         endpoint: old.endpoint,
         last_error: Some(message),
+        ..old
     }
 }
 
@@ -160,7 +161,18 @@ pub fn observed(plugin: &Plugin, v: &ValidatedPlugin, deployment: &Deployment) -
         phase: Some(phase),
         conditions: vec![ready_condition, progressing, degraded],
         observed_generation: plugin.metadata.generation,
+        replicas: Some(total),
         ready_replicas: Some(ready),
+        desired_replicas: Some(desired),
+        scaling_owner: Some(plugin.spec.scaling_owner()),
+        selector: Some(
+            super::build::selector_labels(&v.name)
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        last_scale_time: old.last_scale_time,
         endpoint: Some(endpoint(&v.name, &v.namespace)),
         last_error,
     }

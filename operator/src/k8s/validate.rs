@@ -117,8 +117,8 @@ pub fn validate(plugin: &Plugin, images: &Images) -> Result<ValidatedPlugin, Inv
     if spec.implementation.is_empty() {
         field(&mut errors, "spec.implementation", "required");
     }
-    if spec.replicas < 0 {
-        field(&mut errors, "spec.replicas", "must not be negative");
+    for (path, message) in spec.cross_field_errors() {
+        field(&mut errors, path, message);
     }
     for (path, q) in [
         ("spec.resources.memory", &spec.resources.memory),
@@ -231,7 +231,7 @@ pub fn validate(plugin: &Plugin, images: &Images) -> Result<ValidatedPlugin, Inv
         namespace,
         implementation: spec.implementation.clone(),
         enabled: spec.enabled,
-        replicas: if spec.enabled { spec.replicas } else { 0 },
+        replicas: spec.initial_replicas(),
         image,
         pull_secrets: images.pull_secrets.clone(),
         memory: spec.resources.memory.clone(),

@@ -321,9 +321,15 @@ export interface components {
             name: string;
             /** Format: int32 */
             ready_replicas: number;
-            /** Format: int32 */
+            /**
+             * Format: int32
+             * @description Replicas wanted now: the fixed count or the autoscaler's latest decision.
+             */
             replicas: number;
             resources: components["schemas"]["ResourcesInfo"];
+            scaling?: components["schemas"]["ScalingInfo"] | null;
+            /** @description Who owns the replica count: `replicas`, `autoscaler` or `hpa`. */
+            scaling_owner: string;
             /**
              * @description Lifecycle phase
              * @enum {string}
@@ -355,6 +361,24 @@ export interface components {
             memory?: string | null;
             /** Format: int32 */
             timeout_secs: number;
+        };
+        /** @description A Plugin's `spec.scaling`, as the dashboard shows it. */
+        ScalingInfo: {
+            /** Format: int32 */
+            max_replicas: number;
+            /** @description `inFlight` or `cpu`. */
+            metric: string;
+            /** Format: int32 */
+            min_replicas: number;
+            /** Format: int32 */
+            scale_down_delay_seconds: number;
+            /** Format: int32 */
+            scale_to_zero_after_seconds: number;
+            /**
+             * Format: int32
+             * @description Load one replica should carry.
+             */
+            target: number;
         };
         /**
          * @description Resource use of one runtime process, or of a plugin summed over its replicas

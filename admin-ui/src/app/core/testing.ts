@@ -12,6 +12,7 @@ export function plugin(over: Partial<PluginInfo> = {}): PluginInfo {
     enabled: true,
     replicas: 1,
     ready_replicas: 1,
+    scaling_owner: 'replicas',
     capabilities: [
       { id: 'echo', name: 'Echo', description: '', input_schema: { type: 'object' }, output_schema: { type: 'object' } },
     ],
