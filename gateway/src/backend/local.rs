@@ -92,6 +92,14 @@ impl Backend for LocalBackend {
         }
     }
 
+    async fn scale(&self, id: &str, replicas: u32, reason: &str) -> Result<u32, BackendError> {
+        let n = usize::try_from(replicas).unwrap_or(usize::MAX);
+        self.supervisor
+            .scale(id, n, reason)
+            .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+            .map_err(map_err)
+    }
+
     async fn logs(&self, id: &str, lines: usize) -> Result<Vec<LogLine>, BackendError> {
         self.supervisor
             .logs(id)

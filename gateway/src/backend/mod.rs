@@ -93,4 +93,14 @@ pub trait Backend: Send + Sync + 'static {
     async fn restart(&self, id: &str) -> Result<(), BackendError>;
     async fn set_config(&self, id: &str, config: serde_json::Value) -> Result<(), BackendError>;
     async fn logs(&self, id: &str, lines: usize) -> Result<Vec<LogLine>, BackendError>;
+    /// Sets the replica count of a plugin whose `spec.scaling` owns it: the autoscaler's
+    /// decision (`crate::scale`), clamped by the backend to the plugin's bounds. Returns the
+    /// count now wanted. `reason` is recorded with the change (log line, Event).
+    async fn scale(&self, id: &str, replicas: u32, reason: &str) -> Result<u32, BackendError> {
+        let _ = (replicas, reason);
+        Err(BackendError::Unavailable(format!(
+            "the {} backend cannot scale plugin {id:?}",
+            self.mode()
+        )))
+    }
 }
