@@ -16,6 +16,7 @@ mod metrics;
 pub mod openapi;
 mod problem;
 pub mod ratelimit;
+pub mod scale;
 mod telemetry;
 pub mod upstream;
 mod ws;
@@ -100,6 +101,10 @@ pub struct Inner {
     pub(crate) connections: Arc<conn::Connections>,
     /// How many failed invokes get a log line of their own.
     pub(crate) failure_logs: logbudget::LogBudget,
+    /// Replica decisions and invokes held at zero replicas (`scale`).
+    pub autoscaler: scale::Autoscaler,
+    /// CPU time of local replica processes at the previous autoscaler round.
+    pub(crate) cpu_samples: scale::CpuSamples,
 }
 
 impl std::ops::Deref for AppState {
@@ -142,6 +147,8 @@ impl AppState {
             metrics,
             connections,
             failure_logs: logbudget::LogBudget::default(),
+            autoscaler: Default::default(),
+            cpu_samples: Default::default(),
         }))
     }
 }
@@ -193,6 +200,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let keys = state.keys.clone();
     let housekeeping = state.clone();
+    let housekeeping_state = state.clone();
     let reloader = tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
         for round in 0u64.. {
@@ -214,6 +222,7 @@ pub async fn serve(
         }
     });
     let _reloader = AbortOnDrop(reloader);
+    let _autoscaler = AbortOnDrop(scale::spawn(housekeeping_state));
     front::serve_connections(listener, router(state), shutdown).await
 }
 

@@ -48,6 +48,12 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     pub duration: Family<CapabilityLabels, Histogram>,
     pub in_flight: Family<PluginLabels, Gauge>,
+    /// Invokes held while a plugin has no ready replica (scale from zero).
+    pub held_requests: Family<PluginLabels, Gauge>,
+    /// The autoscaler's replica count per plugin.
+    pub desired_replicas: Family<PluginLabels, Gauge>,
+    /// Time from an invoke being held to a replica being ready for it.
+    pub activation: Family<PluginLabels, Histogram>,
     pub plugin_up: Family<PluginLabels, Gauge>,
     pub plugin_phase: Family<PhaseLabels, Gauge>,
     pub key_requests: Family<KeyLabels, Counter>,
@@ -73,6 +79,8 @@ struct Handles {
 #[derive(Default)]
 struct PluginHandles {
     in_flight: Option<Gauge>,
+    /// Invokes started, ever: the autoscaler tells activity between its samples from it.
+    started: Arc<std::sync::atomic::AtomicU64>,
     capabilities: FastMap<String, CapabilityHandles>,
 }
 
@@ -98,6 +106,11 @@ impl Metrics {
                 Histogram::new(exponential_buckets(0.0005, 2.0, 18))
             }),
             in_flight: Family::default(),
+            held_requests: Family::default(),
+            desired_replicas: Family::default(),
+            activation: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.005, 2.0, 14))
+            }),
             plugin_up: Family::default(),
             plugin_phase: Family::default(),
             key_requests: Family::default(),
@@ -131,6 +144,21 @@ impl Metrics {
             "invoke_in_flight",
             "Invoke requests the gateway is serving now",
             m.in_flight.clone(),
+        );
+        sub.register(
+            "held_requests",
+            "Invokes held while the plugin has no ready replica (scale from zero)",
+            m.held_requests.clone(),
+        );
+        sub.register(
+            "desired_replicas",
+            "Replicas the autoscaler wants for the plugin",
+            m.desired_replicas.clone(),
+        );
+        sub.register(
+            "activation_duration_seconds",
+            "Time a held invoke waited for a ready replica",
+            m.activation.clone(),
         );
         sub.register(
             "plugin_up",
@@ -215,11 +243,54 @@ impl Metrics {
         handles.by_code.push((code, counter));
     }
 
+    /// Invokes of `plugin` in flight now (served and held).
+    pub fn in_flight_now(&self, plugin: &str) -> i64 {
+        read(&self.handles.plugins)
+            .get(plugin)
+            .and_then(|p| p.in_flight.as_ref())
+            .map_or(0, Gauge::get)
+    }
+
+    /// Invokes of `plugin` started since the gateway started.
+    pub fn started(&self, plugin: &str) -> u64 {
+        read(&self.handles.plugins)
+            .get(plugin)
+            .map_or(0, |p| p.started.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// The held-invokes gauge of `plugin`.
+    pub fn held(&self, plugin: &str) -> Gauge {
+        self.held_requests
+            .get_or_create(&PluginLabels {
+                plugin: plugin.to_owned(),
+            })
+            .clone()
+    }
+
+    /// The autoscaler's desired-replicas gauge of `plugin`.
+    pub fn desired(&self, plugin: &str) -> Gauge {
+        self.desired_replicas
+            .get_or_create(&PluginLabels {
+                plugin: plugin.to_owned(),
+            })
+            .clone()
+    }
+
+    /// Records how long a held invoke waited for a replica.
+    pub fn observe_activation(&self, plugin: &str, waited: std::time::Duration) {
+        self.activation
+            .get_or_create(&PluginLabels {
+                plugin: plugin.to_owned(),
+            })
+            .observe(waited.as_secs_f64());
+    }
+
     /// Counts an invoke of a known plugin as in flight until the returned guard is dropped.
     pub fn in_flight(&self, plugin: &str) -> InFlight {
-        let cached = read(&self.handles.plugins)
-            .get(plugin)
-            .and_then(|p| p.in_flight.clone());
+        let cached = read(&self.handles.plugins).get(plugin).and_then(|p| {
+            p.started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            p.in_flight.clone()
+        });
         let gauge = cached.unwrap_or_else(|| {
             let gauge = self
                 .in_flight
@@ -227,10 +298,12 @@ impl Metrics {
                     plugin: plugin.to_owned(),
                 })
                 .clone();
-            write(&self.handles.plugins)
-                .entry(plugin.to_owned())
-                .or_default()
-                .in_flight = Some(gauge.clone());
+            let mut plugins = write(&self.handles.plugins);
+            let handles = plugins.entry(plugin.to_owned()).or_default();
+            handles.in_flight = Some(gauge.clone());
+            handles
+                .started
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             gauge
         });
         gauge.inc();

@@ -35,6 +35,9 @@ pub enum ApiError {
     Timeout { plugin: String, secs: u64 },
     #[error("{0}")]
     BadGateway(String),
+    /// A bounded queue is full (the invokes held for a plugin at zero replicas): 429.
+    #[error("{0}")]
+    Overloaded(String),
     #[error("{0}")]
     Internal(String),
     #[error("{0}")]
@@ -108,6 +111,11 @@ impl ApiError {
                 ProblemKind::InvokeTimeout,
                 "Invoke timed out",
             ),
+            ApiError::Overloaded(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                ProblemKind::Overloaded,
+                "Too many held invokes",
+            ),
             ApiError::BadGateway(_) => (
                 StatusCode::BAD_GATEWAY,
                 ProblemKind::BadGateway,
@@ -171,6 +179,7 @@ impl ApiError {
         let retry_after = match &self {
             ApiError::Unavailable { retry_after, .. } => *retry_after,
             ApiError::RateLimited { retry_after, .. } => Some(*retry_after),
+            ApiError::Overloaded(_) => Some(1),
             _ => None,
         };
         let errors = match &self {

@@ -28,7 +28,7 @@ use serde_json::value::RawValue;
 use std::borrow::Cow;
 use tracing::Instrument;
 
-use forward::unavailable;
+pub use forward::unavailable;
 pub use schema::{RuntimeCapabilities, Validators, capabilities};
 
 use crate::auth::Principal;
@@ -287,7 +287,17 @@ where
     }
     schema::validate(state, id, route.generation, &capability, &schema, payload)?;
     let payload = payload.get().as_bytes();
-    forward::forward(state, &route, trace, &capability, payload, request_id).await
+    // A plugin the autoscaler may have taken to zero (or that is still starting its first
+    // replica): the invoke waits for one, in line with the others.
+    let activated;
+    let route = match route.plugin.spec.scaling.as_ref() {
+        Some(scaling) if route.endpoints.is_empty() && route.plugin.spec.enabled => {
+            activated = crate::scale::hold(state, id, scaling).await?;
+            &activated
+        }
+        _ => &route,
+    };
+    forward::forward(state, route, trace, &capability, payload, request_id).await
 }
 
 /// The request body, refused above `limit` bytes.
