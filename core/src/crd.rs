@@ -198,6 +198,21 @@ impl Scaling {
     }
 }
 
+/// Changes of the replica count kept in `status.scaleHistory`.
+pub const SCALE_HISTORY: usize = 10;
+
+/// One change of a Plugin's replica count.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleRecord {
+    /// When (RFC 3339).
+    pub time: String,
+    pub from: i32,
+    pub to: i32,
+    /// Why, e.g. `inFlight 9.0 for a target of 2 per replica`.
+    pub reason: String,
+}
+
 /// Who owns a Plugin's replica count (`status.scalingOwner`).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -498,6 +513,10 @@ pub struct PluginStatus {
     /// When the replica count last changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scale_time: Option<String>,
+    /// The latest changes of the replica count, oldest first (at most [`SCALE_HISTORY`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub scale_history: Vec<ScaleRecord>,
     /// Where the gateway reaches the plugin (a Service URL or a loopback address).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,

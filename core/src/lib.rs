@@ -15,7 +15,8 @@ pub use bkg_wire::{exposition, logs};
 
 pub use crd::{
     CapabilitySpec, Cost, CostUnit, EnvVar, GpuRequest, GpuVendor, ModelCache, Phase, Plugin,
-    PluginResources, PluginSpec, PluginStatus, RateLimit, Scaling, ScalingMetric, ScalingOwner,
+    PluginResources, PluginSpec, PluginStatus, RateLimit, ScaleRecord, Scaling, ScalingMetric,
+    ScalingOwner,
 };
 
 /// The generated CustomResourceDefinition as YAML: what `bkg crd` prints and `crds/` holds.

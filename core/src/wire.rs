@@ -56,6 +56,16 @@ pub fn plugin_info(
             .unwrap_or_else(|| spec.initial_replicas()),
         ready_replicas: status.ready_replicas.unwrap_or(0),
         scaling_owner: spec.scaling_owner().as_str().to_owned(),
+        scale_history: status
+            .scale_history
+            .iter()
+            .map(|r| ScaleEvent {
+                time: r.time.clone(),
+                from: r.from,
+                to: r.to,
+                reason: r.reason.clone(),
+            })
+            .collect(),
         scaling: spec.scaling.as_ref().map(|s| ScalingInfo {
             min_replicas: s.min_replicas,
             max_replicas: s.max_replicas,

@@ -6,7 +6,7 @@
 
 use bkg_core::wire::{
     Capability, ConditionInfo, FieldError, Instance, InvokeRequest, LogLine, Logs, PROBLEM_JSON,
-    PluginInfo, Problem, ResourcesInfo, ScalingInfo, Telemetry,
+    PluginInfo, Problem, ResourcesInfo, ScaleEvent, ScalingInfo, Telemetry,
 };
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::response::{Response, ResponseBuilder};
@@ -47,7 +47,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
             BadGateway, Unavailable, Timeout
         ),
         schemas(
-        PluginInfo, Capability, Instance, ResourcesInfo, ScalingInfo, ConditionInfo, InvokeRequest,
+        PluginInfo, Capability, Instance, ResourcesInfo, ScalingInfo, ScaleEvent, ConditionInfo, InvokeRequest,
         Telemetry, Logs, LogLine, Problem, FieldError, WhoAmI, LiveMessage
     )),
     modifiers(&Security),

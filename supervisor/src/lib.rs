@@ -155,6 +155,8 @@ struct Entry {
     scaled: Option<usize>,
     /// When the replica count last changed (RFC 3339).
     last_scale_time: Option<String>,
+    /// The latest changes of the replica count, oldest first.
+    scale_history: std::collections::VecDeque<bkg_core::ScaleRecord>,
     /// Wakes this plugin's reconciler; instances notify it on every status change.
     wake: Arc<Notify>,
     /// Bumped after every reconcile step, for callers waiting on a roll.
@@ -203,6 +205,7 @@ impl Entry {
             placeholder,
             scaled: None,
             last_scale_time: None,
+            scale_history: Default::default(),
             wake,
             progress: watch::channel(0).0,
             reconciler,
@@ -549,6 +552,15 @@ impl Supervisor {
                 let message = format!("scaled from {before} to {after} replicas: {reason}");
                 tracing::info!(plugin = %id, from = before, to = after, reason, "scaled");
                 entry.logs.push(now.clone(), "supervisor", &message);
+                if entry.scale_history.len() == bkg_core::crd::SCALE_HISTORY {
+                    entry.scale_history.pop_front();
+                }
+                entry.scale_history.push_back(bkg_core::ScaleRecord {
+                    time: now.clone(),
+                    from: i32::try_from(before).unwrap_or(i32::MAX),
+                    to: i32::try_from(after).unwrap_or(i32::MAX),
+                    reason: reason.to_owned(),
+                });
                 entry.last_scale_time = Some(now);
                 let _ = sup.0.events.send(Event {
                     plugin: id.to_owned(),
@@ -812,6 +824,7 @@ fn snapshot(id: &str, entry: &Entry) -> Snapshot {
         scaling_owner: Some(plugin.spec.scaling_owner()),
         selector: None,
         last_scale_time: entry.last_scale_time.clone(),
+        scale_history: entry.scale_history.iter().cloned().collect(),
         endpoint: instances
             .iter()
             .find(|i| i.ready)

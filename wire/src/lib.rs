@@ -81,6 +81,17 @@ pub struct ScalingInfo {
     pub scale_to_zero_after_seconds: u32,
 }
 
+/// One change of a plugin's replica count.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ScaleEvent {
+    /// RFC 3339.
+    pub time: String,
+    pub from: i32,
+    pub to: i32,
+    pub reason: String,
+}
+
 /// What `GET /api/plugins[/{id}]` answers (the seed's PluginInfo, plus what the platform adds).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -103,6 +114,9 @@ pub struct PluginInfo {
     /// The autoscaling bounds, when `spec.scaling` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scaling: Option<ScalingInfo>,
+    /// The latest changes of the replica count, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scale_history: Vec<ScaleEvent>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

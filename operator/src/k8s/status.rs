@@ -173,6 +173,7 @@ pub fn observed(plugin: &Plugin, v: &ValidatedPlugin, deployment: &Deployment) -
                 .join(","),
         ),
         last_scale_time: old.last_scale_time,
+        scale_history: old.scale_history,
         endpoint: Some(endpoint(&v.name, &v.namespace)),
         last_error,
     }

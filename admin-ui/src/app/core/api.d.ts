@@ -327,6 +327,8 @@ export interface components {
              */
             replicas: number;
             resources: components["schemas"]["ResourcesInfo"];
+            /** @description The latest changes of the replica count, oldest first. */
+            scale_history?: components["schemas"]["ScaleEvent"][];
             scaling?: components["schemas"]["ScalingInfo"] | null;
             /** @description Who owns the replica count: `replicas`, `autoscaler` or `hpa`. */
             scaling_owner: string;
@@ -361,6 +363,16 @@ export interface components {
             memory?: string | null;
             /** Format: int32 */
             timeout_secs: number;
+        };
+        /** @description One change of a plugin's replica count. */
+        ScaleEvent: {
+            /** Format: int32 */
+            from: number;
+            reason: string;
+            /** @description RFC 3339. */
+            time: string;
+            /** Format: int32 */
+            to: number;
         };
         /** @description A Plugin's `spec.scaling`, as the dashboard shows it. */
         ScalingInfo: {
