@@ -47,12 +47,12 @@ pub const PANIC_WINDOW: Duration = Duration::from_secs(2);
 const RELEASE_POLL: Duration = Duration::from_millis(5);
 
 /// What the autoscaler knows about one plugin.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Scaler {
     /// `(when, desired replicas for the load then)`, oldest first.
     samples: VecDeque<(Instant, u32)>,
-    /// Last time an invoke was in flight.
-    last_busy: Instant,
+    /// Last time an invoke was in flight; `None` before the first.
+    last_busy: Option<Instant>,
     /// The count last asked of the backend.
     pub desired: Option<u32>,
     /// Invokes started, as counted at the previous sample.
@@ -60,20 +60,11 @@ pub struct Scaler {
 }
 
 impl Scaler {
-    pub fn new(now: Instant) -> Self {
-        Self {
-            samples: VecDeque::new(),
-            last_busy: now,
-            desired: None,
-            started: 0,
-        }
-    }
-
     /// Records the load at `now` (in the metric's unit: invokes in flight, or CPU percent of
     /// one replica's share summed over replicas) and returns the replica count wanted.
     pub fn decide(&mut self, scaling: &Scaling, now: Instant, load: f64, busy: bool) -> u32 {
         if busy {
-            self.last_busy = now;
+            self.last_busy = Some(now);
         }
         let target = f64::from(scaling.target().max(1));
         let wanted = (load / target).ceil().clamp(0.0, f64::from(u32::MAX)) as u32;
@@ -108,8 +99,10 @@ impl Scaler {
         let min = u32::try_from(scaling.min_replicas).unwrap_or(0);
         let max = u32::try_from(scaling.max_replicas).unwrap_or(1).max(1);
         // A plugin that may go to zero keeps one replica until it was idle long enough.
-        let idle = now.duration_since(self.last_busy)
-            >= Duration::from_secs(u64::from(scaling.scale_to_zero_after_seconds));
+        let idle = self.last_busy.is_none_or(|t| {
+            now.duration_since(t)
+                >= Duration::from_secs(u64::from(scaling.scale_to_zero_after_seconds))
+        });
         let floor = if min == 0 && !idle { 1 } else { min };
         desired = desired.clamp(floor, max);
         self.desired = Some(desired);
@@ -147,10 +140,8 @@ impl Autoscaler {
     /// it at zero (or has not decided yet), `None` when replicas are already on their way.
     fn activated(&self, id: &str, scaling: &Scaling, now: Instant) -> Option<u32> {
         let mut scalers = lock(&self.scalers);
-        let scaler = scalers
-            .entry(id.to_owned())
-            .or_insert_with(|| Scaler::new(now));
-        scaler.last_busy = now;
+        let scaler = scalers.entry(id.to_owned()).or_default();
+        scaler.last_busy = Some(now);
         let ask = match scaler.desired {
             Some(0) => 1,
             Some(_) => return None,
@@ -279,7 +270,7 @@ pub async fn tick(state: &AppState, now: Instant) {
         let desired = {
             let mut scalers = lock(&state.autoscaler.scalers);
             let scaler = scalers.entry(id.to_owned()).or_insert_with(|| {
-                let mut s = Scaler::new(now);
+                let mut s = Scaler::default();
                 s.desired = plugin
                     .status
                     .as_ref()
@@ -389,7 +380,7 @@ mod tests {
     fn a_burst_scales_up_at_once_within_the_bounds() {
         let s = scaling(1, 4, 30, 60);
         let t0 = Instant::now();
-        let mut scaler = Scaler::new(t0);
+        let mut scaler = Scaler::default();
         assert_eq!(scaler.decide(&s, t0, 0.0, false), 1, "minReplicas");
         assert_eq!(scaler.decide(&s, t0 + TICK, 9.0, true), 3, "ceil(9 / 4)");
         assert_eq!(
@@ -403,7 +394,7 @@ mod tests {
     fn scale_down_waits_for_the_delay_and_zero_waits_for_idle() {
         let s = scaling(0, 4, 10, 20);
         let t0 = Instant::now();
-        let mut scaler = Scaler::new(t0);
+        let mut scaler = Scaler::default();
         assert_eq!(scaler.decide(&s, t0, 16.0, true), 4);
         // Load gone: the stable window still remembers it for 10 s.
         let at = |secs: f64| t0 + Duration::from_secs_f64(secs);
@@ -421,7 +412,7 @@ mod tests {
     fn a_lower_load_inside_the_delay_lowers_nothing_and_min_holds() {
         let s = scaling(2, 8, 5, 60);
         let t0 = Instant::now();
-        let mut scaler = Scaler::new(t0);
+        let mut scaler = Scaler::default();
         assert_eq!(scaler.decide(&s, t0, 24.0, true), 6);
         assert_eq!(scaler.decide(&s, t0 + Duration::from_secs(3), 4.0, true), 6);
         assert_eq!(
@@ -429,6 +420,15 @@ mod tests {
             2,
             "ceil(4 / 4) = 1, held at minReplicas"
         );
+    }
+
+    #[test]
+    fn a_plugin_never_called_stays_at_zero() {
+        let s = scaling(0, 4, 10, 20);
+        let t0 = Instant::now();
+        let mut scaler = Scaler::default();
+        assert_eq!(scaler.decide(&s, t0, 0.0, false), 0);
+        assert_eq!(scaler.decide(&s, t0 + TICK, 0.0, false), 0);
     }
 
     #[test]

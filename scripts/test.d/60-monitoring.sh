@@ -42,6 +42,10 @@ key="bkg_monitoringCheck$(head -c 64 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' 
 mkdir -p "$tmp/plugins"
 cp config/plugins/candle.yaml "$tmp/plugins/"
 echo_with_fail_limit "$tmp/plugins/echo.yaml"
+# echo is autoscaled from zero (at most one replica, so Prometheus keeps scraping the same
+# runtime): its first invoke is held and activates it, which fills the scaling series.
+sed -i 's/^  replicas: 1$/  scaling: {minReplicas: 0, maxReplicas: 1, scaleToZeroAfterSeconds: 3600}/' "$tmp/plugins/echo.yaml"
+grep -q 'scaling:' "$tmp/plugins/echo.yaml" || { echo "FAIL: echo.yaml has no scaling" >&2; exit 1; }
 port="$(free_port)"
 BKG_API_KEY="$key" "$BKG" up --port "$port" --plugins "$tmp/plugins" --keys-file "$tmp/keys.yaml" \
   >"$tmp/up.log" 2>&1 &
@@ -61,6 +65,9 @@ KUBECONFIG="$tmp/kubeconfig" "$BKG" operator --metrics-addr "127.0.0.1:$oport" -
   >"$tmp/operator.log" 2>&1 &
 operator=$!
 
+for _ in $(seq 300); do curl -fsS -o /dev/null "$url/healthz" 2>/dev/null && break; sleep 0.1; done
+code="$(api -o /dev/null -w '%{http_code}' "$url/api/plugins/echo/invoke" -d '{"capability":"echo","payload":{"wake":1}}')"
+[ "$code" = 200 ] || { cat "$tmp/up.log" >&2; echo "FAIL: the invoke that activates echo from zero answered $code" >&2; exit 1; }
 for id in echo candle; do
   for _ in $(seq 300); do
     api "$url/api/plugins/$id" 2>/dev/null | grep -q '"status":"running"' && break
