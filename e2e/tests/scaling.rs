@@ -11,7 +11,12 @@ use serde_json::{Value, json};
 
 /// The sample echo, autoscaled: 0 to 4 replicas, quick to scale down for the test.
 fn autoscaled_echo(extra: &str) -> String {
-    sample_echo().replace(
+    sample_echo()
+        .replace(
+            "rateLimit: {requestsPerSecond: 10, burst: 20}",
+            "rateLimit: {requestsPerSecond: 100000, burst: 100000}",
+        )
+        .replace(
         "  replicas: 1\n",
         &format!(
             "  rateLimit: {{requestsPerSecond: 100000, burst: 100000}}\n  scaling:\n    minReplicas: 0\n    maxReplicas: 4\n    target: 2\n    scaleDownDelaySeconds: 2\n    scaleToZeroAfterSeconds: 3\n{extra}"
@@ -28,10 +33,22 @@ fn client() -> reqwest::blocking::Client {
 }
 
 fn invoke(client: &reqwest::blocking::Client, url: &str, n: usize) -> (u16, Value, Option<String>) {
+    call(
+        client,
+        url,
+        json!({"capability": "echo", "payload": {"n": n}}),
+    )
+}
+
+fn call(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    body: Value,
+) -> (u16, Value, Option<String>) {
     let r = client
         .post(format!("{url}/api/plugins/echo/invoke"))
         .bearer_auth(ADMIN_KEY)
-        .json(&json!({"capability": "echo", "payload": {"n": n}}))
+        .json(&body)
         .send()
         .expect("invoke");
     let status = r.status().as_u16();
@@ -62,7 +79,20 @@ fn metric(stack: &Stack, name: &str) -> f64 {
 
 #[test]
 fn from_zero_a_burst_is_answered_load_adds_replicas_and_idle_returns_to_zero() {
-    let stack = Stack::start(&[("echo.yaml", &autoscaled_echo(""))]);
+    from_zero_and_back("gateway");
+}
+
+/// The same with the signal a cluster uses: every replica's `/v1/load`, summed.
+#[test]
+fn the_replicas_own_load_signal_scales_the_same_way() {
+    from_zero_and_back("runtimes");
+}
+
+fn from_zero_and_back(signal: &str) {
+    let stack = Stack::start_env(
+        &[("echo.yaml", &autoscaled_echo(""))],
+        &[("BKG_AUTOSCALE_SIGNAL", signal)],
+    );
     // minReplicas 0: nothing runs until the first call.
     let p = stack.wait_plugin("echo", "at zero replicas", |p| {
         p["status"] == "running" && p["replicas"] == 0 && live_instances(p) == 0
@@ -97,7 +127,13 @@ fn from_zero_a_burst_is_answered_load_adds_replicas_and_idle_returns_to_zero() {
             std::thread::spawn(move || {
                 let client = client();
                 while !stop.load(Ordering::Relaxed) {
-                    let (status, body, _) = invoke(&client, &url, 0);
+                    // Calls that take a while, as inference does: in flight at the gateway
+                    // and inside the runtimes alike.
+                    let (status, body, _) = call(
+                        &client,
+                        &url,
+                        json!({"capability": "sleep", "payload": {"ms": 20}}),
+                    );
                     if status != 200 && failed.fetch_add(1, Ordering::Relaxed) < 3 {
                         eprintln!("failed call: {status} {body}");
                     }
@@ -118,7 +154,7 @@ fn from_zero_a_burst_is_answered_load_adds_replicas_and_idle_returns_to_zero() {
         "no call failed while scaling up"
     );
     println!(
-        "under load: {} replicas wanted, {} ready",
+        "signal {signal}, under load: {} replicas wanted, {} ready",
         grown["replicas"], grown["ready_replicas"]
     );
 

@@ -15,7 +15,10 @@
 //! replica that does not exist yet. Decisions follow Knative's KPA and KubeAI in shape:
 //!
 //! - `desired = ceil(load / target)` for `metric: inFlight`, where load is the invokes in
-//!   flight (served and held);
+//!   flight (served and held): this gateway's count with `bkg up`; on a cluster, where each
+//!   gateway replica serves a share, the sum of every ready replica's `GET /v1/load` plus the
+//!   invokes held here ([`Signal`]), so every gateway replica reaches the same decision and a
+//!   gateway without traffic does not scale away replicas another one is using;
 //! - scale up at once to the highest `desired` of the last [`PANIC_WINDOW`] (a burst is met
 //!   within a tick);
 //! - scale down only to the highest `desired` of the last `scaleDownDelaySeconds` (a stable
@@ -41,6 +44,32 @@ use crate::problem::ApiError;
 
 /// How often the autoscaler samples load and decides.
 pub const TICK: Duration = Duration::from_millis(250);
+/// How often it does when it asks every replica ([`Signal::Runtimes`]).
+pub const RUNTIMES_TICK: Duration = Duration::from_secs(1);
+
+/// Where the autoscaler reads a plugin's load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// This gateway's in-flight gauge (held invokes included): every invoke when this gateway is
+    /// the only one, as with `bkg up`.
+    Gateway,
+    /// Each ready replica's `GET /v1/load`, summed, plus the invokes this gateway holds: the
+    /// same total for every gateway replica of a cluster, so their decisions agree.
+    Runtimes,
+}
+
+impl Signal {
+    /// `BKG_AUTOSCALE_SIGNAL` (`gateway` or `runtimes`), else `runtimes` on a cluster and
+    /// `gateway` locally.
+    pub fn for_mode(mode: &str) -> Self {
+        match std::env::var("BKG_AUTOSCALE_SIGNAL").as_deref() {
+            Ok("runtimes") => Signal::Runtimes,
+            Ok("gateway") => Signal::Gateway,
+            _ if mode == "local" => Signal::Gateway,
+            _ => Signal::Runtimes,
+        }
+    }
+}
 /// Scale-up looks at the highest load this recent.
 pub const PANIC_WINDOW: Duration = Duration::from_secs(2);
 /// How often held invokes look for a ready replica.
@@ -57,6 +86,8 @@ pub struct Scaler {
     pub desired: Option<u32>,
     /// Invokes started, as counted at the previous sample.
     started: u64,
+    /// Each replica's invokes received, at the previous sample ([`Signal::Runtimes`]).
+    replica_requests: HashMap<std::net::SocketAddr, u64>,
 }
 
 impl Scaler {
@@ -245,7 +276,7 @@ async fn release(state: AppState, id: String) {
 
 /// One autoscaler round: every plugin with `spec.scaling` (metric inFlight, or cpu locally)
 /// gets a decision from its load now, and the backend is told when it changed.
-pub async fn tick(state: &AppState, now: Instant) {
+pub async fn tick(state: &AppState, now: Instant, signal: Signal) {
     let views = state.backend.list().await;
     for view in views {
         let plugin = &view.plugin;
@@ -256,7 +287,15 @@ pub async fn tick(state: &AppState, now: Instant) {
             continue;
         }
         let id = plugin.id();
-        let in_flight = state.metrics.in_flight_now(id);
+        let (in_flight, replicas) = match signal {
+            Signal::Gateway => (state.metrics.in_flight_now(id), Vec::new()),
+            Signal::Runtimes => {
+                let replicas = replica_loads(state, id).await;
+                let busy: u64 = replicas.iter().map(|(_, l)| l.in_flight + l.waiting).sum();
+                let held = state.autoscaler.held(id) as u64;
+                (i64::try_from(busy + held).unwrap_or(i64::MAX), replicas)
+            }
+        };
         let started = state.metrics.started(id);
         let load = match scaling.metric {
             ScalingMetric::InFlight => in_flight as f64,
@@ -279,9 +318,21 @@ pub async fn tick(state: &AppState, now: Instant) {
                 s
             });
             let before = scaler.desired;
-            // Busy: an invoke in flight now, or one that came and went since the last round.
-            let busy = in_flight > 0 || started != scaler.started;
+            // Busy: an invoke in flight now, or one that came and went since the last round
+            // (here, or at any replica).
+            let mut busy = in_flight > 0 || started != scaler.started;
             scaler.started = started;
+            if signal == Signal::Runtimes {
+                let mut seen = HashMap::with_capacity(replicas.len());
+                for (addr, l) in &replicas {
+                    busy |= scaler
+                        .replica_requests
+                        .get(addr)
+                        .is_some_and(|before| l.requests > *before);
+                    seen.insert(*addr, l.requests);
+                }
+                scaler.replica_requests = seen;
+            }
             let desired = scaler.decide(scaling, now, load, busy);
             (before != Some(desired)).then_some((before, desired))
         };
@@ -303,6 +354,35 @@ pub async fn tick(state: &AppState, now: Instant) {
             }
         }
     }
+}
+
+/// `GET /v1/load` of each ready replica of `id` (those that do not answer within the round
+/// count as idle).
+async fn replica_loads(
+    state: &AppState,
+    id: &str,
+) -> Vec<(std::net::SocketAddr, bkg_core::wire::Load)> {
+    let Some(route) = state.backend.route(id).await else {
+        return Vec::new();
+    };
+    let asks = route.endpoints.iter().map(|addr| async move {
+        let answer = state
+            .http
+            .get(format!("http://{addr}/v1/load"))
+            .timeout(RUNTIMES_TICK / 2)
+            .send()
+            .await
+            .ok()?
+            .json::<bkg_core::wire::Load>()
+            .await
+            .ok()?;
+        Some((*addr, answer))
+    });
+    futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// CPU load of a local plugin's replicas: percent of one replica's `resources.cpu` (1 core when
@@ -351,12 +431,17 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
 
 /// Runs [`tick`] every [`TICK`] until the gateway stops.
 pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
+    let signal = Signal::for_mode(state.backend.mode());
+    tracing::debug!(?signal, "autoscaler started");
     tokio::spawn(async move {
-        let mut every = tokio::time::interval(TICK);
+        let mut every = tokio::time::interval(match signal {
+            Signal::Gateway => TICK,
+            Signal::Runtimes => RUNTIMES_TICK,
+        });
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             every.tick().await;
-            tick(&state, Instant::now()).await;
+            tick(&state, Instant::now(), signal).await;
         }
     })
 }

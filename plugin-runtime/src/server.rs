@@ -135,6 +135,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/info", get(info))
         .route("/v1/telemetry", get(telemetry))
+        .route("/v1/load", get(load))
         .route("/v1/logs", get(logs))
         .route("/v1/invoke/{capability}", post(invoke))
         .layer(DefaultBodyLimit::max(body_limit))
@@ -230,6 +231,16 @@ async fn telemetry(State(state): State<AppState>) -> axum::Json<Telemetry> {
             .clone(),
         replicas: 1,
         extra: s.plugin.telemetry(),
+    })
+}
+
+async fn load(State(state): State<AppState>) -> axum::Json<wire::Load> {
+    let s = &state.0;
+    let slots = s.config.max_concurrency.max(1);
+    axum::Json(wire::Load {
+        in_flight: slots.saturating_sub(s.slots.available_permits()) as u64,
+        waiting: s.waiting.load(Ordering::Relaxed) as u64,
+        requests: s.requests.load(Ordering::Relaxed),
     })
 }
 

@@ -229,6 +229,13 @@ async fn info_metrics_and_logs_describe_the_plugin() {
     call(&state, "POST", "/v1/invoke/echo", "{}").await;
     call(&state, "POST", "/v1/invoke/echo", "{}").await;
     call(&state, "POST", "/v1/invoke/bogus", "{}").await;
+    let (status, _, load) = call(&state, "GET", "/v1/load", "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        load,
+        serde_json::json!({"in_flight": 0, "waiting": 0, "requests": 3}),
+        "the autoscaler's view: every call received, none running"
+    );
     let (_, _, text) = call(&state, "GET", "/metrics", "").await;
     let text = text.as_str().expect("text").to_owned();
     assert!(

@@ -229,6 +229,18 @@ pub struct Logs {
     pub lines: Vec<LogLine>,
 }
 
+/// A runtime's load on `GET /v1/load`: what the autoscaler reads from every replica on a
+/// cluster, where each gateway replica sees only its share of the invokes.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Load {
+    /// Invokes running in the plugin now.
+    pub in_flight: u64,
+    /// Invokes admitted and waiting for a slot.
+    pub waiting: u64,
+    /// Invokes received since the runtime started.
+    pub requests: u64,
+}
+
 /// What a runtime says about itself on `GET /v1/info`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct RuntimeInfo {
