@@ -80,7 +80,7 @@ async fn stream(socket: WebSocket, state: AppState, only: Option<String>) {
                     let tracker = trackers.entry(id.clone()).or_default();
                     let info = crate::api::info(&state, &view).await;
                     let instances: Vec<_> = info.instances.iter().map(|i| (i.pid, &i.state, i.restarts)).collect();
-                    let status = json!([info.status, info.ready_replicas, info.last_error, info.enabled, instances]);
+                    let status = json!([info.status, info.replicas, info.ready_replicas, info.last_error, info.enabled, instances, info.scale_history.last().map(|e| &e.time)]);
                     if tracker.last_status.as_ref() != Some(&status) {
                         tracker.last_status = Some(status);
                         out.push(json!({"type": "status", "plugin": info}));
