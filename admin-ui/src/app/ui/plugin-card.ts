@@ -44,7 +44,7 @@ export function allowedActions(p: Pick<PluginInfo, 'status'>): Record<PluginActi
         <div>
           <dt class="text-xs text-slate-600">Replicas</dt>
           <dd class="font-medium tabular-nums" data-testid="replicas" [attr.title]="p.ready_replicas + ' ready of ' + p.replicas + ' wanted'">
-            {{ p.ready_replicas }}/{{ p.replicas }}@if (range()) {<span class="text-xs font-normal text-slate-600"> · {{ range() }}</span>}
+            {{ p.ready_replicas }}/{{ p.replicas }}@if (range()) {&ngsp;<span class="inline-block text-xs font-normal text-slate-600">· {{ range() }}</span>}
           </dd>
         </div>
         @if (p.resources.gpu_count > 0) {

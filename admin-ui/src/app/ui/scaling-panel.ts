@@ -15,10 +15,8 @@ import { newestFirst, ownerText, scaleFigures } from '../core/scaling';
   template: `
     @let p = plugin();
     @let f = figures();
-    <p class="mb-3 text-sm">
-      <span class="text-slate-600">Owner:</span> <span class="font-medium" data-testid="scaling-owner">{{ owner() }}</span>
-    </p>
-    <dl class="mb-3 grid grid-cols-4 gap-2 text-sm">
+    <p class="mb-3 text-sm text-slate-600">Owner: <span class="font-medium text-slate-900" data-testid="scaling-owner">{{ owner() }}</span></p>
+    <dl class="mb-3 grid grid-cols-2 gap-2 text-sm sm:grid-cols-4">
       <div class="card p-2"><dt class="text-xs text-slate-600">Min</dt><dd class="font-semibold tabular-nums" data-testid="scale-min">{{ f.min ?? '—' }}</dd></div>
       <div class="card p-2">
         <dt class="text-xs text-slate-600">Current</dt>
