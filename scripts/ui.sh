@@ -13,7 +13,8 @@
 #
 # gen-types and check-types need target/debug/bkg (cargo build -p bkg; or set BKG_BIN).
 # e2e, bench and dev need target/debug/bkg and target/debug/plugin-runtime
-# (cargo build -p bkg -p bkg-plugin-runtime) and /usr/bin/chromium (scripts/setup.sh installs it).
+# (cargo build -p bkg -p bkg-plugin-runtime; or BKG_BIN, with plugin-runtime next to it) and
+# /usr/bin/chromium (scripts/setup.sh installs it).
 set -euo pipefail
 SELF="$(realpath "$0")"
 if [ -n "${BKG_BIN:-}" ]; then BKG_BIN="$(realpath -m "$BKG_BIN")"; export BKG_BIN; fi
@@ -36,7 +37,7 @@ ensure() {
 build() { step "ng build (production)"; npx ng build --configuration production; }
 unit() { step "ng test (Vitest + jsdom)"; npx ng test --watch=false; }
 uidir_note() {
-  local bin=../target/debug/bkg
+  local bin="${BKG_BIN:-../target/debug/bkg}"
   if [ -x "$bin" ] && ! "$bin" up --help | grep -q -- '--ui-dir'; then
     cat <<'NOTE'
 !! NOTE: this bkg has no `up --ui-dir` yet (the gateway part is pending), so the e2e test serves
@@ -48,7 +49,7 @@ NOTE
 }
 e2e() {
   step "browser e2e (chromium + playwright-core, bkg up)"
-  [ -x ../target/debug/bkg ] || { echo "target/debug/bkg missing: cargo build -p bkg -p bkg-plugin-runtime" >&2; exit 1; }
+  [ -x "${BKG_BIN:-../target/debug/bkg}" ] || { echo "${BKG_BIN:-target/debug/bkg} missing: cargo build -p bkg -p bkg-plugin-runtime" >&2; exit 1; }
   if uidir_note; then node e2e/run.mjs; else node e2e/run.mjs --static; fi
 }
 

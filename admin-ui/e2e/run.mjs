@@ -3,11 +3,15 @@
 //   node e2e/run.mjs            the real test: bkg up --ui-dir serves the UI, BKG_API_KEY set
 //   node e2e/run.mjs --static   development: a Node server serves the UI and proxies to bkg up
 //
+// The stack runs config/plugins plus `echo-auto`, the echo manifest autoscaled between 0 and 4
+// replicas (written into a temporary plugins folder), for the plugin page's Scaling section.
+//
 // Prints one line per check and a closing "N passed, N failed" line; screenshots go to artifacts/.
-import { mkdirSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { launch, newPage } from './browser.mjs';
-import { REPO, startStack, wsAvailable } from './stack.mjs';
+import { REPO, startStack, waitFor, wsAvailable } from './stack.mjs';
 
 const ART = path.join(REPO, 'artifacts', 'admin-ui');
 mkdirSync(ART, { recursive: true });
@@ -53,7 +57,26 @@ async function assertLabelled(page) {
   if (missing.length) throw new Error(`controls without a label:\n${missing.join('\n')}`);
 }
 
-const stack = await startStack({ apiKey: API_KEY, staticServer });
+/** config/plugins, and echo-auto: the echo manifest with spec.scaling (0–4, idle to zero after 3 s). */
+function pluginsDir() {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'bkg-ui-e2e-'));
+  const src = path.join(REPO, 'config/plugins');
+  for (const f of readdirSync(src).filter((f) => /\.ya?ml$/.test(f))) copyFileSync(path.join(src, f), path.join(dir, f));
+  const echo = readFileSync(path.join(src, 'echo.yaml'), 'utf8');
+  const auto = echo
+    .replace(/^  name: echo$/m, '  name: echo-auto')
+    .replace(/^  displayName: Echo$/m, '  displayName: Echo autoscaled')
+    .replace(
+      /^  replicas: 1$/m,
+      '  scaling: {minReplicas: 0, maxReplicas: 4, target: 2, scaleDownDelaySeconds: 2, scaleToZeroAfterSeconds: 3}',
+    );
+  if (!auto.includes('name: echo-auto') || !auto.includes('scaling:')) throw new Error('config/plugins/echo.yaml changed: update pluginsDir() in e2e/run.mjs');
+  writeFileSync(path.join(dir, 'echo-auto.yaml'), auto);
+  return dir;
+}
+
+const plugins = pluginsDir();
+const stack = await startStack({ apiKey: API_KEY, staticServer, plugins });
 const browser = await launch();
 const { page, errors } = await newPage(browser);
 page.setDefaultTimeout(T);
@@ -168,6 +191,48 @@ try {
     await page.locator('[data-testid=status-badge][data-status=running]').first().waitFor({ timeout: 30_000 });
   });
 
+  await check('an autoscaled plugin: range on its card; its Scaling section follows a scale from zero and back', async () => {
+    await page.goto(`${stack.base}/`);
+    const card = page.locator('[data-testid=plugin-card][data-plugin=echo-auto]');
+    await card.getByTestId('replicas').filter({ hasText: /^\s*\d+\/\d+ · autoscaled 0–4\s*$/ }).waitFor();
+    await card.getByRole('link', { name: 'Details of Echo autoscaled' }).click();
+    await page.waitForURL(/\/plugins\/echo-auto$/);
+    const section = page.getByRole('region', { name: 'Scaling' });
+    await section.getByTestId('scaling-owner').filter({ hasText: 'bkg autoscaler, in-flight target 2 per replica' }).waitFor();
+    await section.getByText('Scales to zero after 3 s idle.').waitFor();
+    await section.getByTestId('scale-min').filter({ hasText: /^0$/ }).waitFor();
+    await section.getByTestId('scale-max').filter({ hasText: /^4$/ }).waitFor();
+    // Idle since the stack started: at zero.
+    await section.getByTestId('scale-wanted').filter({ hasText: /^0$/ }).waitFor({ timeout: 30_000 });
+    await section.getByTestId('scale-current').filter({ hasText: /^0 \(0 ready\)$/ }).waitFor({ timeout: 30_000 });
+    const events = () =>
+      section.getByTestId('scale-event').evaluateAll((items) =>
+        items.map((li) => ({ time: li.querySelector('time')?.getAttribute('datetime'), text: li.textContent.replace(/\s+/g, ' ') })),
+      );
+    const seen = new Set((await events()).map((e) => e.time));
+    const fresh = async () => (await events()).filter((e) => !seen.has(e.time));
+    const r = await fetch(`${stack.gateway}/api/plugins/echo-auto/invoke`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${API_KEY}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ capability: 'echo', payload: { from: 'zero' } }),
+    });
+    if (!r.ok) throw new Error(`invoke at zero replicas: ${r.status} ${await r.text()}`);
+    // Without a reload: the wake-up (0 → 1), then back to zero after 3 s idle (1 → 0), newest first.
+    await waitFor(async () => (await fresh()).some((e) => /0 → 1/.test(e.text)), 15_000, 'the wake-up (0 → 1) in the timeline');
+    await page.screenshot({ path: path.join(ART, 'scaling.png'), fullPage: true });
+    await waitFor(
+      async () => {
+        const f = await fresh();
+        return f.length >= 2 && /1 → 0/.test(f[0].text) && /0 → 1/.test(f[1].text);
+      },
+      20_000,
+      'back to zero (1 → 0), newest first',
+    );
+    await section.getByTestId('scale-wanted').filter({ hasText: /^0$/ }).waitFor();
+    await page.getByRole('meter', { name: 'Replicas' }).waitFor();
+    await assertLabelled(page);
+  });
+
   await check('phone width: the dashboard fits without horizontal scrolling', async () => {
     await page.setViewportSize({ width: 375, height: 800 });
     await page.goto(`${stack.base}/`);
@@ -199,6 +264,7 @@ try {
 } finally {
   await browser.close();
   await stack.stop();
+  rmSync(plugins, { recursive: true, force: true });
 }
 
 console.log(`admin-ui e2e: screenshots in ${path.relative(REPO, ART)}/`);

@@ -24,3 +24,13 @@ export function formatCount(n: number | undefined | null): string {
   if (n == null || !Number.isFinite(n)) return '—';
   return n.toLocaleString('en-US');
 }
+
+/** An RFC 3339 time as a local clock time, with the date when it is not today. */
+export function formatClock(iso: string, now = new Date()): string {
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return iso;
+  const pad = (n: number) => String(n).padStart(2, '0');
+  const time = `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  if (d.toDateString() === now.toDateString()) return time;
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${time}`;
+}

@@ -1,4 +1,4 @@
-import { PluginInfo, Telemetry } from './models';
+import { Instance, PluginInfo, ScalingInfo, Telemetry } from './models';
 
 export function plugin(over: Partial<PluginInfo> = {}): PluginInfo {
   return {
@@ -21,6 +21,34 @@ export function plugin(over: Partial<PluginInfo> = {}): PluginInfo {
     instances: [],
     ...over,
   };
+}
+
+/** An autoscaled plugin (bkg autoscaler, 0 to 4 replicas, 2 in flight per replica), now at `replicas`. */
+export function scaledPlugin(over: Partial<PluginInfo> = {}, scaling: Partial<ScalingInfo> = {}): PluginInfo {
+  const replicas = over.replicas ?? 0;
+  return plugin({
+    id: 'echo-auto',
+    name: 'Echo autoscaled',
+    replicas,
+    ready_replicas: replicas,
+    instances: Array.from({ length: replicas }, (_, i) => instance({ name: `echo-auto-${i}` })),
+    scaling_owner: 'autoscaler',
+    scaling: {
+      min_replicas: 0,
+      max_replicas: 4,
+      metric: 'inFlight',
+      target: 2,
+      scale_down_delay_seconds: 30,
+      scale_to_zero_after_seconds: 60,
+      ...scaling,
+    },
+    scale_history: [],
+    ...over,
+  });
+}
+
+export function instance(over: Partial<Instance> = {}): Instance {
+  return { name: 'echo-0', state: 'running', ready: true, restarts: 0, pid: 1234, ...over };
 }
 
 export function telemetry(over: Partial<Telemetry> = {}): Telemetry {

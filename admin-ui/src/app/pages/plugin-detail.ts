@@ -5,6 +5,7 @@ import { LiveService } from '../core/live.service';
 import { formatCount, formatMemory, formatPercent, formatUptime } from '../core/format';
 import { PluginAction, PluginInfo, Telemetry } from '../core/models';
 import { PluginsStore, Sample } from '../core/plugins.store';
+import { ScalingPanel } from '../ui/scaling-panel';
 import { ConfigEditor } from '../ui/config-editor';
 import { LogTail } from '../ui/log-tail';
 import { allowedActions } from '../ui/plugin-card';
@@ -17,7 +18,7 @@ const TELEMETRY_GAP_MS = 5000;
 
 @Component({
   selector: 'app-plugin-detail',
-  imports: [RouterLink, StatusBadge, SchemaView, ConfigEditor, LogTail, TelemetryChart],
+  imports: [RouterLink, StatusBadge, SchemaView, ConfigEditor, LogTail, TelemetryChart, ScalingPanel],
   changeDetection: ChangeDetectionStrategy.OnPush,
   template: `
     <nav aria-label="Breadcrumb" class="mb-3 text-sm"><a routerLink="/" class="text-blue-800 underline">Plugins</a> / {{ id() }}</nav>
@@ -94,6 +95,10 @@ const TELEMETRY_GAP_MS = 5000;
           <section aria-labelledby="config-title">
             <h2 id="config-title" class="section-title">Configuration</h2>
             <app-config-editor [plugin]="p" />
+          </section>
+          <section aria-labelledby="scaling-title" data-testid="scaling">
+            <h2 id="scaling-title" class="section-title">Scaling</h2>
+            <app-scaling-panel [plugin]="p" />
           </section>
           <section aria-labelledby="res-title">
             <h2 id="res-title" class="section-title">Resources and instances</h2>

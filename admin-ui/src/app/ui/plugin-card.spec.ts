@@ -1,7 +1,7 @@
 import { ComponentFixture, TestBed } from '@angular/core/testing';
 import { provideRouter } from '@angular/router';
 import { PluginInfo } from '../core/models';
-import { plugin, telemetry } from '../core/testing';
+import { plugin, scaledPlugin, telemetry } from '../core/testing';
 import { PluginCard, allowedActions } from './plugin-card';
 
 describe('PluginCard', () => {
@@ -56,6 +56,16 @@ describe('PluginCard', () => {
   it('shows the GPU when the plugin has one', async () => {
     const el = await render(plugin({ resources: { timeout_secs: 1, max_concurrency: 1, gpu_count: 2, gpu_vendor: 'nvidia' } }));
     expect(el.textContent).toContain('GPU: 2 × nvidia');
+  });
+
+  it('an autoscaled plugin shows ready/wanted and its range compactly', async () => {
+    const el = await render(scaledPlugin({ replicas: 4, ready_replicas: 0 }));
+    expect(el.querySelector('[data-testid=replicas]')!.textContent!.replace(/\s+/g, ' ').trim()).toBe('0/4 · autoscaled 0–4');
+  });
+
+  it('a fixed count shows ready/wanted only', async () => {
+    const el = await render(plugin({ replicas: 2, ready_replicas: 1 }));
+    expect(el.querySelector('[data-testid=replicas]')!.textContent!.trim()).toBe('1/2');
   });
 
   it('allowed actions per status', () => {

@@ -2,6 +2,7 @@ import { ChangeDetectionStrategy, Component, computed, input, output } from '@an
 import { RouterLink } from '@angular/router';
 import { formatCount, formatMemory, formatPercent, formatUptime } from '../core/format';
 import { PluginAction, PluginInfo, Telemetry } from '../core/models';
+import { scaleRange } from '../core/scaling';
 import { StatusBadge } from './status-badge';
 
 /** Which actions a status allows. */
@@ -40,7 +41,12 @@ export function allowedActions(p: Pick<PluginInfo, 'status'>): Record<PluginActi
         <div><dt class="text-xs text-slate-600">Uptime</dt><dd class="font-medium tabular-nums">{{ uptime() }}</dd></div>
         <div><dt class="text-xs text-slate-600">Requests</dt><dd class="font-medium tabular-nums" data-testid="requests">{{ requests() }}</dd></div>
         <div><dt class="text-xs text-slate-600">Errors</dt><dd class="font-medium tabular-nums" [class.text-red-700]="(telemetry()?.error_count ?? 0) > 0">{{ errors() }}</dd></div>
-        <div><dt class="text-xs text-slate-600">Replicas</dt><dd class="font-medium tabular-nums">{{ p.ready_replicas }}/{{ p.replicas }}</dd></div>
+        <div>
+          <dt class="text-xs text-slate-600">Replicas</dt>
+          <dd class="font-medium tabular-nums" data-testid="replicas" [attr.title]="p.ready_replicas + ' ready of ' + p.replicas + ' wanted'">
+            {{ p.ready_replicas }}/{{ p.replicas }}@if (range()) {&ngsp;<span class="inline-block text-xs font-normal text-slate-600">· {{ range() }}</span>}
+          </dd>
+        </div>
         @if (p.resources.gpu_count > 0) {
           <div class="col-span-3"><dt class="sr-only">GPU</dt><dd class="text-xs font-medium text-violet-800">GPU: {{ p.resources.gpu_count }} × {{ p.resources.gpu_vendor || 'any' }}</dd></div>
         }
@@ -89,6 +95,7 @@ export class PluginCard {
   protected readonly uptime = computed(() => formatUptime(this.live()?.uptime_secs));
   protected readonly requests = computed(() => formatCount(this.telemetry()?.request_count));
   protected readonly errors = computed(() => formatCount(this.telemetry()?.error_count));
+  protected readonly range = computed(() => scaleRange(this.plugin()));
 
   protected label(a: PluginAction): string {
     return a === 'start' ? 'Start' : a === 'stop' ? 'Stop' : 'Restart';
