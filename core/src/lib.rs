@@ -8,6 +8,7 @@
 
 pub mod crd;
 pub mod manifest;
+pub mod plugin_config;
 pub mod quantity;
 pub mod wire;
 

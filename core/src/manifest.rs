@@ -2,7 +2,8 @@
 //!
 //! Local mode has no API server, so the same checks run here: the document is validated against the
 //! generated CRD schema (types, patterns, bounds), unknown fields are refused as `kubectl apply`'s
-//! strict field validation does, and every error names the field it is about.
+//! strict field validation does, `spec.config` is checked against the schema its implementation
+//! publishes ([`crate::plugin_config`]), and every error names the field it is about.
 
 use std::sync::OnceLock;
 
@@ -117,12 +118,16 @@ pub fn from_value(value: Value) -> Result<Plugin, ManifestError> {
     }
     let plugin = serde_json::from_value::<Plugin>(value)
         .map_err(|e| ManifestError::single(name.clone(), "(document)", e.to_string()))?;
-    let errors: Vec<FieldError> = plugin
+    let mut errors: Vec<FieldError> = plugin
         .spec
         .cross_field_errors()
         .into_iter()
         .map(|(field, message)| FieldError { field, message })
         .collect();
+    errors.extend(crate::plugin_config::validate(
+        &plugin.spec.implementation,
+        plugin.spec.config.as_ref(),
+    ));
     if errors.is_empty() {
         Ok(plugin)
     } else {
@@ -215,7 +220,7 @@ fn unknown_fields(value: &Value, schema: &Value, path: &str, errors: &mut Vec<Fi
 }
 
 /// "did you mean" for a misspelt field: the declared field with the smallest edit distance.
-fn suggestion(key: &str, properties: Option<&serde_json::Map<String, Value>>) -> String {
+pub(crate) fn suggestion(key: &str, properties: Option<&serde_json::Map<String, Value>>) -> String {
     let best = properties
         .into_iter()
         .flat_map(|p| p.keys())
@@ -326,6 +331,25 @@ spec:
             plugin.spec.config,
             Some(serde_json::json!({"anything": [1, {"deep": true}]}))
         );
+    }
+
+    #[test]
+    fn the_config_is_checked_against_its_implementations_schema() {
+        let candle = ECHO
+            .replace("implementation: echo", "implementation: candle")
+            .replace(
+                "  capabilities:",
+                "  config: {dtype: f64, device: cpu}\n  capabilities:",
+            );
+        let errors = errors_of(&candle);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].field, "spec.config.dtype");
+        assert_eq!(
+            errors[0].message,
+            r#""f64" is not one of "f32", "bf16" or "f16""#
+        );
+        let fine = candle.replace("dtype: f64", "dtype: bf16");
+        assert!(parse_documents(&fine).remove(0).is_ok());
     }
 
     #[test]

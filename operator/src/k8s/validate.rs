@@ -1,8 +1,10 @@
 //! Step 1 of the pipeline: turn a Plugin into a [`ValidatedPlugin`] or say which field is wrong.
 //!
 //! The API server already enforced the CRD schema; what is checked here is what a schema cannot
-//! express (quantities that parse, env names the runtime reserves) and what the operator decides
-//! once (image, effective replicas, config hash), so [`super::build`] never has to fail.
+//! express (quantities that parse, env names the runtime reserves, `spec.config` against the
+//! schema its implementation publishes) and what the operator decides once (image, effective
+//! replicas, config hash), so [`super::build`] never has to fail. A bad config is caught here,
+//! before a Deployment changes, rather than as a pod that exits 78 in a crash loop.
 
 use std::collections::BTreeSet;
 
@@ -178,7 +180,12 @@ pub fn validate(plugin: &Plugin, images: &Images) -> Result<ValidatedPlugin, Inv
         .config
         .clone()
         .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
-    if !config.is_object() {
+    if config.is_object() {
+        errors.extend(bkg_core::plugin_config::validate(
+            &spec.implementation,
+            Some(&config),
+        ));
+    } else {
         field(&mut errors, "spec.config", "must be an object");
     }
     if spec.image.as_deref().is_some_and(|i| i.trim().is_empty()) {
@@ -336,6 +343,29 @@ mod tests {
                 "spec.env[0].name",
                 "spec.env[2].name"
             ]
+        );
+    }
+
+    #[test]
+    fn config_is_checked_against_the_implementations_schema() {
+        let err = validate(
+            &plugin_from_yaml(
+                "spec: {implementation: candle, config: {dtype: f64, max_batch_size: 0}}",
+            ),
+            &Images::default(),
+        )
+        .expect_err("invalid");
+        assert_eq!(
+            err.to_string(),
+            r#"spec.config.dtype: "f64" is not one of "f32", "bf16" or "f16"; spec.config.max_batch_size: 0 is less than the minimum of 1"#
+        );
+        let gpu = plugin_from_yaml(
+            "spec: {implementation: candle, config: {dtype: f16, device: cuda}, resources: {gpu: {count: 1}}}",
+        );
+        assert!(validate(&gpu, &Images::default()).is_ok());
+        assert_eq!(
+            errors_of("spec: {implementation: candle, config: {dtype: f16, device: cpu}}"),
+            ["spec.config.device"]
         );
     }
 
