@@ -8,11 +8,12 @@
 
 use std::collections::BTreeSet;
 
+use bkg_core::crd::KeySource;
 use bkg_core::crd::{GpuRequest, ModelCache, Plugin};
-use bkg_core::manifest::validate_id;
+use bkg_core::manifest::{validate_env, validate_id};
 use bkg_core::quantity;
 use bkg_core::wire::FieldError;
-use k8s_openapi::api::core::v1::EnvVar;
+use k8s_openapi::api::core::v1::{ConfigMapKeySelector, EnvVar, EnvVarSource, SecretKeySelector};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Resource, ResourceExt};
@@ -104,6 +105,42 @@ fn field(errors: &mut Vec<FieldError>, field: impl Into<String>, message: impl I
     });
 }
 
+/// A `spec.env` entry as the container gets it: the literal value, or the Secret or ConfigMap
+/// reference for the kubelet to resolve (the operator never reads either).
+fn pod_env(var: &bkg_core::crd::EnvVar) -> EnvVar {
+    let value_from = var
+        .value_from
+        .as_ref()
+        .and_then(|f| f.reference())
+        .map(|(source, key)| match source {
+            KeySource::Secret => EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: key.name.clone(),
+                    key: key.key.clone(),
+                    optional: key.optional,
+                }),
+                ..EnvVarSource::default()
+            },
+            KeySource::ConfigMap => EnvVarSource {
+                config_map_key_ref: Some(ConfigMapKeySelector {
+                    name: key.name.clone(),
+                    key: key.key.clone(),
+                    optional: key.optional,
+                }),
+                ..EnvVarSource::default()
+            },
+        });
+    EnvVar {
+        name: var.name.clone(),
+        value: if value_from.is_some() {
+            None
+        } else {
+            Some(var.value.clone().unwrap_or_default())
+        },
+        value_from,
+    }
+}
+
 /// Checks `plugin` and takes the operator's decisions about it. Pure.
 pub fn validate(plugin: &Plugin, images: &Images) -> Result<ValidatedPlugin, InvalidSpec> {
     let spec = &plugin.spec;
@@ -163,6 +200,7 @@ pub fn validate(plugin: &Plugin, images: &Images) -> Result<ValidatedPlugin, Inv
     {
         field(&mut errors, "spec.resources.modelCache.sizeLimit", message);
     }
+    errors.extend(validate_env(&spec.env));
     let mut seen = BTreeSet::new();
     for (i, var) in spec.env.iter().enumerate() {
         let path = format!("spec.env[{i}].name");
@@ -210,15 +248,7 @@ pub fn validate(plugin: &Plugin, images: &Images) -> Result<ValidatedPlugin, Inv
             images.cpu.clone()
         }
     });
-    let mut env: Vec<EnvVar> = spec
-        .env
-        .iter()
-        .map(|e| EnvVar {
-            name: e.name.clone(),
-            value: Some(e.value.clone()),
-            value_from: None,
-        })
-        .collect();
+    let mut env: Vec<EnvVar> = spec.env.iter().map(pod_env).collect();
     if let Some(endpoint) = &images.otlp_endpoint
         && !env.iter().any(|e| e.name == OTLP_ENDPOINT)
     {
