@@ -49,6 +49,9 @@ pub struct Images {
     /// Secrets (in each Plugin's namespace) the kubelet pulls runtime images with: a private
     /// registry's credentials.
     pub pull_secrets: Vec<String>,
+    /// Secrets no Plugin's `spec.env` may reference, as `namespace/name`: the gateway's API
+    /// keys. A Plugin may otherwise name any Secret of its namespace, as a Pod may.
+    pub protected_secrets: Vec<String>,
 }
 
 impl Default for Images {
@@ -59,6 +62,7 @@ impl Default for Images {
             gpu: format!("ghcr.io/bkg-rs/plugin-runtime:{version}-cuda"),
             otlp_endpoint: None,
             pull_secrets: Vec::new(),
+            protected_secrets: Vec::new(),
         }
     }
 }
@@ -201,6 +205,26 @@ pub fn validate(plugin: &Plugin, images: &Images) -> Result<ValidatedPlugin, Inv
         field(&mut errors, "spec.resources.modelCache.sizeLimit", message);
     }
     errors.extend(validate_env(&spec.env));
+    for (i, var) in spec.env.iter().enumerate() {
+        let secret = var
+            .value_from
+            .as_ref()
+            .and_then(|f| f.secret_key_ref.as_ref());
+        if let Some(secret) = secret
+            && images
+                .protected_secrets
+                .contains(&format!("{namespace}/{}", secret.name))
+        {
+            field(
+                &mut errors,
+                format!("spec.env[{i}].valueFrom.secretKeyRef.name"),
+                format!(
+                    "Secret {:?} holds the gateway's API keys; no plugin may read it",
+                    secret.name
+                ),
+            );
+        }
+    }
     let mut seen = BTreeSet::new();
     for (i, var) in spec.env.iter().enumerate() {
         let path = format!("spec.env[{i}].name");
@@ -397,6 +421,27 @@ mod tests {
             errors_of("spec: {implementation: candle, config: {dtype: f16, device: cpu}}"),
             ["spec.config.device"]
         );
+    }
+
+    #[test]
+    fn the_gateways_key_secret_cannot_be_referenced() {
+        let images = Images {
+            protected_secrets: vec!["bkg-system/bkg-api-keys".into()],
+            ..Images::default()
+        };
+        let env = "[{name: K, valueFrom: {secretKeyRef: {name: bkg-api-keys, key: admin-key}}}]";
+        let in_ns = |ns: &str| {
+            plugin_from_yaml(&format!(
+                "metadata: {{name: echo, namespace: {ns}}}\nspec: {{implementation: echo, env: {env}}}"
+            ))
+        };
+        let err = validate(&in_ns("bkg-system"), &images).expect_err("refused");
+        assert_eq!(
+            err.to_string(),
+            r#"spec.env[0].valueFrom.secretKeyRef.name: Secret "bkg-api-keys" holds the gateway's API keys; no plugin may read it"#
+        );
+        // A Secret of that name elsewhere is the other namespace's own.
+        assert!(validate(&in_ns("ml"), &images).is_ok());
     }
 
     #[test]
