@@ -7,7 +7,7 @@ CARGO ?= cargo
 PORT ?= 43119
 PLUGINS ?= config/plugins
 
-.PHONY: help up test deps build build-release lint unit e2e test-cluster checks crd bench-gateway bench-flood
+.PHONY: help up test deps build build-release lint unit e2e test-cluster checks crd config-schemas bench-gateway bench-flood
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -55,6 +55,11 @@ checks: build ## Tool-based checks: every script in scripts/test.d (each must be
 crd: ## Regenerate crds/ (and the Helm chart's copy) from the Rust types
 	$(CARGO) run -q -p bkg -- crd > crds/plugins.bkg.rs.yaml
 	cp crds/plugins.bkg.rs.yaml charts/bkg/files/crds/plugins.bkg.rs.yaml
+
+config-schemas: ## Regenerate plugins/*/config.schema.json from the plugins' config types
+	for p in echo candle; do \
+	  $(CARGO) run -q --locked -p bkg-plugin-runtime -- --plugin $$p --config-schema > plugins/$$p/config.schema.json; \
+	done
 
 bench-gateway: ## Echo through the gateway vs directly against the runtime (wrk)
 	@scripts/bench-gateway.sh

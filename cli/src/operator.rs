@@ -25,6 +25,10 @@ pub struct ImageArgs {
     /// (a private registry).
     #[arg(long, env = "BKG_RUNTIME_IMAGE_PULL_SECRETS", value_delimiter = ',')]
     image_pull_secrets: Vec<String>,
+    /// Secrets no Plugin's spec.env may reference, as namespace/name, comma-separated (the
+    /// gateway's API-key Secret; the Helm chart sets it).
+    #[arg(long, env = "BKG_PROTECTED_SECRETS", value_delimiter = ',')]
+    protected_secrets: Vec<String>,
 }
 
 impl ImageArgs {
@@ -39,6 +43,12 @@ impl ImageArgs {
                 .filter(|e| !e.is_empty()),
             pull_secrets: self
                 .image_pull_secrets
+                .iter()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            protected_secrets: self
+                .protected_secrets
                 .iter()
                 .map(|s| s.trim().to_owned())
                 .filter(|s| !s.is_empty())

@@ -373,15 +373,100 @@ impl RateLimit {
     }
 }
 
-/// An environment variable with a literal value.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+/// An environment variable: a literal `value`, or `valueFrom` a key of a Secret or ConfigMap in
+/// the Plugin's namespace, as in a container's env. On a cluster the pod gets the reference
+/// (the kubelet reads the key, the operator never does); `bkg up` reads it from its own
+/// environment, `BKG_SECRET_<NAME>_<KEY>` or `BKG_CONFIGMAP_<NAME>_<KEY>` (see the README).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.value) && has(self.valueFrom))")
+    .message("set value or valueFrom, not both"))]
 pub struct EnvVar {
     /// Variable name.
     #[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"))]
     pub name: String,
-    /// Variable value.
-    #[serde(default)]
-    pub value: String,
+    /// Variable value (empty when neither `value` nor `valueFrom` is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Where the value comes from instead: one key of a Secret or a ConfigMap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<EnvVarSource>,
+}
+
+/// The source of an environment variable's value: exactly one of its fields.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.secretKeyRef) != has(self.configMapKeyRef)")
+    .message("set exactly one of secretKeyRef or configMapKeyRef"))]
+pub struct EnvVarSource {
+    /// A key of a Secret in the Plugin's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<KeySelector>,
+    /// A key of a ConfigMap in the Plugin's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_key_ref: Option<KeySelector>,
+}
+
+/// One key of a Secret or ConfigMap.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct KeySelector {
+    /// Name of the Secret or ConfigMap.
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"),
+        length(max = 253)
+    )]
+    pub name: String,
+    /// The key whose value the variable gets.
+    #[schemars(regex(pattern = r"^[-._a-zA-Z0-9]+$"), length(max = 253))]
+    pub key: String,
+    /// `true`: a missing Secret, ConfigMap or key leaves the variable unset instead of
+    /// keeping the plugin from starting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optional: Option<bool>,
+}
+
+/// Whether a [`KeySelector`] names a Secret or a ConfigMap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeySource {
+    Secret,
+    ConfigMap,
+}
+
+impl EnvVarSource {
+    /// The one reference this source holds, or `None` when it holds none or both (the CRD's
+    /// rule refuses both on a cluster; [`crate::manifest`] refuses them locally).
+    pub fn reference(&self) -> Option<(KeySource, &KeySelector)> {
+        match (&self.secret_key_ref, &self.config_map_key_ref) {
+            (Some(s), None) => Some((KeySource::Secret, s)),
+            (None, Some(c)) => Some((KeySource::ConfigMap, c)),
+            _ => None,
+        }
+    }
+}
+
+impl KeySelector {
+    /// The variable of `bkg up`'s own environment that stands in for this key locally:
+    /// `BKG_SECRET_<NAME>_<KEY>` or `BKG_CONFIGMAP_<NAME>_<KEY>`, with name and key upper-cased
+    /// and every character other than a letter or digit written `_`. A secretKeyRef
+    /// `{name: hf, key: token}` is `BKG_SECRET_HF_TOKEN`.
+    pub fn local_variable(&self, source: KeySource) -> String {
+        let prefix = match source {
+            KeySource::Secret => "BKG_SECRET",
+            KeySource::ConfigMap => "BKG_CONFIGMAP",
+        };
+        let upper = |s: &str| -> String {
+            s.chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() {
+                        c.to_ascii_uppercase()
+                    } else {
+                        '_'
+                    }
+                })
+                .collect()
+        };
+        format!("{prefix}_{}_{}", upper(&self.name), upper(&self.key))
+    }
 }
 
 /// Resources and limits of one runtime replica.
@@ -575,4 +660,26 @@ fn free_form_object(_: &mut SchemaGenerator) -> Schema {
         "type": "object",
         "x-kubernetes-preserve-unknown-fields": true
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_variables_for_references() {
+        let key = |name: &str, key: &str| KeySelector {
+            name: name.into(),
+            key: key.into(),
+            optional: None,
+        };
+        assert_eq!(
+            key("hf", "token").local_variable(KeySource::Secret),
+            "BKG_SECRET_HF_TOKEN"
+        );
+        assert_eq!(
+            key("model-settings.v2", "max.len").local_variable(KeySource::ConfigMap),
+            "BKG_CONFIGMAP_MODEL_SETTINGS_V2_MAX_LEN"
+        );
+    }
 }

@@ -8,15 +8,16 @@
 
 pub mod crd;
 pub mod manifest;
+pub mod plugin_config;
 pub mod quantity;
 pub mod wire;
 
 pub use bkg_wire::{exposition, logs};
 
 pub use crd::{
-    CapabilitySpec, Cost, CostUnit, EnvVar, GpuRequest, GpuVendor, ModelCache, Phase, Plugin,
-    PluginResources, PluginSpec, PluginStatus, RateLimit, ScaleRecord, Scaling, ScalingMetric,
-    ScalingOwner,
+    CapabilitySpec, Cost, CostUnit, EnvVar, EnvVarSource, GpuRequest, GpuVendor, KeySelector,
+    KeySource, ModelCache, Phase, Plugin, PluginResources, PluginSpec, PluginStatus, RateLimit,
+    ScaleRecord, Scaling, ScalingMetric, ScalingOwner,
 };
 
 /// The generated CustomResourceDefinition as YAML: what `bkg crd` prints and `crds/` holds.
@@ -49,6 +50,8 @@ mod tests {
             "status: {}",
             "x-kubernetes-validations",
             "x-kubernetes-preserve-unknown-fields: true",
+            "rule: '!(has(self.value) && has(self.valueFrom))'",
+            "rule: has(self.secretKeyRef) != has(self.configMapKeyRef)",
         ] {
             assert!(yaml.contains(needle), "CRD lacks {needle:?}");
         }

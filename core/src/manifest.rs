@@ -2,14 +2,15 @@
 //!
 //! Local mode has no API server, so the same checks run here: the document is validated against the
 //! generated CRD schema (types, patterns, bounds), unknown fields are refused as `kubectl apply`'s
-//! strict field validation does, and every error names the field it is about.
+//! strict field validation does, `spec.config` is checked against the schema its implementation
+//! publishes ([`crate::plugin_config`]), and every error names the field it is about.
 
 use std::sync::OnceLock;
 
 use kube::CustomResourceExt;
 use serde_json::Value;
 
-use crate::crd::{PLUGIN_ID_MAX_LEN, Plugin};
+use crate::crd::{EnvVar, PLUGIN_ID_MAX_LEN, Plugin};
 use crate::wire::FieldError;
 
 /// API version every Plugin manifest carries.
@@ -117,17 +118,46 @@ pub fn from_value(value: Value) -> Result<Plugin, ManifestError> {
     }
     let plugin = serde_json::from_value::<Plugin>(value)
         .map_err(|e| ManifestError::single(name.clone(), "(document)", e.to_string()))?;
-    let errors: Vec<FieldError> = plugin
+    let mut errors: Vec<FieldError> = plugin
         .spec
         .cross_field_errors()
         .into_iter()
         .map(|(field, message)| FieldError { field, message })
         .collect();
-    if errors.is_empty() {
-        Ok(plugin)
-    } else {
-        Err(ManifestError { name, errors })
+    errors.extend(validate_env(&plugin.spec.env));
+    errors.extend(crate::plugin_config::validate(
+        &plugin.spec.implementation,
+        plugin.spec.config.as_ref(),
+    ));
+    if !errors.is_empty() {
+        return Err(ManifestError { name, errors });
     }
+    Ok(plugin)
+}
+
+/// The CRD's CEL rules on `spec.env`, which the API server enforces and a JSON Schema validator
+/// does not: `value` or `valueFrom`, not both; a `valueFrom` names exactly one source.
+pub fn validate_env(env: &[EnvVar]) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    for (i, var) in env.iter().enumerate() {
+        if var.value.is_some() && var.value_from.is_some() {
+            errors.push(FieldError {
+                field: format!("spec.env[{i}]"),
+                message: "set value or valueFrom, not both".into(),
+            });
+        }
+        if var
+            .value_from
+            .as_ref()
+            .is_some_and(|f| f.reference().is_none())
+        {
+            errors.push(FieldError {
+                field: format!("spec.env[{i}].valueFrom"),
+                message: "set exactly one of secretKeyRef or configMapKeyRef".into(),
+            });
+        }
+    }
+    errors
 }
 
 /// Checks a plugin id (a DNS-1035 label), the same rule the CRD's CEL validation enforces.
@@ -215,7 +245,7 @@ fn unknown_fields(value: &Value, schema: &Value, path: &str, errors: &mut Vec<Fi
 }
 
 /// "did you mean" for a misspelt field: the declared field with the smallest edit distance.
-fn suggestion(key: &str, properties: Option<&serde_json::Map<String, Value>>) -> String {
+pub(crate) fn suggestion(key: &str, properties: Option<&serde_json::Map<String, Value>>) -> String {
     let best = properties
         .into_iter()
         .flat_map(|p| p.keys())
@@ -325,6 +355,70 @@ spec:
         assert_eq!(
             plugin.spec.config,
             Some(serde_json::json!({"anything": [1, {"deep": true}]}))
+        );
+    }
+
+    #[test]
+    fn the_config_is_checked_against_its_implementations_schema() {
+        let candle = ECHO
+            .replace("implementation: echo", "implementation: candle")
+            .replace(
+                "  capabilities:",
+                "  config: {dtype: f64, device: cpu}\n  capabilities:",
+            );
+        let errors = errors_of(&candle);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].field, "spec.config.dtype");
+        assert_eq!(
+            errors[0].message,
+            r#""f64" is not one of "f32", "bf16" or "f16""#
+        );
+        let fine = candle.replace("dtype: f64", "dtype: bf16");
+        assert!(parse_documents(&fine).remove(0).is_ok());
+    }
+
+    #[test]
+    fn env_takes_a_value_or_one_reference() {
+        let with_env =
+            |env: &str| ECHO.replace("  capabilities:", &format!("  env: {env}\n  capabilities:"));
+        let plugin = parse_documents(&with_env(
+            "[{name: A, value: x}, {name: B}, {name: HF_TOKEN, valueFrom: {secretKeyRef: {name: hf, key: token}}}, {name: C, valueFrom: {configMapKeyRef: {name: settings, key: c.txt, optional: true}}}]",
+        ))
+        .remove(0)
+        .expect("valid");
+        let env = &plugin.spec.env;
+        assert_eq!(env[0].value.as_deref(), Some("x"));
+        assert_eq!(env[1].value, None);
+        let (source, key) = env[2]
+            .value_from
+            .as_ref()
+            .and_then(|f| f.reference())
+            .expect("a reference");
+        assert_eq!(
+            (source, key.name.as_str(), key.key.as_str(), key.optional),
+            (crate::crd::KeySource::Secret, "hf", "token", None)
+        );
+        let errors = errors_of(&with_env(
+            "[{name: A, value: x, valueFrom: {secretKeyRef: {name: hf, key: token}}}, {name: B, valueFrom: {}}]",
+        ));
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["spec.env[0]", "spec.env[1].valueFrom"],
+            "{errors:?}"
+        );
+        let errors = errors_of(&with_env(
+            "[{name: A, valueFrom: {secretKeyRef: {name: hf}}}]",
+        ));
+        assert_eq!(
+            errors[0].field, "spec.env[0].valueFrom.secretKeyRef",
+            "{errors:?}"
+        );
+        assert!(errors[0].message.contains("key"), "{errors:?}");
+        let errors = errors_of(&with_env("[{name: A, valueFrom: {secretRef: {name: hf}}}]"));
+        assert_eq!(
+            errors[0].field, "spec.env[0].valueFrom.secretRef",
+            "{errors:?}"
         );
     }
 

@@ -255,6 +255,28 @@ fn manifests_are_hot_swapped_and_typos_are_named() {
         json!({"k": 1})
     );
 
+    // A config its implementation's schema refuses: named before anything starts, and the
+    // last valid version keeps serving.
+    let pid_before = pid_of(&stack.wait_running("echo-two"));
+    std::fs::write(
+        stack.manifest_path("two.yaml"),
+        second.replace("greeting: two", "startupDelayMs: soon"),
+    )
+    .expect("write");
+    let p = stack.wait_plugin("echo-two", "flagged", |p| {
+        p["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("spec.config.startupDelayMs"))
+    });
+    assert_eq!(p["status"], "running", "{p:#}");
+    stack.wait_for_output("spec.config.startupDelayMs", Duration::from_secs(30));
+    assert_eq!(pid_of(&p), pid_before, "no new instance was started: {p:#}");
+    assert_eq!(
+        stack.invoke("echo-two", "config", json!({})).body,
+        json!({"greeting": "deux"}),
+        "the last valid version serves"
+    );
+
     // A new file with a typo shows up in phase error, naming the field.
     let bad = sample_echo()
         .replace("name: echo\n", "name: echo-bad\n")
@@ -296,12 +318,13 @@ fn manifests_are_hot_swapped_and_typos_are_named() {
 
 #[test]
 fn a_config_error_puts_the_plugin_in_phase_error_without_a_crash_loop() {
-    let bad = sample_echo().replace("greeting: hello", "startupDelayMs: soon");
+    // A config the schema accepts and the plugin still refuses at start (exit 78).
+    let bad = sample_echo().replace("greeting: hello", "startupError: refused on purpose");
     let stack = Stack::start(&[("echo.yaml", &bad)]);
     let p = stack.wait_plugin("echo", "error", |p| p["status"] == "error");
     let error = p["last_error"].as_str().unwrap_or_default();
     assert!(error.contains("status 78"), "{p:#}");
-    assert!(error.contains("startupDelayMs"), "{p:#}");
+    assert!(error.contains("refused on purpose"), "{p:#}");
     // A crash loop would restart it after the first backoff. Let a second plugin crash after
     // this one failed and wait for its restart: its backoff started later and is just as long,
     // so by the time it has come back, a restart of the first would have happened too.

@@ -211,18 +211,27 @@ fn a_config_the_plugin_refuses_leaves_the_old_version_serving() {
     let old = pids(&before);
     let load = Load::start(&stack.url);
 
-    // echo exits with status 78 on a config it cannot use.
+    // A config the schema refuses is answered 400, naming the field, before anything starts.
     let r = stack.post("/api/plugins/echo/config", r#"{"startupDelayMs": "soon"}"#);
+    assert_eq!(r.status, 400, "{:#}", r.body);
+    let detail = r.body["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("spec.config.startupDelayMs"), "{detail}");
+
+    // echo exits with status 78 on a config it refuses at start.
+    let r = stack.post(
+        "/api/plugins/echo/config",
+        r#"{"startupError": "refused on purpose"}"#,
+    );
     assert_eq!(r.status, 409, "{:#}", r.body);
     let detail = r.body["detail"].as_str().unwrap_or_default();
     assert!(
-        detail.contains("startupDelayMs") && detail.contains("keep serving"),
+        detail.contains("refused on purpose") && detail.contains("keep serving"),
         "{detail}"
     );
     let (_, p) = stack.get("/api/plugins/echo");
     assert_eq!(p["status"], "running", "{p:#}");
     let error = p["last_error"].as_str().unwrap_or_default();
-    assert!(error.contains("startupDelayMs"), "{p:#}");
+    assert!(error.contains("refused on purpose"), "{p:#}");
     // The old instance still serves with the old config.
     assert!(old.iter().all(|&pid| alive(pid as u32)));
     assert_eq!(greeting(&stack), "hello");

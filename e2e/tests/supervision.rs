@@ -19,6 +19,64 @@ fn environ(pid: u64) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// `valueFrom` locally: a secretKeyRef `{name: hf, key: token}` is read from bkg up's
+/// `BKG_SECRET_HF_TOKEN`, a missing optional reference leaves its variable unset, and a new
+/// version that needs a reference bkg up cannot resolve is refused naming the field, while the
+/// running one keeps serving with its environment.
+#[test]
+fn env_references_resolve_from_bkg_ups_environment() {
+    let with_env = |env: &str| {
+        sample_echo().replace("  replicas: 1\n", &format!("  replicas: 1\n  env:\n{env}"))
+    };
+    let manifest = with_env(
+        "    - {name: HF_TOKEN, valueFrom: {secretKeyRef: {name: hf, key: token}}}\n    - {name: MODE, valueFrom: {configMapKeyRef: {name: settings, key: mode}}}\n    - {name: EXTRA, valueFrom: {secretKeyRef: {name: extra, key: x, optional: true}}}\n",
+    );
+    let mut stack = Stack::start_env(
+        &[("echo.yaml", &manifest)],
+        &[
+            ("BKG_SECRET_HF_TOKEN", "hf_e2e_token"),
+            ("BKG_CONFIGMAP_SETTINGS_MODE", "fast"),
+        ],
+    );
+    let p = stack.wait_running("echo");
+    let pid = p["instances"][0]["pid"].as_u64().expect("runtime pid");
+    let env = environ(pid);
+    assert_eq!(
+        env.get("HF_TOKEN").map(String::as_str),
+        Some("hf_e2e_token")
+    );
+    assert_eq!(env.get("MODE").map(String::as_str), Some("fast"));
+    assert!(!env.contains_key("EXTRA"), "optional and missing: unset");
+    assert!(
+        !env.contains_key("BKG_SECRET_HF_TOKEN"),
+        "the stand-in itself stays with bkg up"
+    );
+
+    // A required reference bkg up cannot resolve: refused, named, the old version serves.
+    std::fs::write(
+        stack.manifest_path("echo.yaml"),
+        with_env("    - {name: HF_TOKEN, valueFrom: {secretKeyRef: {name: gated, key: token}}}\n"),
+    )
+    .expect("write");
+    let p = stack.wait_plugin("echo", "flagged", |p| {
+        p["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("spec.env[0].valueFrom.secretKeyRef"))
+    });
+    let error = p["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("BKG_SECRET_GATED_TOKEN"), "{p:#}");
+    assert!(!error.contains("hf_e2e_token"), "no value is shown: {p:#}");
+    stack.wait_for_output("BKG_SECRET_GATED_TOKEN", Duration::from_secs(30));
+    assert_eq!(p["status"], "running", "{p:#}");
+    assert_eq!(p["instances"][0]["pid"].as_u64(), Some(pid), "{p:#}");
+    assert_eq!(
+        stack
+            .invoke("echo", "echo", serde_json::json!({"k": 1}))
+            .status,
+        200
+    );
+}
+
 #[test]
 fn a_plugin_gets_its_manifest_env_and_no_gateway_secret() {
     let manifest = sample_echo().replace(

@@ -162,12 +162,24 @@ pub async fn set_config(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let body = body_or_problem(body)?;
-    find(&state, &id).await?;
+    let view = find(&state, &id).await?;
     let config: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::MalformedJson(format!("the request body is not valid JSON: {e}")))?;
     if !config.is_object() {
         return Err(ApiError::BadRequest(
             "the plugin config must be a JSON object".into(),
+        ));
+    }
+    // The schema its implementation publishes, checked here for both backends, so a config
+    // the plugin would refuse starts nothing.
+    let errors = bkg_core::plugin_config::validate(&view.plugin.spec.implementation, Some(&config));
+    if !errors.is_empty() {
+        return Err(ApiError::BadRequest(
+            errors
+                .iter()
+                .map(|e| format!("{}: {}", e.field, e.message))
+                .collect::<Vec<_>>()
+                .join("; "),
         ));
     }
     state.backend.set_config(&id, config).await?;

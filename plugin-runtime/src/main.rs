@@ -55,10 +55,16 @@ struct Args {
     /// Log format: `json` (one object per line) or `text`.
     #[arg(long, env = "BKG_LOG_FORMAT", default_value = "json")]
     log_format: String,
+    /// Print the JSON Schema of the plugin's config (spec.config) and exit.
+    #[arg(long)]
+    config_schema: bool,
 }
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    if args.config_schema {
+        return print_config_schema(&args.plugin);
+    }
     let logs = LogBuffer::new(args.log_lines);
     let _tracing = init_tracing(&args.log_format, logs.clone());
     let runtime = match tokio::runtime::Runtime::new() {
@@ -82,6 +88,31 @@ fn main() -> std::process::ExitCode {
                 .map_or(1, |e| e.exit_code());
             tracing::error!(error = format!("{e:#}"), "runtime exiting");
             std::process::ExitCode::from(u8::try_from(code).unwrap_or(1))
+        }
+    }
+}
+
+/// `--config-schema`: what `make config-schemas` writes to `plugins/<name>/config.schema.json`.
+fn print_config_schema(implementation: &str) -> std::process::ExitCode {
+    let Some(plugin) = bkg_plugin_runtime::create(implementation) else {
+        let available: Vec<_> = bkg_plugin_runtime::implementations()
+            .iter()
+            .map(|i| i.name)
+            .collect();
+        eprintln!(
+            "unknown plugin implementation {implementation:?}; this runtime hosts: {}",
+            available.join(", ")
+        );
+        return std::process::ExitCode::from(2);
+    };
+    match serde_json::to_string_pretty(&plugin.config_schema()) {
+        Ok(text) => {
+            println!("{text}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cannot encode the config schema: {e}");
+            std::process::ExitCode::FAILURE
         }
     }
 }

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Kubernetes manifests: what `bkg render` prints for every sample Plugin validates against the
-# Kubernetes 1.37 schemas in strict mode; the samples validate against the generated CRD schema;
-# a manifest with an unknown field is refused with a message naming the field.
+# Kubernetes 1.37 schemas in strict mode (rendering checks each spec.config against the schema
+# its implementation publishes, so every Plugin under config/ passes that check too); the
+# samples validate against the generated CRD schema; a manifest with an unknown field, or with a
+# config its implementation refuses, is refused with a message naming the field.
 set -euo pipefail
 cd "${BKG_REPO_ROOT:-$(dirname "$0")/../..}"
 BKG="${BKG_BIN:-target/debug/bkg}"
@@ -10,6 +12,8 @@ command -v kubernetes-validate >/dev/null || { echo "kubernetes-validate missing
 tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
 
 samples=(config/plugins/*.yaml config/samples/*.yaml)
+# Every Plugin under config/ (any depth), not only the folders rendered below.
+mapfile -t plugins < <(grep -rl --include='*.yaml' --include='*.yml' '^kind: Plugin' config | sort)
 
 # 1. Rendered children, strict (unknown properties are errors).
 "$BKG" render -f config/plugins -f config/samples >"$tmp/rendered.yaml"
@@ -17,6 +21,8 @@ kinds="$(grep -c '^kind:' "$tmp/rendered.yaml")"
 kubernetes-validate --quiet --strict -k "$K8S_VERSION" "$tmp/rendered.yaml"
 echo "ok: $kinds rendered objects from ${#samples[@]} samples pass kubernetes-validate --strict -k $K8S_VERSION"
 "$BKG" render -n other-ns -f config/samples/gpu-candle.yaml | grep -q 'namespace: other-ns'
+"$BKG" render "${plugins[@]/#/-f}" >/dev/null
+echo "ok: ${#plugins[@]} Plugins under config/ pass their implementation's config schema"
 grep -q 'nvidia.com/gpu: ' "$tmp/rendered.yaml"
 
 # The strict check does refuse what Kubernetes would (guards against a silently lax validator).
@@ -82,3 +88,10 @@ if "$BKG" render -f scripts/test.d/fixtures/bad-field.yaml >"$tmp/out" 2>"$tmp/e
 fi
 grep -q 'spec.replica: unknown field "replica"' "$tmp/err" || { echo "FAIL: message does not name spec.replica:" >&2; cat "$tmp/err" >&2; exit 1; }
 echo "ok: a manifest with a bad field is refused naming spec.replica"
+
+# 5. A config its implementation's schema refuses is refused, and the message names the field.
+if "$BKG" render -f scripts/test.d/fixtures/bad-config.yaml >"$tmp/out" 2>"$tmp/err"; then
+  echo "FAIL: bkg render accepted scripts/test.d/fixtures/bad-config.yaml" >&2; exit 1
+fi
+grep -q 'spec.config.dtype: "f64" is not one of' "$tmp/err" || { echo "FAIL: message does not name spec.config.dtype:" >&2; cat "$tmp/err" >&2; exit 1; }
+echo "ok: a manifest with a bad config is refused naming spec.config.dtype"

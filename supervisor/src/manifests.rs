@@ -9,9 +9,10 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bkg_core::manifest;
+use bkg_core::Plugin;
+use bkg_core::manifest::{self, ManifestError};
 
-use super::Supervisor;
+use super::{Supervisor, env};
 
 /// What was last read from one file.
 #[derive(Debug, Default)]
@@ -81,7 +82,7 @@ impl ManifestDir {
             let previous = self.files.remove(path).unwrap_or_default();
             let mut ids = BTreeSet::new();
             for doc in manifest::parse_documents(&text) {
-                match doc {
+                match doc.and_then(resolvable) {
                     Ok(plugin) => {
                         let id = plugin.id().to_owned();
                         if let Some(other) = owner.get(&id).filter(|o| *o != path) {
@@ -158,6 +159,19 @@ impl ManifestDir {
                 tracing::error!(file = %e.file.display(), "{}", e.message);
             }
         }
+    }
+}
+
+/// A manifest is refused locally, like a schema error, when a `spec.env` reference it needs
+/// cannot be resolved from `bkg up`'s environment ([`env::resolve`]); the last valid version
+/// keeps running.
+fn resolvable(plugin: Plugin) -> Result<Plugin, ManifestError> {
+    match env::resolve(&plugin.spec.env, |name| std::env::var(name).ok()) {
+        Ok(_) => Ok(plugin),
+        Err(errors) => Err(ManifestError {
+            name: Some(plugin.id().to_owned()),
+            errors,
+        }),
     }
 }
 

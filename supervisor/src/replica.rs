@@ -233,7 +233,23 @@ impl Replica {
             self.plugin_id, self.slot, self.generation
         )));
         let plugin = self.plugin.clone();
-        let mut child = match self.spawn(&plugin, &addr_file.path) {
+        // The manifest was accepted only with every required reference resolvable
+        // (`manifests`), and bkg up's environment does not change; this is the same check.
+        let env = match env::resolve(&plugin.spec.env, |name| std::env::var(name).ok()) {
+            Ok(env) => env,
+            Err(errors) => {
+                let reason = errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.field, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                return Ended::Crashed {
+                    reason,
+                    config_error: true,
+                };
+            }
+        };
+        let mut child = match self.spawn(&plugin, &env, &addr_file.path) {
             Ok(child) => child,
             Err(e) => {
                 return Ended::Crashed {
@@ -359,7 +375,12 @@ impl Replica {
         }
     }
 
-    fn spawn(&self, plugin: &Plugin, addr_file: &Path) -> std::io::Result<Child> {
+    fn spawn(
+        &self,
+        plugin: &Plugin,
+        env: &[(String, String)],
+        addr_file: &Path,
+    ) -> std::io::Result<Child> {
         let spec = &plugin.spec;
         let config = spec.config.clone().unwrap_or_else(|| serde_json::json!({}));
         let mut cmd = Command::new(&self.config.runtime_bin);
@@ -383,9 +404,7 @@ impl Replica {
             // keys or anything else the host was started with.
             .env_clear()
             .envs(env::inherited(std::env::vars_os()));
-        for var in &spec.env {
-            cmd.env(&var.name, &var.value);
-        }
+        cmd.envs(env.iter().map(|(name, value)| (name, value)));
         // The supervisor's own settings come last, so a manifest cannot replace them.
         cmd.env("BKG_PLUGIN_CONFIG", config.to_string());
         if let Some(bytes) = spec

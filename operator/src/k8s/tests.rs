@@ -437,6 +437,53 @@ async fn invalid_spec_sets_ready_false_and_waits_for_a_change() {
     assert_eq!(result.expect("reconciled"), Action::await_change());
 }
 
+/// The shipped GPU sample with one config value broken: refused before any child is touched
+/// (the script has no ConfigMap or Deployment step, so the last valid Deployment stays as it
+/// was), with the field named in the Ready condition and the Event.
+#[tokio::test]
+async fn a_bad_config_is_refused_naming_the_field_before_any_child_changes() {
+    let sample = include_str!("../../../config/samples/gpu-candle.yaml");
+    assert!(sample.contains("dtype: f16"), "the sample still sets dtype");
+    let valid = plugin_from_yaml(sample);
+    assert!(
+        super::validate::validate(&valid, &Images::default()).is_ok(),
+        "the shipped sample is valid"
+    );
+    let plugin = plugin_from_yaml(&sample.replace("dtype: f16", "dtype: f64"));
+    let expected = r#"spec.config.dtype: "f64" is not one of "f32", "bf16" or "f16""#;
+    let steps = vec![
+        step(
+            "PATCH",
+            "/apis/bkg.rs/v1alpha1/namespaces/ml/plugins/minilm-gpu/status",
+            Reply::Plugin(Box::new(plugin.clone())),
+        )
+        .check(move |b| {
+            let s = &b["status"];
+            assert_eq!(s["phase"], "Error");
+            let ready = condition(s, "Ready");
+            assert_eq!(
+                (ready["status"].as_str(), ready["reason"].as_str()),
+                (Some("False"), Some("InvalidSpec"))
+            );
+            assert_eq!(ready["message"], expected);
+        }),
+        step(
+            "POST",
+            "/apis/events.k8s.io/v1/namespaces/ml/events",
+            Reply::Echo(None),
+        )
+        .check(move |b| {
+            assert_eq!(b["reason"], "InvalidSpec");
+            assert!(
+                b["note"].as_str().unwrap_or_default().contains(expected),
+                "{b}"
+            );
+        }),
+    ];
+    let (result, _) = run(plugin, steps).await;
+    assert_eq!(result.expect("reconciled"), Action::await_change());
+}
+
 #[tokio::test]
 async fn conflict_is_retried_within_the_reconcile() {
     let plugin = settled(plugin_from_yaml(CPU));

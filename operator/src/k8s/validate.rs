@@ -1,16 +1,19 @@
 //! Step 1 of the pipeline: turn a Plugin into a [`ValidatedPlugin`] or say which field is wrong.
 //!
 //! The API server already enforced the CRD schema; what is checked here is what a schema cannot
-//! express (quantities that parse, env names the runtime reserves) and what the operator decides
-//! once (image, effective replicas, config hash), so [`super::build`] never has to fail.
+//! express (quantities that parse, env names the runtime reserves, `spec.config` against the
+//! schema its implementation publishes) and what the operator decides once (image, effective
+//! replicas, config hash), so [`super::build`] never has to fail. A bad config is caught here,
+//! before a Deployment changes, rather than as a pod that exits 78 in a crash loop.
 
 use std::collections::BTreeSet;
 
+use bkg_core::crd::KeySource;
 use bkg_core::crd::{GpuRequest, ModelCache, Plugin};
-use bkg_core::manifest::validate_id;
+use bkg_core::manifest::{validate_env, validate_id};
 use bkg_core::quantity;
 use bkg_core::wire::FieldError;
-use k8s_openapi::api::core::v1::EnvVar;
+use k8s_openapi::api::core::v1::{ConfigMapKeySelector, EnvVar, EnvVarSource, SecretKeySelector};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Resource, ResourceExt};
@@ -46,6 +49,9 @@ pub struct Images {
     /// Secrets (in each Plugin's namespace) the kubelet pulls runtime images with: a private
     /// registry's credentials.
     pub pull_secrets: Vec<String>,
+    /// Secrets no Plugin's `spec.env` may reference, as `namespace/name`: the gateway's API
+    /// keys. A Plugin may otherwise name any Secret of its namespace, as a Pod may.
+    pub protected_secrets: Vec<String>,
 }
 
 impl Default for Images {
@@ -56,6 +62,7 @@ impl Default for Images {
             gpu: format!("ghcr.io/bkg-rs/plugin-runtime:{version}-cuda"),
             otlp_endpoint: None,
             pull_secrets: Vec::new(),
+            protected_secrets: Vec::new(),
         }
     }
 }
@@ -100,6 +107,42 @@ fn field(errors: &mut Vec<FieldError>, field: impl Into<String>, message: impl I
         field: field.into(),
         message: message.into(),
     });
+}
+
+/// A `spec.env` entry as the container gets it: the literal value, or the Secret or ConfigMap
+/// reference for the kubelet to resolve (the operator never reads either).
+fn pod_env(var: &bkg_core::crd::EnvVar) -> EnvVar {
+    let value_from = var
+        .value_from
+        .as_ref()
+        .and_then(|f| f.reference())
+        .map(|(source, key)| match source {
+            KeySource::Secret => EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: key.name.clone(),
+                    key: key.key.clone(),
+                    optional: key.optional,
+                }),
+                ..EnvVarSource::default()
+            },
+            KeySource::ConfigMap => EnvVarSource {
+                config_map_key_ref: Some(ConfigMapKeySelector {
+                    name: key.name.clone(),
+                    key: key.key.clone(),
+                    optional: key.optional,
+                }),
+                ..EnvVarSource::default()
+            },
+        });
+    EnvVar {
+        name: var.name.clone(),
+        value: if value_from.is_some() {
+            None
+        } else {
+            Some(var.value.clone().unwrap_or_default())
+        },
+        value_from,
+    }
 }
 
 /// Checks `plugin` and takes the operator's decisions about it. Pure.
@@ -161,6 +204,27 @@ pub fn validate(plugin: &Plugin, images: &Images) -> Result<ValidatedPlugin, Inv
     {
         field(&mut errors, "spec.resources.modelCache.sizeLimit", message);
     }
+    errors.extend(validate_env(&spec.env));
+    for (i, var) in spec.env.iter().enumerate() {
+        let secret = var
+            .value_from
+            .as_ref()
+            .and_then(|f| f.secret_key_ref.as_ref());
+        if let Some(secret) = secret
+            && images
+                .protected_secrets
+                .contains(&format!("{namespace}/{}", secret.name))
+        {
+            field(
+                &mut errors,
+                format!("spec.env[{i}].valueFrom.secretKeyRef.name"),
+                format!(
+                    "Secret {:?} holds the gateway's API keys; no plugin may read it",
+                    secret.name
+                ),
+            );
+        }
+    }
     let mut seen = BTreeSet::new();
     for (i, var) in spec.env.iter().enumerate() {
         let path = format!("spec.env[{i}].name");
@@ -178,7 +242,12 @@ pub fn validate(plugin: &Plugin, images: &Images) -> Result<ValidatedPlugin, Inv
         .config
         .clone()
         .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
-    if !config.is_object() {
+    if config.is_object() {
+        errors.extend(bkg_core::plugin_config::validate(
+            &spec.implementation,
+            Some(&config),
+        ));
+    } else {
         field(&mut errors, "spec.config", "must be an object");
     }
     if spec.image.as_deref().is_some_and(|i| i.trim().is_empty()) {
@@ -203,15 +272,7 @@ pub fn validate(plugin: &Plugin, images: &Images) -> Result<ValidatedPlugin, Inv
             images.cpu.clone()
         }
     });
-    let mut env: Vec<EnvVar> = spec
-        .env
-        .iter()
-        .map(|e| EnvVar {
-            name: e.name.clone(),
-            value: Some(e.value.clone()),
-            value_from: None,
-        })
-        .collect();
+    let mut env: Vec<EnvVar> = spec.env.iter().map(pod_env).collect();
     if let Some(endpoint) = &images.otlp_endpoint
         && !env.iter().any(|e| e.name == OTLP_ENDPOINT)
     {
@@ -337,6 +398,50 @@ mod tests {
                 "spec.env[2].name"
             ]
         );
+    }
+
+    #[test]
+    fn config_is_checked_against_the_implementations_schema() {
+        let err = validate(
+            &plugin_from_yaml(
+                "spec: {implementation: candle, config: {dtype: f64, max_batch_size: 0}}",
+            ),
+            &Images::default(),
+        )
+        .expect_err("invalid");
+        assert_eq!(
+            err.to_string(),
+            r#"spec.config.dtype: "f64" is not one of "f32", "bf16" or "f16"; spec.config.max_batch_size: 0 is less than the minimum of 1"#
+        );
+        let gpu = plugin_from_yaml(
+            "spec: {implementation: candle, config: {dtype: f16, device: cuda}, resources: {gpu: {count: 1}}}",
+        );
+        assert!(validate(&gpu, &Images::default()).is_ok());
+        assert_eq!(
+            errors_of("spec: {implementation: candle, config: {dtype: f16, device: cpu}}"),
+            ["spec.config.device"]
+        );
+    }
+
+    #[test]
+    fn the_gateways_key_secret_cannot_be_referenced() {
+        let images = Images {
+            protected_secrets: vec!["bkg-system/bkg-api-keys".into()],
+            ..Images::default()
+        };
+        let env = "[{name: K, valueFrom: {secretKeyRef: {name: bkg-api-keys, key: admin-key}}}]";
+        let in_ns = |ns: &str| {
+            plugin_from_yaml(&format!(
+                "metadata: {{name: echo, namespace: {ns}}}\nspec: {{implementation: echo, env: {env}}}"
+            ))
+        };
+        let err = validate(&in_ns("bkg-system"), &images).expect_err("refused");
+        assert_eq!(
+            err.to_string(),
+            r#"spec.env[0].valueFrom.secretKeyRef.name: Secret "bkg-api-keys" holds the gateway's API keys; no plugin may read it"#
+        );
+        // A Secret of that name elsewhere is the other namespace's own.
+        assert!(validate(&in_ns("ml"), &images).is_ok());
     }
 
     #[test]

@@ -158,6 +158,15 @@ pub trait Plugin: Send + Sync + 'static {
     /// The capabilities this implementation offers.
     fn capabilities(&self) -> Vec<CapabilityDescriptor>;
 
+    /// The JSON Schema (draft 2020-12) of the `spec.config` this implementation accepts; the
+    /// default accepts any object. A plugin derives it from its config type (schemars) so the
+    /// schema cannot drift from what [`Plugin::start`] parses. The operator and `bkg up` check
+    /// manifests against a committed copy before starting anything (`bkg_core::plugin_config`),
+    /// since they do not link plugin code; `plugin-runtime --config-schema` prints this one.
+    fn config_schema(&self) -> Value {
+        serde_json::json!({"type": "object"})
+    }
+
     /// Prepares the plugin (e.g. loads its model). The runtime reports ready only after this
     /// returns `Ok`.
     async fn start(&self, ctx: StartContext) -> Result<(), PluginError>;

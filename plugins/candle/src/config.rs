@@ -12,10 +12,17 @@
 //!
 //! Every key is optional. Unknown keys are refused so a typo (`max_batchsize`) is not
 //! silently ignored.
+//!
+//! [`schema`] is the JSON Schema of this config, derived from [`PluginConfig`] with schemars
+//! (`additionalProperties: false`, the same bounds [`PluginConfig::from_value`] checks). The
+//! operator and `bkg up` must not link Candle, so they read the committed copy,
+//! `plugins/candle/config.schema.json`, through `bkg_core::plugin_config`; a test here holds
+//! that file to this type (`make config-schemas` rewrites it).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -25,8 +32,8 @@ use crate::pooling::Pooling;
 /// `model.load` may only load directories inside it (see [`confine`]).
 pub const MODEL_ROOT_ENV: &str = "BKG_MODEL_ROOT";
 
-/// Where a model comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// Where a model comes from: `{path}` or `{model_id, revision?}`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum ModelSource {
     /// A directory in Hugging Face layout on local disk.
@@ -79,14 +86,20 @@ pub fn confine(root: Option<&Path>, requested: &Path) -> Result<PathBuf> {
     }
 }
 
-/// Weight and activation precision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+/// Weight and activation precision: `f32`, `bf16` (half the memory traffic; kept only where it
+/// holds cosine > 0.999 against f32) or `f16` (CUDA only: `device: cuda`).
+// Variants carry no doc comments: schemars would then describe them as a `oneOf` of consts, and
+// a wrong value would be reported as "not valid under any of the schemas" instead of naming
+// the choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Dtype {
     #[default]
     F32,
-    /// Half the memory traffic; kept only where it holds cosine > 0.999 against f32.
     Bf16,
+    // GPU tensor cores run f16 as fast as bf16 with three more mantissa bits. Candle's CPU
+    // matmul in f16 has no fast kernel, so the config refuses it without CUDA.
+    F16,
 }
 
 impl Dtype {
@@ -94,35 +107,41 @@ impl Dtype {
         match self {
             Self::F32 => "f32",
             Self::Bf16 => "bf16",
+            Self::F16 => "f16",
         }
     }
 }
 
-/// Which CPU kernels run the model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+/// Why `dtype: f16` is refused without `device: cuda`; the schema's rule carries it too.
+pub const F16_NEEDS_CUDA: &str =
+    "dtype f16 needs a CUDA device (device: cuda); on CPU use f32 or bf16";
+
+/// Which CPU kernels run the model: `auto` (the hand-written AVX-512 kernels when the CPU has
+/// them, else candle) or `candle` (candle's portable ops only: the reference path, and a switch
+/// if a kernel misbehaves).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Kernels {
-    /// The hand-written AVX-512 kernels when the CPU has them, else candle.
     #[default]
     Auto,
-    /// candle's portable ops only (reference path, and a switch if a kernel misbehaves).
     Candle,
 }
 
-/// Which compute device to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+/// Which compute device to use: `auto` (CUDA when built with the `cuda` feature and a GPU is
+/// present, else CPU), `cpu` or `cuda`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceChoice {
-    /// CUDA when built with the `cuda` feature and a GPU is present, else CPU.
     #[default]
     Auto,
     Cpu,
     Cuda,
 }
 
-/// Parsed `spec.config`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// The Candle plugin's `spec.config`.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
+#[schemars(title = "Candle plugin config", transform = f16_needs_cuda)]
 pub struct PluginConfig {
     /// The model loaded at start; none means start empty and wait for `model.load`.
     pub model: Option<ModelSource>,
@@ -134,12 +153,16 @@ pub struct PluginConfig {
     pub pooling: Option<Pooling>,
     /// Off: every input runs alone (batch size 1), for benchmarks and debugging.
     pub batching: bool,
+    /// Most inputs in one forward pass.
+    #[schemars(range(min = 1))]
     pub max_batch_size: usize,
     /// Upper bound on padded tokens (batch rows × longest input) in one forward pass.
+    #[schemars(range(min = 1))]
     pub max_batch_tokens: usize,
     /// How long the queue waits for company before running a non-full batch.
     pub max_wait_ms: u64,
     /// Inputs that may wait at once; beyond this requests are refused with 429.
+    #[schemars(range(min = 1))]
     pub queue_capacity: usize,
     pub dtype: Dtype,
     pub device: DeviceChoice,
@@ -169,6 +192,32 @@ impl Default for PluginConfig {
     }
 }
 
+/// The rule a struct schema cannot say by itself: `dtype: f16` only with `device: cuda`. Its
+/// `description` is the message a refusal shows (`bkg_core::plugin_config` reports a failed
+/// `then` by its description).
+fn f16_needs_cuda(schema: &mut Schema) {
+    schema.insert(
+        "if".into(),
+        json_schema!({"properties": {"dtype": {"const": "f16"}}, "required": ["dtype"]}).into(),
+    );
+    schema.insert(
+        "then".into(),
+        json_schema!({
+            "description": F16_NEEDS_CUDA,
+            "properties": {"device": {"const": "cuda"}},
+            "required": ["device"]
+        })
+        .into(),
+    );
+}
+
+/// The JSON Schema of `spec.config` (draft 2020-12), as `plugins/candle/config.schema.json`
+/// holds it.
+pub fn schema() -> serde_json::Value {
+    let schema = SchemaGenerator::default().into_root_schema_for::<PluginConfig>();
+    serde_json::Value::from(schema)
+}
+
 impl PluginConfig {
     /// Parses and checks `spec.config`; `null` counts as empty.
     pub fn from_value(value: &serde_json::Value) -> Result<Self> {
@@ -189,6 +238,9 @@ impl PluginConfig {
         }
         if self.max_batch_tokens == 0 {
             return Err(Error::Config("max_batch_tokens must be at least 1".into()));
+        }
+        if self.dtype == Dtype::F16 && self.device != DeviceChoice::Cuda {
+            return Err(Error::Config(F16_NEEDS_CUDA.into()));
         }
         let root = self.model_root();
         self.model = self.model.map(|m| m.resolved(root.as_deref()));
@@ -269,7 +321,48 @@ mod tests {
     fn typos_and_zero_limits_are_refused() {
         assert!(PluginConfig::from_value(&json!({"max_batchsize": 4})).is_err());
         assert!(PluginConfig::from_value(&json!({"max_batch_size": 0})).is_err());
-        assert!(PluginConfig::from_value(&json!({"dtype": "f16"})).is_err());
+        assert!(PluginConfig::from_value(&json!({"dtype": "f64"})).is_err());
+    }
+
+    #[test]
+    fn f16_is_accepted_on_cuda_and_refused_elsewhere() {
+        let c = PluginConfig::from_value(&json!({"dtype": "f16", "device": "cuda"})).unwrap();
+        assert_eq!((c.dtype, c.device), (Dtype::F16, DeviceChoice::Cuda));
+        for device in [json!("cpu"), json!("auto"), json!(null)] {
+            let mut config = json!({"dtype": "f16"});
+            if !device.is_null() {
+                config["device"] = device.clone();
+            }
+            match PluginConfig::from_value(&config) {
+                Err(Error::Config(message)) => assert_eq!(message, F16_NEEDS_CUDA, "{device}"),
+                other => panic!("{device}: {other:?}"),
+            }
+        }
+    }
+
+    /// The schema says what `from_value` accepts: no other keys, the same enums and lower bounds.
+    #[test]
+    fn the_schema_describes_the_config() {
+        let schema = schema();
+        assert_eq!(schema["additionalProperties"], json!(false));
+        assert_eq!(schema["properties"]["max_batch_size"]["minimum"], json!(1));
+        let dtype = &schema["$defs"]["Dtype"];
+        assert_eq!(dtype["enum"], json!(["f32", "bf16", "f16"]), "{dtype}");
+        assert_eq!(schema["then"]["description"], json!(F16_NEEDS_CUDA));
+        assert_eq!(schema["properties"].as_object().map(|p| p.len()), Some(13));
+    }
+
+    /// The committed schema (read by the operator and `bkg up`) is this type's schema.
+    #[test]
+    fn the_committed_schema_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config.schema.json");
+        let on_disk: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_default())
+                .unwrap_or_default();
+        assert!(
+            on_disk == schema(),
+            "plugins/candle/config.schema.json is stale: run `make config-schemas`"
+        );
     }
 
     #[test]

@@ -88,6 +88,7 @@ impl Embedder {
         let dtype = match opts.dtype {
             Dtype::F32 => DType::F32,
             Dtype::Bf16 => DType::BF16,
+            Dtype::F16 => DType::F16,
         };
         let mut weights = Weights::load(&files.weights, dtype, &opts.device, opts.cpu_kernels)?;
         if weights.cpu_kernels() {

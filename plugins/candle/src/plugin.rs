@@ -203,6 +203,10 @@ impl Plugin for CandlePlugin {
         schema::descriptors()
     }
 
+    fn config_schema(&self) -> Value {
+        config::schema()
+    }
+
     async fn start(&self, ctx: StartContext) -> Result<(), PluginError> {
         let config = PluginConfig::from_value(&ctx.config)?;
         let device =

@@ -9,17 +9,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 
-/// How token states become a sentence vector (sentence-transformers' pooling modes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// How token states become a sentence vector (sentence-transformers' pooling modes): `mean`
+/// (average over the sequence's tokens, special tokens included, as sentence-transformers
+/// does), `cls` (the first token's state), `max` (element-wise maximum over the tokens) or
+/// `last_token` (the last token's state, for decoder-style embedders).
+// No doc comments on the variants: the config schema keeps a plain `enum` (see config::Dtype).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Pooling {
-    /// Average over the sequence's tokens (special tokens included, as sentence-transformers does).
     Mean,
-    /// The first token's state (`[CLS]`).
     Cls,
-    /// Element-wise maximum over the tokens.
     Max,
-    /// The last token's state (decoder-style embedders).
     LastToken,
 }
 

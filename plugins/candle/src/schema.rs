@@ -34,7 +34,7 @@ fn model_info_schema() -> Value {
             "max_seq_length": {"type": "integer", "description": "Token limit, special tokens included."},
             "pooling": {"enum": ["mean", "cls", "max", "last_token"]},
             "normalize": {"type": "boolean", "description": "Default L2 normalization."},
-            "dtype": {"enum": ["f32", "bf16"]},
+            "dtype": {"enum": ["f32", "bf16", "f16"]},
             "device": {"type": "string"}
         }
     })

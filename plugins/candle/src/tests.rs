@@ -243,6 +243,31 @@ fn bf16_stays_close_to_f32() {
     }
 }
 
+/// The f16 path (weights, activations and the attention mask in f16) on candle's portable
+/// ops. The config allows f16 only with `device: cuda`; the engine runs it anywhere, so the
+/// numerics are checked here without a GPU, with inputs of different lengths (padding masked).
+#[test]
+fn f16_stays_close_to_f32() {
+    let dir = tiny(&Tiny::default());
+    let f32m = load(dir.path());
+    let f16 = Embedder::load(
+        dir.path(),
+        "t".into(),
+        &LoadOptions {
+            dtype: crate::config::Dtype::F16,
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!((f16.info().dtype, f16.info().kernels), ("f16", "candle"));
+    let texts = [words(3), words(9), words(17)];
+    let a = f32m.embed(&texts, true).unwrap();
+    let b = f16.embed(&texts, true).unwrap();
+    for (x, y) in a.iter().zip(&b) {
+        assert!(cosine(x, y) > 0.999, "f16 drifted: {}", cosine(x, y));
+    }
+}
+
 #[test]
 fn cpu_kernels_agree_with_the_portable_candle_path() {
     if !crate::kernels::support().avx512 {

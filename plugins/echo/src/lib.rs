@@ -7,8 +7,12 @@
 //! | `fail`   | fails with the requested error kind, so error paths can be tested |
 //! | `config` | returns the config the plugin was started with |
 //!
-//! Config: `startupDelayMs` delays readiness (to exercise probes); anything else is kept and
-//! shown by the `config` capability.
+//! Config: `startupDelayMs` delays readiness (to exercise probes), `startupError` makes start
+//! fail with that message as a config error (exit 78: to exercise how a config the schema
+//! accepts but the plugin refuses is handled); anything else is kept and shown by the `config`
+//! capability. [`config_schema`] says so as a JSON Schema;
+//! `plugins/echo/config.schema.json` is the committed copy the operator and `bkg up` check
+//! manifests against (a test holds it to [`EchoConfig`]).
 
 #![forbid(unsafe_code)]
 
@@ -27,6 +31,29 @@ const MAX_SLEEP_MS: u64 = 600_000;
 /// Creates the plugin; the runtime calls this once per process.
 pub fn new_plugin() -> Box<dyn Plugin> {
     Box::new(EchoPlugin::default())
+}
+
+/// The echo plugin's `spec.config`: the keys it reads. Other keys are allowed (no
+/// `deny_unknown_fields`): the `config` capability shows them back, which is what tests of
+/// config changes look for.
+#[derive(Debug, Default, serde::Deserialize, schemars::JsonSchema)]
+#[schemars(title = "Echo plugin config")]
+pub struct EchoConfig {
+    /// Milliseconds `start` waits before the plugin reports ready (to exercise readiness
+    /// probes and slow rollouts).
+    #[serde(rename = "startupDelayMs", default)]
+    pub startup_delay_ms: Option<u64>,
+    /// When set, `start` fails with this message as a config error (the runtime exits 78):
+    /// a config that passes the schema and is still refused, for tests of that path.
+    #[serde(rename = "startupError", default)]
+    pub startup_error: Option<String>,
+}
+
+/// The JSON Schema of `spec.config` (draft 2020-12), as `plugins/echo/config.schema.json`
+/// holds it.
+pub fn config_schema() -> Value {
+    let schema = schemars::SchemaGenerator::default().into_root_schema_for::<EchoConfig>();
+    Value::from(schema)
 }
 
 #[derive(Default)]
@@ -55,6 +82,10 @@ fn capability(
 impl Plugin for EchoPlugin {
     fn version(&self) -> &'static str {
         env!("CARGO_PKG_VERSION")
+    }
+
+    fn config_schema(&self) -> Value {
+        config_schema()
     }
 
     fn capabilities(&self) -> Vec<CapabilityDescriptor> {
@@ -101,12 +132,13 @@ impl Plugin for EchoPlugin {
     }
 
     async fn start(&self, ctx: StartContext) -> Result<(), PluginError> {
-        let delay = match ctx.config.get("startupDelayMs") {
-            None => 0,
-            Some(v) => v.as_u64().ok_or_else(|| {
-                PluginError::Config("startupDelayMs must be a non-negative integer".into())
-            })?,
-        };
+        let config: EchoConfig = serde_json::from_value(ctx.config.clone()).map_err(|e| {
+            PluginError::Config(format!("the config does not match its schema: {e}"))
+        })?;
+        if let Some(message) = config.startup_error {
+            return Err(PluginError::Config(message));
+        }
+        let delay = config.startup_delay_ms.unwrap_or(0);
         if delay > 0 {
             tracing::info!(delay_ms = delay, "simulating a slow start");
             tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -296,5 +328,34 @@ mod tests {
             .await
             .expect_err("bad config");
         assert!(matches!(err, PluginError::Config(_)));
+        let err = plugin
+            .start(StartContext {
+                plugin_id: "echo".into(),
+                config: json!({"startupError": "refused on purpose"}),
+            })
+            .await
+            .expect_err("refused");
+        assert!(matches!(err, PluginError::Config(m) if m == "refused on purpose"));
+    }
+
+    #[test]
+    fn the_config_schema_bounds_the_delay_and_allows_other_keys() {
+        let schema = config_schema();
+        let delay = &schema["properties"]["startupDelayMs"];
+        assert_eq!(delay["minimum"], json!(0), "{schema}");
+        assert!(schema.get("additionalProperties").is_none(), "{schema}");
+    }
+
+    /// The committed schema (read by the operator and `bkg up`) is this type's schema.
+    #[test]
+    fn the_committed_config_schema_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config.schema.json");
+        let on_disk: Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_default())
+                .unwrap_or_default();
+        assert!(
+            on_disk == config_schema(),
+            "plugins/echo/config.schema.json is stale: run `make config-schemas`"
+        );
     }
 }

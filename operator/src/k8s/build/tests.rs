@@ -264,10 +264,46 @@ fn runtime_pods_pull_with_the_operators_secrets() {
 }
 
 #[test]
+fn spec_env_references_reach_the_pod_as_references() {
+    let c = children(
+        "
+spec:
+  implementation: echo
+  env:
+    - {name: GREETING, value: hi}
+    - {name: EMPTY}
+    - {name: HF_TOKEN, valueFrom: {secretKeyRef: {name: hf, key: token}}}
+    - {name: MODE, valueFrom: {configMapKeyRef: {name: settings, key: mode, optional: true}}}",
+    );
+    let env = pod(&c).containers[0].env.as_deref().unwrap_or_default();
+    let by_name = |n: &str| env.iter().find(|e| e.name == n).expect(n);
+    assert_eq!(by_name("GREETING").value.as_deref(), Some("hi"));
+    assert_eq!(by_name("EMPTY").value.as_deref(), Some(""));
+    let token = by_name("HF_TOKEN");
+    assert_eq!(token.value, None);
+    let secret = token
+        .value_from
+        .as_ref()
+        .and_then(|f| f.secret_key_ref.as_ref())
+        .expect("secretKeyRef");
+    assert_eq!(
+        (secret.name.as_str(), secret.key.as_str(), secret.optional),
+        ("hf", "token", None)
+    );
+    let mode = by_name("MODE").value_from.as_ref().expect("valueFrom");
+    assert!(mode.secret_key_ref.is_none());
+    let cm = mode.config_map_key_ref.as_ref().expect("configMapKeyRef");
+    assert_eq!(
+        (cm.name.as_str(), cm.key.as_str(), cm.optional),
+        ("settings", "mode", Some(true))
+    );
+}
+
+#[test]
 fn the_pod_gets_only_its_settings_and_spec_env_never_a_secret() {
     // The gateway's keys live in the gateway's Secret; nothing of it (or of any other
-    // Secret) may reach a plugin's container: a fixed list of settings, then spec.env as
-    // literal values, no envFrom, no service links, no service-account token.
+    // Secret) may reach a plugin's container unless its spec.env names it: a fixed list of
+    // settings, then spec.env, no envFrom, no service links, no service-account token.
     let c = children(CPU);
     let pod = pod(&c);
     let container = &pod.containers[0];

@@ -47,6 +47,9 @@ impl AttentionLayout {
         }
         let mut pad_index = vec![0u32; batch * max_len];
         let mut unpad_index = Vec::with_capacity(offsets[batch]);
+        // Large but finite in the compute dtype: -inf would turn into NaN under bf16
+        // arithmetic, and f16 ends at 65504.
+        let masked = if dtype == DType::F16 { -1e4 } else { -1e9 };
         let mut mask = vec![0f32; batch * max_len];
         for (b, &len) in lens.iter().enumerate() {
             for pos in 0..max_len {
@@ -55,8 +58,7 @@ impl AttentionLayout {
                     pad_index[slot] = (offsets[b] + pos) as u32;
                     unpad_index.push(slot as u32);
                 } else {
-                    // Large but finite: -inf would turn into NaN under bf16 arithmetic.
-                    mask[slot] = -1e9;
+                    mask[slot] = masked;
                 }
             }
         }
