@@ -304,8 +304,12 @@ impl Replica {
         let grace = Duration::from_secs(u64::from(plugin.spec.resources.timeout_seconds) + 5);
         let mut addr: Option<SocketAddr> = None;
         let mut ready_since: Option<Instant> = None;
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        // A starting child is probed soon and then less often (5, 10, 20, 25, 25 … ms): a
+        // replica started for a held invoke (scale from zero) is routed within milliseconds
+        // of its readiness; a ready one is probed every second.
+        let mut tick = tokio::time::interval(Duration::from_millis(5));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut starting_probe = Duration::from_millis(5);
         loop {
             tokio::select! {
                 status = child.wait() => {
@@ -369,6 +373,9 @@ impl Replica {
                     // Probe a running child less often.
                     if ready_since.is_some() {
                         tick.reset_after(Duration::from_millis(900));
+                    } else {
+                        tick.reset_after(starting_probe);
+                        starting_probe = (starting_probe * 2).min(Duration::from_millis(25));
                     }
                 }
             }
