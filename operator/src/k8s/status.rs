@@ -4,7 +4,7 @@
 //! status flips, and the caller writes only when the merged status differs from the old one, so
 //! a steady state costs no writes.
 
-use bkg_core::crd::{Phase, Plugin, PluginStatus, ScalingOwner};
+use bkg_core::crd::{Phase, Plugin, PluginStatus, SCALE_HISTORY, ScaleRecord, ScalingOwner};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
@@ -196,12 +196,24 @@ pub fn observed(plugin: &Plugin, v: &ValidatedPlugin, deployment: &Deployment) -
 }
 
 /// Merges `new` into `old`: a condition whose status did not change keeps its transition time;
-/// one that did, or is new, gets `now`; so does `lastScaleTime` when the desired count changed.
+/// one that did, or is new, gets `now`. A change of the desired count sets `lastScaleTime` and
+/// is added to `scaleHistory` (the last [`SCALE_HISTORY`]), which the dashboard's timeline shows.
 pub fn merge(old: &PluginStatus, mut new: PluginStatus, now: &Time) -> PluginStatus {
-    if old.desired_replicas.is_some() && new.desired_replicas != old.desired_replicas {
-        new.last_scale_time = Some(now.0.to_string());
-    } else {
-        new.last_scale_time.clone_from(&old.last_scale_time);
+    new.last_scale_time.clone_from(&old.last_scale_time);
+    new.scale_history.clone_from(&old.scale_history);
+    if let (Some(from), Some(to)) = (old.desired_replicas, new.desired_replicas)
+        && from != to
+    {
+        let time = now.0.to_string();
+        new.last_scale_time = Some(time.clone());
+        new.scale_history.push(ScaleRecord {
+            time,
+            from,
+            to,
+            reason: format!("by {}", scaled_by(new.scaling_owner)),
+        });
+        let excess = new.scale_history.len().saturating_sub(SCALE_HISTORY);
+        new.scale_history.drain(..excess);
     }
     for c in &mut new.conditions {
         c.observed_generation = new.observed_generation;
@@ -258,15 +270,20 @@ pub fn scaled(old: &PluginStatus, new: &PluginStatus) -> Option<Transition> {
     if from == to || new.scaling_owner == Some(ScalingOwner::Autoscaler) {
         return None;
     }
-    let by = match new.scaling_owner {
-        Some(ScalingOwner::Hpa) => "the HorizontalPodAutoscaler",
-        _ => "spec.replicas",
-    };
     Some(Transition {
         warning: false,
         reason: "Scaled",
-        note: format!("from {from} to {to}: {by}"),
+        note: format!("from {from} to {to}: {}", scaled_by(new.scaling_owner)),
     })
+}
+
+/// Who changed the count, as Events and `scaleHistory` say it.
+fn scaled_by(owner: Option<ScalingOwner>) -> &'static str {
+    match owner {
+        Some(ScalingOwner::Hpa) => "the HorizontalPodAutoscaler",
+        Some(ScalingOwner::Autoscaler) => "bkg's autoscaler (the gateway's Scaled Events say why)",
+        _ => "spec.replicas",
+    }
 }
 
 /// Writes `status` through the status subresource (server-side apply, same field manager).
@@ -391,6 +408,15 @@ mod tests {
             three.last_scale_time.as_deref(),
             Some("1970-01-01T00:03:20Z")
         );
+        assert_eq!(
+            three.scale_history,
+            [ScaleRecord {
+                time: "1970-01-01T00:03:20Z".into(),
+                from: 1,
+                to: 3,
+                reason: "by spec.replicas".into(),
+            }]
+        );
         let event = scaled(&one, &three).expect("event");
         assert_eq!(
             (event.reason, event.note.as_str()),
@@ -403,6 +429,23 @@ mod tests {
             &at(300),
         );
         assert_eq!(again.last_scale_time, three.last_scale_time);
+        assert_eq!(again.scale_history, three.scale_history);
+        // The history keeps the last SCALE_HISTORY changes.
+        let mut s = again.clone();
+        for n in 4..30 {
+            s = merge(
+                &s,
+                status_of(
+                    &format!("spec: {{implementation: echo, replicas: {n}}}"),
+                    1,
+                    1,
+                    1,
+                ),
+                &at(300 + i64::from(n)),
+            );
+        }
+        assert_eq!(s.scale_history.len(), SCALE_HISTORY);
+        assert_eq!(s.scale_history.last().map(|r| r.to), Some(29));
         assert_eq!(scaled(&three, &again), None);
         // The gateway's autoscaler records its own Events.
         let mut by_gateway = three.clone();

@@ -602,6 +602,9 @@ async fn kubectl_scale_of_the_plugin_is_followed_not_reverted() {
             assert_eq!(s["replicas"], 3);
             assert_eq!(s["scalingOwner"], "replicas");
             assert!(s["lastScaleTime"].is_string(), "{s}");
+            assert_eq!(s["scaleHistory"][0]["from"], 1);
+            assert_eq!(s["scaleHistory"][0]["to"], 3);
+            assert_eq!(s["scaleHistory"][0]["reason"], "by spec.replicas");
         }),
         step("POST", EVENTS, Reply::Echo(None)).check(|b| {
             assert_eq!(b["reason"], "Scaled");
