@@ -11,8 +11,9 @@
 //!
 //! ```text
 //!  Deployment absent ─▶ apply with replicas: initial ─▶ hand over (SCALE_MANAGER) ─┐
-//!  only we own replicas ─▶ hand over the current count (within [initial, max]) ────┼▶ apply without replicas
-//!  another manager owns it (autoscaler, HPA) ──────────────────────────────────────┘
+//!  only we own replicas, or the count is outside [initial, max] ─▶ hand over the ──┤
+//!    current count moved within [initial, max]                                     ├▶ apply without replicas
+//!  another manager owns it (autoscaler, HPA), within bounds ───────────────────────┘
 //! ```
 
 use std::fmt::Debug;
@@ -169,13 +170,14 @@ async fn apply_deployment(
             hand_over(&api, name, n).await?;
             Ok(created)
         }
-        Some(live) if replicas_owned_by_another(&live) => {
-            apply_one(client, namespace, deployment).await
-        }
         Some(live) => {
             let current = live.spec.replicas;
             let n = replicas.handover(current).unwrap_or_default();
-            hand_over(&api, name, n).await?;
+            // Another owner's count within the bounds is left alone; one outside them (the
+            // bounds just changed) is moved inside at once rather than at its next decision.
+            if !replicas_owned_by_another(&live) || Some(n) != current {
+                hand_over(&api, name, n).await?;
+            }
             apply_one(client, namespace, deployment).await
         }
     }

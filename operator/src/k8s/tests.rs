@@ -824,3 +824,27 @@ async fn bad_scaling_is_refused_naming_the_field_and_the_deployment_is_left_alon
         assert_eq!(result.expect("reconciled"), Action::await_change());
     }
 }
+
+#[tokio::test]
+async fn a_lowered_max_moves_the_autoscalers_count_inside_at_once() {
+    // The autoscaler had 6 under maxReplicas 8; the manifest now says 4.
+    let plugin = settled(plugin_from_yaml(AUTOSCALED));
+    let steps = vec![
+        step("PATCH", CM, Reply::Echo(None)),
+        step("PATCH", SVC, Reply::Echo(None)),
+        step("PATCH", PDB, Reply::Echo(None)),
+        step(
+            "GET",
+            DEPLOY,
+            Reply::Json(live_deployment(6, "bkg-autoscaler", Some("scale"))),
+        ),
+        step("PATCH", DEPLOY, Reply::Echo(None))
+            .manager(bkg_core::wire::SCALE_MANAGER)
+            .check(|b| assert_eq!(b["spec"], json!({"replicas": 4}))),
+        step("PATCH", DEPLOY, Reply::Echo(Some(running())))
+            .check(|b| assert!(b["spec"].get("replicas").is_none())),
+        step("DELETE", HPA, Reply::Code(404)),
+    ];
+    let (result, _) = run(plugin, steps).await;
+    result.expect("reconciled");
+}
