@@ -44,7 +44,7 @@ fn plugin(i: usize) -> Plugin {
 }
 
 /// The fake API server: applies echo the object (Deployments come back fully ready), deletes of
-/// absent PDBs are 404, status writes are stored.
+/// absent PDBs and HPAs are 404, status writes are stored.
 async fn answer(req: Request<Body>, statuses: Statuses) -> Result<Response<Body>, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();

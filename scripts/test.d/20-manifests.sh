@@ -24,6 +24,21 @@ echo "ok: $kinds rendered objects from ${#samples[@]} samples pass kubernetes-va
 "$BKG" render "${plugins[@]/#/-f}" >/dev/null
 echo "ok: ${#plugins[@]} Plugins under config/ pass their implementation's config schema"
 grep -q 'nvidia.com/gpu: ' "$tmp/rendered.yaml"
+# metric cpu renders an autoscaling/v2 HPA on the Deployment, and the strict check above saw it.
+"$BKG" render -f config/samples/cpu-scaled-echo.yaml >"$tmp/hpa.yaml"
+python3 - "$tmp/hpa.yaml" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+hpa = [d for d in docs if d["kind"] == "HorizontalPodAutoscaler"]
+assert len(hpa) == 1 and hpa[0]["apiVersion"] == "autoscaling/v2", [d["kind"] for d in docs]
+spec = hpa[0]["spec"]
+assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "echo-cpu-scaled"}, spec
+assert (spec["minReplicas"], spec["maxReplicas"]) == (1, 5), spec
+assert spec["metrics"][0]["resource"]["target"] == {"type": "Utilization", "averageUtilization": 70}, spec
+assert spec["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 120, spec
+PY
+grep -q '^kind: HorizontalPodAutoscaler' "$tmp/rendered.yaml" || { echo "FAIL: no HPA among the rendered samples" >&2; exit 1; }
+echo "ok: metric cpu renders an autoscaling/v2 HorizontalPodAutoscaler (validated strictly above)"
 
 # The strict check does refuse what Kubernetes would (guards against a silently lax validator).
 sed '0,/^  replicas:/s//  replicaz:/' "$tmp/rendered.yaml" >"$tmp/broken.yaml"
@@ -95,3 +110,13 @@ if "$BKG" render -f scripts/test.d/fixtures/bad-config.yaml >"$tmp/out" 2>"$tmp/
 fi
 grep -q 'spec.config.dtype: "f64" is not one of' "$tmp/err" || { echo "FAIL: message does not name spec.config.dtype:" >&2; cat "$tmp/err" >&2; exit 1; }
 echo "ok: a manifest with a bad config is refused naming spec.config.dtype"
+
+# 6. Bad scaling is refused, and the message names the field.
+for case in bad-scaling-bounds:spec.scaling.minReplicas bad-cpu-scaling:spec.resources.cpu; do
+  fixture="scripts/test.d/fixtures/${case%%:*}.yaml" field="${case#*:}"
+  if "$BKG" render -f "$fixture" >"$tmp/out" 2>"$tmp/err"; then
+    echo "FAIL: bkg render accepted $fixture" >&2; exit 1
+  fi
+  grep -q "$field:" "$tmp/err" || { echo "FAIL: message does not name $field:" >&2; cat "$tmp/err" >&2; exit 1; }
+done
+echo "ok: bad scaling is refused naming spec.scaling.minReplicas and spec.resources.cpu"

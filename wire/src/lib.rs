@@ -39,6 +39,12 @@ pub const RESTARTED_AT: &str = "bkg.rs/restartedAt";
 /// selects EndpointSlices by.
 pub const MANAGER: &str = "bkg-operator";
 
+/// Field manager that owns a Deployment's `spec.replicas` while a Plugin's `spec.scaling` does:
+/// the operator hands the count over to it when it creates the Deployment (so its own applies
+/// can leave the field out without resetting it), and the gateway's autoscaler writes the
+/// scale subresource under it.
+pub const SCALE_MANAGER: &str = "bkg-autoscaler";
+
 /// Media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 

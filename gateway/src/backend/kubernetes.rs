@@ -5,6 +5,7 @@
 //!  watch EndpointSlices ▶ Store<EndpointSlice> ──┘
 //!                       └▶ Routes: plugin ─▶ Arc<[SocketAddr]> ──▶ route(id): one lookup
 //!  start/stop/restart/config ──▶ merge patch of the Plugin (the operator does the rest)
+//!  scale (the autoscaler) ──▶ merge patch of the Deployment's scale subresource + an Event
 //!  logs ──▶ the pods' log subresource
 //! ```
 //!
@@ -18,14 +19,17 @@ mod index;
 use std::sync::Arc;
 
 use bkg_core::Plugin;
-use bkg_core::wire::{Instance, LogLine};
+use bkg_core::crd::ScalingOwner;
+use bkg_core::wire::{Instance, LogLine, SCALE_MANAGER};
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use kube::api::{ListParams, LogParams, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 
 use super::{Backend, BackendError, PluginView, Route};
@@ -48,6 +52,19 @@ pub struct KubernetesBackend {
     plugins: Store<Plugin>,
     slices: Store<EndpointSlice>,
     routes: index::Routes,
+    /// Records an Event on the Plugin for each scale.
+    recorder: Recorder,
+}
+
+/// Who Events the gateway records come from.
+fn recorder(client: &Client) -> Recorder {
+    Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "bkg-gateway".to_owned(),
+            instance: std::env::var("POD_NAME").ok(),
+        },
+    )
 }
 
 impl KubernetesBackend {
@@ -98,6 +115,7 @@ impl KubernetesBackend {
             .await
             .map_err(|_| BackendError::Unavailable("watch ended".into()))?;
         Ok(Self {
+            recorder: recorder(&client),
             client,
             namespace,
             plugins,
@@ -116,6 +134,7 @@ impl KubernetesBackend {
     ) -> Self {
         let routes = index::Routes::from_slices(slices.state().iter().map(Arc::as_ref));
         Self {
+            recorder: recorder(&client),
             client,
             namespace,
             plugins,
@@ -153,6 +172,34 @@ impl KubernetesBackend {
             .await
             .map(|_| ())
             .map_err(|e| map_err(id, e))
+    }
+}
+
+/// The bounds `[min, max]` of a plugin whose replica count the gateway's autoscaler owns; a
+/// Conflict naming the owner otherwise (fixed `replicas`, the HPA of `metric: cpu`, disabled).
+pub fn autoscaler_bounds(plugin: &Plugin) -> Result<(i32, i32), BackendError> {
+    let id = plugin.id();
+    let spec = &plugin.spec;
+    let owner = spec.scaling_owner();
+    match &spec.scaling {
+        _ if !spec.enabled => Err(BackendError::Conflict(format!(
+            "plugin {id:?} is disabled; start it first"
+        ))),
+        Some(s) if owner == ScalingOwner::Autoscaler => {
+            if let Some((field, message)) = spec.cross_field_errors().into_iter().next() {
+                return Err(BackendError::Conflict(format!(
+                    "plugin {id:?} has an invalid spec: {field}: {message}"
+                )));
+            }
+            Ok((s.min_replicas, s.max_replicas))
+        }
+        _ => Err(BackendError::Conflict(format!(
+            "the replica count of plugin {id:?} is owned by {}, not bkg's autoscaler",
+            match owner {
+                ScalingOwner::Hpa => "its HorizontalPodAutoscaler (spec.scaling.metric cpu)",
+                _ => "spec.replicas (kubectl scale or an HPA on the Plugin)",
+            }
+        ))),
     }
 }
 
@@ -345,6 +392,62 @@ impl Backend for KubernetesBackend {
             config
         };
         self.patch(id, json!({"spec": {"config": patch}})).await
+    }
+
+    /// Patches the Deployment's scale subresource under [`SCALE_MANAGER`] (the field manager the
+    /// operator hands the count to, so its applies leave it alone) and records a `Scaled` Event
+    /// on the Plugin. Status (`desiredReplicas`, `lastScaleTime`) is the operator's: it sees the
+    /// Deployment change and writes it.
+    async fn scale(&self, id: &str, replicas: u32, reason: &str) -> Result<u32, BackendError> {
+        let plugin = self.plugin(id)?;
+        let (min, max) = autoscaler_bounds(&plugin)?;
+        let wanted = i32::try_from(replicas)
+            .unwrap_or(i32::MAX)
+            .max(min)
+            .min(max);
+        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &self.namespace);
+        let no_deployment = |e| match e {
+            kube::Error::Api(s) if s.code == 404 => BackendError::Unavailable(format!(
+                "plugin {id:?} has no Deployment yet (is `bkg operator` running?)"
+            )),
+            e => map_err(id, e),
+        };
+        let before = deployments
+            .get_scale(id)
+            .await
+            .map_err(no_deployment)?
+            .spec
+            .and_then(|s| s.replicas)
+            .unwrap_or(0);
+        if before != wanted {
+            let params = PatchParams {
+                field_manager: Some(SCALE_MANAGER.to_owned()),
+                ..PatchParams::default()
+            };
+            let patch = Patch::Merge(json!({"spec": {"replicas": wanted}}));
+            deployments
+                .patch_scale(id, &params, &patch)
+                .await
+                .map_err(no_deployment)?;
+            tracing::info!(plugin = id, from = before, to = wanted, reason, "scaled");
+            let event = Event {
+                type_: EventType::Normal,
+                reason: "Scaled".to_owned(),
+                note: Some(
+                    format!("from {before} to {wanted}: {reason}")
+                        .chars()
+                        .take(1000)
+                        .collect(),
+                ),
+                action: "Scale".to_owned(),
+                secondary: None,
+            };
+            // Best effort: a refused Event must not undo or fail the scale.
+            if let Err(e) = self.recorder.publish(&event, &plugin.object_ref(&())).await {
+                tracing::debug!(plugin = id, error = %e, "scale event not recorded");
+            }
+        }
+        Ok(u32::try_from(wanted).unwrap_or_default())
     }
 
     async fn logs(&self, id: &str, lines: usize) -> Result<Vec<LogLine>, BackendError> {
@@ -575,6 +678,128 @@ mod tests {
                 seen[2].3["spec"]["config"],
                 json!({"greeting": "hi", "lang": null})
             );
+        }
+
+        /// A backend over one Plugin with this spec, whose Deployment is at `now` replicas; the
+        /// fake API server answers the scale subresource and Events, and records each call.
+        fn scaling_backend(spec: Value, now: i32) -> (KubernetesBackend, Seen) {
+            let seen: Seen = Arc::default();
+            let log = seen.clone();
+            let service = tower::service_fn(move |req: Request<Body>| {
+                let log = log.clone();
+                async move {
+                    let method = req.method().to_string();
+                    let path = req.uri().path().to_owned();
+                    let query = req.uri().query().unwrap_or_default().to_owned();
+                    let bytes = req.into_body().collect_bytes().await.unwrap_or_default();
+                    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                    log.lock().expect("log").push((
+                        method.clone(),
+                        path.clone(),
+                        query,
+                        body.clone(),
+                    ));
+                    let scale = |n: &Value| {
+                        json!({"apiVersion": "autoscaling/v1", "kind": "Scale",
+                               "metadata": {"name": "echo", "namespace": "ml"},
+                               "spec": {"replicas": n}, "status": {"replicas": now}})
+                    };
+                    let answer = match (method.as_str(), path.ends_with("/scale")) {
+                        ("GET", true) => scale(&json!(now)),
+                        ("PATCH", true) => scale(&body["spec"]["replicas"]),
+                        _ => body,
+                    };
+                    Ok::<_, std::convert::Infallible>(
+                        Response::builder()
+                            .status(200)
+                            .header("content-type", "application/json")
+                            .body(Body::from(serde_json::to_vec(&answer).expect("json")))
+                            .expect("response"),
+                    )
+                }
+            });
+            let client = Client::new(service, "ml");
+            let (plugins, mut pw) = reflector::store();
+            let (slices, _sw) = reflector::store();
+            let plugin: Plugin = serde_json::from_value(json!({
+                "apiVersion": "bkg.rs/v1alpha1", "kind": "Plugin",
+                "metadata": {"name": "echo", "namespace": "ml", "uid": "u-1", "resourceVersion": "7"},
+                "spec": spec,
+            }))
+            .expect("plugin");
+            pw.apply_watcher_event(&Event::Apply(plugin));
+            (
+                KubernetesBackend::from_stores(client, "ml".into(), plugins, slices),
+                seen,
+            )
+        }
+
+        const SCALE: &str = "/apis/apps/v1/namespaces/ml/deployments/echo/scale";
+
+        #[tokio::test]
+        async fn scale_patches_the_deployments_scale_subresource_within_bounds_and_records_an_event()
+         {
+            let spec =
+                json!({"implementation": "echo", "scaling": {"minReplicas": 0, "maxReplicas": 4}});
+            let (b, seen) = scaling_backend(spec, 1);
+            assert_eq!(
+                b.scale("echo", 9, "in-flight 70 over target 8")
+                    .await
+                    .expect("scale"),
+                4
+            );
+            let seen = seen.lock().expect("log").clone();
+            let calls: Vec<_> = seen
+                .iter()
+                .map(|(m, p, _, _)| (m.as_str(), p.as_str()))
+                .collect();
+            assert_eq!(
+                calls,
+                [
+                    ("GET", SCALE),
+                    ("PATCH", SCALE),
+                    ("POST", "/apis/events.k8s.io/v1/namespaces/ml/events"),
+                ]
+            );
+            let (_, _, query, body) = &seen[1];
+            assert!(query.contains("fieldManager=bkg-autoscaler"), "{query}");
+            assert_eq!(body, &json!({"spec": {"replicas": 4}}));
+            let event = &seen[2].3;
+            assert_eq!(event["reason"], "Scaled");
+            assert_eq!(event["note"], "from 1 to 4: in-flight 70 over target 8");
+            assert_eq!(event["regarding"]["kind"], "Plugin");
+            assert_eq!(event["regarding"]["name"], "echo");
+            assert_eq!(event["reportingController"], "bkg-gateway");
+        }
+
+        #[tokio::test]
+        async fn scale_to_the_current_count_writes_nothing() {
+            let spec =
+                json!({"implementation": "echo", "scaling": {"minReplicas": 2, "maxReplicas": 4}});
+            let (b, seen) = scaling_backend(spec, 2);
+            // 0 is below minReplicas: clamped to 2, which it already has.
+            assert_eq!(b.scale("echo", 0, "idle").await.expect("scale"), 2);
+            let seen = seen.lock().expect("log").clone();
+            assert_eq!(seen.len(), 1, "only the GET: {seen:?}");
+        }
+
+        #[tokio::test]
+        async fn scale_is_refused_for_a_count_the_autoscaler_does_not_own() {
+            for spec in [
+                json!({"implementation": "echo", "replicas": 2}),
+                json!({"implementation": "echo", "resources": {"cpu": "1"},
+                       "scaling": {"minReplicas": 1, "maxReplicas": 4, "metric": "cpu"}}),
+                json!({"implementation": "echo", "enabled": false, "scaling": {"maxReplicas": 4}}),
+                json!({"implementation": "echo", "scaling": {"minReplicas": 5, "maxReplicas": 4}}),
+            ] {
+                let (b, seen) = scaling_backend(spec.clone(), 1);
+                let result = b.scale("echo", 3, "load").await;
+                assert!(
+                    matches!(result, Err(BackendError::Conflict(_))),
+                    "{spec}: {result:?}"
+                );
+                assert!(seen.lock().expect("log").is_empty(), "{spec}: no API call");
+            }
         }
 
         #[tokio::test]

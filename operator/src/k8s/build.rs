@@ -1,15 +1,30 @@
 //! Step 2 of the pipeline: the children a [`ValidatedPlugin`] needs, built without a client.
 //!
 //! ```text
-//!   Plugin ──validate──▶ ValidatedPlugin ──build──▶ Children { ConfigMap, Service, Deployment, PDB? }
+//!   Plugin ──validate──▶ ValidatedPlugin ──build──▶ Children { ConfigMap, Service, Deployment, PDB?, HPA? }
 //! ```
+//!
+//! Who owns the Deployment's `spec.replicas` ([`ReplicaCount`]):
+//!
+//! | Plugin spec                 | owner                                   | operator's apply       |
+//! |-----------------------------|-----------------------------------------|------------------------|
+//! | `replicas` (or neither)     | `spec.replicas` (kubectl scale, an HPA on the Plugin) | `replicas: N` |
+//! | `scaling`, metric `inFlight`| the gateway's autoscaler (scale subresource) | no `replicas` field |
+//! | `scaling`, metric `cpu`     | the rendered HorizontalPodAutoscaler    | no `replicas` field    |
+//! | `enabled: false`            | the operator                            | `replicas: 0`          |
 //!
 //! Pure, so `bkg render` prints exactly what the operator applies and tests check it from YAML.
 
 use std::collections::BTreeMap;
 
+use bkg_core::crd::{Scaling, ScalingOwner};
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::autoscaling::v2::{
+    CrossVersionObjectReference, HPAScalingRules, HorizontalPodAutoscaler,
+    HorizontalPodAutoscalerBehavior, HorizontalPodAutoscalerSpec, MetricSpec, MetricTarget,
+    ResourceMetricSource,
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
@@ -48,8 +63,39 @@ pub struct Children {
     pub config_map: ConfigMap,
     pub service: Service,
     pub deployment: Deployment,
-    /// Only with more than one replica: a PDB over a single pod would block node drains.
+    /// Only when the plugin can have more than one replica (`maxReplicas` when it scales, not
+    /// the count of the moment): a PDB over a single pod would block node drains.
     pub pdb: Option<PodDisruptionBudget>,
+    /// Only for `spec.scaling` with metric `cpu`, while enabled.
+    pub hpa: Option<HorizontalPodAutoscaler>,
+    /// How the Deployment's `spec.replicas` is set.
+    pub replicas: ReplicaCount,
+}
+
+/// How the Deployment's `spec.replicas` is set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplicaCount {
+    /// Part of every apply (`deployment.spec.replicas` is set): the operator owns the count.
+    Applied,
+    /// Owned by the gateway's autoscaler or the HPA: `deployment.spec.replicas` is left out, so
+    /// server-side apply never reverts their writes. The operator sets the count only when it
+    /// creates the Deployment (`initial`) or takes it over from its own earlier applies (the
+    /// current count, kept within `[initial, max]`), and hands it to
+    /// [`bkg_core::wire::SCALE_MANAGER`].
+    HandedOver { initial: i32, max: i32 },
+}
+
+impl ReplicaCount {
+    /// The count a Deployment found at `current` replicas (`None`: not created yet) is handed
+    /// over with.
+    pub fn handover(self, current: Option<i32>) -> Option<i32> {
+        match self {
+            ReplicaCount::Applied => None,
+            ReplicaCount::HandedOver { initial, max } => {
+                Some(current.map_or(initial, |c| c.max(initial).min(max)))
+            }
+        }
+    }
 }
 
 /// Labels every child carries.
@@ -101,7 +147,58 @@ pub fn build(v: &ValidatedPlugin) -> Children {
         config_map: build_config_map(v),
         service: build_service(v),
         deployment: build_deployment(v),
-        pdb: (v.replicas > 1).then(|| build_pdb(v)),
+        pdb: (v.max_replicas() > 1).then(|| build_pdb(v)),
+        hpa: v
+            .scaling
+            .as_ref()
+            .filter(|_| v.enabled && v.scaling_owner == ScalingOwner::Hpa)
+            .map(|s| build_hpa(v, s)),
+        replicas: match v.managed_replicas() {
+            Some(_) => ReplicaCount::Applied,
+            None => ReplicaCount::HandedOver {
+                initial: v.replicas,
+                max: v.max_replicas(),
+            },
+        },
+    }
+}
+
+/// The HorizontalPodAutoscaler of a plugin scaled by CPU: it scales the Deployment (not the
+/// Plugin, whose `spec.replicas` stays unset) between `max(minReplicas, 1)` and `maxReplicas`.
+pub fn build_hpa(v: &ValidatedPlugin, s: &Scaling) -> HorizontalPodAutoscaler {
+    let target = i32::try_from(s.target()).unwrap_or(i32::MAX);
+    let window = i32::try_from(s.scale_down_delay_seconds).unwrap_or(i32::MAX);
+    HorizontalPodAutoscaler {
+        metadata: meta(v, v.name.clone()),
+        spec: HorizontalPodAutoscalerSpec {
+            scale_target_ref: CrossVersionObjectReference {
+                api_version: Some("apps/v1".to_owned()),
+                kind: "Deployment".to_owned(),
+                name: v.name.clone(),
+            },
+            min_replicas: Some(s.min_replicas.max(1)),
+            max_replicas: s.max_replicas,
+            metrics: Some(vec![MetricSpec {
+                type_: "Resource".to_owned(),
+                resource: Some(ResourceMetricSource {
+                    name: "cpu".to_owned(),
+                    target: MetricTarget {
+                        type_: "Utilization".to_owned(),
+                        average_utilization: Some(target),
+                        ..MetricTarget::default()
+                    },
+                }),
+                ..MetricSpec::default()
+            }]),
+            behavior: Some(HorizontalPodAutoscalerBehavior {
+                scale_down: Some(HPAScalingRules {
+                    stabilization_window_seconds: Some(window),
+                    ..HPAScalingRules::default()
+                }),
+                scale_up: None,
+            }),
+        },
+        ..HorizontalPodAutoscaler::default()
     }
 }
 
@@ -157,7 +254,7 @@ pub fn build_deployment(v: &ValidatedPlugin) -> Deployment {
     Deployment {
         metadata: meta(v, v.name.clone()),
         spec: DeploymentSpec {
-            replicas: Some(v.replicas),
+            replicas: v.managed_replicas(),
             revision_history_limit: Some(3),
             selector: LabelSelector {
                 match_labels: Some(selector_labels(&v.name)),

@@ -1,5 +1,5 @@
-//! The Kubernetes controller: Plugin resources become Deployments, Services, ConfigMaps and
-//! PodDisruptionBudgets.
+//! The Kubernetes controller: Plugin resources become Deployments, Services, ConfigMaps,
+//! PodDisruptionBudgets and (for `scaling.metric: cpu`) HorizontalPodAutoscalers.
 //!
 //! ```text
 //!  watch Plugin ─┐                     ┌─ validate (pure) ── InvalidSpec ─▶ status Ready=False, await change
@@ -31,6 +31,7 @@ use std::time::Duration;
 use bkg_core::crd::Plugin;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -162,6 +163,9 @@ pub async fn reconcile(plugin: Arc<Plugin>, ctx: Arc<Context>) -> Result<Action>
         if let Some(t) = status::transition(&old, &new) {
             publish(&ctx, &plugin, t).await;
         }
+        if let Some(t) = status::scaled(&old, &new) {
+            publish(&ctx, &plugin, t).await;
+        }
     }
     ctx.failures().remove(&ObjectRef::from_obj(plugin.as_ref()));
     Ok(action)
@@ -221,15 +225,17 @@ pub async fn controller(
     ctx: Arc<Context>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let (plugins, deployments, services, config_maps, pdbs) = match &config.namespace {
+    let (plugins, deployments, services, config_maps, pdbs, hpas) = match &config.namespace {
         Some(ns) => (
             Api::<Plugin>::namespaced(client.clone(), ns),
             Api::<Deployment>::namespaced(client.clone(), ns),
             Api::<Service>::namespaced(client.clone(), ns),
             Api::<ConfigMap>::namespaced(client.clone(), ns),
             Api::<PodDisruptionBudget>::namespaced(client.clone(), ns),
+            Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), ns),
         ),
         None => (
+            Api::all(client.clone()),
             Api::all(client.clone()),
             Api::all(client.clone()),
             Api::all(client.clone()),
@@ -244,7 +250,8 @@ pub async fn controller(
         .owns(deployments, owned.clone())
         .owns(services, owned.clone())
         .owns(config_maps, owned.clone())
-        .owns(pdbs, owned)
+        .owns(pdbs, owned.clone())
+        .owns(hpas, owned)
         .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)

@@ -4,7 +4,7 @@ use bkg_core::crd::Plugin;
 use kube::ResourceExt;
 use serde::Serialize;
 
-use super::build::{Children, build};
+use super::build::{Children, ReplicaCount, build};
 use super::validate::{Images, InvalidSpec, validate};
 
 /// Why a Plugin could not be rendered.
@@ -29,7 +29,9 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 
 /// Renders every child of every plugin. `namespace` overrides the manifests' namespaces.
 /// Without a uid (the Plugin is not on a cluster yet) the owner reference is left out; the
-/// operator adds it from the live object.
+/// operator adds it from the live object. A Deployment whose count the autoscaler or an HPA
+/// owns is shown as the operator creates it (with its initial `replicas`); later applies leave
+/// the field out.
 pub fn render(
     plugins: &[Plugin],
     namespace: Option<&str>,
@@ -51,14 +53,22 @@ pub fn render(
         let Children {
             config_map,
             service,
-            deployment,
+            mut deployment,
             pdb,
+            hpa,
+            replicas,
         } = build(&v);
+        if let ReplicaCount::HandedOver { .. } = replicas {
+            deployment.spec.replicas = replicas.handover(None);
+        }
         docs.push(to_yaml(&name, &config_map)?);
         docs.push(to_yaml(&name, &service)?);
         docs.push(to_yaml(&name, &deployment)?);
         if let Some(pdb) = pdb {
             docs.push(to_yaml(&name, &pdb)?);
+        }
+        if let Some(hpa) = hpa {
+            docs.push(to_yaml(&name, &hpa)?);
         }
     }
     Ok(docs.iter().map(|d| format!("---\n{d}")).collect::<String>())

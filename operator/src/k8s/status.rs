@@ -4,7 +4,7 @@
 //! status flips, and the caller writes only when the merged status differs from the old one, so
 //! a steady state costs no writes.
 
-use bkg_core::crd::{Phase, Plugin, PluginStatus};
+use bkg_core::crd::{Phase, Plugin, PluginStatus, SCALE_HISTORY, ScaleRecord, ScalingOwner};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
@@ -79,7 +79,13 @@ fn deployment_failure(deployment: &Deployment) -> Option<(String, String)> {
 pub fn observed(plugin: &Plugin, v: &ValidatedPlugin, deployment: &Deployment) -> PluginStatus {
     let old = plugin.status.clone().unwrap_or_default();
     let s = deployment.status.clone().unwrap_or_default();
-    let desired = v.replicas;
+    // The Deployment's own count: the operator's, or what the autoscaler or HPA set.
+    let desired = deployment
+        .spec
+        .replicas
+        .filter(|_| v.managed_replicas().is_none())
+        .unwrap_or(v.replicas);
+    let autoscaled = v.managed_replicas().is_none();
     let ready = s.ready_replicas.unwrap_or(0);
     let updated = s.updated_replicas.unwrap_or(0);
     let total = s.replicas.unwrap_or(0);
@@ -87,7 +93,10 @@ pub fn observed(plugin: &Plugin, v: &ValidatedPlugin, deployment: &Deployment) -
     let rolled_out = seen && updated >= desired && ready >= desired && total == desired;
     let failure = deployment_failure(deployment);
 
-    let phase = if desired == 0 {
+    let phase = if desired == 0 && autoscaled && total == 0 {
+        // Scaled to zero: the gateway holds an invoke while a replica starts, so it serves.
+        Phase::Running
+    } else if desired == 0 {
         if total > 0 {
             Phase::Stopping
         } else {
@@ -102,6 +111,13 @@ pub fn observed(plugin: &Plugin, v: &ValidatedPlugin, deployment: &Deployment) -
     };
     let ready_condition = if !v.enabled {
         condition(READY, false, "Disabled", "spec.enabled is false")
+    } else if desired == 0 && autoscaled {
+        condition(
+            READY,
+            true,
+            "ScaledToZero",
+            "scaled to zero by the autoscaler: an invoke is held while a replica starts",
+        )
     } else if desired == 0 {
         condition(READY, false, "ScaledToZero", "spec.replicas is 0")
     } else if ready >= desired {
@@ -180,8 +196,25 @@ pub fn observed(plugin: &Plugin, v: &ValidatedPlugin, deployment: &Deployment) -
 }
 
 /// Merges `new` into `old`: a condition whose status did not change keeps its transition time;
-/// one that did, or is new, gets `now`.
+/// one that did, or is new, gets `now`. A change of the desired count sets `lastScaleTime` and
+/// is added to `scaleHistory` (the last [`SCALE_HISTORY`]), which the dashboard's timeline shows.
 pub fn merge(old: &PluginStatus, mut new: PluginStatus, now: &Time) -> PluginStatus {
+    new.last_scale_time.clone_from(&old.last_scale_time);
+    new.scale_history.clone_from(&old.scale_history);
+    if let (Some(from), Some(to)) = (old.desired_replicas, new.desired_replicas)
+        && from != to
+    {
+        let time = now.0.to_string();
+        new.last_scale_time = Some(time.clone());
+        new.scale_history.push(ScaleRecord {
+            time,
+            from,
+            to,
+            reason: format!("by {}", scaled_by(new.scaling_owner)),
+        });
+        let excess = new.scale_history.len().saturating_sub(SCALE_HISTORY);
+        new.scale_history.drain(..excess);
+    }
     for c in &mut new.conditions {
         c.observed_generation = new.observed_generation;
         c.last_transition_time = match old.conditions.iter().find(|o| o.type_ == c.type_) {
@@ -227,6 +260,30 @@ pub fn transition(old: &PluginStatus, new: &PluginStatus) -> Option<Transition> 
         reason,
         note,
     })
+}
+
+/// The Event a change of the desired count deserves. The gateway records its own scales
+/// (owner `autoscaler`) on the Plugin; the operator records the others: `kubectl scale` or an
+/// HPA on the Plugin (owner `replicas`) and the rendered HPA (owner `hpa`).
+pub fn scaled(old: &PluginStatus, new: &PluginStatus) -> Option<Transition> {
+    let (from, to) = (old.desired_replicas?, new.desired_replicas?);
+    if from == to || new.scaling_owner == Some(ScalingOwner::Autoscaler) {
+        return None;
+    }
+    Some(Transition {
+        warning: false,
+        reason: "Scaled",
+        note: format!("from {from} to {to}: {}", scaled_by(new.scaling_owner)),
+    })
+}
+
+/// Who changed the count, as Events and `scaleHistory` say it.
+fn scaled_by(owner: Option<ScalingOwner>) -> &'static str {
+    match owner {
+        Some(ScalingOwner::Hpa) => "the HorizontalPodAutoscaler",
+        Some(ScalingOwner::Autoscaler) => "bkg's autoscaler (the gateway's Scaled Events say why)",
+        _ => "spec.replicas",
+    }
 }
 
 /// Writes `status` through the status subresource (server-side apply, same field manager).
@@ -312,6 +369,88 @@ mod tests {
             transition(&PluginStatus::default(), &s).map(|t| t.reason),
             Some("InvalidSpec")
         );
+    }
+
+    #[test]
+    fn an_autoscaled_plugin_at_zero_serves_and_reports_the_deployments_count() {
+        let p = plugin_from_yaml(
+            "spec: {implementation: echo, scaling: {minReplicas: 0, maxReplicas: 4}}",
+        );
+        let v = validate(&p, &Images::default()).expect("valid");
+        let mut d = deployment_status(0, 0, 0);
+        d.spec.replicas = Some(0);
+        let s = observed(&p, &v, &d);
+        assert_eq!(s.phase, Some(Phase::Running));
+        assert_eq!(cond(&s, READY).reason, "ScaledToZero");
+        assert_eq!(cond(&s, READY).status, "True");
+        // The autoscaler scaled to 3: desired follows the Deployment, not minReplicas.
+        let mut d = deployment_status(1, 3, 3);
+        d.spec.replicas = Some(3);
+        let s = observed(&p, &v, &d);
+        assert_eq!(s.desired_replicas, Some(3));
+        assert_eq!(cond(&s, READY).reason, "SomeReplicasReady");
+    }
+
+    #[test]
+    fn a_scale_moves_last_scale_time_and_is_an_event_unless_the_gateway_made_it() {
+        let one = merge(
+            &PluginStatus::default(),
+            status_of("spec: {implementation: echo, replicas: 1}", 1, 1, 1),
+            &at(100),
+        );
+        assert_eq!(one.last_scale_time, None, "a first status is no scale");
+        let three = merge(
+            &one,
+            status_of("spec: {implementation: echo, replicas: 3}", 1, 3, 3),
+            &at(200),
+        );
+        assert_eq!(
+            three.last_scale_time.as_deref(),
+            Some("1970-01-01T00:03:20Z")
+        );
+        assert_eq!(
+            three.scale_history,
+            [ScaleRecord {
+                time: "1970-01-01T00:03:20Z".into(),
+                from: 1,
+                to: 3,
+                reason: "by spec.replicas".into(),
+            }]
+        );
+        let event = scaled(&one, &three).expect("event");
+        assert_eq!(
+            (event.reason, event.note.as_str()),
+            ("Scaled", "from 1 to 3: spec.replicas")
+        );
+        // Same count later: the time stays, no event, no write.
+        let again = merge(
+            &three,
+            status_of("spec: {implementation: echo, replicas: 3}", 1, 3, 3),
+            &at(300),
+        );
+        assert_eq!(again.last_scale_time, three.last_scale_time);
+        assert_eq!(again.scale_history, three.scale_history);
+        // The history keeps the last SCALE_HISTORY changes.
+        let mut s = again.clone();
+        for n in 4..30 {
+            s = merge(
+                &s,
+                status_of(
+                    &format!("spec: {{implementation: echo, replicas: {n}}}"),
+                    1,
+                    1,
+                    1,
+                ),
+                &at(300 + i64::from(n)),
+            );
+        }
+        assert_eq!(s.scale_history.len(), SCALE_HISTORY);
+        assert_eq!(s.scale_history.last().map(|r| r.to), Some(29));
+        assert_eq!(scaled(&three, &again), None);
+        // The gateway's autoscaler records its own Events.
+        let mut by_gateway = three.clone();
+        by_gateway.scaling_owner = Some(ScalingOwner::Autoscaler);
+        assert_eq!(scaled(&one, &by_gateway), None);
     }
 
     #[test]

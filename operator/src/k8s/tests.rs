@@ -33,6 +33,8 @@ enum Reply {
 struct Step {
     method: &'static str,
     path: String,
+    /// Field manager of a PATCH (a server-side apply with force).
+    manager: &'static str,
     check: Box<dyn Fn(&Value) + Send>,
     reply: Reply,
 }
@@ -41,6 +43,7 @@ fn step(method: &'static str, path: &str, reply: Reply) -> Step {
     Step {
         method,
         path: path.to_owned(),
+        manager: super::MANAGER,
         check: Box::new(|_| {}),
         reply,
     }
@@ -51,18 +54,24 @@ impl Step {
         self.check = Box::new(f);
         self
     }
+
+    fn manager(mut self, manager: &'static str) -> Self {
+        self.manager = manager;
+        self
+    }
 }
 
 const CM: &str = "/api/v1/namespaces/default/configmaps/echo-config";
 const SVC: &str = "/api/v1/namespaces/default/services/echo";
 const PDB: &str = "/apis/policy/v1/namespaces/default/poddisruptionbudgets/echo";
 const DEPLOY: &str = "/apis/apps/v1/namespaces/default/deployments/echo";
+const HPA: &str = "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/echo";
 const STATUS: &str = "/apis/bkg.rs/v1alpha1/namespaces/default/plugins/echo/status";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
 
 fn status_json(code: u16) -> Value {
     json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": code,
-           "reason": if code == 409 { "Conflict" } else { "InternalError" },
+           "reason": match code { 404 => "NotFound", 409 => "Conflict", _ => "InternalError" },
            "message": format!("scripted {code}")})
 }
 
@@ -81,7 +90,7 @@ async fn serve(mut handle: Handle, steps: Vec<Step>) {
         );
         if method == "PATCH" {
             assert!(
-                query.contains("fieldManager=bkg-operator"),
+                query.contains(&format!("fieldManager={}", s.manager)),
                 "step {i}: {query}"
             );
             assert!(
@@ -232,6 +241,7 @@ async fn cpu_plugin_gets_its_children_and_becomes_running() {
                 25
             );
         }),
+        step("DELETE", HPA, Reply::Code(404)),
         step("PATCH", STATUS, Reply::Plugin(Box::new(plugin.clone()))).check(|b| {
             let s = &b["status"];
             assert_eq!(s["phase"], "Running");
@@ -279,6 +289,7 @@ async fn gpu_plugin_gets_gpus_tolerations_and_a_pdb() {
                 assert_eq!(pod["tolerations"][0]["effect"], "NoSchedule");
                 assert_eq!(pod["nodeSelector"]["nvidia.com/gpu.product"], "NVIDIA-L4");
             }),
+        step("DELETE", HPA, Reply::Code(404)),
         step("PATCH", STATUS, Reply::Plugin(Box::new(plugin.clone()))).check(|b| {
             assert_eq!(b["status"]["phase"], "Starting");
             assert_eq!(condition(&b["status"], "Progressing")["status"], "True");
@@ -303,6 +314,7 @@ async fn disabled_plugin_scales_to_zero_and_is_stopped() {
             Reply::Echo(Some(json!({"observedGeneration": 1}))),
         )
         .check(|b| assert_eq!(b["spec"]["replicas"], 0)),
+        step("DELETE", HPA, Reply::Code(404)),
         step("PATCH", STATUS, Reply::Plugin(Box::new(plugin.clone()))).check(|b| {
             assert_eq!(b["status"]["phase"], "Stopped");
             assert_eq!(condition(&b["status"], "Ready")["reason"], "Disabled");
@@ -325,6 +337,7 @@ async fn steady_template_annotations(plugin: Plugin) -> Value {
             tx.send(b["spec"]["template"]["metadata"]["annotations"].clone())
                 .expect("send");
         }),
+        step("DELETE", HPA, Reply::Code(404)),
     ];
     let (result, ctx) = run(plugin, steps).await;
     result.expect("reconciled");
@@ -390,6 +403,7 @@ async fn scaling_down_to_one_replica_deletes_the_pdb() {
         step("PATCH", SVC, Reply::Echo(None)),
         step("DELETE", PDB, Reply::Json(pdb)),
         step("PATCH", DEPLOY, Reply::Echo(Some(running()))),
+        step("DELETE", HPA, Reply::Code(404)),
     ];
     let (result, _) = run(plugin, steps).await;
     result.expect("reconciled");
@@ -493,6 +507,7 @@ async fn conflict_is_retried_within_the_reconcile() {
         step("DELETE", PDB, Reply::Code(404)),
         step("PATCH", DEPLOY, Reply::Code(409)),
         step("PATCH", DEPLOY, Reply::Echo(Some(running()))),
+        step("DELETE", HPA, Reply::Code(404)),
     ];
     let (result, _) = run(plugin, steps).await;
     result.expect("conflict retried");
@@ -530,4 +545,306 @@ async fn server_errors_requeue_with_growing_backoff() {
         result.expect_err("conflict persists").category(),
         "conflict"
     );
+}
+
+/// A live Deployment at `replicas`, whose `spec.replicas` field `manager` last wrote (through
+/// the scale subresource when `subresource` is set), running every replica.
+fn live_deployment(replicas: i32, manager: &str, subresource: Option<&str>) -> Value {
+    let mut entry = json!({
+        "manager": manager,
+        "operation": if subresource.is_some() { "Update" } else { "Apply" },
+        "apiVersion": "apps/v1",
+        "fieldsType": "FieldsV1",
+        "fieldsV1": {"f:spec": {"f:replicas": {}}},
+    });
+    if let Some(sub) = subresource {
+        entry["subresource"] = json!(sub);
+    }
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "echo", "namespace": "default", "generation": 4,
+                     "managedFields": [
+                        {"manager": "bkg-operator", "operation": "Apply", "apiVersion": "apps/v1",
+                         "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:template": {}}}},
+                        entry,
+                     ]},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app.kubernetes.io/instance": "echo"}},
+                 "template": {"spec": {"containers": []}}},
+        "status": {"observedGeneration": 4, "replicas": replicas, "updatedReplicas": replicas,
+                   "readyReplicas": replicas, "availableReplicas": replicas},
+    })
+}
+
+#[tokio::test]
+async fn kubectl_scale_of_the_plugin_is_followed_not_reverted() {
+    // The manifest said 1; `kubectl scale plugin/echo --replicas=3` wrote spec.replicas through
+    // the Plugin's scale subresource.
+    let mut plugin = settled(plugin_from_yaml(
+        "spec: {implementation: echo, replicas: 1, resources: {cpu: 500m}}",
+    ));
+    plugin.spec.replicas = Some(3);
+    plugin.metadata.generation = Some(2);
+    let steps = vec![
+        step("PATCH", CM, Reply::Echo(None)),
+        step("PATCH", SVC, Reply::Echo(None)),
+        // More than one replica now: a PDB.
+        step("PATCH", PDB, Reply::Echo(None)),
+        step(
+            "PATCH",
+            DEPLOY,
+            Reply::Json(live_deployment(3, "bkg-operator", None)),
+        )
+        .check(|b| assert_eq!(b["spec"]["replicas"], 3, "the scaled count, not 1")),
+        step("DELETE", HPA, Reply::Code(404)),
+        step("PATCH", STATUS, Reply::Plugin(Box::new(plugin.clone()))).check(|b| {
+            let s = &b["status"];
+            assert_eq!(s["desiredReplicas"], 3);
+            assert_eq!(s["replicas"], 3);
+            assert_eq!(s["scalingOwner"], "replicas");
+            assert!(s["lastScaleTime"].is_string(), "{s}");
+            assert_eq!(s["scaleHistory"][0]["from"], 1);
+            assert_eq!(s["scaleHistory"][0]["to"], 3);
+            assert_eq!(s["scaleHistory"][0]["reason"], "by spec.replicas");
+        }),
+        step("POST", EVENTS, Reply::Echo(None)).check(|b| {
+            assert_eq!(b["reason"], "Scaled");
+            assert_eq!(b["note"], "from 1 to 3: spec.replicas");
+        }),
+    ];
+    let (result, _) = run(plugin, steps).await;
+    result.expect("reconciled");
+}
+
+const AUTOSCALED: &str = "
+spec:
+  implementation: echo
+  scaling: {minReplicas: 0, maxReplicas: 4}";
+
+#[tokio::test]
+async fn autoscaled_deployment_is_applied_without_replicas_so_scale_writes_survive() {
+    // The gateway's autoscaler set 3 through the Deployment's scale subresource.
+    let plugin = plugin_from_yaml(AUTOSCALED);
+    let steps = vec![
+        step("PATCH", CM, Reply::Echo(None)),
+        step("PATCH", SVC, Reply::Echo(None)),
+        // The PDB follows maxReplicas (4), not the count of the moment.
+        step("PATCH", PDB, Reply::Echo(None)),
+        step(
+            "GET",
+            DEPLOY,
+            Reply::Json(live_deployment(3, "bkg-autoscaler", Some("scale"))),
+        ),
+        step(
+            "PATCH",
+            DEPLOY,
+            Reply::Json(live_deployment(3, "bkg-autoscaler", Some("scale"))),
+        )
+        .check(|b| {
+            assert_eq!(b["kind"], "Deployment");
+            assert!(b["spec"].get("replicas").is_none(), "{}", b["spec"]);
+            assert!(b["spec"]["template"].is_object());
+        }),
+        step("DELETE", HPA, Reply::Code(404)),
+        step("PATCH", STATUS, Reply::Plugin(Box::new(plugin.clone()))).check(|b| {
+            let s = &b["status"];
+            assert_eq!(s["desiredReplicas"], 3, "what the autoscaler set");
+            assert_eq!(s["scalingOwner"], "autoscaler");
+            assert_eq!(
+                s["selector"],
+                "app.kubernetes.io/instance=echo,app.kubernetes.io/name=bkg-plugin"
+            );
+        }),
+        // The phase change only: the gateway records its own scales.
+        step("POST", EVENTS, Reply::Echo(None)).check(|b| assert_eq!(b["reason"], "Running")),
+    ];
+    let (result, _) = run(plugin, steps).await;
+    result.expect("reconciled");
+}
+
+#[tokio::test]
+async fn autoscaled_deployment_is_created_at_min_and_handed_to_the_autoscaler() {
+    let plugin = plugin_from_yaml(AUTOSCALED);
+    let steps = vec![
+        step("PATCH", CM, Reply::Echo(None)),
+        step("PATCH", SVC, Reply::Echo(None)),
+        step("PATCH", PDB, Reply::Echo(None)),
+        step("GET", DEPLOY, Reply::Code(404)),
+        // Created at minReplicas (0: scaled to zero until the first invoke) …
+        step(
+            "PATCH",
+            DEPLOY,
+            Reply::Echo(Some(json!({"observedGeneration": 1}))),
+        )
+        .check(|b| assert_eq!(b["spec"]["replicas"], 0)),
+        // … and the count handed to the autoscaler's field manager, alone.
+        step("PATCH", DEPLOY, Reply::Echo(None))
+            .manager(bkg_core::wire::SCALE_MANAGER)
+            .check(|b| {
+                assert_eq!(b["spec"], json!({"replicas": 0}));
+                assert_eq!(b["metadata"]["name"], "echo");
+            }),
+        step("DELETE", HPA, Reply::Code(404)),
+        step("PATCH", STATUS, Reply::Plugin(Box::new(plugin.clone()))).check(|b| {
+            let s = &b["status"];
+            assert_eq!(s["desiredReplicas"], 0);
+            assert_eq!(s["phase"], "Running", "scaled to zero still serves");
+            assert_eq!(condition(s, "Ready")["reason"], "ScaledToZero");
+            assert_eq!(condition(s, "Ready")["status"], "True");
+        }),
+        step("POST", EVENTS, Reply::Echo(None)),
+    ];
+    let (result, _) = run(plugin, steps).await;
+    result.expect("reconciled");
+}
+
+#[tokio::test]
+async fn a_count_the_operator_applied_is_handed_over_within_bounds_before_it_is_left_out() {
+    // The Plugin had `replicas: 6` (the operator's apply owns 6); now it scales between 0 and 4.
+    let plugin = settled(plugin_from_yaml(AUTOSCALED));
+    let steps = vec![
+        step("PATCH", CM, Reply::Echo(None)),
+        step("PATCH", SVC, Reply::Echo(None)),
+        step("PATCH", PDB, Reply::Echo(None)),
+        step(
+            "GET",
+            DEPLOY,
+            Reply::Json(live_deployment(6, "bkg-operator", None)),
+        ),
+        step("PATCH", DEPLOY, Reply::Echo(None))
+            .manager(bkg_core::wire::SCALE_MANAGER)
+            .check(|b| assert_eq!(b["spec"], json!({"replicas": 4}))),
+        step("PATCH", DEPLOY, Reply::Echo(Some(running())))
+            .check(|b| assert!(b["spec"].get("replicas").is_none())),
+        step("DELETE", HPA, Reply::Code(404)),
+    ];
+    let (result, _) = run(plugin, steps).await;
+    result.expect("reconciled");
+}
+
+#[tokio::test]
+async fn cpu_scaling_renders_an_hpa_and_leaves_the_count_to_it() {
+    let plugin = plugin_from_yaml(
+        "spec:
+  implementation: echo
+  resources: {cpu: 500m}
+  scaling: {minReplicas: 2, maxReplicas: 5, metric: cpu, target: 70, scaleDownDelaySeconds: 120}",
+    );
+    let steps = vec![
+        step("PATCH", CM, Reply::Echo(None)),
+        step("PATCH", SVC, Reply::Echo(None)),
+        step("PATCH", PDB, Reply::Echo(None)),
+        // The HPA controller scaled the Deployment to 4.
+        step(
+            "GET",
+            DEPLOY,
+            Reply::Json(live_deployment(4, "kube-controller-manager", Some("scale"))),
+        ),
+        step(
+            "PATCH",
+            DEPLOY,
+            Reply::Json(live_deployment(4, "kube-controller-manager", Some("scale"))),
+        )
+        .check(|b| assert!(b["spec"].get("replicas").is_none(), "{}", b["spec"])),
+        step("PATCH", HPA, Reply::Echo(None)).check(|b| {
+            assert_eq!(b["apiVersion"], "autoscaling/v2");
+            assert_eq!(b["kind"], "HorizontalPodAutoscaler");
+            assert_eq!(b["metadata"]["ownerReferences"][0]["kind"], "Plugin");
+            let spec = &b["spec"];
+            assert_eq!(
+                spec["scaleTargetRef"],
+                json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "echo"})
+            );
+            assert_eq!(
+                (spec["minReplicas"].as_i64(), spec["maxReplicas"].as_i64()),
+                (Some(2), Some(5))
+            );
+            assert_eq!(
+                spec["metrics"],
+                json!([{"type": "Resource", "resource": {"name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": 70}}}])
+            );
+            assert_eq!(
+                spec["behavior"]["scaleDown"]["stabilizationWindowSeconds"],
+                120
+            );
+        }),
+        step("PATCH", STATUS, Reply::Plugin(Box::new(plugin.clone()))).check(|b| {
+            assert_eq!(b["status"]["desiredReplicas"], 4);
+            assert_eq!(b["status"]["scalingOwner"], "hpa");
+        }),
+        step("POST", EVENTS, Reply::Echo(None)),
+    ];
+    let (result, _) = run(plugin, steps).await;
+    result.expect("reconciled");
+}
+
+#[tokio::test]
+async fn bad_scaling_is_refused_naming_the_field_and_the_deployment_is_left_alone() {
+    for (yaml, fields) in [
+        (
+            "spec: {implementation: echo, scaling: {minReplicas: 5, maxReplicas: 2}}",
+            &["spec.scaling.minReplicas"][..],
+        ),
+        (
+            "spec: {implementation: echo, scaling: {minReplicas: -1, maxReplicas: 2, target: 0}}",
+            &["spec.scaling.minReplicas", "spec.scaling.target"][..],
+        ),
+        (
+            "spec: {implementation: echo, replicas: 2, scaling: {maxReplicas: 2}}",
+            &["spec.replicas"][..],
+        ),
+        (
+            "spec: {implementation: echo, scaling: {minReplicas: 1, maxReplicas: 2, metric: cpu}}",
+            &["spec.resources.cpu"][..],
+        ),
+    ] {
+        // It ran before as a valid Plugin: its status keeps the replicas it had.
+        let mut plugin = settled(plugin_from_yaml("spec: {implementation: echo}"));
+        plugin.spec = plugin_from_yaml(yaml).spec;
+        let fields: Vec<&'static str> = fields.to_vec();
+        // No apply of any child: the last valid Deployment keeps serving.
+        let steps = vec![
+            step("PATCH", STATUS, Reply::Plugin(Box::new(plugin.clone()))).check(move |b| {
+                let s = &b["status"];
+                let ready = condition(s, "Ready");
+                assert_eq!(
+                    (ready["status"].as_str(), ready["reason"].as_str()),
+                    (Some("False"), Some("InvalidSpec"))
+                );
+                let message = ready["message"].as_str().unwrap_or_default();
+                for f in &fields {
+                    assert!(message.contains(&format!("{f}:")), "{message} names {f}");
+                }
+                assert_eq!(s["readyReplicas"], 1);
+            }),
+            step("POST", EVENTS, Reply::Echo(None))
+                .check(|b| assert_eq!(b["reason"], "InvalidSpec")),
+        ];
+        let (result, _) = run(plugin, steps).await;
+        assert_eq!(result.expect("reconciled"), Action::await_change());
+    }
+}
+
+#[tokio::test]
+async fn a_lowered_max_moves_the_autoscalers_count_inside_at_once() {
+    // The autoscaler had 6 under maxReplicas 8; the manifest now says 4.
+    let plugin = settled(plugin_from_yaml(AUTOSCALED));
+    let steps = vec![
+        step("PATCH", CM, Reply::Echo(None)),
+        step("PATCH", SVC, Reply::Echo(None)),
+        step("PATCH", PDB, Reply::Echo(None)),
+        step(
+            "GET",
+            DEPLOY,
+            Reply::Json(live_deployment(6, "bkg-autoscaler", Some("scale"))),
+        ),
+        step("PATCH", DEPLOY, Reply::Echo(None))
+            .manager(bkg_core::wire::SCALE_MANAGER)
+            .check(|b| assert_eq!(b["spec"], json!({"replicas": 4}))),
+        step("PATCH", DEPLOY, Reply::Echo(Some(running())))
+            .check(|b| assert!(b["spec"].get("replicas").is_none())),
+        step("DELETE", HPA, Reply::Code(404)),
+    ];
+    let (result, _) = run(plugin, steps).await;
+    result.expect("reconciled");
 }

@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 
 use bkg_core::crd::KeySource;
-use bkg_core::crd::{GpuRequest, ModelCache, Plugin};
+use bkg_core::crd::{GpuRequest, ModelCache, Plugin, Scaling, ScalingMetric, ScalingOwner};
 use bkg_core::manifest::{validate_env, validate_id};
 use bkg_core::quantity;
 use bkg_core::wire::FieldError;
@@ -35,6 +35,9 @@ pub const RESERVED_ENV: [&str; 7] = [
 ];
 
 const OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+
+/// Longest `behavior.scaleDown.stabilizationWindowSeconds` the HPA API accepts.
+pub const HPA_MAX_STABILIZATION_SECS: u32 = 3600;
 
 /// Runtime images the operator chooses from when a Plugin names none.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,8 +79,13 @@ pub struct ValidatedPlugin {
     pub owner: Option<OwnerReference>,
     pub implementation: String,
     pub enabled: bool,
-    /// Replicas the Deployment gets: 0 while disabled.
+    /// Replicas the Deployment gets while the operator owns the count (fixed, or 0 while
+    /// disabled); otherwise the count it is created with.
     pub replicas: i32,
+    /// Who owns the replica count (`spec.replicas`, the gateway's autoscaler, or the HPA).
+    pub scaling_owner: ScalingOwner,
+    /// `spec.scaling`, validated.
+    pub scaling: Option<Scaling>,
     pub image: String,
     /// `imagePullSecrets` of the pods.
     pub pull_secrets: Vec<String>,
@@ -95,6 +103,24 @@ pub struct ValidatedPlugin {
     pub model_cache: ModelCache,
     /// Value of the Plugin's [`RESTARTED_AT`] annotation.
     pub restarted_at: Option<String>,
+}
+
+impl ValidatedPlugin {
+    /// The Deployment's `spec.replicas` when the operator owns it: the fixed count, or 0 while
+    /// disabled. `None` when the gateway's autoscaler or the HPA owns it: the operator's apply
+    /// then leaves the field out, so server-side apply neither owns nor reverts their writes.
+    pub fn managed_replicas(&self) -> Option<i32> {
+        (!self.enabled || self.scaling_owner == ScalingOwner::Replicas).then_some(self.replicas)
+    }
+
+    /// The most replicas the plugin can have: PDBs follow it, not the count of the moment.
+    pub fn max_replicas(&self) -> i32 {
+        match (&self.scaling, self.enabled) {
+            (_, false) => 0,
+            (Some(s), true) => s.max_replicas,
+            (None, true) => self.replicas,
+        }
+    }
 }
 
 /// Why a spec cannot run. Not retried: the operator waits for the Plugin to change.
@@ -250,6 +276,30 @@ pub fn validate(plugin: &Plugin, images: &Images) -> Result<ValidatedPlugin, Inv
     } else {
         field(&mut errors, "spec.config", "must be an object");
     }
+    if let Some(s) = spec
+        .scaling
+        .as_ref()
+        .filter(|s| s.metric == ScalingMetric::Cpu)
+    {
+        // The HPA measures utilisation against the pods' CPU request.
+        if spec.resources.cpu.is_none() {
+            field(
+                &mut errors,
+                "spec.resources.cpu",
+                "required with spec.scaling.metric cpu: utilisation is measured against this request",
+            );
+        }
+        if s.scale_down_delay_seconds > HPA_MAX_STABILIZATION_SECS {
+            field(
+                &mut errors,
+                "spec.scaling.scaleDownDelaySeconds",
+                format!(
+                    "{} is above {HPA_MAX_STABILIZATION_SECS}, the most a HorizontalPodAutoscaler (metric cpu) waits",
+                    s.scale_down_delay_seconds
+                ),
+            );
+        }
+    }
     if spec.image.as_deref().is_some_and(|i| i.trim().is_empty()) {
         field(&mut errors, "spec.image", "must not be empty when set");
     }
@@ -293,6 +343,8 @@ pub fn validate(plugin: &Plugin, images: &Images) -> Result<ValidatedPlugin, Inv
         implementation: spec.implementation.clone(),
         enabled: spec.enabled,
         replicas: spec.initial_replicas(),
+        scaling_owner: spec.scaling_owner(),
+        scaling: spec.scaling.clone(),
         image,
         pull_secrets: images.pull_secrets.clone(),
         memory: spec.resources.memory.clone(),
@@ -424,6 +476,23 @@ mod tests {
     }
 
     #[test]
+    fn cpu_scaling_needs_a_cpu_request_and_an_hpa_sized_delay() {
+        assert_eq!(
+            errors_of(
+                "spec: {implementation: echo, scaling: {minReplicas: 1, maxReplicas: 3, metric: cpu, scaleDownDelaySeconds: 7200}}"
+            ),
+            ["spec.resources.cpu", "spec.scaling.scaleDownDelaySeconds"]
+        );
+        // inFlight needs neither.
+        assert!(
+            errors_of(
+                "spec: {implementation: echo, scaling: {minReplicas: 0, maxReplicas: 3, scaleDownDelaySeconds: 7200}}"
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
     fn the_gateways_key_secret_cannot_be_referenced() {
         let images = Images {
             protected_secrets: vec!["bkg-system/bkg-api-keys".into()],
@@ -442,6 +511,24 @@ mod tests {
         );
         // A Secret of that name elsewhere is the other namespace's own.
         assert!(validate(&in_ns("ml"), &images).is_ok());
+    }
+
+    #[test]
+    fn the_operator_owns_the_count_only_when_fixed_or_disabled() {
+        let of = |yaml: &str| validate(&plugin_from_yaml(yaml), &Images::default()).expect("valid");
+        let fixed = of("spec: {implementation: echo, replicas: 2}");
+        assert_eq!(
+            (fixed.managed_replicas(), fixed.max_replicas()),
+            (Some(2), 2)
+        );
+        let scaled = of("spec: {implementation: echo, scaling: {minReplicas: 0, maxReplicas: 5}}");
+        assert_eq!(
+            (scaled.managed_replicas(), scaled.max_replicas()),
+            (None, 5)
+        );
+        assert_eq!(scaled.replicas, 0);
+        let off = of("spec: {implementation: echo, enabled: false, scaling: {maxReplicas: 5}}");
+        assert_eq!((off.managed_replicas(), off.max_replicas()), (Some(0), 0));
     }
 
     #[test]

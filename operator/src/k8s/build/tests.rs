@@ -328,3 +328,77 @@ fn the_pod_gets_only_its_settings_and_spec_env_never_a_secret() {
     let volumes = pod.volumes.as_deref().unwrap_or_default();
     assert!(volumes.iter().all(|v| v.secret.is_none()), "{volumes:?}");
 }
+
+#[test]
+fn fixed_replicas_are_applied_with_every_deployment() {
+    let c = children("spec: {implementation: echo, replicas: 3}");
+    assert_eq!(c.deployment.spec.replicas, Some(3));
+    assert_eq!(c.replicas, ReplicaCount::Applied);
+    assert!(c.pdb.is_some());
+    assert_eq!(c.hpa, None);
+    // Neither replicas nor scaling: one replica, still the operator's.
+    let one = children("spec: {implementation: echo}");
+    assert_eq!(one.deployment.spec.replicas, Some(1));
+    assert_eq!(one.replicas, ReplicaCount::Applied);
+}
+
+#[test]
+fn autoscaled_deployment_leaves_replicas_out_and_the_pdb_follows_the_max() {
+    let c = children("spec: {implementation: echo, scaling: {minReplicas: 0, maxReplicas: 4}}");
+    assert_eq!(c.deployment.spec.replicas, None);
+    assert_eq!(c.replicas, ReplicaCount::HandedOver { initial: 0, max: 4 });
+    assert!(c.pdb.is_some(), "max 4 although at 0 now");
+    assert_eq!(c.hpa, None, "inFlight: the gateway scales, no HPA");
+    let serialized = serde_json::to_value(&c.deployment).expect("json");
+    assert!(serialized["spec"].get("replicas").is_none());
+
+    let single =
+        children("spec: {implementation: echo, scaling: {minReplicas: 0, maxReplicas: 1}}");
+    assert_eq!(single.pdb, None);
+}
+
+#[test]
+fn a_disabled_autoscaled_plugin_is_the_operators_zero() {
+    let c = children(
+        "spec: {implementation: echo, enabled: false, resources: {cpu: 1}, scaling: {minReplicas: 1, maxReplicas: 4, metric: cpu}}",
+    );
+    assert_eq!(c.deployment.spec.replicas, Some(0));
+    assert_eq!(c.replicas, ReplicaCount::Applied);
+    assert_eq!((c.pdb, c.hpa), (None, None));
+}
+
+#[test]
+fn handover_keeps_the_current_count_within_bounds() {
+    let r = ReplicaCount::HandedOver { initial: 1, max: 4 };
+    assert_eq!(r.handover(None), Some(1));
+    assert_eq!(r.handover(Some(0)), Some(1));
+    assert_eq!(r.handover(Some(3)), Some(3));
+    assert_eq!(r.handover(Some(9)), Some(4));
+    assert_eq!(ReplicaCount::Applied.handover(Some(3)), None);
+}
+
+#[test]
+fn cpu_scaling_gets_an_hpa_on_the_deployment() {
+    let c = children(
+        "spec: {implementation: echo, resources: {cpu: 250m}, scaling: {minReplicas: 1, maxReplicas: 6, metric: cpu}}",
+    );
+    let hpa = c.hpa.expect("hpa");
+    assert_eq!(hpa.metadata.name.as_deref(), Some("echo"));
+    assert!(hpa.metadata.owner_references.is_some());
+    let spec = hpa.spec;
+    assert_eq!(spec.scale_target_ref.kind, "Deployment");
+    assert_eq!(spec.scale_target_ref.name, "echo");
+    assert_eq!((spec.min_replicas, spec.max_replicas), (Some(1), 6));
+    let metric = &spec.metrics.expect("metrics")[0];
+    let resource = metric.resource.as_ref().expect("resource metric");
+    assert_eq!(resource.name, "cpu");
+    // The default target of metric cpu, and the default scale-down delay as the window.
+    assert_eq!(resource.target.average_utilization, Some(80));
+    let window = spec
+        .behavior
+        .and_then(|b| b.scale_down)
+        .and_then(|d| d.stabilization_window_seconds);
+    assert_eq!(window, Some(30));
+    assert_eq!(c.deployment.spec.replicas, None);
+    assert_eq!(c.replicas, ReplicaCount::HandedOver { initial: 1, max: 6 });
+}
