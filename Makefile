@@ -64,5 +64,8 @@ config-schemas: ## Regenerate plugins/*/config.schema.json from the plugins' con
 bench-gateway: ## Echo through the gateway vs directly against the runtime (wrk)
 	@scripts/bench-gateway.sh
 
+bench-activation: ## Activation latency from zero replicas, echo and Candle (p50/p99 of 20)
+	@scripts/bench-activation.sh
+
 bench-flood: ## 10,000 keyless idle connections against bkg up at ulimit -n 1024
 	@scripts/bench-flood.sh
