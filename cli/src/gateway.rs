@@ -44,6 +44,8 @@ pub struct GatewayArgs {
     rate_limit: RateLimitArgs,
     #[command(flatten)]
     connections: ConnectionArgs,
+    #[command(flatten)]
+    history: HistoryArgs,
     /// Log format: `text` or `json`.
     #[arg(long, env = "BKG_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -59,6 +61,22 @@ pub struct RateLimitArgs {
     /// Calls allowed at once under the default limit (the token bucket's size).
     #[arg(long, env = "BKG_RATE_LIMIT_BURST", default_value_t = 200)]
     rate_limit_burst: u32,
+}
+
+/// The gateway's telemetry history (shared by `bkg gateway` and `bkg up`).
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct HistoryArgs {
+    /// Milliseconds between two samples of every plugin's telemetry in the 10-minute history
+    /// (`GET /api/plugins/{id}/telemetry/history`, `GET /api/overview`).
+    #[arg(long, env = "BKG_TELEMETRY_INTERVAL_MS", default_value_t = 5000,
+        value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    pub telemetry_interval_ms: u64,
+}
+
+impl HistoryArgs {
+    pub fn interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.telemetry_interval_ms)
+    }
 }
 
 /// Client connection limits (shared by `bkg gateway` and `bkg up`).
@@ -134,6 +152,7 @@ async fn serve(args: GatewayArgs, invoke_spans: bool) -> anyhow::Result<()> {
             default_rate_limit: args.rate_limit.default_limit(),
             invoke_spans,
             connections: args.connections.limits(),
+            telemetry_interval: args.history.interval(),
             ..Default::default()
         },
         Arc::new(backend),

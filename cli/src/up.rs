@@ -48,6 +48,8 @@ pub struct UpArgs {
     rate_limit: crate::gateway::RateLimitArgs,
     #[command(flatten)]
     connections: crate::gateway::ConnectionArgs,
+    #[command(flatten)]
+    history: crate::gateway::HistoryArgs,
     /// Log format of the host's own log lines (stderr): `text` or `json`.
     #[arg(long, env = "BKG_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -133,6 +135,7 @@ async fn serve(args: UpArgs, invoke_spans: bool) -> anyhow::Result<()> {
             default_rate_limit: args.rate_limit.default_limit(),
             invoke_spans,
             connections: args.connections.limits(),
+            telemetry_interval: args.history.interval(),
             ..Default::default()
         },
         Arc::new(LocalBackend::new(supervisor.clone())),

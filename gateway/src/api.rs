@@ -10,7 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bkg_core::Phase;
-use bkg_core::wire::{InvokeRequest, Logs, PluginInfo, Telemetry};
+use bkg_core::wire::{InvokeRequest, Logs, Overview, PluginInfo, Telemetry, TelemetryHistory};
 use serde::Deserialize;
 #[allow(unused_imports)]
 use serde_json::json;
@@ -196,6 +196,25 @@ pub async fn telemetry(
 ) -> ApiResult<Json<Telemetry>> {
     let view = find(&state, &id).await?;
     Ok(Json(crate::telemetry::aggregate(&state, &view).await))
+}
+
+#[utoipa::path(get, path = "/api/plugins/{id}/telemetry/history", tag = "plugins", params(("id" = String, Path, description = "Plugin id (metadata.name)", example = "echo")),
+    responses((status = 200, description = "The plugin's samples of the last 10 minutes (one per sampling interval, BKG_TELEMETRY_INTERVAL_MS) and its recent events: starts, stops, crashes, scale and config changes", body = TelemetryHistory),
+        (status = 404, response = crate::openapi::NotFound)))]
+pub async fn telemetry_history(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TelemetryHistory>> {
+    let view = find(&state, &id).await?;
+    let logs = state.backend.logs(&id, 1000).await.unwrap_or_default();
+    let scale = bkg_core::wire::plugin_info(&view.plugin, Some(&[]), Vec::new()).scale_history;
+    Ok(Json(state.history.of(&id, &logs, &scale)))
+}
+
+#[utoipa::path(get, path = "/api/overview", tag = "plugins",
+    responses((status = 200, description = "Every plugin together over the last 10 minutes (request rate, p50/p99 latency, error rate, resource use) and each plugin's request rate and CPU for sparklines", body = Overview)))]
+pub async fn overview(State(state): State<AppState>) -> Json<Overview> {
+    Json(state.history.overview())
 }
 
 #[utoipa::path(get, path = "/api/whoami", tag = "auth",

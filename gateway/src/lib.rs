@@ -10,6 +10,7 @@ pub mod auth;
 pub mod backend;
 pub mod conn;
 mod front;
+pub mod history;
 mod invoke;
 mod logbudget;
 mod metrics;
@@ -63,6 +64,8 @@ pub struct Config {
     pub invoke_spans: bool,
     /// Client connection limits: cap, header-read timeout, drain grace.
     pub connections: conn::Limits,
+    /// How often the gateway samples every plugin's telemetry into its 10-minute history.
+    pub telemetry_interval: std::time::Duration,
 }
 
 impl Default for Config {
@@ -75,6 +78,7 @@ impl Default for Config {
             default_rate_limit: None,
             invoke_spans: false,
             connections: conn::Limits::default(),
+            telemetry_interval: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -105,6 +109,8 @@ pub struct Inner {
     pub autoscaler: scale::Autoscaler,
     /// CPU time of local replica processes at the previous autoscaler round.
     pub(crate) cpu_samples: scale::CpuSamples,
+    /// The last 10 minutes of every plugin (`history`).
+    pub history: history::History,
 }
 
 impl std::ops::Deref for AppState {
@@ -133,7 +139,9 @@ impl AppState {
             metrics.connections_open.clone(),
             metrics.connections_evicted.clone(),
         ));
+        let history = history::History::new(config.telemetry_interval);
         Self(Arc::new(Inner {
+            history,
             config,
             rate_limiter,
             backend,
@@ -171,6 +179,11 @@ fn routes(state: AppState) -> Router {
         .route("/api/plugins/{id}/restart", post(api::restart))
         .route("/api/plugins/{id}/config", post(api::set_config))
         .route("/api/plugins/{id}/telemetry", get(api::telemetry))
+        .route(
+            "/api/plugins/{id}/telemetry/history",
+            get(api::telemetry_history),
+        )
+        .route("/api/overview", get(api::overview))
         .route("/api/plugins/{id}/logs", get(api::logs))
         .route("/ws/plugins", get(ws::all))
         .route("/ws/plugins/{id}", get(ws::one))
@@ -222,6 +235,7 @@ pub async fn serve(
         }
     });
     let _reloader = AbortOnDrop(reloader);
+    let _sampler = AbortOnDrop(telemetry::spawn_sampler(housekeeping_state.clone()));
     let _autoscaler = AbortOnDrop(scale::spawn(housekeeping_state));
     front::serve_connections(listener, router(state), shutdown).await
 }

@@ -81,6 +81,8 @@ struct PluginHandles {
     in_flight: Option<Gauge>,
     /// Invokes started, ever: the autoscaler tells activity between its samples from it.
     started: Arc<std::sync::atomic::AtomicU64>,
+    /// Answers, 5xx answers and latency for the gateway's history (`history`).
+    stats: crate::history::InvokeStats,
     capabilities: FastMap<String, CapabilityHandles>,
 }
 
@@ -204,20 +206,20 @@ impl Metrics {
         let seconds = took.as_secs_f64();
         {
             let plugins = read(&self.handles.plugins);
-            if let Some(c) = plugins
-                .get(plugin)
-                .and_then(|p| p.capabilities.get(capability))
+            if let Some(p) = plugins.get(plugin)
+                && let Some(c) = p.capabilities.get(capability)
                 && let Some((_, counter)) = c.by_code.iter().find(|(k, _)| *k == code)
             {
                 counter.inc();
                 c.duration.observe(seconds);
+                p.stats.record(code, took);
                 return;
             }
         }
         let mut plugins = write(&self.handles.plugins);
-        let handles = plugins
-            .entry(plugin.to_owned())
-            .or_default()
+        let plugin_handles = plugins.entry(plugin.to_owned()).or_default();
+        plugin_handles.stats.record(code, took);
+        let handles = plugin_handles
             .capabilities
             .entry(capability.to_owned())
             .or_insert_with(|| CapabilityHandles {
@@ -256,6 +258,14 @@ impl Metrics {
         read(&self.handles.plugins)
             .get(plugin)
             .map_or(0, |p| p.started.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// `plugin`'s answered invokes, 5xx answers and latency buckets since the gateway started.
+    pub fn invoke_stats(&self, plugin: &str) -> crate::history::Snapshot {
+        read(&self.handles.plugins)
+            .get(plugin)
+            .map(|p| p.stats.snapshot())
+            .unwrap_or_default()
     }
 
     /// The held-invokes gauge of `plugin`.

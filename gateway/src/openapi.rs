@@ -5,8 +5,9 @@
 //! `/api` operation also lists 401 and 403 (the bearer scheme applies to all of them).
 
 use bkg_core::wire::{
-    Capability, ConditionInfo, FieldError, Instance, InvokeRequest, LogLine, Logs, PROBLEM_JSON,
-    PluginInfo, Problem, ResourcesInfo, ScaleEvent, ScalingInfo, Telemetry,
+    Capability, ConditionInfo, FieldError, Instance, InvokeRequest, LogLine, Logs, Overview,
+    PROBLEM_JSON, PluginEvent, PluginInfo, PluginSparkline, Problem, ResourcesInfo, ScaleEvent,
+    ScalingInfo, Telemetry, TelemetryHistory, TelemetrySample,
 };
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::response::{Response, ResponseBuilder};
@@ -34,6 +35,8 @@ use utoipa::{Modify, OpenApi, ToSchema};
         crate::api::list,
         crate::api::get_one,
         crate::api::telemetry,
+        crate::api::telemetry_history,
+        crate::api::overview,
         crate::api::logs,
         crate::api::invoke,
         crate::api::start,
@@ -48,7 +51,8 @@ use utoipa::{Modify, OpenApi, ToSchema};
         ),
         schemas(
         PluginInfo, Capability, Instance, ResourcesInfo, ScalingInfo, ScaleEvent, ConditionInfo, InvokeRequest,
-        Telemetry, Logs, LogLine, Problem, FieldError, WhoAmI, LiveMessage
+        Telemetry, TelemetryHistory, TelemetrySample, PluginEvent, Overview, PluginSparkline,
+        Logs, LogLine, Problem, FieldError, WhoAmI, LiveMessage
     )),
     modifiers(&Security),
     security(("bearer" = [])),
@@ -224,6 +228,8 @@ mod tests {
             "/api/plugins/{id}/restart",
             "/api/plugins/{id}/config",
             "/api/plugins/{id}/telemetry",
+            "/api/plugins/{id}/telemetry/history",
+            "/api/overview",
             "/api/plugins/{id}/logs",
             "/api/whoami",
             "/healthz",

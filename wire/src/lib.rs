@@ -10,7 +10,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub mod exposition;
+pub mod history;
 pub mod logs;
+
+pub use history::{Overview, PluginEvent, PluginSparkline, TelemetryHistory, TelemetrySample};
 
 /// Version string of the plugin-runtime HTTP protocol (docs/PLUGIN-PROTOCOL.md).
 pub const PROTOCOL_VERSION: &str = "bkg.plugin/v1";
