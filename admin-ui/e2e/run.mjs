@@ -75,6 +75,32 @@ function pluginsDir() {
   return dir;
 }
 
+// The gateway samples every plugin into its 10-minute history this often (default 5 s): small
+// here so the history has several samples within the test.
+process.env.BKG_TELEMETRY_INTERVAL_MS ??= '250';
+
+async function invoke(gateway, plugin, capability, payload) {
+  const r = await fetch(`${gateway}/api/plugins/${plugin}/invoke`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${API_KEY}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ capability, payload }),
+  });
+  await r.arrayBuffer();
+  return r.status;
+}
+
+/** The background colour of the page, as [r, g, b]. */
+async function pageBackground(page) {
+  const css = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  // Chromium reports oklch() colours as they are written; turn any colour into rgb with a canvas.
+  return page.evaluate((c) => {
+    const ctx = document.createElement('canvas').getContext('2d');
+    ctx.fillStyle = c;
+    ctx.fillRect(0, 0, 1, 1);
+    return [...ctx.getImageData(0, 0, 1, 1).data.slice(0, 3)];
+  }, css);
+}
+
 const plugins = pluginsDir();
 const stack = await startStack({ apiKey: API_KEY, staticServer, plugins });
 const browser = await launch();
@@ -146,6 +172,67 @@ try {
     await page.getByTestId('log-box').getByText(marker).first().waitFor({ timeout: 15_000 });
     await page.waitForTimeout(1500); // a couple of telemetry points on the charts
     await page.screenshot({ path: path.join(ART, 'details.png'), fullPage: true });
+  });
+
+  await check('history: a reloaded detail page shows the gateway\'s samples and events at once; the dashboard its overview', async () => {
+    // Invokes spread over a few sampling intervals, so the history has a request rate.
+    for (let i = 0; i < 12; i++) {
+      const status = await invoke(stack.gateway, 'echo', 'echo', { i });
+      if (status !== 200) throw new Error(`invoke ${i}: ${status}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    let history;
+    await waitFor(
+      async () => {
+        const r = await fetch(`${stack.gateway}/api/plugins/echo/telemetry/history`, { headers: { authorization: `Bearer ${API_KEY}` } });
+        history = await r.json();
+        return r.ok && history.samples.length > 1 && history.samples.some((s) => s.request_rate > 0);
+      },
+      20_000,
+      'the history route to hold more than one sample with requests',
+    );
+    if (!history.events.some((e) => e.kind === 'stop') || !history.events.some((e) => e.kind === 'start')) {
+      throw new Error(`the stop and start of echo are not among the events: ${JSON.stringify(history.events.map((e) => e.kind))}`);
+    }
+    // A full load: the UI's in-memory history is gone, so what the charts show before the live
+    // socket could have sent much must come from the gateway.
+    const loadedAt = Date.now();
+    await page.goto(`${stack.base}/plugins/echo`);
+    const rps = page.locator('app-telemetry-chart').filter({ hasText: 'Requests' }).getByTestId('chart');
+    await waitFor(async () => Number(await rps.getAttribute('data-points')) > 1, 15_000, 'a requests chart with points');
+    const span = Number(await rps.getAttribute('data-span-s'));
+    const onPage = (Date.now() - loadedAt) / 1000;
+    if (!(span > onPage + 1)) throw new Error(`the chart covers ${span} s, no more than the ${onPage} s the page has been open: no history`);
+    await page.getByTestId('event').filter({ hasText: 'stop' }).first().waitFor();
+    await page.screenshot({ path: path.join(ART, 'details-light.png'), fullPage: true });
+
+    await page.goto(`${stack.base}/`);
+    await page.getByTestId('kpi-rate').getByTestId('kpi-value').filter({ hasText: /req\/(s|min)/ }).waitFor();
+    const spark = page.locator('[data-testid=plugin-card][data-plugin=echo]').getByTestId('sparkline');
+    await waitFor(async () => Number(await spark.getAttribute('data-points')) > 1, 15_000, 'a sparkline on the echo card');
+    // The error count is red only when it is not 0 (candle is in error where its model is missing).
+    const inError = page.getByTestId('counts').getByText(/\d+ in error/);
+    const [count, red] = await inError.evaluate((el) => [parseInt(el.textContent, 10), el.classList.contains('text-red-800')]);
+    if (red !== count > 0) throw new Error(`"${count} in error" is ${red ? '' : 'not '}red`);
+    await page.screenshot({ path: path.join(ART, 'dashboard-light.png'), fullPage: true });
+  });
+
+  await check('dark mode follows the system colour scheme', async () => {
+    const light = await pageBackground(page);
+    await page.emulateMedia({ colorScheme: 'dark' });
+    try {
+      const dark = await pageBackground(page);
+      const luma = ([r, g, b]) => 0.2126 * r + 0.7152 * g + 0.0722 * b;
+      if (!(luma(light) > 200 && luma(dark) < 60)) throw new Error(`page background light ${light}, dark ${dark}`);
+      await page.waitForTimeout(300); // the buttons' colour transition, for the screenshot
+      await page.screenshot({ path: path.join(ART, 'dashboard-dark.png'), fullPage: true });
+      await page.goto(`${stack.base}/plugins/echo`);
+      await page.getByTestId('event').first().waitFor();
+      await page.waitForTimeout(500); // let the charts draw
+      await page.screenshot({ path: path.join(ART, 'details-dark.png'), fullPage: true });
+    } finally {
+      await page.emulateMedia({ colorScheme: 'light' });
+    }
   });
 
   await check('invoke echo from the playground and see the response', async () => {

@@ -3,16 +3,17 @@ import { Router, RouterLink, RouterLinkActive, RouterOutlet } from '@angular/rou
 import { AuthStore } from './core/auth.store';
 import { LiveService } from './core/live.service';
 import { PluginsStore } from './core/plugins.store';
+import { Icon } from './ui/icon';
 
 @Component({
   selector: 'app-root',
-  imports: [RouterOutlet, RouterLink, RouterLinkActive],
+  imports: [RouterOutlet, RouterLink, RouterLinkActive, Icon],
   changeDetection: ChangeDetectionStrategy.OnPush,
   template: `
     <a href="#main" class="sr-only focus:not-sr-only focus:absolute focus:left-2 focus:top-2 focus:z-50 focus:rounded focus:bg-white focus:p-2">Skip to content</a>
-    <header class="border-b border-slate-200 bg-slate-900 text-white">
-      <div class="mx-auto flex max-w-7xl flex-wrap items-center gap-x-6 gap-y-2 px-4 py-3">
-        <a routerLink="/" class="text-lg font-bold tracking-tight">bkg <span class="font-normal text-slate-300">admin</span></a>
+    <header class="app-header border-b border-slate-200 bg-slate-900 text-white">
+      <div class="mx-auto flex max-w-[96rem] flex-wrap items-center gap-x-6 gap-y-2 px-4 py-3">
+        <a routerLink="/" class="flex items-center gap-2 text-lg font-bold tracking-tight"><app-icon name="plugins" [size]="5" />bkg <span class="font-normal opacity-75">console</span></a>
         @if (auth.signedIn()) {
           <nav aria-label="Main" class="flex gap-1 text-sm">
             <a routerLink="/" routerLinkActive="bg-slate-700" [routerLinkActiveOptions]="{ exact: true }" class="rounded px-3 py-1.5 hover:bg-slate-700">Plugins</a>
@@ -25,15 +26,18 @@ import { PluginsStore } from './core/plugins.store';
               <span class="h-2.5 w-2.5 rounded-full" [class]="liveDot()" aria-hidden="true"></span>
               <span class="text-slate-200">{{ liveLabel() }}</span>
             </span>
-            <span class="text-slate-300" title="API key id and scopes">
-              {{ auth.keyId() }} · <span data-testid="scopes">{{ auth.scopes().join(', ') }}</span>
+            <span class="flex items-center gap-1.5 text-slate-300" [attr.title]="'API key ' + auth.keyId() + ', scopes: ' + auth.scopes().join(', ')" data-testid="key">
+              <app-icon name="key" />
+              <span class="sr-only">API key</span>
+              <span class="font-mono">{{ auth.keyId() }}</span>
+              <span class="rounded-full border border-slate-500 px-2 py-0.5 text-xs text-slate-200" data-testid="scopes">{{ scopeSummary() }}</span>
             </span>
-            <button type="button" class="btn border-slate-500 text-white hover:bg-slate-700" (click)="signOut()">Sign out</button>
+            <button type="button" class="btn border-slate-500 text-white hover:bg-slate-700" (click)="signOut()"><app-icon name="logout" />Sign out</button>
           </div>
         }
       </div>
     </header>
-    <main id="main" tabindex="-1" class="mx-auto max-w-7xl px-4 py-6 outline-none">
+    <main id="main" tabindex="-1" class="mx-auto max-w-[96rem] px-4 py-6 outline-none">
       <router-outlet />
     </main>
   `,
@@ -50,6 +54,13 @@ export class App {
       if (this.auth.signedIn() && this.auth.canRead()) this.live.start();
       else this.live.stop();
     });
+  }
+
+  /** The key's scopes in a word: "full access" for admin, else the scopes themselves. */
+  protected scopeSummary(): string {
+    const scopes = this.auth.scopes();
+    if (scopes.includes('admin')) return 'full access';
+    return scopes.join(', ') || 'no scopes';
   }
 
   protected liveLabel(): string {

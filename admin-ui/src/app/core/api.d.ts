@@ -4,6 +4,22 @@
  */
 
 export interface paths {
+    "/api/overview": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["overview"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/plugins": {
         parameters: {
             query?: never;
@@ -144,6 +160,22 @@ export interface paths {
             cookie?: never;
         };
         get: operations["telemetry"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/plugins/{id}/telemetry/history": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["telemetry_history"];
         put?: never;
         post?: never;
         delete?: never;
@@ -303,6 +335,24 @@ export interface components {
             lines: components["schemas"]["LogLine"][];
             plugin_id: string;
         };
+        /** @description Body of `GET /api/overview`: the gateway as a whole over the kept window. */
+        Overview: {
+            /** Format: int64 */
+            interval_ms: number;
+            plugins: components["schemas"]["PluginSparkline"][];
+            /** @description Every plugin together, oldest first (cpu and memory summed, latency over all invokes). */
+            samples: components["schemas"]["TelemetrySample"][];
+            /** Format: int64 */
+            window_secs: number;
+        };
+        /** @description Something that happened to a plugin: a start, a stop, a crash, a scale or a config change. */
+        PluginEvent: {
+            /** @description `start`, `stop`, `crash`, `scale`, `config`, `error` or `info`. */
+            kind: string;
+            message: string;
+            /** @description RFC 3339. */
+            time: string;
+        };
         /** @description What `GET /api/plugins[/{id}]` answers (the seed's PluginInfo, plus what the platform adds). */
         PluginInfo: {
             author: string;
@@ -338,6 +388,14 @@ export interface components {
              */
             status: "stopped" | "starting" | "running" | "stopping" | "error";
             version: string;
+        };
+        /** @description One plugin's recent activity, for the dashboard's sparklines. */
+        PluginSparkline: {
+            /** @description CPU percent at each sample, oldest first. */
+            cpu_percent: number[];
+            plugin_id: string;
+            /** @description Invokes per second at each sample, oldest first. */
+            request_rate: number[];
         };
         /** @description RFC 9457 problem details: the one shape of every error body. */
         Problem: {
@@ -418,6 +476,91 @@ export interface components {
             request_count: number;
             /** Format: int64 */
             uptime_secs: number;
+        };
+        /** @description Body of `GET /api/plugins/{id}/telemetry/history`. */
+        TelemetryHistory: {
+            /** @description Oldest first. */
+            events: components["schemas"]["PluginEvent"][];
+            /**
+             * Format: int64
+             * @description The sampling interval.
+             */
+            interval_ms: number;
+            plugin_id: string;
+            /** @description Oldest first. */
+            samples: components["schemas"]["TelemetrySample"][];
+            /**
+             * Format: int64
+             * @description How far back samples are kept.
+             */
+            window_secs: number;
+        };
+        /**
+         * @description One sample of a plugin (or, in [`Overview`], of every plugin together), taken by the gateway
+         *     every sampling interval.
+         */
+        TelemetrySample: {
+            /**
+             * Format: double
+             * @description CPU use summed over the ready replicas.
+             */
+            cpu_percent: number;
+            /**
+             * Format: double
+             * @description Share of the invokes answered since the previous sample that were 5xx (0 to 1).
+             */
+            error_rate: number;
+            /**
+             * Format: int64
+             * @description Of those, answers with a 5xx status.
+             */
+            errors: number;
+            /**
+             * Format: double
+             * @description Resident memory summed over the ready replicas.
+             */
+            memory_mb: number;
+            /**
+             * Format: double
+             * @description Median gateway latency of the invokes answered since the previous sample; null without any.
+             */
+            p50_ms?: number | null;
+            /**
+             * Format: double
+             * @description 99th percentile of the same; null without any.
+             */
+            p99_ms?: number | null;
+            /**
+             * Format: int32
+             * @description Replicas that answered the telemetry request.
+             */
+            replicas: number;
+            /**
+             * Format: double
+             * @description Invokes answered per second since the previous sample.
+             */
+            request_rate: number;
+            /**
+             * Format: int64
+             * @description Invokes the gateway answered since it started (every status code).
+             */
+            requests: number;
+            /**
+             * Format: int64
+             * @description Errors the runtimes counted, kept across restarts the same way.
+             */
+            runtime_errors: number;
+            /**
+             * Format: int64
+             * @description Requests the runtimes counted, summed over replicas, including replicas that restarted
+             *     or went away since (their last count is kept).
+             */
+            runtime_requests: number;
+            /**
+             * Format: int64
+             * @description When it was taken: milliseconds since the Unix epoch.
+             */
+            time_ms: number;
         };
         /** @description What `GET /api/whoami` answers. */
         WhoAmI: {
@@ -548,6 +691,28 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    overview: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Every plugin together over the last 10 minutes (request rate, p50/p99 latency, error rate, resource use) and each plugin's request rate and CPU for sparklines */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Overview"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+        };
+    };
     list: {
         parameters: {
             query?: never;
@@ -831,6 +996,35 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Telemetry"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+        };
+    };
+    telemetry_history: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description Plugin id (metadata.name)
+                 * @example echo
+                 */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The plugin's samples of the last 10 minutes (one per sampling interval, BKG_TELEMETRY_INTERVAL_MS) and its recent events: starts, stops, crashes, scale and config changes */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TelemetryHistory"];
                 };
             };
             401: components["responses"]["Unauthorized"];

@@ -1,6 +1,6 @@
 import { Injectable, inject } from '@angular/core';
 import { ApiError } from './api-error';
-import { Logs, PluginAction, PluginInfo, Telemetry, WhoAmI } from './models';
+import { Logs, Overview, PluginAction, PluginInfo, Telemetry, TelemetryHistory, WhoAmI } from './models';
 import { SessionKey } from './session-key';
 
 /** Thin client of the gateway's REST API. Every failure is thrown as an ApiError. */
@@ -30,6 +30,16 @@ export class ApiService {
 
   telemetry(id: string): Promise<Telemetry> {
     return this.request('GET', `/api/plugins/${encodeURIComponent(id)}/telemetry`);
+  }
+
+  /** The gateway's samples of the last 10 minutes and the plugin's recent events. */
+  history(id: string): Promise<TelemetryHistory> {
+    return this.request('GET', `/api/plugins/${encodeURIComponent(id)}/telemetry/history`);
+  }
+
+  /** Every plugin together over the last 10 minutes, and each plugin's sparkline. */
+  overview(): Promise<Overview> {
+    return this.request('GET', '/api/overview');
   }
 
   logs(id: string, lines = 200): Promise<Logs> {

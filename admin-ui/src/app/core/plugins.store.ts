@@ -2,7 +2,7 @@ import { computed, inject } from '@angular/core';
 import { patchState, signalStore, withComputed, withMethods, withProps, withState } from '@ngrx/signals';
 import { describeError } from './api-error';
 import { ApiService } from './api.service';
-import { PluginAction, PluginInfo, PluginStatus, Telemetry } from './models';
+import { Overview, PluginAction, PluginEvent, PluginInfo, PluginStatus, Telemetry, TelemetrySample } from './models';
 
 /** One point of a plugin's telemetry history. */
 export interface Sample {
@@ -16,6 +16,30 @@ export interface Sample {
   eps: number;
   requests: number;
   errors: number;
+  /** Gateway latency over the interval (gateway samples only). */
+  p50?: number | null;
+  p99?: number | null;
+}
+
+/** A gateway history sample as a chart point. */
+export function fromGateway(s: TelemetrySample): Sample {
+  return {
+    t: s.time_ms,
+    cpu: s.cpu_percent,
+    memory: s.memory_mb,
+    rps: s.request_rate,
+    eps: s.request_rate * s.error_rate,
+    requests: s.runtime_requests,
+    errors: s.runtime_errors,
+    p50: s.p50_ms ?? null,
+    p99: s.p99_ms ?? null,
+  };
+}
+
+/** The gateway's history, then the live samples that came after its newest one. */
+export function mergeHistory(gateway: readonly Sample[], live: readonly Sample[]): Sample[] {
+  const last = gateway.at(-1)?.t ?? 0;
+  return [...gateway, ...live.filter((s) => s.t > last)];
 }
 
 export type StatusFilter = 'all' | PluginStatus;
@@ -28,6 +52,8 @@ interface PluginsState {
   plugins: Record<string, PluginInfo>;
   telemetry: Record<string, Telemetry>;
   history: Record<string, Sample[]>;
+  events: Record<string, PluginEvent[]>;
+  overview: Overview | null;
   loading: boolean;
   loaded: boolean;
   error: string | null;
@@ -41,6 +67,8 @@ const initial: PluginsState = {
   plugins: {},
   telemetry: {},
   history: {},
+  events: {},
+  overview: null,
   loading: false,
   loaded: false,
   error: null,
@@ -153,6 +181,26 @@ export const PluginsStore = signalStore(
         applyTelemetry(await store._api.telemetry(id));
       } catch {
         // telemetry is best effort; the card keeps its last figures
+      }
+    },
+    /** Fills a plugin's charts and events from the gateway's 10-minute history. */
+    async loadHistory(id: string): Promise<void> {
+      try {
+        const h = await store._api.history(id);
+        const gateway = h.samples.map(fromGateway);
+        patchState(store, (s) => ({
+          history: { ...s.history, [id]: mergeHistory(gateway, s.history[id] ?? []) },
+          events: { ...s.events, [id]: h.events },
+        }));
+      } catch {
+        // best effort: the live socket still fills the charts from now on
+      }
+    },
+    async loadOverview(): Promise<void> {
+      try {
+        patchState(store, { overview: await store._api.overview() });
+      } catch {
+        // best effort
       }
     },
     setFilter(filter: StatusFilter): void {

@@ -6,13 +6,22 @@ import { plugin, telemetry } from '../core/testing';
 import { DashboardPage } from './dashboard';
 
 describe('DashboardPage', () => {
-  async function render(scopes: string[]) {
+  async function render(scopes: string[], errorPlugin = true) {
     const api = {
       plugins: vi.fn().mockResolvedValue([
         plugin({ id: 'echo', name: 'Echo' }),
         plugin({ id: 'candle', name: 'Candle', status: 'stopped', description: 'embeddings' }),
-        plugin({ id: 'bad', name: 'Bad', status: 'error', last_error: 'exit 1' }),
+        ...(errorPlugin ? [plugin({ id: 'bad', name: 'Bad', status: 'error', last_error: 'exit 1' })] : []),
       ]),
+      overview: vi.fn().mockResolvedValue({
+        interval_ms: 5000,
+        window_secs: 600,
+        samples: [0, 1, 2].map((i) => ({
+          time_ms: 1_000 + i * 5000, cpu_percent: 1, memory_mb: 10, replicas: 1, requests: 10 * i, errors: 0,
+          request_rate: 2 * i, error_rate: 0, p50_ms: i ? 1.5 : null, p99_ms: i ? 12 : null, runtime_requests: 10 * i, runtime_errors: 0,
+        })),
+        plugins: [{ plugin_id: 'echo', request_rate: [0, 2, 4], cpu_percent: [1, 1, 1] }],
+      }),
       telemetry: vi.fn().mockResolvedValue(telemetry()),
       whoami: vi.fn().mockResolvedValue({ key_id: 'k', scopes }),
       action: vi.fn(),
@@ -56,5 +65,29 @@ describe('DashboardPage', () => {
     filter.dispatchEvent(new Event('change'));
     await fixture.whenStable();
     expect([...el.querySelectorAll('[data-testid=plugin-card]')].map((c) => c.getAttribute('data-plugin'))).toEqual(['bad']);
+  });
+
+  it('opens with the gateway-wide rate, latency and errors, and a sparkline per card', async () => {
+    const { el, api } = await render(['read']);
+    expect(api.overview).toHaveBeenCalled();
+    const kpi = (id: string) => el.querySelector(`[data-testid=kpi-${id}] [data-testid=kpi-value]`)!.textContent!.trim();
+    expect(kpi('rate')).toBe('4.0 req/s');
+    expect(kpi('p50')).toBe('1.5 ms');
+    expect(kpi('p99')).toBe('12 ms');
+    expect(kpi('errors')).toBe('0%');
+    const echo = el.querySelector('[data-plugin=echo] [data-testid=sparkline]')!;
+    expect(echo.getAttribute('data-points')).toBe('3');
+    expect(echo.querySelector('polyline')).not.toBeNull();
+  });
+
+  it('"0 in error" is not red; "1 in error" is', async () => {
+    const none = await render(['read'], false);
+    const zero = [...none.el.querySelectorAll('[data-testid=counts] span')].find((s) => s.textContent?.includes('in error'))!;
+    expect(zero.textContent).toContain('0 in error');
+    expect(zero.classList.contains('text-red-800')).toBe(false);
+    TestBed.resetTestingModule();
+    const one = await render(['read']);
+    const red = [...one.el.querySelectorAll('[data-testid=counts] span')].find((s) => s.textContent?.includes('in error'))!;
+    expect(red.classList.contains('text-red-800')).toBe(true);
   });
 });

@@ -1,13 +1,18 @@
-import { ChangeDetectionStrategy, Component, OnInit, inject } from '@angular/core';
+import { ChangeDetectionStrategy, Component, OnDestroy, OnInit, computed, inject } from '@angular/core';
 import { AuthStore } from '../core/auth.store';
+import { formatMs, formatRate, formatShare } from '../core/format';
 import { LiveService } from '../core/live.service';
 import { PLUGIN_STATUSES, PluginAction } from '../core/models';
 import { PluginsStore, StatusFilter } from '../core/plugins.store';
 import { PluginCard } from '../ui/plugin-card';
+import { Sparkline } from '../ui/sparkline';
+
+/** How often the dashboard refreshes the gateway-wide figures. */
+const OVERVIEW_MS = 5000;
 
 @Component({
   selector: 'app-dashboard',
-  imports: [PluginCard],
+  imports: [PluginCard, Sparkline],
   changeDetection: ChangeDetectionStrategy.OnPush,
   template: `
     <div class="mb-4 flex flex-wrap items-end justify-between gap-4">
@@ -17,7 +22,7 @@ import { PluginCard } from '../ui/plugin-card';
           {{ store.counts().total }} {{ store.counts().total === 1 ? 'plugin' : 'plugins' }}:
           <span class="font-semibold text-emerald-800">{{ store.counts().running }} running</span>,
           <span class="font-semibold text-slate-800">{{ store.counts().stopped }} stopped</span>,
-          <span class="font-semibold text-red-800">{{ store.counts().error }} in error</span>
+          <span class="font-semibold" [class.text-red-800]="store.counts().error > 0">{{ store.counts().error }} in error</span>
           @if (store.counts().transitioning) {
             , {{ store.counts().transitioning }} changing
           }
@@ -39,6 +44,16 @@ import { PluginCard } from '../ui/plugin-card';
         </div>
       </div>
     </div>
+
+    <section aria-label="Gateway, last 10 minutes" class="mb-6 grid grid-cols-2 gap-3 lg:grid-cols-4" data-testid="overview">
+      @for (k of kpis(); track k.id) {
+        <div class="card p-3" [attr.data-testid]="'kpi-' + k.id">
+          <p class="text-xs font-medium text-slate-600">{{ k.title }}</p>
+          <p class="text-xl font-semibold tabular-nums" data-testid="kpi-value">{{ k.value }}</p>
+          <app-sparkline class="mt-1 h-8" [class]="k.color" [values]="k.series" [label]="k.title + ' over the last 10 minutes'" />
+        </div>
+      }
+    </section>
 
     @if (store.error()) {
       <div role="alert" class="mb-4 rounded-md border border-red-300 bg-red-50 p-3 text-sm text-red-900" data-testid="load-error">
@@ -64,6 +79,7 @@ import { PluginCard } from '../ui/plugin-card';
           <app-plugin-card
             [plugin]="p"
             [telemetry]="store.telemetry()[p.id]"
+            [sparkline]="sparklines()[p.id]"
             [busy]="store.busy()[p.id]"
             [actionError]="store.actionErrors()[p.id]"
             [canAdmin]="auth.canAdmin()"
@@ -74,13 +90,33 @@ import { PluginCard } from '../ui/plugin-card';
     </ul>
   `,
 })
-export class DashboardPage implements OnInit {
+export class DashboardPage implements OnInit, OnDestroy {
   protected readonly store = inject(PluginsStore);
   protected readonly auth = inject(AuthStore);
   protected readonly live = inject(LiveService);
   protected readonly statuses = PLUGIN_STATUSES;
+  private timer: ReturnType<typeof setInterval> | null = null;
+
+  /** Request rate, latency and errors of every plugin together, from the gateway's history. */
+  protected readonly kpis = computed(() => {
+    const samples = this.store.overview()?.samples ?? [];
+    const last = samples.at(-1);
+    // Latency of the newest sample that had calls, so an idle moment does not blank it.
+    const busy = [...samples].reverse().find((s) => s.p50_ms != null);
+    return [
+      { id: 'rate', title: 'Requests', value: formatRate(last?.request_rate), series: samples.map((s) => s.request_rate), color: 'text-emerald-600' },
+      { id: 'p50', title: 'Latency p50', value: formatMs(busy?.p50_ms), series: samples.map((s) => s.p50_ms ?? 0), color: 'text-blue-600' },
+      { id: 'p99', title: 'Latency p99', value: formatMs(busy?.p99_ms), series: samples.map((s) => s.p99_ms ?? 0), color: 'text-violet-600' },
+      { id: 'errors', title: 'Error rate (5xx)', value: formatShare(last?.error_rate), series: samples.map((s) => s.error_rate), color: (last?.error_rate ?? 0) > 0 ? 'text-red-600' : 'text-slate-500' },
+    ];
+  });
+  protected readonly sparklines = computed(() =>
+    Object.fromEntries((this.store.overview()?.plugins ?? []).map((p) => [p.plugin_id, p.request_rate])),
+  );
 
   async ngOnInit(): Promise<void> {
+    void this.store.loadOverview();
+    this.timer = setInterval(() => void this.store.loadOverview(), OVERVIEW_MS);
     await this.store.load();
     // First figures at once; the live socket keeps them current afterwards.
     await Promise.all(
@@ -89,6 +125,10 @@ export class DashboardPage implements OnInit {
         .filter((p) => p.status === 'running' && !this.store.telemetry()[p.id])
         .map((p) => this.store.refreshTelemetry(p.id)),
     );
+  }
+
+  ngOnDestroy(): void {
+    if (this.timer) clearInterval(this.timer);
   }
 
   protected setFilter(value: string): void {

@@ -59,7 +59,7 @@ export function mergeLines(current: readonly LogLine[], incoming: readonly LogLi
     }
     <div
       #box
-      class="h-72 overflow-auto rounded-md bg-slate-950 p-2 font-mono text-xs leading-5 text-slate-100"
+      class="terminal h-72 overflow-auto rounded-md bg-slate-950 p-2 font-mono text-xs leading-5 text-slate-100"
       role="log"
       aria-label="Plugin log"
       aria-live="off"

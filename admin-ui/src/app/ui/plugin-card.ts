@@ -3,6 +3,7 @@ import { RouterLink } from '@angular/router';
 import { formatCount, formatMemory, formatPercent, formatUptime } from '../core/format';
 import { PluginAction, PluginInfo, Telemetry } from '../core/models';
 import { scaleRange } from '../core/scaling';
+import { Sparkline } from './sparkline';
 import { StatusBadge } from './status-badge';
 
 /** Which actions a status allows. */
@@ -17,7 +18,7 @@ export function allowedActions(p: Pick<PluginInfo, 'status'>): Record<PluginActi
 
 @Component({
   selector: 'app-plugin-card',
-  imports: [RouterLink, StatusBadge],
+  imports: [RouterLink, StatusBadge, Sparkline],
   changeDetection: ChangeDetectionStrategy.OnPush,
   host: { class: 'block' },
   template: `
@@ -51,6 +52,10 @@ export function allowedActions(p: Pick<PluginInfo, 'status'>): Record<PluginActi
           <div class="col-span-3"><dt class="sr-only">GPU</dt><dd class="text-xs font-medium text-violet-800">GPU: {{ p.resources.gpu_count }} × {{ p.resources.gpu_vendor || 'any' }}</dd></div>
         }
       </dl>
+      <div class="text-emerald-600" title="Requests per second, last 10 minutes">
+        <span class="sr-only">Requests per second, last 10 minutes</span>
+        <app-sparkline class="h-8" [values]="sparkline() ?? []" [label]="'Requests per second of ' + p.name + ', last 10 minutes'" />
+      </div>
       @if (p.last_error && p.status === 'error') {
         <p class="line-clamp-3 rounded bg-red-50 p-2 text-xs text-red-900">{{ p.last_error }}</p>
       }
@@ -82,6 +87,8 @@ export function allowedActions(p: Pick<PluginInfo, 'status'>): Record<PluginActi
 export class PluginCard {
   readonly plugin = input.required<PluginInfo>();
   readonly telemetry = input<Telemetry | undefined>();
+  /** Requests per second over the gateway's history, oldest first. */
+  readonly sparkline = input<readonly number[] | undefined>();
   readonly busy = input<PluginAction | undefined>();
   readonly actionError = input<string | undefined>();
   readonly canAdmin = input(false);
