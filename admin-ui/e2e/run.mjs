@@ -235,6 +235,30 @@ try {
     }
   });
 
+  await check('request counts survive a restart of the replica', async () => {
+    const get = async (what) => {
+      const r = await fetch(`${stack.gateway}/api/plugins/echo${what}`, { headers: { authorization: `Bearer ${API_KEY}` } });
+      if (!r.ok) throw new Error(`GET ${what}: ${r.status}`);
+      return r.json();
+    };
+    const before = await get('/telemetry');
+    if (!(before.request_count > 0)) throw new Error(`echo has counted no requests: ${JSON.stringify(before)}`);
+    const pid = (await get('')).instances.find((i) => i.ready)?.pid;
+    const r = await fetch(`${stack.gateway}/api/plugins/echo/restart`, { method: 'POST', headers: { authorization: `Bearer ${API_KEY}` } });
+    if (r.status !== 202) throw new Error(`restart: ${r.status}`);
+    await waitFor(
+      async () => {
+        const p = await get('');
+        return p.status === 'running' && p.instances.length === 1 && p.instances[0].ready && p.instances[0].pid !== pid;
+      },
+      30_000,
+      'a new echo process, ready',
+    );
+    if ((await invoke(stack.gateway, 'echo', 'echo', { after: 'restart' })) !== 200) throw new Error('invoke after the restart failed');
+    // The new process has counted 1; the gateway keeps what the old one counted.
+    await waitFor(async () => (await get('/telemetry')).request_count >= before.request_count + 1, 15_000, `request_count ≥ ${before.request_count + 1} after the restart`);
+  });
+
   await check('invoke echo from the playground and see the response', async () => {
     await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Playground', exact: true }).click();
     await page.waitForURL(/\/playground/);
