@@ -2,7 +2,10 @@
 //!
 //! A key looks like `bkg_<40 base62 characters>` (about 238 bits of entropy), so a fast hash is
 //! enough: there is nothing to brute-force. The key file (local mode) or mounted Secret (cluster
-//! mode) holds `{id, hash, scopes}` entries and is reloaded when it changes.
+//! mode) holds `{id, hash, scopes}` entries (optionally `created_at` and `expires_at`, RFC 3339)
+//! and is reloaded when it changes. `GET/POST/DELETE /api/keys` manage it through [`KeyStore`]
+//! (`crate::keys`); when each key was last used is kept in memory only, so serving a request
+//! never writes the file.
 //!
 //! | scope | allows |
 //! |---|---|
@@ -12,8 +15,11 @@
 //! | `admin` | everything, including management capabilities, start, stop, restart and config |
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
+
+use k8s_openapi::jiff::Timestamp;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -90,6 +96,12 @@ pub struct KeyEntry {
     pub scopes: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// When the key was made (RFC 3339); absent in files written before keys had it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    /// After this instant (RFC 3339) the key is refused with 401; absent: it never expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }
 
 /// The key file: `keys: [ {id, hash, scopes}, … ]`.
@@ -190,8 +202,15 @@ pub enum KeyError {
     Invalid { path: PathBuf, message: String },
 }
 
-/// A stored entry's hash, decoded, and the principal it authenticates.
-type Compiled = ([u8; 32], Arc<Principal>);
+/// A stored entry, compiled: its decoded hash, the principal it authenticates, its expiry and
+/// when it was last used (Unix seconds, 0 for never; shared across reloads).
+struct Compiled {
+    hash: [u8; 32],
+    principal: Arc<Principal>,
+    expires: Option<Timestamp>,
+    last_used: Arc<AtomicI64>,
+    entry: KeyEntry,
+}
 
 struct Loaded {
     keys: Vec<Compiled>,
@@ -203,6 +222,42 @@ pub struct KeyStore {
     path: Option<PathBuf>,
     bootstrap: Option<KeyEntry>,
     loaded: RwLock<Loaded>,
+    /// Serialises the API's writes of the key file (read, change, write, reload).
+    pub(crate) writing: Mutex<()>,
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// No stored key has this hash.
+    Unknown,
+    /// The key is known but its `expires_at` has passed.
+    Expired { key_id: String, at: String },
+}
+
+/// What `GET /api/keys` shows of one key: never the key or its hash.
+#[derive(Serialize, Clone, Debug, PartialEq, utoipa::ToSchema)]
+pub struct KeyInfo {
+    /// Public name of the key.
+    pub id: String,
+    /// `read`, `invoke`, `invoke:<plugin>[/<capability>]`, `manage:<plugin>` or `admin`.
+    pub scopes: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// When it was made (RFC 3339), if the key file says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    /// When this gateway process last authenticated it (RFC 3339); kept in memory, so it
+    /// starts empty after a restart and each gateway replica knows its own calls.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<String>,
+    /// After this the key is refused (RFC 3339); absent: it never expires.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// `expires_at` has passed.
+    pub expired: bool,
+    /// `file` (the key file, which the API edits) or `env` (BKG_API_KEY, which it cannot).
+    pub source: String,
 }
 
 /// `sha256:<hex>` of a key.
@@ -257,11 +312,68 @@ pub fn generate(id: &str, scopes: &[String]) -> Result<(String, KeyEntry), Strin
         hash: hash_key(&secret),
         scopes: scopes.to_vec(),
         description: None,
+        created_at: Some(now_rfc3339()),
+        expires_at: None,
     };
     Ok((secret, entry))
 }
 
-fn compile(entries: Vec<KeyEntry>, path: &Path) -> Result<Vec<Compiled>, KeyError> {
+/// An RFC 3339 timestamp (`2026-01-31T12:00:00Z`, `…T12:00:00.5+02:00`), strictly: jiff alone
+/// also takes other ISO 8601 spellings the OpenAPI `date-time` format does not.
+pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
+    let b = text.as_bytes();
+    let digits =
+        |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    let head_ok = b.len() >= 20
+        && digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && matches!(b[10], b'T' | b't')
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19);
+    if !head_ok {
+        return None;
+    }
+    let mut rest = &text[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let n = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if n == 0 {
+            return None;
+        }
+        rest = &frac[n..];
+    }
+    let zone_ok = matches!(rest, "Z" | "z")
+        || (rest.len() == 6
+            && matches!(rest.as_bytes()[0], b'+' | b'-')
+            && rest.as_bytes()[3] == b':'
+            && rest[1..3]
+                .bytes()
+                .chain(rest[4..6].bytes())
+                .all(|d| d.is_ascii_digit()));
+    if !zone_ok {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// Now, to the second, as RFC 3339.
+pub fn now_rfc3339() -> String {
+    let now = Timestamp::now();
+    Timestamp::from_second(now.as_second())
+        .unwrap_or(now)
+        .to_string()
+}
+
+fn compile(
+    entries: Vec<KeyEntry>,
+    path: &Path,
+    previous: &[Compiled],
+) -> Result<Vec<Compiled>, KeyError> {
     entries
         .into_iter()
         .enumerate()
@@ -278,11 +390,28 @@ fn compile(entries: Vec<KeyEntry>, path: &Path) -> Result<Vec<Compiled>, KeyErro
                 .map(|s| s.parse::<Scope>())
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(invalid)?;
+            let expires = match &entry.expires_at {
+                None => None,
+                Some(at) => Some(parse_rfc3339(at).ok_or_else(|| {
+                    invalid(format!("expires_at {at:?} is not an RFC 3339 time"))
+                })?),
+            };
             let principal = Principal {
-                key_id: entry.id,
+                key_id: entry.id.clone(),
                 scopes,
             };
-            Ok((hash, Arc::new(principal)))
+            // The same key (same id and hash) keeps its last use across reloads.
+            let last_used = previous
+                .iter()
+                .find(|c| c.hash == hash && c.entry.id == entry.id)
+                .map_or_else(|| Arc::new(AtomicI64::new(0)), |c| c.last_used.clone());
+            Ok(Compiled {
+                hash,
+                principal: Arc::new(principal),
+                expires,
+                last_used,
+                entry,
+            })
         })
         .collect()
 }
@@ -308,6 +437,8 @@ impl KeyStore {
             hash: hash_key(key),
             scopes: vec!["admin".to_owned()],
             description: Some("BKG_API_KEY".to_owned()),
+            created_at: None,
+            expires_at: None,
         });
         let store = Self {
             path,
@@ -316,6 +447,7 @@ impl KeyStore {
                 keys: Vec::new(),
                 modified: None,
             }),
+            writing: Mutex::new(()),
         };
         store.reload()?;
         Ok(store)
@@ -352,29 +484,94 @@ impl KeyStore {
         self.reload().map(|()| true)
     }
 
-    fn reload(&self) -> Result<(), KeyError> {
+    /// Reads the file now (the API's writes call this so a new key works at once).
+    pub fn reload(&self) -> Result<(), KeyError> {
         let (entries, modified) = match &self.path {
             Some(path) if path.exists() => read_file(path)?,
             _ => (Vec::new(), None),
         };
         let mut all = entries;
         all.extend(self.bootstrap.clone());
-        let keys = compile(all, self.path.as_deref().unwrap_or(Path::new("(keys)")))?;
+        let path = self.path.as_deref().unwrap_or(Path::new("(keys)"));
+        let keys = {
+            let previous = self.loaded.read().unwrap_or_else(|e| e.into_inner());
+            compile(all, path, &previous.keys)?
+        };
         *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = Loaded { keys, modified };
         Ok(())
     }
 
+    /// The key file the API edits, if any.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// The id of the `BKG_API_KEY` key, which lives in no file.
+    pub fn bootstrap_id(&self) -> Option<&str> {
+        self.bootstrap.as_ref().map(|e| e.id.as_str())
+    }
+
     /// The principal holding `token`, if any. Every stored hash is compared in constant time.
     pub fn authenticate(&self, token: &str) -> Option<Arc<Principal>> {
+        self.check(token).ok()
+    }
+
+    /// The principal holding `token`, or why it is refused (unknown, or expired). A key that
+    /// gets in has its last use noted (in memory: one atomic store per second at most).
+    pub fn check(&self, token: &str) -> Result<Arc<Principal>, Refusal> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let loaded = self.loaded.read().unwrap_or_else(|e| e.into_inner());
         let mut found = None;
-        for (hash, principal) in &loaded.keys {
-            if bool::from(hash.ct_eq(&digest)) && found.is_none() {
-                found = Some(principal.clone());
+        for key in &loaded.keys {
+            if bool::from(key.hash.ct_eq(&digest)) && found.is_none() {
+                found = Some(key);
             }
         }
-        found
+        let key = found.ok_or(Refusal::Unknown)?;
+        let now = Timestamp::now();
+        if let Some(at) = key.expires
+            && at <= now
+        {
+            return Err(Refusal::Expired {
+                key_id: key.entry.id.clone(),
+                at: at.to_string(),
+            });
+        }
+        let secs = now.as_second();
+        if key.last_used.load(Ordering::Relaxed) != secs {
+            key.last_used.store(secs, Ordering::Relaxed);
+        }
+        Ok(key.principal.clone())
+    }
+
+    /// Every key the gateway accepts (or accepted, for expired ones), in file order, the
+    /// bootstrap key last. No key and no hash.
+    pub fn list(&self) -> Vec<KeyInfo> {
+        let loaded = self.loaded.read().unwrap_or_else(|e| e.into_inner());
+        let now = Timestamp::now();
+        // The bootstrap key is compiled last.
+        let from_file = loaded.keys.len() - usize::from(self.bootstrap.is_some());
+        loaded
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let last = k.last_used.load(Ordering::Relaxed);
+                KeyInfo {
+                    id: k.entry.id.clone(),
+                    scopes: k.entry.scopes.clone(),
+                    description: k.entry.description.clone(),
+                    created_at: k.entry.created_at.clone(),
+                    last_used_at: (last > 0)
+                        .then(|| Timestamp::from_second(last).ok())
+                        .flatten()
+                        .map(|t| t.to_string()),
+                    expires_at: k.entry.expires_at.clone(),
+                    expired: k.expires.is_some_and(|at| at <= now),
+                    source: if i < from_file { "file" } else { "env" }.to_owned(),
+                }
+            })
+            .collect()
     }
 }
 

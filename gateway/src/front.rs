@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use bkg_core::wire::{PROBLEM_JSON, Problem};
 use tracing::Instrument;
 
-use crate::auth::Principal;
+use crate::auth::{Principal, Refusal};
 use crate::conn::{AnswerBody, ClientIo};
 use crate::problem::ApiError;
 use crate::{AppState, REQUEST_ID, invoke, ws};
@@ -255,10 +255,12 @@ pub(crate) fn authenticate(
             "an API key is required: send Authorization: Bearer <key>".into(),
         ));
     };
-    state
-        .keys
-        .authenticate(token)
-        .ok_or_else(|| ApiError::Unauthorized("the API key is not valid".into()))
+    state.keys.check(token).map_err(|refusal| match refusal {
+        Refusal::Unknown => ApiError::Unauthorized("the API key is not valid".into()),
+        Refusal::Expired { key_id, at } => {
+            ApiError::Unauthorized(format!("the API key {key_id:?} expired at {at}"))
+        }
+    })
 }
 
 /// The refusal of a key without the scope for `method path`.
@@ -283,6 +285,8 @@ pub(crate) async fn authorize(
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let allowed = match (req.method().as_str(), segments.as_slice()) {
         (_, ["api", "whoami"]) => true,
+        // Keys are secrets' metadata: listing them needs admin too.
+        (_, ["api", "keys", ..]) => who.is_admin(),
         ("POST", _) => who.is_admin(),
         _ => who.can_read(),
     };
@@ -347,6 +351,8 @@ fn route(path: &str) -> &'static str {
         ["healthz"] => "/healthz",
         ["metrics"] => "/metrics",
         ["api", "whoami"] => "/api/whoami",
+        ["api", "keys"] => "/api/keys",
+        ["api", "keys", _] => "/api/keys/{id}",
         ["api", "openapi.json"] => "/api/openapi.json",
         ["api", "plugins"] => "/api/plugins",
         ["api", "plugins", _] => "/api/plugins/{id}",

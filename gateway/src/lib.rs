@@ -12,6 +12,7 @@ pub mod conn;
 mod front;
 pub mod history;
 mod invoke;
+pub mod keys;
 mod logbudget;
 mod metrics;
 pub mod openapi;
@@ -30,7 +31,7 @@ use std::sync::atomic::AtomicUsize;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
-use axum::routing::{any, get, post};
+use axum::routing::{any, delete, get, post};
 use prometheus_client::registry::Registry;
 
 pub use backend::{Backend, BackendError, PluginView};
@@ -172,6 +173,8 @@ fn routes(state: AppState) -> Router {
     // Everything under /api and /ws needs a key; the middleware runs only on matched routes.
     let protected = Router::new()
         .route("/api/whoami", get(api::whoami))
+        .route("/api/keys", get(keys::list).post(keys::create))
+        .route("/api/keys/{id}", delete(keys::revoke))
         .route("/api/plugins", get(api::list))
         .route("/api/plugins/{id}", get(api::get_one))
         .route("/api/plugins/{id}/start", post(api::start))

@@ -32,6 +32,9 @@ use utoipa::{Modify, OpenApi, ToSchema};
         crate::api::healthz,
         crate::api::metrics,
         crate::api::whoami,
+        crate::keys::list,
+        crate::keys::create,
+        crate::keys::revoke,
         crate::api::list,
         crate::api::get_one,
         crate::api::telemetry,
@@ -52,7 +55,8 @@ use utoipa::{Modify, OpenApi, ToSchema};
         schemas(
         PluginInfo, Capability, Instance, ResourcesInfo, ScalingInfo, ScaleEvent, ConditionInfo, InvokeRequest,
         Telemetry, TelemetryHistory, TelemetrySample, PluginEvent, Overview, PluginSparkline,
-        Logs, LogLine, Problem, FieldError, WhoAmI, LiveMessage
+        Logs, LogLine, Problem, FieldError, WhoAmI, LiveMessage,
+        crate::auth::KeyInfo, crate::keys::CreateKey, crate::keys::CreatedKey
     )),
     modifiers(&Security),
     security(("bearer" = [])),
@@ -61,6 +65,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         (name = "invoke", description = "Call a capability (scope invoke; a management capability: manage:<plugin> or admin)"),
         (name = "lifecycle", description = "Start, stop, restart and reconfigure (scope admin)"),
         (name = "auth", description = "The calling key"),
+        (name = "keys", description = "List, create and revoke API keys (scope admin). Locally they live in the key file; on a cluster in a Secret, which the API does not edit (409)"),
         (name = "health", description = "Open endpoints for probes and Prometheus"),
     )
 )]
@@ -134,7 +139,10 @@ impl Modify for Security {
             if !path.starts_with("/api/") {
                 continue;
             }
-            for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
+            for operation in [&mut item.get, &mut item.post, &mut item.delete]
+                .into_iter()
+                .flatten()
+            {
                 let responses = &mut operation.responses.responses;
                 responses.insert(
                     "401".into(),
@@ -232,6 +240,8 @@ mod tests {
             "/api/overview",
             "/api/plugins/{id}/logs",
             "/api/whoami",
+            "/api/keys",
+            "/api/keys/{id}",
             "/healthz",
             "/metrics",
         ] {

@@ -54,6 +54,8 @@ pub enum ApiError {
     Rejected { status: StatusCode, detail: String },
     #[error("no route {0}")]
     NotFound(String),
+    #[error("no API key {0:?}")]
+    UnknownKey(String),
     #[error("method not allowed")]
     MethodNotAllowed,
 }
@@ -127,6 +129,9 @@ impl ApiError {
                 "Internal error",
             ),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, ProblemKind::NotFound, "Not found"),
+            ApiError::UnknownKey(_) => {
+                (StatusCode::NOT_FOUND, ProblemKind::NotFound, "Unknown key")
+            }
             ApiError::Unauthorized(_) => (
                 StatusCode::UNAUTHORIZED,
                 ProblemKind::Unauthorized,
