@@ -28,6 +28,11 @@ export const routes: Routes = [
         loadComponent: () => import('./pages/plugin-detail').then((m) => m.PluginDetailPage),
       },
       {
+        path: 'keys',
+        title: 'API keys · bkg admin',
+        loadComponent: () => import('./pages/keys').then((m) => m.KeysPage),
+      },
+      {
         path: 'playground',
         title: 'Playground · bkg admin',
         loadComponent: () => import('./pages/playground').then((m) => m.PlaygroundPage),

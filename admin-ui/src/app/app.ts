@@ -20,6 +20,9 @@ import { Icon } from './ui/icon';
             @if (auth.canInvokeAny()) {
               <a routerLink="/playground" routerLinkActive="bg-slate-700" class="rounded px-3 py-1.5 hover:bg-slate-700">Playground</a>
             }
+            @if (auth.canAdmin()) {
+              <a routerLink="/keys" routerLinkActive="bg-slate-700" class="rounded px-3 py-1.5 hover:bg-slate-700">Keys</a>
+            }
           </nav>
           <div class="ml-auto flex flex-wrap items-center gap-3 text-sm">
             <span class="flex items-center gap-1.5" role="status" [attr.aria-label]="'Live updates: ' + liveLabel()" data-testid="live-state">

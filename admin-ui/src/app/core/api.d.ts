@@ -4,6 +4,38 @@
  */
 
 export interface paths {
+    "/api/keys": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["list"];
+        put?: never;
+        post: operations["create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/keys/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        delete: operations["revoke"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/overview": {
         parameters: {
             query?: never;
@@ -280,6 +312,39 @@ export interface components {
          * @enum {string}
          */
         CostUnit: "inputs" | "bytes" | "tokens";
+        /** @description `POST /api/keys`: the key to make. */
+        CreateKey: {
+            /** @description A note for people (who holds the key, what for). */
+            description?: string | null;
+            /**
+             * Format: date-time
+             * @description RFC 3339 time after which the key is refused (401); in the future. Absent: never.
+             * @example 2030-01-01T00:00:00Z
+             */
+            expires_at?: string | null;
+            /**
+             * @description Public name of the key, unique: letters, digits, `.`, `_` and `-`.
+             * @example ci
+             */
+            id: string;
+            /**
+             * @description `read`, `invoke`, `invoke:<plugin>[/<capability>]`, `manage:<plugin>` or `admin`.
+             * @example [
+             *       "read",
+             *       "invoke:echo"
+             *     ]
+             */
+            scopes: string[];
+        };
+        /** @description What `POST /api/keys` answers: the key itself, this once. */
+        CreatedKey: {
+            created_at: string;
+            expires_at?: string | null;
+            id: string;
+            /** @description The bearer token. Only its hash is stored: it is never shown again. */
+            key: string;
+            scopes: string[];
+        };
         /** @description One violation, located by a JSON pointer (payloads) or a dotted path (manifests). */
         FieldError: {
             field: string;
@@ -304,6 +369,27 @@ export interface components {
         InvokeRequest: {
             capability: string;
             payload?: unknown;
+        };
+        /** @description What `GET /api/keys` shows of one key: never the key or its hash. */
+        KeyInfo: {
+            /** @description When it was made (RFC 3339), if the key file says. */
+            created_at?: string | null;
+            description?: string | null;
+            /** @description `expires_at` has passed. */
+            expired: boolean;
+            /** @description After this the key is refused (RFC 3339); absent: it never expires. */
+            expires_at?: string | null;
+            /** @description Public name of the key. */
+            id: string;
+            /**
+             * @description When this gateway process last authenticated it (RFC 3339); kept in memory, so it
+             *     starts empty after a restart and each gateway replica knows its own calls.
+             */
+            last_used_at?: string | null;
+            /** @description `read`, `invoke`, `invoke:<plugin>[/<capability>]`, `manage:<plugin>` or `admin`. */
+            scopes: string[];
+            /** @description `file` (the key file, which the API edits) or `env` (BKG_API_KEY, which it cannot). */
+            source: string;
         };
         /**
          * @description One message on the live WebSockets `/ws/plugins` and `/ws/plugins/{id}` (subprotocol bkg.v1),
@@ -691,6 +777,86 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    list: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Every key the gateway accepts (expired ones marked): never a key or its hash */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["KeyInfo"][];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+        };
+    };
+    create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description The key's id, scopes and optional expiry */
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateKey"];
+            };
+        };
+        responses: {
+            /** @description Made and in force at once; the answer holds the key, which is never shown again */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CreatedKey"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            409: components["responses"]["Conflict"];
+            413: components["responses"]["TooLarge"];
+        };
+    };
+    revoke: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The key's id
+                 * @example ci
+                 */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Revoked: refused from now on */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            409: components["responses"]["Conflict"];
+        };
+    };
     overview: {
         parameters: {
             query?: never;

@@ -1,6 +1,6 @@
 import { Injectable, inject } from '@angular/core';
 import { ApiError } from './api-error';
-import { Logs, Overview, PluginAction, PluginInfo, Telemetry, TelemetryHistory, WhoAmI } from './models';
+import { CreateKey, CreatedKey, KeyInfo, Logs, Overview, PluginAction, PluginInfo, Telemetry, TelemetryHistory, WhoAmI } from './models';
 import { SessionKey } from './session-key';
 
 /** Thin client of the gateway's REST API. Every failure is thrown as an ApiError. */
@@ -48,6 +48,18 @@ export class ApiService {
 
   invoke(id: string, capability: string, payload: unknown): Promise<unknown> {
     return this.request('POST', `/api/plugins/${encodeURIComponent(id)}/invoke`, { capability, payload });
+  }
+
+  keys(): Promise<KeyInfo[]> {
+    return this.request('GET', '/api/keys');
+  }
+
+  createKey(key: CreateKey): Promise<CreatedKey> {
+    return this.request('POST', '/api/keys', key);
+  }
+
+  revokeKey(id: string): Promise<void> {
+    return this.request('DELETE', `/api/keys/${encodeURIComponent(id)}`);
   }
 
   async request<T>(method: string, path: string, body?: unknown, key?: string): Promise<T> {

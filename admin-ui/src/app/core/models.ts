@@ -26,6 +26,9 @@ export type FieldError = Schemas['FieldError'];
 export type Problem = Schemas['Problem'];
 export type InvokeRequest = Schemas['InvokeRequest'];
 export type WhoAmI = Schemas['WhoAmI'];
+export type KeyInfo = Schemas['KeyInfo'];
+export type CreateKey = Schemas['CreateKey'];
+export type CreatedKey = Schemas['CreatedKey'];
 /** One message on the WebSockets /ws/plugins and /ws/plugins/{id}, told apart by `type`. */
 export type LiveMessage = Schemas['LiveMessage'];
 

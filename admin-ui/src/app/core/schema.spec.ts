@@ -1,4 +1,4 @@
-import { buildPayload, describeType, examplePayload, formFields, schemaRows } from './schema';
+import { buildPayload, describeType, examplePayload, formFields, formValues, schemaRows } from './schema';
 
 const sleep = {
   type: 'object',
@@ -63,5 +63,25 @@ describe('schema forms', () => {
   it('proposes an example with the required fields', () => {
     expect(examplePayload(sleep)).toEqual({ ms: 0 });
     expect(examplePayload(true)).toEqual({});
+  });
+
+  it('makes "a text or a list of texts" a list editor, and maps payloads back to form values', () => {
+    const schema = {
+      type: 'object',
+      required: ['input'],
+      properties: {
+        input: { oneOf: [{ type: 'string', minLength: 1 }, { type: 'array', items: { type: 'string' } }] },
+        model: { type: 'string' },
+        encoding_format: { enum: ['float', 'base64'] },
+        normalize: { type: 'boolean' },
+      },
+    };
+    const fields = formFields(schema)!;
+    expect(fields.map((f) => f.kind)).toEqual(['string-list', 'text', 'enum', 'boolean']);
+    const back = formValues(fields, { input: 'one', model: 'm', encoding_format: 'float', normalize: true, x: 1 })!;
+    expect(back.values).toEqual({ input: ['one'], model: 'm', encoding_format: 'float', normalize: true });
+    expect(back.unknown).toEqual(['x']);
+    expect(buildPayload(fields, back.values)).toEqual({ input: ['one'], model: 'm', encoding_format: 'float', normalize: true });
+    expect(formValues(fields, [1])).toBeNull();
   });
 });

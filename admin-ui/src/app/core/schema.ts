@@ -28,8 +28,24 @@ function typeOf(schema: Obj): string | undefined {
   return undefined;
 }
 
+function isStringOrStrings(s: unknown): boolean {
+  const o = asObj(s);
+  if (!o) return false;
+  const t = typeOf(o);
+  if (t === 'string' && !Array.isArray(o['enum'])) return true;
+  const items = asObj(o['items']);
+  return t === 'array' && !!items && typeOf(items) === 'string';
+}
+
 function fieldKind(schema: Obj): FieldKind {
   if (Array.isArray(schema['enum'])) return 'enum';
+  // "a text or a list of texts" (oneOf string | array of strings): a list editor, sent as an array.
+  for (const k of ['oneOf', 'anyOf']) {
+    const alts = schema[k];
+    if (Array.isArray(alts) && alts.length && alts.every(isStringOrStrings) && alts.some((a) => typeOf(asObj(a)!) === 'array')) {
+      return 'string-list';
+    }
+  }
   const t = typeOf(schema);
   switch (t) {
     case 'string':
@@ -74,13 +90,22 @@ export function formFields(schema: unknown): FormField[] | null {
   });
 }
 
-/** Form values are strings (booleans for checkboxes); turns them into a payload. Throws on bad input. */
+/**
+ * Form values are strings (booleans for checkboxes, string arrays for lists); turns them into a
+ * payload. Throws on bad input.
+ */
 export function buildPayload(fields: FormField[], values: Record<string, unknown>): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const f of fields) {
     const v = values[f.name];
     if (f.kind === 'boolean') {
       if (v !== undefined && v !== '' && v !== null) out[f.name] = v === true || v === 'true';
+      continue;
+    }
+    if (f.kind === 'string-list' && Array.isArray(v)) {
+      const items = v.map(String).filter((x) => x.trim().length > 0);
+      if (items.length) out[f.name] = items;
+      else if (f.required) throw new Error(`${f.name} is required`);
       continue;
     }
     const text = v === undefined || v === null ? '' : String(v);
@@ -120,6 +145,36 @@ export function buildPayload(fields: FormField[], values: Record<string, unknown
     }
   }
   return out;
+}
+
+/**
+ * The form values for a payload (the way back from raw JSON to the form). `unknown` names the
+ * properties no field shows; a payload that is not an object gives null.
+ */
+export function formValues(fields: FormField[], payload: unknown): { values: Record<string, unknown>; unknown: string[] } | null {
+  const p = asObj(payload);
+  if (!p) return null;
+  const values: Record<string, unknown> = {};
+  const byName = new Map(fields.map((f) => [f.name, f]));
+  const unknown = Object.keys(p).filter((k) => !byName.has(k));
+  for (const f of fields) {
+    const v = p[f.name];
+    if (v === undefined) continue;
+    switch (f.kind) {
+      case 'boolean':
+        values[f.name] = v === true;
+        break;
+      case 'string-list':
+        values[f.name] = Array.isArray(v) ? v.map((x) => (typeof x === 'string' ? x : JSON.stringify(x))) : [typeof v === 'string' ? v : JSON.stringify(v)];
+        break;
+      case 'json':
+        values[f.name] = JSON.stringify(v);
+        break;
+      default:
+        values[f.name] = typeof v === 'string' ? v : JSON.stringify(v);
+    }
+  }
+  return { values, unknown };
 }
 
 /** A one-line description of a schema's type, e.g. `integer (0 … 600000)` or `"a" | "b"`. */

@@ -49,11 +49,16 @@ describe('PlaygroundPage', () => {
   }
 
   it('generates a labelled form from the input schema and sends a typed payload', async () => {
-    const { el, send } = await render();
-    const field = el.querySelector('#f-input') as HTMLTextAreaElement;
-    expect(el.querySelector('label[for=f-input]')?.textContent).toContain('input');
-    field.value = 'hello\nworld';
+    const { el, fixture, send } = await render();
+    const field = el.querySelector('#f-input') as HTMLInputElement;
+    expect(field.getAttribute('aria-label')).toBe('input item 1');
+    field.value = 'hello';
     field.dispatchEvent(new Event('input'));
+    (Array.from(el.querySelectorAll('button')).find((b) => b.textContent?.includes('Add input item')) as HTMLButtonElement).click();
+    await fixture.whenStable();
+    const second = el.querySelector('[aria-label="input item 2"]') as HTMLInputElement;
+    second.value = 'world';
+    second.dispatchEvent(new Event('input'));
     api['invoke'].mockResolvedValue({ embeddings: [Array(384).fill(0.5), Array(384).fill(-0.25)], model: 'minilm' });
     await send();
     expect(api['invoke']).toHaveBeenCalledWith('candle', 'model.infer', { input: ['hello', 'world'] });
@@ -72,7 +77,7 @@ describe('PlaygroundPage', () => {
 
   it('shows a 400 problem with its schema errors', async () => {
     const { el, send } = await render();
-    const field = el.querySelector('#f-input') as HTMLTextAreaElement;
+    const field = el.querySelector('#f-input') as HTMLInputElement;
     field.value = 'x';
     field.dispatchEvent(new Event('input'));
     api['invoke'].mockRejectedValue(
@@ -81,5 +86,28 @@ describe('PlaygroundPage', () => {
     await send();
     expect(el.querySelector('[data-testid=problem]')!.textContent).toContain('/input/0');
     expect(el.textContent).toContain('Failed');
+  });
+
+  it('carries the payload from raw JSON back to the form, and keeps JSON it cannot show', async () => {
+    const { el, fixture, send } = await render();
+    const json = el.querySelector('[data-testid=mode-json]') as HTMLInputElement;
+    json.click();
+    await fixture.whenStable();
+    const raw = el.querySelector('[data-testid=pg-json]') as HTMLTextAreaElement;
+    raw.value = '{"input": ["a", "b"], "other": 1}';
+    raw.dispatchEvent(new Event('input'));
+    const form = el.querySelector('[data-testid=mode-form]') as HTMLInputElement;
+    form.click();
+    await fixture.whenStable();
+    expect(el.textContent).toContain('no field for other');
+    expect(el.querySelector('[data-testid=pg-json]')).not.toBeNull();
+    raw.value = '{"input": ["a", "b"]}';
+    raw.dispatchEvent(new Event('input'));
+    form.click();
+    await fixture.whenStable();
+    expect((el.querySelector('[aria-label="input item 2"]') as HTMLInputElement).value).toBe('b');
+    api['invoke'].mockResolvedValue({});
+    await send();
+    expect(api['invoke']).toHaveBeenCalledWith('candle', 'model.infer', { input: ['a', 'b'] });
   });
 });

@@ -5,7 +5,7 @@ import { AuthStore } from '../core/auth.store';
 import { compactJson, findEmbeddings } from '../core/embeddings';
 import { Capability, PluginInfo } from '../core/models';
 import { PluginsStore } from '../core/plugins.store';
-import { FormField, buildPayload, examplePayload, formFields } from '../core/schema';
+import { FormField, buildPayload, examplePayload, formFields, formValues } from '../core/schema';
 import { ProblemView } from '../ui/problem-view';
 import { SchemaView } from '../ui/schema-view';
 
@@ -31,7 +31,7 @@ interface InvokeResult {
             <label for="pg-plugin" class="label">Plugin</label>
             <select id="pg-plugin" class="input" [value]="pluginId()" (change)="choosePlugin($any($event.target).value)" data-testid="pg-plugin">
               @for (p of invocable(); track p.id) {
-                <option [value]="p.id">{{ p.name }} ({{ p.status }})</option>
+                <option [value]="p.id" [selected]="p.id === pluginId()">{{ p.name }} ({{ p.status }})</option>
               }
             </select>
           </div>
@@ -39,7 +39,7 @@ interface InvokeResult {
             <label for="pg-cap" class="label">Capability</label>
             <select id="pg-cap" class="input" [value]="capId()" (change)="chooseCapability($any($event.target).value)" data-testid="pg-capability">
               @for (c of capabilities(); track c.id) {
-                <option [value]="c.id">{{ c.name }} ({{ c.id }})</option>
+                <option [value]="c.id" [selected]="c.id === capId()">{{ c.name }} ({{ c.id }})</option>
               }
             </select>
           </div>
@@ -53,15 +53,29 @@ interface InvokeResult {
 
           <fieldset class="flex gap-4 text-sm">
             <legend class="sr-only">Payload editor</legend>
-            <label class="flex items-center gap-1.5"><input type="radio" name="mode" value="form" [checked]="mode() === 'form'" [disabled]="!fields()" (change)="setMode('form')" /> Form</label>
-            <label class="flex items-center gap-1.5"><input type="radio" name="mode" value="json" [checked]="mode() === 'json'" (change)="setMode('json')" data-testid="mode-json" /> Raw JSON</label>
+            <label class="flex items-center gap-1.5"><input #formRadio type="radio" name="mode" value="form" [checked]="mode() === 'form'" [disabled]="!fields()" (change)="setMode('form'); formRadio.checked = mode() === 'form'; jsonRadio.checked = mode() === 'json'" data-testid="mode-form" /> Form</label>
+            <label class="flex items-center gap-1.5"><input #jsonRadio type="radio" name="mode" value="json" [checked]="mode() === 'json'" (change)="setMode('json')" data-testid="mode-json" /> Raw JSON</label>
           </fieldset>
 
           @if (mode() === 'form' && fields(); as fs) {
             <div class="space-y-3">
               @for (f of fs; track f.name) {
                 <div>
-                  @if (f.kind === 'boolean') {
+                  @if (f.kind === 'string-list') {
+                    <fieldset [attr.data-testid]="'list-' + f.name">
+                      <legend class="label">{{ f.name }}@if (f.required) {<span class="text-red-700" aria-hidden="true"> *</span>}</legend>
+                      <ol class="space-y-1">
+                        @for (item of list(f.name); track $index; let i = $index) {
+                          <li class="flex gap-2">
+                            <input [id]="i === 0 ? 'f-' + f.name : null" type="text" class="input" [value]="item" (input)="setItem(f.name, i, $any($event.target).value)" [attr.aria-label]="f.name + ' item ' + (i + 1)" />
+                            <button type="button" class="btn" (click)="removeItem(f.name, i)" [attr.aria-label]="'Remove ' + f.name + ' item ' + (i + 1)">✕</button>
+                          </li>
+                        }
+                      </ol>
+                      <button type="button" class="btn mt-1 text-sm" (click)="addItem(f.name)">Add {{ f.name }} item</button>
+                      @if (f.description) {<p class="mt-0.5 text-xs text-slate-600">{{ f.description }}</p>}
+                    </fieldset>
+                  } @else if (f.kind === 'boolean') {
                     <label class="flex items-center gap-2 text-sm font-medium"><input type="checkbox" [id]="'f-' + f.name" [checked]="values()[f.name] === true" (change)="set(f.name, $any($event.target).checked)" /> {{ f.name }}</label>
                   } @else {
                     <label [for]="'f-' + f.name" class="label">{{ f.name }}@if (f.required) {<span class="text-red-700" aria-hidden="true"> *</span>}</label>
@@ -87,7 +101,6 @@ interface InvokeResult {
                     }
                     <p class="mt-0.5 text-xs text-slate-600">
                       {{ f.description }}
-                      @if (f.kind === 'string-list') { One item per line. }
                       @if (f.kind === 'json') { JSON value. }
                     </p>
                   }
@@ -172,7 +185,10 @@ export class PlaygroundPage implements OnInit {
   protected readonly mode = linkedSignal<'form' | 'json'>(() => (this.fields() ? 'form' : 'json'));
   protected readonly values = linkedSignal<Record<string, unknown>>(() => {
     const out: Record<string, unknown> = {};
-    for (const f of this.fields() ?? []) if (f.default !== undefined) out[f.name] = f.kind === 'boolean' ? f.default : String(f.default);
+    for (const f of this.fields() ?? []) {
+      if (f.kind === 'string-list') out[f.name] = Array.isArray(f.default) ? f.default.map(String) : [''];
+      else if (f.default !== undefined) out[f.name] = f.kind === 'boolean' ? f.default : String(f.default);
+    }
     return out;
   });
   protected readonly raw = linkedSignal(() => {
@@ -204,16 +220,54 @@ export class PlaygroundPage implements OnInit {
     void this.router.navigate([], { queryParams: { plugin: this.pluginId(), capability: id }, replaceUrl: true });
   }
 
+  /** Switches editors, carrying the payload across both ways. */
   protected setMode(mode: 'form' | 'json'): void {
-    if (mode === 'json' && this.mode() === 'form' && this.fields()) {
+    const fields = this.fields();
+    if (mode === 'json' && this.mode() === 'form' && fields) {
       try {
-        this.raw.set(JSON.stringify(buildPayload(this.fields()!, this.values()), null, 2));
+        this.raw.set(JSON.stringify(buildPayload(fields, this.values()), null, 2));
       } catch {
         // keep the previous raw text
       }
     }
+    if (mode === 'form' && this.mode() === 'json' && fields) {
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(this.raw());
+      } catch (e) {
+        return this.refuseMode(`The JSON is not valid, so the form cannot show it: ${e instanceof Error ? e.message : e}`);
+      }
+      const back = formValues(fields, parsed);
+      if (!back) return this.refuseMode('The payload is not a JSON object, so the form cannot show it.');
+      if (back.unknown.length) return this.refuseMode(`The form has no field for ${back.unknown.join(', ')}: edit those in raw JSON.`);
+      for (const f of fields) if (f.kind === 'string-list' && !back.values[f.name]) back.values[f.name] = [''];
+      this.values.set(back.values);
+    }
     this.mode.set(mode);
     this.inputError.set(null);
+  }
+
+  /** Stays in raw JSON mode, saying why (the radio buttons follow `mode`). */
+  private refuseMode(message: string): void {
+    this.inputError.set(message);
+    this.mode.set('json');
+  }
+
+  protected list(name: string): string[] {
+    const v = this.values()[name];
+    return Array.isArray(v) ? (v as string[]) : [];
+  }
+
+  protected setItem(name: string, i: number, value: string): void {
+    this.values.update((v) => ({ ...v, [name]: this.list(name).map((x, j) => (j === i ? value : x)) }));
+  }
+
+  protected addItem(name: string): void {
+    this.values.update((v) => ({ ...v, [name]: [...this.list(name), ''] }));
+  }
+
+  protected removeItem(name: string, i: number): void {
+    this.values.update((v) => ({ ...v, [name]: this.list(name).filter((_, j) => j !== i) }));
   }
 
   protected str(name: string): string {
