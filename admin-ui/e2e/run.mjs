@@ -102,7 +102,8 @@ async function pageBackground(page) {
 }
 
 const plugins = pluginsDir();
-const stack = await startStack({ apiKey: API_KEY, staticServer, plugins });
+const keysDir = mkdtempSync(path.join(os.tmpdir(), 'bkg-ui-e2e-keys-'));
+const stack = await startStack({ apiKey: API_KEY, staticServer, plugins, keysFile: path.join(keysDir, 'keys.yaml') });
 const browser = await launch();
 const { page, errors } = await newPage(browser);
 page.setDefaultTimeout(T);
@@ -285,6 +286,71 @@ try {
     await page.screenshot({ path: path.join(ART, 'playground-error.png'), fullPage: true });
   });
 
+  await check('a deep link to candle/embeddings shows them in the dropdowns and sends there; Echo can be re-picked', async () => {
+    await page.goto(`${stack.base}/playground?plugin=candle&capability=embeddings`);
+    const pluginSelect = page.getByTestId('pg-plugin');
+    const capSelect = page.getByTestId('pg-capability');
+    // What the dropdowns show: the selected option, not only the component's state.
+    const shown = (select) => select.evaluate((s) => ({ value: s.value, text: s.selectedOptions[0]?.textContent ?? '' }));
+    await waitFor(async () => (await shown(pluginSelect)).value === 'candle' && (await shown(capSelect)).value === 'embeddings', T, 'candle / embeddings selected');
+    const cap = await shown(capSelect);
+    if (!cap.text.includes('embeddings') || cap.text.includes('model.infer')) throw new Error(`capability dropdown shows ${cap.text}`);
+    // The form: `input` (a text or a list of texts) is a list editor.
+    await page.getByLabel('input item 1', { exact: true }).fill('a deep-linked sentence');
+    const sent = page.waitForRequest((r) => r.method() === 'POST' && r.url().endsWith('/invoke'));
+    await page.getByTestId('pg-send').click();
+    const req = await sent;
+    const body = req.postDataJSON();
+    if (!req.url().endsWith('/api/plugins/candle/invoke') || body.capability !== 'embeddings' || JSON.stringify(body.payload) !== '{"input":["a deep-linked sentence"]}') {
+      throw new Error(`sent ${req.url()} ${req.postData()}`);
+    }
+    await page.getByTestId('pg-latency').waitFor();
+    await page.screenshot({ path: path.join(ART, 'playground-deep-link.png'), fullPage: true });
+    // Re-pick Echo: the dropdowns and the request follow.
+    await pluginSelect.selectOption('echo');
+    await waitFor(async () => (await shown(pluginSelect)).value === 'echo' && (await shown(capSelect)).value === 'echo', T, 'echo / echo selected');
+    await page.getByTestId('mode-json').check();
+    await page.getByTestId('pg-json').fill('{"back": "to echo"}');
+    const again = page.waitForRequest((r) => r.method() === 'POST' && r.url().endsWith('/invoke'));
+    await page.getByTestId('pg-send').click();
+    if (!(await again).url().endsWith('/api/plugins/echo/invoke')) throw new Error('re-picked Echo, sent elsewhere');
+    await page.getByTestId('pg-response').filter({ hasText: 'to echo' }).waitFor();
+    await assertLabelled(page);
+  });
+
+  await check('a key created on the Keys page works at once and is refused (401) after revoke', async () => {
+    await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Keys', exact: true }).click();
+    await page.waitForURL(/\/keys$/);
+    await page.locator('[data-testid=key-row][data-key=bootstrap]').waitFor();
+    const id = `e2e-${Date.now()}`;
+    await page.getByTestId('key-id').fill(id);
+    await page.getByTestId('key-scope-invoke').check();
+    await page.getByTestId('key-create').click();
+    const secret = await page.getByTestId('key-secret').inputValue();
+    if (!/^bkg_[A-Za-z0-9]{40}$/.test(secret)) throw new Error(`not a key: ${secret}`);
+    const row = page.locator(`[data-testid=key-row][data-key="${id}"]`);
+    await row.filter({ hasText: 'read, invoke' }).waitFor();
+    if ((await page.locator('[data-testid=keys-table]').innerText()).includes(secret)) throw new Error('the table shows the key');
+    const invoke = () =>
+      fetch(`${stack.gateway}/api/plugins/echo/invoke`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${secret}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ capability: 'echo', payload: { from: id } }),
+      });
+    const ok = await invoke();
+    if (ok.status !== 200) throw new Error(`invoke with the new key: ${ok.status} ${await ok.text()}`);
+    await page.screenshot({ path: path.join(ART, 'keys-created.png'), fullPage: true });
+    await assertLabelled(page);
+    await row.getByTestId('key-revoke').click();
+    await row.getByTestId('key-revoke-confirm').click();
+    await row.waitFor({ state: 'detached' });
+    const refused = await invoke();
+    if (refused.status !== 401) throw new Error(`invoke after revoke: ${refused.status} ${await refused.text()}`);
+    // The list never carries a key or hash.
+    const listed = await (await fetch(`${stack.gateway}/api/keys`, { headers: { authorization: `Bearer ${API_KEY}` } })).text();
+    if (listed.includes(API_KEY) || listed.includes('sha256:')) throw new Error(`GET /api/keys leaks: ${listed}`);
+  });
+
   await check('a deep link opened in the tab keeps the session (SPA fallback + sessionStorage)', async () => {
     await page.goto(`${stack.base}/plugins/echo`);
     await page.getByRole('heading', { name: /Capabilities/ }).waitFor();
@@ -376,6 +442,7 @@ try {
   await browser.close();
   await stack.stop();
   rmSync(plugins, { recursive: true, force: true });
+  rmSync(keysDir, { recursive: true, force: true });
 }
 
 console.log(`admin-ui e2e: screenshots in ${path.relative(REPO, ART)}/`);

@@ -33,10 +33,12 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
  * Starts `bkg up` on a free port. Resolves when the gateway listens and the echo plugin runs.
  * Returns { base, gateway, stop, logs }.
  */
-export async function startStack({ apiKey, staticServer = false, plugins = 'config/plugins' } = {}) {
+export async function startStack({ apiKey, staticServer = false, plugins = 'config/plugins', keysFile } = {}) {
   const { bin, exists, uiDir } = gatewayFeatures();
   if (!exists) throw new Error(`${bin} not found: run cargo build -p bkg -p bkg-plugin-runtime first`);
   const args = ['up', '--port', '0', '--plugins', plugins];
+  // The Keys page writes the key file: a test's own, never the checkout's .bkg/keys.yaml.
+  if (keysFile) args.push('--keys-file', keysFile);
   if (!staticServer) {
     if (!uiDir) throw new Error('this bkg has no `up --ui-dir` yet');
     args.push('--ui-dir', DIST);
