@@ -16,7 +16,11 @@ fn call(stack: &Stack, key: Option<&str>, method: &str, path: &str, body: &str) 
     let url = format!("{}{path}", stack.url);
     let mut req = match method {
         "GET" => client.get(url),
-        _ => client.post(url).body(body.to_owned()),
+        "DELETE" => client.delete(url),
+        _ => client
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body.to_owned()),
     };
     if let Some(key) = key {
         req = req.bearer_auth(key);
@@ -107,6 +111,19 @@ fn every_endpoint_answers_exactly_by_scope_and_keys_stay_secret() {
             "/api/plugins/echo/start",
             "",
             [401, 401, 403, 403, 403, 202],
+        ),
+        ("GET", "/api/keys", "", [401, 401, 403, 403, 403, 200]),
+        (
+            "POST",
+            "/api/keys",
+            r#"{"id":"matrix","scopes":["read"]}"#,
+            [401, 401, 403, 403, 403, 201],
+        ),
+        (
+            "DELETE",
+            "/api/keys/matrix",
+            "",
+            [401, 401, 403, 403, 403, 204],
         ),
     ];
     let keys = [
@@ -451,4 +468,91 @@ fn websocket_streams_answer_exactly_by_scope() {
     }
     // An unknown plugin's stream is a 404 for a key that may read.
     assert_eq!(ws_status(&host, "/ws/plugins/nope", Some(&read)), 404);
+}
+
+/// `/api/keys` on the real binary: a key made through the API invokes at once, shows in the list
+/// without its secret, is refused after revoke, and one whose `expires_at` has passed (the file
+/// edited by hand, picked up by the reloader) gets 401 saying it expired.
+#[test]
+fn keys_made_through_the_api_work_at_once_and_stop_when_revoked_or_expired() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("echo.yaml"), sample_echo()).expect("manifest");
+    let stack = Stack::start_with(dir, &[]);
+    stack.wait_running("echo");
+    let client = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    let create = |id: &str, extra: Value| -> String {
+        let mut body = json!({"id": id, "scopes": ["invoke:echo"]});
+        body.as_object_mut()
+            .expect("object")
+            .extend(extra.as_object().expect("object").clone());
+        let r = client
+            .post(format!("{}/api/keys", stack.url))
+            .bearer_auth(ADMIN_KEY)
+            .json(&body)
+            .send()
+            .expect("create");
+        assert_eq!(r.status().as_u16(), 201);
+        let made: Value = r.json().expect("json");
+        made["key"].as_str().expect("key").to_owned()
+    };
+    let invoke = |key: &str| -> (u16, Value) {
+        let r = client
+            .post(format!("{}/api/plugins/echo/invoke", stack.url))
+            .bearer_auth(key)
+            .json(&json!({"capability": "echo", "payload": {"x": 1}}))
+            .send()
+            .expect("invoke");
+        (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+    };
+
+    let key = create("made-here", json!({}));
+    assert_eq!(invoke(&key), (200, json!({"x": 1})), "in force at once");
+    let list = client
+        .get(format!("{}/api/keys", stack.url))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .expect("list")
+        .text()
+        .expect("text");
+    assert!(list.contains("\"made-here\""), "{list}");
+    assert!(
+        !list.contains(&key) && !list.contains(ADMIN_KEY) && !list.contains("sha256:"),
+        "{list}"
+    );
+    let r = client
+        .delete(format!("{}/api/keys/made-here", stack.url))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .expect("revoke");
+    assert_eq!(r.status().as_u16(), 204);
+    assert_eq!(invoke(&key).0, 401, "revoked");
+
+    let soon = create("short-lived", json!({"expires_at": "2099-01-01T00:00:00Z"}));
+    assert_eq!(invoke(&soon).0, 200);
+    let keys_file = stack.dir.path().join("keys").join("keys.yaml");
+    let text = std::fs::read_to_string(&keys_file).expect("key file");
+    std::fs::write(
+        &keys_file,
+        text.replace("2099-01-01T00:00:00Z", "2001-01-01T00:00:00Z"),
+    )
+    .expect("write");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (status, problem) = loop {
+        let (status, problem) = invoke(&soon);
+        if status != 200 || Instant::now() > deadline {
+            break (status, problem);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(status, 401, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("expired")),
+        "{problem}"
+    );
 }

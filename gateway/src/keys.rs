@@ -258,6 +258,9 @@ fn write_private(path: &FsPath, text: &str) -> std::io::Result<()> {
     let name = path
         .file_name()
         .map_or_else(|| "keys".into(), |n| n.to_string_lossy().into_owned());
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
     let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
     let written = (|| {
         let mut f = std::fs::OpenOptions::new()

@@ -369,3 +369,31 @@ async fn without_a_key_file_changes_are_409() {
     .await;
     assert_eq!(status, StatusCode::CONFLICT, "{problem}");
 }
+
+#[tokio::test]
+async fn the_first_key_creates_the_file_and_its_folder() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("not-yet").join("keys.yaml");
+    let supervisor = Supervisor::new(SupervisorConfig::new(
+        "/nonexistent/plugin-runtime".into(),
+        dir.path().to_path_buf(),
+    ));
+    let keys = KeyStore::load(Some(path.clone()), Some(BOOTSTRAP)).expect("keys");
+    let state = AppState::new(
+        Config::default(),
+        Arc::new(LocalBackend::new(supervisor)),
+        Arc::new(keys),
+    );
+    let (status, made) = call(
+        &state,
+        BOOTSTRAP,
+        "POST",
+        "/api/keys",
+        json!({"id": "first", "scopes": ["read"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&path).expect("file").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "owner-only");
+}
