@@ -20,6 +20,9 @@ pub struct CreateArgs {
     /// Public name of the key (shown in logs and metrics).
     #[arg(long, default_value = "key")]
     id: String,
+    /// RFC 3339 time after which the gateway refuses the key (401), e.g. 2030-01-01T00:00:00Z.
+    #[arg(long)]
+    expires_at: Option<String>,
     /// Append the hashed entry to this key file (created if missing).
     #[arg(long, env = "BKG_KEYS_FILE")]
     keys_file: Option<PathBuf>,
@@ -32,7 +35,13 @@ pub fn run(command: ApiKeyCommand) -> anyhow::Result<()> {
 }
 
 fn create(args: CreateArgs) -> anyhow::Result<()> {
-    let (key, entry) = auth::generate(&args.id, &args.scopes).map_err(anyhow::Error::msg)?;
+    let (key, mut entry) = auth::generate(&args.id, &args.scopes).map_err(anyhow::Error::msg)?;
+    if let Some(at) = &args.expires_at {
+        let when = auth::parse_rfc3339(at).with_context(|| {
+            format!("--expires-at {at:?} is not an RFC 3339 time such as 2030-01-01T00:00:00Z")
+        })?;
+        entry.expires_at = Some(when.to_string());
+    }
     println!("API key (shown once, store it now): {key}");
     println!("key file entry:");
     print!(
