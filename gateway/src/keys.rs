@@ -50,7 +50,7 @@ pub struct CreateKey {
     )]
     pub id: String,
     /// `read`, `invoke`, `invoke:<plugin>[/<capability>]`, `manage:<plugin>` or `admin`.
-    #[schema(min_items = 1, max_items = 32, example = json!(["read", "invoke:echo"]))]
+    #[schema(value_type = Vec<ScopeName>, min_items = 1, max_items = 32, example = json!(["read", "invoke:echo"]))]
     pub scopes: Vec<String>,
     /// RFC 3339 time after which the key is refused (401); in the future. Absent: never.
     #[schema(format = DateTime, example = "2030-01-01T00:00:00Z")]
@@ -61,6 +61,12 @@ pub struct CreateKey {
     #[serde(default)]
     pub description: Option<String>,
 }
+
+/// One scope, as the key file spells it.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, pattern = r"^(read|admin|invoke(:[^/]+(/[\s\S]+)?)?|manage:[^/]+)$", example = "invoke:echo")]
+#[allow(dead_code)]
+pub struct ScopeName(String);
 
 /// What `POST /api/keys` answers: the key itself, this once.
 #[derive(Serialize, utoipa::ToSchema)]

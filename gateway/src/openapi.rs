@@ -56,7 +56,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         PluginInfo, Capability, Instance, ResourcesInfo, ScalingInfo, ScaleEvent, ConditionInfo, InvokeRequest,
         Telemetry, TelemetryHistory, TelemetrySample, PluginEvent, Overview, PluginSparkline,
         Logs, LogLine, Problem, FieldError, WhoAmI, LiveMessage,
-        crate::auth::KeyInfo, crate::keys::CreateKey, crate::keys::CreatedKey
+        crate::auth::KeyInfo, crate::keys::CreateKey, crate::keys::CreatedKey, crate::keys::ScopeName
     )),
     modifiers(&Security),
     security(("bearer" = [])),

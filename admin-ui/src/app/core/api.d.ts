@@ -334,7 +334,7 @@ export interface components {
              *       "invoke:echo"
              *     ]
              */
-            scopes: string[];
+            scopes: components["schemas"]["ScopeName"][];
         };
         /** @description What `POST /api/keys` answers: the key itself, this once. */
         CreatedKey: {
@@ -536,6 +536,11 @@ export interface components {
              */
             target: number;
         };
+        /**
+         * @description One scope, as the key file spells it.
+         * @example invoke:echo
+         */
+        ScopeName: string;
         /**
          * @description Resource use of one runtime process, or of a plugin summed over its replicas
          *     (the seed's PluginTelemetry).
