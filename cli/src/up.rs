@@ -145,6 +145,7 @@ async fn serve(args: UpArgs, invoke_spans: bool) -> anyhow::Result<()> {
         "bkg gateway listening on http://{addr}  (plugins from {})",
         args.plugins.display()
     );
+    print_key_help(&args.keys_file, args.api_key.is_some());
     let mut gateway_stop = stop_rx.clone();
     let server = tokio::spawn(bkg_gateway::serve(listener, state, async move {
         let _ = gateway_stop.wait_for(|s| *s).await;
@@ -211,6 +212,28 @@ fn stale_work_dirs(tmp: &std::path::Path) -> Vec<PathBuf> {
         })
         .map(|e| e.path())
         .collect()
+}
+
+/// Every start says where the keys are and how to make a new admin key (the key itself is
+/// shown only once, when it is made).
+fn print_key_help(keys_file: &std::path::Path, bootstrap_key: bool) {
+    let shown = std::path::absolute(keys_file).unwrap_or_else(|_| keys_file.to_path_buf());
+    let also = if bootstrap_key {
+        " and the key in BKG_API_KEY"
+    } else {
+        ""
+    };
+    println!(
+        "API keys: {}{also} (hashes only; reloaded when the file changes)",
+        shown.display()
+    );
+    // The executable that runs now: `bkg` is often not on PATH (`make up` runs it from target/).
+    let bkg = std::env::current_exe().unwrap_or_else(|_| "bkg".into());
+    println!(
+        "New admin key: {} apikey create --id admin-2 --scopes admin --keys-file {}",
+        bkg.display(),
+        shown.display()
+    );
 }
 
 /// Keys from the key file and `BKG_API_KEY`. With neither, an admin key is made, printed once,

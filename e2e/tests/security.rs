@@ -219,12 +219,27 @@ fn without_any_key_bkg_up_generates_an_admin_key_once() {
                 break;
             }
             text.push_str(&line);
-            if line.contains("gateway listening") {
+            if line.contains("New admin key:") {
                 break;
             }
         }
         let _ = child.kill();
         let _ = child.wait();
+        // Every start, not only the first, names the key file and how to add an admin key.
+        assert!(text.contains("gateway listening on http://"), "{text}");
+        let file = keys_file.display().to_string();
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("API keys: ") && l.contains(&file)),
+            "{text}"
+        );
+        assert!(
+            text.lines().any(|l| l.starts_with("New admin key: ")
+                && l.contains("apikey create")
+                && l.contains("--scopes admin")
+                && l.ends_with(&format!("--keys-file {file}"))),
+            "{text}"
+        );
         assert_eq!(
             text.contains("generated an admin key"),
             expect_new,
