@@ -46,9 +46,44 @@ pub struct GatewayArgs {
     connections: ConnectionArgs,
     #[command(flatten)]
     history: HistoryArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
     /// Log format: `text` or `json`.
     #[arg(long, env = "BKG_LOG_FORMAT", default_value = "text")]
     log_format: String,
+}
+
+/// The gateway's metrics listener (shared by `bkg gateway` and `bkg up`).
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct MetricsArgs {
+    /// Serve `/metrics` (and nothing else) on this address. The API port never serves it: it
+    /// names key ids and plugins, so only what may scrape should reach it. Unset: not served.
+    #[arg(long, env = "BKG_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+}
+
+impl MetricsArgs {
+    /// Binds the metrics listener, prints its URL and serves it until `stop` turns true.
+    pub async fn spawn(
+        self,
+        state: bkg_gateway::AppState,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> anyhow::Result<Option<tokio::task::JoinHandle<std::io::Result<()>>>> {
+        let Some(addr) = self.metrics_listen else {
+            return Ok(None);
+        };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for /metrics"))?;
+        println!("metrics on http://{}/metrics", listener.local_addr()?);
+        Ok(Some(tokio::spawn(bkg_gateway::serve_metrics(
+            listener,
+            state,
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        ))))
+    }
 }
 
 /// The gateway's default invoke rate limit (shared by `bkg gateway` and `bkg up`).
@@ -159,7 +194,14 @@ async fn serve(args: GatewayArgs, invoke_spans: bool) -> anyhow::Result<()> {
         Arc::new(keys),
     );
     println!("bkg gateway listening on http://{addr}  (backend: kubernetes)");
-    bkg_gateway::serve(listener, state, crate::process::shutdown_signal())
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let metrics = args.metrics.spawn(state.clone(), stop_rx).await?;
+    let served = bkg_gateway::serve(listener, state, crate::process::shutdown_signal())
         .await
-        .context("gateway failed")
+        .context("gateway failed");
+    let _ = stop_tx.send(true);
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
+    served
 }

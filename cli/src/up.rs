@@ -50,6 +50,8 @@ pub struct UpArgs {
     connections: crate::gateway::ConnectionArgs,
     #[command(flatten)]
     history: crate::gateway::HistoryArgs,
+    #[command(flatten)]
+    metrics: crate::gateway::MetricsArgs,
     /// Log format of the host's own log lines (stderr): `text` or `json`.
     #[arg(long, env = "BKG_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -146,6 +148,7 @@ async fn serve(args: UpArgs, invoke_spans: bool) -> anyhow::Result<()> {
         args.plugins.display()
     );
     print_key_help(&args.keys_file, args.api_key.is_some());
+    let metrics = args.metrics.spawn(state.clone(), stop_rx.clone()).await?;
     let mut gateway_stop = stop_rx.clone();
     let server = tokio::spawn(bkg_gateway::serve(listener, state, async move {
         let _ = gateway_stop.wait_for(|s| *s).await;
@@ -157,6 +160,9 @@ async fn serve(args: UpArgs, invoke_spans: bool) -> anyhow::Result<()> {
     // The plugins keep serving while the gateway answers what it has already read.
     let served = server.await;
     let _ = watcher.await;
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
     supervisor.shutdown().await;
     match served {
         Ok(result) => result.context("gateway failed")?,

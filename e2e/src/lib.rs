@@ -35,6 +35,8 @@ pub const ADMIN_KEY: &str = "bkg_e2eAdminKey0123456789abcdefghijklmnopqr";
 pub struct Stack {
     pub child: Child,
     pub url: String,
+    /// The metrics listener (`--metrics-listen`): `/metrics` is not on the API port.
+    pub metrics_url: String,
     pub dir: tempfile::TempDir,
     pub http: reqwest::blocking::Client,
     output: mpsc::Receiver<String>,
@@ -73,6 +75,7 @@ impl Stack {
     fn start_in(dir: tempfile::TempDir, extra: &[&str], env: &[(&str, &str)]) -> Stack {
         let mut child = Command::new(bin_dir().join("bkg"))
             .args(["up", "--port", "0", "--watch-interval-ms", "100"])
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .arg("--plugins")
             .arg(dir.path())
             .arg("--keys-file")
@@ -102,6 +105,7 @@ impl Stack {
         let mut stack = Stack {
             child,
             url: String::new(),
+            metrics_url: String::new(),
             dir,
             http: reqwest::blocking::Client::builder()
                 .no_proxy()
@@ -128,6 +132,12 @@ impl Stack {
             .find(|w| w.starts_with("http://"))
             .expect("url in banner");
         stack.url = url.to_owned();
+        let line = stack.wait_for_output("metrics on http://", Duration::from_secs(20));
+        let metrics = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .expect("metrics url in banner");
+        stack.metrics_url = metrics.trim_end_matches("/metrics").to_owned();
         stack
     }
 

@@ -30,7 +30,7 @@ fn rss_kib(pid: u32) -> u64 {
 fn metric(stack: &Stack, name: &str) -> f64 {
     let text = stack
         .http
-        .get(format!("{}/metrics", stack.url))
+        .get(format!("{}/metrics", stack.metrics_url))
         .send()
         .expect("metrics")
         .text()

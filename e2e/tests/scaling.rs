@@ -67,7 +67,7 @@ fn live_instances(p: &Value) -> usize {
 }
 
 fn metric(stack: &Stack, name: &str) -> f64 {
-    let text = reqwest::blocking::get(format!("{}/metrics", stack.url))
+    let text = reqwest::blocking::get(format!("{}/metrics", stack.metrics_url))
         .expect("metrics")
         .text()
         .expect("text");

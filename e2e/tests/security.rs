@@ -55,7 +55,8 @@ fn every_endpoint_answers_exactly_by_scope_and_keys_stay_secret() {
     let sleep = r#"{"capability":"sleep","payload":{"ms":1}}"#;
     let matrix: &[(&str, &str, &str, [u16; 6])] = &[
         ("GET", "/healthz", "", [200, 200, 200, 200, 200, 200]),
-        ("GET", "/metrics", "", [200, 200, 200, 200, 200, 200]),
+        // Key ids and plugin names: only on the metrics listener, never on the API port.
+        ("GET", "/metrics", "", [404, 404, 404, 404, 404, 404]),
         ("GET", "/api/whoami", "", [401, 401, 200, 200, 200, 200]),
         ("GET", "/api/plugins", "", [401, 401, 200, 403, 403, 200]),
         (
@@ -169,8 +170,9 @@ fn every_endpoint_answers_exactly_by_scope_and_keys_stay_secret() {
         "a key reached the plugin logs"
     );
 
-    // Per-key usage is counted by key id.
-    let metrics = reqwest::blocking::get(format!("{}/metrics", stack.url))
+    // Per-key usage is counted by key id, on the metrics listener only: the API port
+    // answers `/metrics` without a key with a plain 404 that names no key.
+    let metrics = reqwest::blocking::get(format!("{}/metrics", stack.metrics_url))
         .expect("metrics")
         .text()
         .expect("text");
@@ -178,6 +180,12 @@ fn every_endpoint_answers_exactly_by_scope_and_keys_stay_secret() {
         metrics.contains(r#"bkg_gateway_api_key_requests_total{key_id="sleeper"}"#),
         "{metrics}"
     );
+    let api_port = reqwest::blocking::get(format!("{}/metrics", stack.url)).expect("metrics");
+    assert_eq!(api_port.status().as_u16(), 404);
+    let text = api_port.text().expect("text");
+    for id in ["sleeper", "reader", "invoker", "operator", "key_id"] {
+        assert!(!text.contains(id), "{id} on the API port: {text}");
+    }
 }
 
 #[test]
@@ -347,7 +355,7 @@ fn a_rate_limit_refuses_with_429_and_retry_after_per_key_and_capability() {
     let stack = Stack::start_with(dir, &[]);
     stack.wait_running("echo");
     let scrape = || {
-        reqwest::blocking::get(format!("{}/metrics", stack.url))
+        reqwest::blocking::get(format!("{}/metrics", stack.metrics_url))
             .expect("metrics")
             .text()
             .expect("text")

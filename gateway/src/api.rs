@@ -1,4 +1,4 @@
-//! REST handlers: `/api/plugins/...`, `/healthz`, `/metrics`.
+//! REST handlers: `/api/plugins/...`, `/healthz`, and `/metrics` (on the metrics listener).
 
 use std::sync::Arc;
 
@@ -42,9 +42,8 @@ pub async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-#[utoipa::path(get, path = "/metrics", tag = "health", security(()),
-    responses((status = 200, description = "Prometheus metrics: OpenMetrics when the Accept header asks for it, else text format 0.0.4",
-        content((String = "text/plain"), (String = "application/openmetrics-text")))))]
+/// Prometheus metrics: OpenMetrics when the Accept header asks for it, else text format 0.0.4.
+/// Served only by [`crate::metrics_router`], on its own listener.
 pub async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
     let plugins = state.backend.list().await;
     state.metrics.observe_plugins(plugins.iter().map(|v| {

@@ -349,7 +349,6 @@ fn route(path: &str) -> &'static str {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match segments.as_slice() {
         ["healthz"] => "/healthz",
-        ["metrics"] => "/metrics",
         ["api", "whoami"] => "/api/whoami",
         ["api", "keys"] => "/api/keys",
         ["api", "keys", _] => "/api/keys/{id}",

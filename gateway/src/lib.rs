@@ -196,7 +196,6 @@ fn routes(state: AppState) -> Router {
         ));
     Router::new()
         .route("/healthz", get(api::healthz))
-        .route("/metrics", get(api::metrics))
         .route("/api/openapi.json", get(api::openapi))
         // POST never gets here (see `Gateway`).
         .route("/api/plugins/{id}/invoke", any(invoke::method_not_allowed))
@@ -206,6 +205,26 @@ fn routes(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn(front::stamp_request_id))
         .with_state(state)
+}
+
+/// The metrics listener's routes: `/metrics` and nothing else. It is not on the gateway's own
+/// port, where anyone who can reach the API could read the key ids and plugin names it lists;
+/// a NetworkPolicy admits only the scraper to this one (as the runtimes' metrics port).
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(api::metrics))
+        .with_state(state)
+}
+
+/// Serves [`metrics_router`] on its own listener until `shutdown` resolves.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, metrics_router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Serves the gateway until `shutdown` resolves. The key file is re-read when it changes.

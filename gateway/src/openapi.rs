@@ -30,7 +30,6 @@ use utoipa::{Modify, OpenApi, ToSchema};
     ),
     paths(
         crate::api::healthz,
-        crate::api::metrics,
         crate::api::whoami,
         crate::keys::list,
         crate::keys::create,
@@ -243,10 +242,11 @@ mod tests {
             "/api/keys",
             "/api/keys/{id}",
             "/healthz",
-            "/metrics",
         ] {
             assert!(paths.contains_key(route), "{route} missing");
         }
+        // Served on the metrics listener only, not on the port this document describes.
+        assert!(!paths.contains_key("/metrics"));
         let invoke = &doc["paths"]["/api/plugins/{id}/invoke"]["post"]["responses"];
         for code in [
             "200", "400", "401", "403", "404", "413", "422", "429", "500", "502", "503", "504",

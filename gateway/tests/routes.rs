@@ -147,3 +147,59 @@ async fn request_ids_are_kept_or_made() {
     let (status, _, _, body) = call(&state, "GET", "/api/plugins", None).await;
     assert_eq!((status, body), (StatusCode::OK, serde_json::json!([])));
 }
+
+/// `/metrics` lists key ids and plugin names: the API port does not serve it, with a key or
+/// without; the metrics listener's router does.
+#[tokio::test]
+async fn metrics_are_served_only_by_the_metrics_router() {
+    let (state, _dir) = app();
+    // A keyed call, so the key id is in the registry.
+    let (status, ..) = call(&state, "GET", "/api/plugins", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _, body) = call(&state, "GET", "/metrics", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["type"], "https://bkg.rs/problems/not-found");
+    let bare = Request::builder()
+        .uri("/metrics")
+        .body(Body::empty())
+        .expect("request");
+    let response = router(state.clone())
+        .oneshot(bare)
+        .await
+        .expect("infallible");
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let text = String::from_utf8(
+        response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes()
+            .to_vec(),
+    )
+    .expect("utf-8");
+    assert!(!text.contains("bkg_gateway_"), "{text}");
+
+    let metrics = bkg_gateway::metrics_router(state.clone())
+        .oneshot(
+            Request::builder()
+                .uri("/metrics")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("infallible");
+    assert_eq!(metrics.status(), StatusCode::OK);
+    let text = String::from_utf8(
+        metrics
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes()
+            .to_vec(),
+    )
+    .expect("utf-8");
+    assert!(text.contains("bkg_gateway_"), "{text}");
+    assert!(text.contains("key_id="), "{text}");
+}

@@ -16,11 +16,13 @@ mkdir -p "$tmp/plugins"
 # echo with a tiny limit on `fail`, so a 429 is counted.
 echo_with_fail_limit "$tmp/plugins/echo.yaml"
 cp config/plugins/candle.yaml "$tmp/plugins/"
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-BKG_API_KEY="$key" "$BKG" up --port "$port" --plugins "$tmp/plugins" --keys-file "$tmp/keys.yaml" \
-  >"$tmp/up.log" 2>&1 &
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+port="$(free_port)"; mport="$(free_port)"
+BKG_API_KEY="$key" "$BKG" up --port "$port" --metrics-listen "127.0.0.1:$mport" \
+  --plugins "$tmp/plugins" --keys-file "$tmp/keys.yaml" >"$tmp/up.log" 2>&1 &
 pid=$!
 url="http://127.0.0.1:$port"
+murl="http://127.0.0.1:$mport"   # the gateway's /metrics: its own listener, not the API port
 api() { curl -sS -H "Authorization: Bearer $key" -H 'content-type: application/json' "$@"; }
 for id in echo candle; do
   for _ in $(seq 300); do
@@ -47,8 +49,11 @@ check() {
   echo "ok: promtool check metrics: $name, $(grep -c '^# TYPE' "$tmp/metrics.txt") families"
 }
 grep -q 'bkg_gateway_rate_limited_requests_total{plugin="echo",capability="fail"} 1' \
-  <(curl -fsS "$url/metrics") || { echo "FAIL: the 429 was not counted" >&2; exit 1; }
-check gateway "$url"
+  <(curl -fsS "$murl/metrics") || { echo "FAIL: the 429 was not counted" >&2; exit 1; }
+check gateway "$murl"
+code="$(curl -sS -o "$tmp/api-metrics.txt" -w '%{http_code}' "$url/metrics")"
+[ "$code" = 404 ] && ! grep -q key_id "$tmp/api-metrics.txt" \
+  || { echo "FAIL: the API port answers /metrics ($code) without a key" >&2; exit 1; }
 for id in echo candle; do
   endpoint="$(api "$url/api/plugins/$id" | python3 -c 'import json,sys; print(json.load(sys.stdin)["instances"][0]["endpoint"])')"
   check "$id runtime" "$endpoint"

@@ -46,9 +46,9 @@ echo_with_fail_limit "$tmp/plugins/echo.yaml"
 # runtime): its first invoke is held and activates it, which fills the scaling series.
 sed -i 's/^  replicas: 1$/  scaling: {minReplicas: 0, maxReplicas: 1, scaleToZeroAfterSeconds: 3600}/' "$tmp/plugins/echo.yaml"
 grep -q 'scaling:' "$tmp/plugins/echo.yaml" || { echo "FAIL: echo.yaml has no scaling" >&2; exit 1; }
-port="$(free_port)"
-BKG_API_KEY="$key" "$BKG" up --port "$port" --plugins "$tmp/plugins" --keys-file "$tmp/keys.yaml" \
-  >"$tmp/up.log" 2>&1 &
+port="$(free_port)"; mport="$(free_port)"   # the gateway's /metrics has its own listener
+BKG_API_KEY="$key" "$BKG" up --port "$port" --metrics-listen "127.0.0.1:$mport" \
+  --plugins "$tmp/plugins" --keys-file "$tmp/keys.yaml" >"$tmp/up.log" 2>&1 &
 stack=$!
 url="http://127.0.0.1:$port"
 api() { curl -sS -H "Authorization: Bearer $key" -H 'content-type: application/json' "$@"; }
@@ -86,7 +86,7 @@ done)"
 # A Prometheus scraping gateway, operator and every runtime each second, with the rules loaded.
 # The runtimes get no extra target labels: the queries must find the plugin id themselves.
 pport="$(free_port)"
-python3 - "$tmp/prometheus.yml" "$port" "$oport" "$PWD/$RULES" $runtimes <<'PY'
+python3 - "$tmp/prometheus.yml" "$mport" "$oport" "$PWD/$RULES" $runtimes <<'PY'
 import json, sys
 path, gateway, operator, rules, *runtimes = sys.argv[1:]
 config = {
