@@ -88,10 +88,11 @@ async fn serve(args: UpArgs, invoke_spans: bool) -> anyhow::Result<()> {
         args.plugins.display()
     );
     let work_dir = work_dir()?;
-    let supervisor = Supervisor::new(SupervisorConfig::new(
-        runtime_bin,
-        work_dir.path().to_path_buf(),
-    ));
+    let mut supervisor_config = SupervisorConfig::new(runtime_bin, work_dir.path().to_path_buf());
+    // Config set through the API survives a restart, next to the manifests (hidden: not read as
+    // a manifest).
+    supervisor_config.overrides_dir = Some(args.plugins.join(".bkg").join("overrides"));
+    let supervisor = Supervisor::new(supervisor_config);
 
     let addr = SocketAddr::new(args.bind, args.port);
     let listener = tokio::net::TcpListener::bind(addr)

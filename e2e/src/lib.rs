@@ -141,6 +141,18 @@ impl Stack {
         stack
     }
 
+    /// Stops this `bkg up` (SIGTERM) and starts a new one on the same manifest folder (and key
+    /// file), as a person restarting `make up` would.
+    pub fn restart(mut self) -> Stack {
+        if self.child.try_wait().expect("try_wait").is_none() {
+            self.terminate();
+        }
+        let placeholder = tempfile::tempdir().expect("tempdir");
+        let dir = std::mem::replace(&mut self.dir, placeholder);
+        drop(self);
+        Self::start_in(dir, &[], &[])
+    }
+
     /// Waits for an output line containing `needle` and returns it.
     pub fn wait_for_output(&mut self, needle: &str, timeout: Duration) -> String {
         if let Some(line) = self.seen.iter().find(|l| l.contains(needle)) {

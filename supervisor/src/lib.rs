@@ -19,6 +19,7 @@
 pub mod env;
 pub mod manifests;
 mod os;
+pub mod overrides;
 mod replica;
 pub mod rollout;
 
@@ -58,6 +59,8 @@ pub struct SupervisorConfig {
     /// is asked to stop: a call the gateway routed to it just before still arrives and is
     /// answered (the runtime refuses new calls once it drains).
     pub linger: Duration,
+    /// Where API config changes are kept across restarts ([`overrides`]); `None`: in memory.
+    pub overrides_dir: Option<PathBuf>,
 }
 
 impl SupervisorConfig {
@@ -72,6 +75,7 @@ impl SupervisorConfig {
             max_crashes: 5,
             stable_after: Duration::from_secs(30),
             linger: Duration::from_secs(1),
+            overrides_dir: None,
         }
     }
 }
@@ -355,21 +359,39 @@ impl Supervisor {
                     return;
                 }
                 let was_placeholder = entry.placeholder;
+                if was_placeholder {
+                    // Never ran here: a config stored by an earlier `bkg up` may still hold.
+                    entry.config_override = self.stored_config(&id, &plugin.spec);
+                } else {
+                    entry.config_override = None;
+                    if let Some(dir) = &self.0.config.overrides_dir {
+                        overrides::remove(dir, &id);
+                    }
+                }
                 entry.manifest = Arc::new(plugin);
                 entry.placeholder = false;
                 entry.enabled_override = None;
-                entry.config_override = None;
                 entry.changed(was_placeholder);
                 tracing::info!(plugin = %id, generation = entry.generation, "manifest changed");
                 self.reconcile(&id, entry);
             }
             None => {
+                let stored = self.stored_config(&id, &plugin.spec);
                 let mut entry = self.new_entry(&id, plugin, false);
+                if stored.is_some() {
+                    entry.config_override = stored;
+                    entry.effective = Arc::new(entry.effective_plugin());
+                }
                 tracing::info!(plugin = %id, "manifest added");
                 self.reconcile(&id, &mut entry);
                 entries.insert(id, entry);
             }
         }
+    }
+
+    /// The config an earlier `POST …/config` stored for this manifest, if any.
+    fn stored_config(&self, id: &str, spec: &PluginSpec) -> Option<serde_json::Value> {
+        overrides::load(self.0.config.overrides_dir.as_deref()?, id, spec)
     }
 
     /// Records that the newest manifest for `id` is invalid. A running plugin keeps its last
@@ -529,6 +551,12 @@ impl Supervisor {
     /// Returns the new generation, for [`Supervisor::rollout`].
     pub fn set_config(&self, id: &str, config: serde_json::Value) -> Result<u64, Error> {
         self.with_entry(id, |sup, entry| {
+            if let Some(dir) = &sup.0.config.overrides_dir
+                && let Err(e) = overrides::store(dir, id, &entry.manifest.spec, &config)
+            {
+                // It still applies now; only a restart of `bkg up` would forget it.
+                tracing::error!(plugin = %id, dir = %dir.display(), error = %e, "cannot store the config; it is lost on restart");
+            }
             entry.config_override = Some(config);
             entry.changed(true);
             sup.reconcile(id, entry);
