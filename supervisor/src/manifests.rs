@@ -101,10 +101,13 @@ impl ManifestDir {
                     }
                     Err(e) => {
                         let message = format!("{}: {e}", path.display());
-                        if let Some(id) = e
-                            .name
-                            .as_deref()
-                            .filter(|id| manifest::validate_id(id).is_ok())
+                        // A file that is not YAML (or has no readable name) is shown under
+                        // its file name, so the mistake is on a card and not only here.
+                        let id = e.name.clone().or_else(|| {
+                            path.file_stem().and_then(|s| s.to_str()).map(str::to_owned)
+                        });
+                        if let Some(id) =
+                            id.as_deref().filter(|id| manifest::validate_id(id).is_ok())
                         {
                             // Keep the last valid version running; show the mistake on the plugin.
                             if previous.ids.contains(id) || !owner.contains_key(id) {
@@ -162,10 +165,25 @@ impl ManifestDir {
     }
 }
 
-/// A manifest is refused locally, like a schema error, when a `spec.env` reference it needs
-/// cannot be resolved from `bkg up`'s environment ([`env::resolve`]); the last valid version
-/// keeps running.
+/// A manifest is refused locally, like a schema error, when its `spec.implementation` is not
+/// one the local plugin-runtime has (a cluster may run other implementations in an image of
+/// their own, `spec.image`), or a `spec.env` reference it needs cannot be resolved from
+/// `bkg up`'s environment ([`env::resolve`]); the last valid version keeps running.
 fn resolvable(plugin: Plugin) -> Result<Plugin, ManifestError> {
+    let implementation = &plugin.spec.implementation;
+    if bkg_core::plugin_config::schema(implementation).is_none() {
+        let known: Vec<_> = bkg_core::plugin_config::implementations().collect();
+        return Err(ManifestError {
+            name: Some(plugin.id().to_owned()),
+            errors: vec![bkg_core::wire::FieldError {
+                field: "spec.implementation".to_owned(),
+                message: format!(
+                    "unknown implementation {implementation:?}: the local plugin-runtime runs {}",
+                    known.join(", ")
+                ),
+            }],
+        });
+    }
     match env::resolve(&plugin.spec.env, |name| std::env::var(name).ok()) {
         Ok(_) => Ok(plugin),
         Err(errors) => Err(ManifestError {
