@@ -76,6 +76,12 @@ pub fn plugin_info(
         }),
         endpoint: status.endpoint.clone(),
         last_error: status.last_error.clone(),
+        // The operator does not apply an invalid spec: the previous children keep running.
+        manifest_error: status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready" && c.reason == "InvalidSpec")
+            .map(|c| c.message.clone()),
         capabilities,
         config: spec
             .config
@@ -101,5 +107,41 @@ pub fn plugin_info(
             })
             .collect(),
         instances,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::PluginStatus;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+    #[test]
+    fn an_invalid_spec_on_a_cluster_is_the_manifest_error() {
+        let spec =
+            serde_json::from_value(serde_json::json!({"implementation": "echo"})).expect("spec");
+        let mut plugin = Plugin::new("echo", spec);
+        assert_eq!(plugin_info(&plugin, None, vec![]).manifest_error, None);
+        let condition = |reason: &str| Condition {
+            type_: "Ready".into(),
+            status: "False".into(),
+            reason: reason.into(),
+            message: "spec.replicas: -1 is less than the minimum of 0".into(),
+            last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+            observed_generation: None,
+        };
+        plugin.status = Some(PluginStatus {
+            conditions: vec![condition("Unavailable")],
+            ..Default::default()
+        });
+        assert_eq!(plugin_info(&plugin, None, vec![]).manifest_error, None);
+        plugin.status = Some(PluginStatus {
+            conditions: vec![condition("InvalidSpec")],
+            ..Default::default()
+        });
+        assert_eq!(
+            plugin_info(&plugin, None, vec![]).manifest_error.as_deref(),
+            Some("spec.replicas: -1 is less than the minimum of 0")
+        );
     }
 }

@@ -269,6 +269,13 @@ fn manifests_are_hot_swapped_and_typos_are_named() {
             .is_some_and(|e| e.contains("spec.config.startupDelayMs"))
     });
     assert_eq!(p["status"], "running", "{p:#}");
+    // Said apart from instance errors, so the UI can say an older version runs.
+    assert!(
+        p["manifest_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("spec.config.startupDelayMs")),
+        "{p:#}"
+    );
     stack.wait_for_output("spec.config.startupDelayMs", Duration::from_secs(30));
     assert_eq!(pid_of(&p), pid_before, "no new instance was started: {p:#}");
     assert_eq!(
@@ -292,6 +299,11 @@ fn manifests_are_hot_swapped_and_typos_are_named() {
     );
     assert_eq!(stack.invoke("echo-bad", "echo", json!({})).status, 503);
     assert_eq!(stack.post("/api/plugins/echo-bad/start", "").status, 409);
+
+    // A valid manifest again: the error is gone.
+    std::fs::write(stack.manifest_path("two.yaml"), &second).expect("write");
+    let p = stack.wait_plugin("echo-two", "fixed", |p| p["manifest_error"].is_null());
+    assert!(p["last_error"].is_null(), "{p:#}");
 
     // Remove the file: the plugin and its process go away.
     let pid = pid_of(&stack.wait_running("echo-two"));

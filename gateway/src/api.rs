@@ -83,7 +83,12 @@ pub(crate) async fn info(state: &AppState, view: &PluginView) -> PluginInfo {
     } else {
         None
     };
-    bkg_core::wire::plugin_info(&view.plugin, caps.as_deref(), view.instances.clone())
+    let mut info =
+        bkg_core::wire::plugin_info(&view.plugin, caps.as_deref(), view.instances.clone());
+    if view.manifest_error.is_some() {
+        info.manifest_error = view.manifest_error.clone();
+    }
+    info
 }
 
 async fn find(state: &AppState, id: &str) -> ApiResult<PluginView> {

@@ -71,6 +71,7 @@ fn state(endpoints: &[String], config: Config) -> AppState {
     let view = PluginView {
         plugin,
         generation: 1,
+        manifest_error: None,
         instances,
     };
     let keys = bkg_gateway::auth::KeyStore::load(None, Some(KEY)).expect("keys");

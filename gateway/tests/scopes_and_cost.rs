@@ -125,6 +125,7 @@ fn state(manifest: &str, endpoint: &str, keys: KeyStore) -> AppState {
     let view = PluginView {
         plugin,
         generation: 1,
+        manifest_error: None,
         instances: vec![Instance {
             name: "p-0".into(),
             state: "running".into(),

@@ -114,6 +114,8 @@ pub struct Snapshot {
     /// Changes whenever the effective spec changes.
     pub generation: u64,
     pub instances: Vec<Instance>,
+    /// The newest manifest's error while the last valid one runs (or none ever did).
+    pub manifest_error: Option<String>,
 }
 
 /// What the gateway needs to route one call: the effective manifest (shared, not copied) and
@@ -863,5 +865,6 @@ fn snapshot(id: &str, entry: &Entry) -> Snapshot {
         plugin,
         generation: entry.generation,
         instances,
+        manifest_error: entry.manifest_error.clone(),
     }
 }

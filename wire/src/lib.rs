@@ -130,6 +130,11 @@ pub struct PluginInfo {
     pub endpoint: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Set while the newest manifest of this plugin is invalid, with what is wrong: what runs
+    /// (if anything) is the last valid version. Locally the manifest file's error; on a cluster
+    /// the message of `Ready=False, reason InvalidSpec`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_error: Option<String>,
     pub capabilities: Vec<Capability>,
     pub config: Value,
     pub resources: ResourcesInfo,

@@ -159,6 +159,7 @@ impl KubernetesBackend {
                 .and_then(|g| u64::try_from(g).ok())
                 .unwrap_or_default(),
             instances: instances(plugin.name_any().as_str(), slices.iter().map(Arc::as_ref)),
+            manifest_error: None,
         }
     }
 

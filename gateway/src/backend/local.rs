@@ -31,6 +31,7 @@ fn view(s: Snapshot) -> PluginView {
         plugin: s.plugin,
         generation: s.generation,
         instances: s.instances,
+        manifest_error: s.manifest_error,
     }
 }
 

@@ -53,6 +53,9 @@ pub struct PluginView {
     /// Changes whenever the spec changes (validator caches key on it).
     pub generation: u64,
     pub instances: Vec<Instance>,
+    /// Locally: the error of the newest manifest file while an older version runs (or none
+    /// ever did). A cluster reports it through the Plugin's conditions instead.
+    pub manifest_error: Option<String>,
 }
 
 impl PluginView {

@@ -248,22 +248,6 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/metrics": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        get: operations["metrics"];
-        put?: never;
-        post?: never;
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -454,6 +438,12 @@ export interface components {
             /** @description The runtime instances (local child processes or pods) behind the plugin. */
             instances?: components["schemas"]["Instance"][];
             last_error?: string | null;
+            /**
+             * @description Set while the newest manifest of this plugin is invalid, with what is wrong: what runs
+             *     (if anything) is the last valid version. Locally the manifest file's error; on a cluster
+             *     the message of `Ready=False, reason InvalidSpec`.
+             */
+            manifest_error?: string | null;
             name: string;
             /** Format: int32 */
             ready_replicas: number;
@@ -1256,27 +1246,6 @@ export interface operations {
                      *     }
                      */
                     "application/json": Record<string, never>;
-                };
-            };
-        };
-    };
-    metrics: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description Prometheus metrics: OpenMetrics when the Accept header asks for it, else text format 0.0.4 */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "text/plain": string;
-                    "application/openmetrics-text": string;
                 };
             };
         };

@@ -68,6 +68,19 @@ describe('PluginCard', () => {
     expect(el.querySelector('[data-testid=replicas]')!.textContent!.trim()).toBe('1/2');
   });
 
+  it('a running plugin whose manifest has an error says an older version runs, with the message', async () => {
+    const message = 'two.yaml: invalid Plugin manifest "echo": spec.config.startupDelayMs: "soon" is not of type "integer"';
+    const el = await render(plugin({ status: 'running', manifest_error: message, last_error: message }));
+    const note = el.querySelector('[data-testid=manifest-error]');
+    expect(note?.textContent).toContain('Running an older version: the manifest has an error');
+    expect(note?.textContent).toContain('spec.config.startupDelayMs');
+  });
+
+  it('a plugin with a valid manifest shows no manifest note', async () => {
+    const el = await render(plugin({ status: 'running' }));
+    expect(el.querySelector('[data-testid=manifest-error]')).toBeNull();
+  });
+
   it('allowed actions per status', () => {
     expect(allowedActions({ status: 'stopped' })).toEqual({ start: true, stop: false, restart: false });
     expect(allowedActions({ status: 'stopping' })).toEqual({ start: false, stop: false, restart: false });

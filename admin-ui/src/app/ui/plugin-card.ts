@@ -56,7 +56,12 @@ export function allowedActions(p: Pick<PluginInfo, 'status'>): Record<PluginActi
         <span class="sr-only">Requests per second, last 10 minutes</span>
         <app-sparkline class="h-8" [values]="sparkline() ?? []" [label]="'Requests per second of ' + p.name + ', last 10 minutes'" />
       </div>
-      @if (p.last_error && p.status === 'error') {
+      @if (p.manifest_error && p.status !== 'error') {
+        <div role="status" class="rounded bg-amber-50 p-2 text-xs text-amber-900" data-testid="manifest-error">
+          <p class="font-semibold">Running an older version: the manifest has an error</p>
+          <p class="line-clamp-3 break-words">{{ p.manifest_error }}</p>
+        </div>
+      } @else if (p.last_error && p.status === 'error') {
         <p class="line-clamp-3 rounded bg-red-50 p-2 text-xs text-red-900">{{ p.last_error }}</p>
       }
       @if (actionError()) {
