@@ -19,18 +19,19 @@ KEY=bkg_benchKey0123456789abcdefghijklmnopqrstu
 mkdir -p "$WORK/plugins"
 cp config/plugins/echo.yaml "$WORK/plugins/"
 
-( ulimit -n "$FD_LIMIT"; BKG_API_KEY=$KEY exec "$BIN/bkg" up --port 0 --plugins "$WORK/plugins" \
+( ulimit -n "$FD_LIMIT"; BKG_API_KEY=$KEY exec "$BIN/bkg" up --port 0 --metrics-listen 127.0.0.1:0 --plugins "$WORK/plugins" \
     --keys-file "$WORK/keys.yaml" >"$WORK/up.log" 2>&1 ) &
 BKG_PID=$!
 for _ in $(seq 200); do grep -q "echo ready at" "$WORK/up.log" && break; sleep 0.05; done
 GATEWAY=$(grep -o 'listening on http://[0-9.:]*' "$WORK/up.log" | head -1 | cut -d' ' -f3)
+METRICS=$(grep -o 'metrics on http://[0-9.:]*' "$WORK/up.log" | head -1 | cut -d' ' -f3)   # /metrics: its own listener
 # The client needs more descriptors than it opens.
 ulimit -n $((CONNECTIONS + 1024)) 2>/dev/null || true
 
-python3 - "$GATEWAY" "$KEY" "$BKG_PID" "$CONNECTIONS" <<'PY'
+python3 - "$GATEWAY" "$KEY" "$BKG_PID" "$CONNECTIONS" "$METRICS" <<'PY'
 import asyncio, json, re, sys, time, urllib.request
 
-gateway, key, pid, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+gateway, key, pid, n, metrics = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 host, port = gateway.removeprefix("http://").split(":")
 
 def rss():
@@ -38,7 +39,7 @@ def rss():
         return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1)) // 1024
 
 def metric(name):
-    text = urllib.request.urlopen(f"{gateway}/metrics", timeout=60).read().decode()
+    text = urllib.request.urlopen(f"{metrics}/metrics", timeout=60).read().decode()
     m = re.search(rf"^{name} (\S+)$", text, re.M)
     return float(m.group(1)) if m else float("nan")
 
