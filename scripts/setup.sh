@@ -13,6 +13,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS="${TOOLS:-$PWD/.tools}"
 mkdir -p "$TOOLS"
+# Links below point into TOOLS: resolve it, so a .tools that is itself a link (a worktree sharing
+# another checkout's tools) gets links that hold when this checkout goes.
+TOOLS="$(realpath "$TOOLS")"
 WHAT="${1:-all}"
 case "$WHAT" in run|test|all) ;; *) sed -n '5,9p' "$0" >&2; exit 2 ;; esac
 
