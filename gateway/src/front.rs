@@ -211,7 +211,14 @@ pub(crate) async fn fallback(State(state): State<AppState>, req: Request) -> Res
         .config
         .ui_dir
         .as_ref()
-        .filter(|_| !(path.starts_with("/api/") || path == "/api" || path.starts_with("/ws/")));
+        // `/metrics` lives on the metrics listener: a scraper still pointed here gets a 404,
+        // not the UI's index page with a 200.
+        .filter(|_| {
+            !(path.starts_with("/api/")
+                || path == "/api"
+                || path.starts_with("/ws/")
+                || path == "/metrics")
+        });
     match ui {
         Some(dir) => {
             let index = dir.join("index.html");

@@ -202,4 +202,21 @@ async fn metrics_are_served_only_by_the_metrics_router() {
     .expect("utf-8");
     assert!(text.contains("bkg_gateway_"), "{text}");
     assert!(text.contains("key_id="), "{text}");
+
+    // With the admin UI served at `/`, `/metrics` is still a 404, not the UI's index page.
+    let ui = tempfile::tempdir().expect("ui dir");
+    std::fs::write(ui.path().join("index.html"), "<html>ui</html>").expect("index");
+    let with_ui = AppState::new(
+        Config {
+            ui_dir: Some(ui.path().to_path_buf()),
+            ..Config::default()
+        },
+        state.backend.clone(),
+        state.keys.clone(),
+    );
+    let (status, _, _, body) = call(&with_ui, "GET", "/metrics", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["type"], "https://bkg.rs/problems/not-found");
+    let (status, ..) = call(&with_ui, "GET", "/plugins/echo", None).await;
+    assert_eq!(status, StatusCode::OK, "the UI still serves its own routes");
 }
