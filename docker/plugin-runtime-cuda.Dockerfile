@@ -37,8 +37,8 @@ ENV RUSTUP_HOME=/usr/local/rustup \
 # driver JIT-compiles for newer GPUs too; without it the build runs nvidia-smi, which a builder lacks.
 ARG CUDA_COMPUTE_CAP=80
 WORKDIR /src
-# Every workspace member must be present for cargo to load the workspace (checked by
-# dockerfile_check.py against `cargo metadata`).
+# Every workspace member and [patch] crate (vendor/) must be present for cargo to load the
+# workspace (checked by dockerfile_check.py against `cargo metadata` and Cargo.toml).
 COPY Cargo.toml Cargo.lock ./
 COPY core/ core/
 COPY wire/ wire/
@@ -50,6 +50,7 @@ COPY plugins/ plugins/
 COPY trace/ trace/
 COPY cli/ cli/
 COPY e2e/ e2e/
+COPY vendor/ vendor/
 # The target dir is a cache mount (its own: another toolchain and glibc than the Debian builds),
 # so the binary is copied out of it in the same step.
 RUN --mount=type=cache,id=bkg-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \

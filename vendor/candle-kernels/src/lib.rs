@@ -34,7 +34,8 @@ pub const ALL_IDS: [Id; 11] = [
 
 pub struct Module {
     index: usize,
-    ptx: &'static str,
+    /// A fatbin (SASS for each architecture built, and PTX), not PTX text: see build.rs.
+    image: &'static [u8],
 }
 
 impl Module {
@@ -42,8 +43,15 @@ impl Module {
         self.index
     }
 
-    pub fn ptx(&self) -> &'static str {
-        self.ptx
+    /// The module for `CudaContext::load_module` (still named `ptx`, as candle-core calls it):
+    /// cuModuleLoadData takes a fatbin as well as PTX, and picks the GPU's SASS from it.
+    pub fn ptx(&self) -> cudarc::nvrtc::Ptx {
+        cudarc::nvrtc::Ptx::from_binary(self.image.to_vec())
+    }
+
+    /// The fatbin itself, e.g. to check which architectures it carries.
+    pub fn image(&self) -> &'static [u8] {
+        self.image
     }
 }
 
@@ -62,7 +70,7 @@ macro_rules! mdl {
     ($cst:ident, $id:ident) => {
         pub const $cst: Module = Module {
             index: module_index(Id::$id),
-            ptx: ptx::$cst,
+            image: ptx::$cst,
         };
     };
 }
