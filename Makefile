@@ -8,7 +8,7 @@ CARGO ?= cargo
 PORT ?= $(or $(BKG_PORT),43119)
 PLUGINS ?= $(or $(BKG_PLUGINS),config/plugins)
 
-.PHONY: help up test deps deps-run deps-test build build-release lint unit e2e test-cluster checks crd config-schemas bench-gateway bench-flood
+.PHONY: help up test deps deps-run deps-test build build-release lint unit e2e test-cluster checks check-cuda crd config-schemas bench-gateway bench-flood
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}' \
@@ -62,6 +62,9 @@ checks: build ## Tool-based checks: every script in scripts/test.d (each must be
 	  [ -x "$$t" ] || { echo "FAIL: $$t is not executable (chmod +x it): it would be skipped" >&2; exit 1; }; \
 	  echo "== $$t"; "$$t"; \
 	done
+
+check-cuda: ## The cuda runtime built and linked for sm_80/89/90 (stub libs, no GPU), SASS checked, clippy
+	@scripts/check-cuda.sh
 
 crd: ## Regenerate crds/ (and the Helm chart's copy) from the Rust types
 	$(CARGO) run -q -p bkg -- crd > crds/plugins.bkg.rs.yaml

@@ -25,8 +25,8 @@ RUN npx ng build --configuration production \
 # --- the bkg binary: Debian 12 toolchain, so its glibc matches the distroless Debian 12 base -----
 FROM docker.io/library/rust:1.95.0-slim-bookworm AS build
 WORKDIR /src
-# Every workspace member must be present for cargo to load the workspace (checked by
-# dockerfile_check.py against `cargo metadata`).
+# Every workspace member and [patch] crate (vendor/) must be present for cargo to load the
+# workspace (checked by dockerfile_check.py against `cargo metadata` and Cargo.toml).
 COPY Cargo.toml Cargo.lock ./
 COPY core/ core/
 COPY wire/ wire/
@@ -38,6 +38,7 @@ COPY plugins/ plugins/
 COPY trace/ trace/
 COPY cli/ cli/
 COPY e2e/ e2e/
+COPY vendor/ vendor/
 # The target dir is a cache mount, so the binary is copied out of it in the same step.
 RUN --mount=type=cache,id=bkg-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,id=bkg-cargo-git,target=/usr/local/cargo/git,sharing=locked \

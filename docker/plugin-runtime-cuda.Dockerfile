@@ -3,10 +3,10 @@
 # ghcr.io/bkg-rs/plugin-runtime:<version>-cuda: the plugin runtime with the Candle plugin on
 # NVIDIA GPUs (cargo feature `cuda` of bkg-plugin-runtime, forwarded to bkg-plugin-candle/cuda).
 # The operator picks it for Plugins with spec.resources.gpu. Build from the repository root with
-# BuildKit (no GPU is needed to build; CUDA_COMPUTE_CAP says which GPUs to compile kernels for):
+# BuildKit (no GPU is needed to build; CUDA_COMPUTE_CAP lists the GPUs to compile kernels for):
 #
 #   DOCKER_BUILDKIT=1 docker build -f docker/plugin-runtime-cuda.Dockerfile \
-#     --build-arg CUDA_COMPUTE_CAP=80 -t ghcr.io/bkg-rs/plugin-runtime:0.1.0-cuda .
+#     --build-arg CUDA_COMPUTE_CAP=80,89,90 -t ghcr.io/bkg-rs/plugin-runtime:0.1.0-cuda .
 #
 # Base images are pinned by tag, not digest: the checks run offline, where no registry can be
 # asked for a digest. Release CI should resolve each tag once and pin `@sha256:…` (see docs/IMAGES.md).
@@ -33,12 +33,14 @@ COPY --from=rust-toolchain /usr/local/cargo /usr/local/cargo
 ENV RUSTUP_HOME=/usr/local/rustup \
     CARGO_HOME=/usr/local/cargo \
     PATH=/usr/local/cargo/bin:$PATH
-# Compute capability of the target GPUs (80 = A100/Ampere). candle's kernels are PTX, which the
-# driver JIT-compiles for newer GPUs too; without it the build runs nvidia-smi, which a builder lacks.
-ARG CUDA_COMPUTE_CAP=80
+# Compute capabilities of the target GPUs: 80 A100, 89 L4/L40S, 90 H100/H200. candle's kernels
+# (vendor/candle-kernels) carry SASS for each, so a pod starts without JIT-compiling them, and PTX
+# for the newest, which the driver JIT-compiles for newer GPUs. scripts/check-cuda.sh builds with
+# the same list. Without it the build runs nvidia-smi, which a builder lacks.
+ARG CUDA_COMPUTE_CAP=80,89,90
 WORKDIR /src
-# Every workspace member must be present for cargo to load the workspace (checked by
-# dockerfile_check.py against `cargo metadata`).
+# Every workspace member and [patch] crate (vendor/) must be present for cargo to load the
+# workspace (checked by dockerfile_check.py against `cargo metadata` and Cargo.toml).
 COPY Cargo.toml Cargo.lock ./
 COPY core/ core/
 COPY wire/ wire/
@@ -50,6 +52,7 @@ COPY plugins/ plugins/
 COPY trace/ trace/
 COPY cli/ cli/
 COPY e2e/ e2e/
+COPY vendor/ vendor/
 # The target dir is a cache mount (its own: another toolchain and glibc than the Debian builds),
 # so the binary is copied out of it in the same step.
 RUN --mount=type=cache,id=bkg-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \
@@ -68,9 +71,9 @@ RUN --mount=type=cache,id=bkg-cargo-registry,target=/usr/local/cargo/registry,sh
 FROM docker.io/nvidia/cuda:12.9.1-runtime-ubuntu24.04
 ARG VERSION=0.1.0
 ARG REVISION=unknown
-ARG CUDA_COMPUTE_CAP=80
+ARG CUDA_COMPUTE_CAP=80,89,90
 LABEL org.opencontainers.image.title="bkg-plugin-runtime-cuda" \
-      org.opencontainers.image.description="bkg plugin runtime with the Candle plugin on NVIDIA CUDA 12.9 (compute capability ${CUDA_COMPUTE_CAP}); NVIDIA's CUDA EULA applies to the base layers" \
+      org.opencontainers.image.description="bkg plugin runtime with the Candle plugin on NVIDIA CUDA 12.9 (compute capabilities ${CUDA_COMPUTE_CAP}); NVIDIA's CUDA EULA applies to the base layers" \
       org.opencontainers.image.source="https://github.com/bkg-rs/bkg" \
       org.opencontainers.image.url="https://github.com/bkg-rs/bkg" \
       org.opencontainers.image.documentation="https://github.com/bkg-rs/bkg/blob/main/docs/IMAGES.md" \
@@ -84,7 +87,10 @@ COPY --from=build /out/plugin-runtime /usr/local/bin/plugin-runtime
 COPY --from=build --chown=65532:65532 /out/cache/ /var/cache/bkg/
 # Models are downloaded into the Hugging Face cache at run time: keep it on a volume (the operator
 # mounts `model-cache` here, an emptyDir or a PVC). Same path as MODEL_CACHE_DIR in the operator.
+# The driver's JIT cache goes there too (the default, $HOME/.nv, is on the read-only root): only
+# a GPU missing from CUDA_COMPUTE_CAP JIT-compiles the PTX, and then once per volume.
 ENV HF_HOME=/var/cache/bkg/models \
+    CUDA_CACHE_PATH=/var/cache/bkg/models/cuda-jit-cache \
     BKG_LISTEN=0.0.0.0:8080
 VOLUME ["/var/cache/bkg/models"]
 # Same uid/gid as the CPU image and the operator's pod securityContext; no passwd entry is needed.

@@ -17,8 +17,8 @@ FROM docker.io/library/rust:1.95.0-slim-bookworm AS build
 # makes an echo-only image without Candle.
 ARG PLUGINS=echo,candle
 WORKDIR /src
-# Every workspace member must be present for cargo to load the workspace (checked by
-# dockerfile_check.py against `cargo metadata`).
+# Every workspace member and [patch] crate (vendor/) must be present for cargo to load the
+# workspace (checked by dockerfile_check.py against `cargo metadata` and Cargo.toml).
 COPY Cargo.toml Cargo.lock ./
 COPY core/ core/
 COPY wire/ wire/
@@ -30,6 +30,7 @@ COPY plugins/ plugins/
 COPY trace/ trace/
 COPY cli/ cli/
 COPY e2e/ e2e/
+COPY vendor/ vendor/
 # The target dir is a cache mount, so the binary is copied out of it in the same step. The model
 # cache directory is made here because the run-time image has no shell to make it.
 RUN --mount=type=cache,id=bkg-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \

@@ -6,7 +6,8 @@
 #      gcr.io, and the OCI labels present and well-formed.
 #   2. dockerfile_check.py: COPY sources exist and get past .dockerignore, --from stages exist and
 #      make the path, cargo packages/binaries/features exist (cargo metadata), every workspace
-#      member is copied, final stages run as a numeric non-root USER with an exec ENTRYPOINT.
+#      member and [patch] crate is copied, final stages run as a numeric non-root USER with an
+#      exec ENTRYPOINT.
 #   3. Both refuse broken copies of the real files, naming the fault. A few seconds.
 set -euo pipefail
 cd "${BKG_REPO_ROOT:-$(dirname "$0")/../..}"
@@ -68,6 +69,7 @@ cases=( # name | source | replace | with | the refusal names
   "ignored|$RT|COPY Cargo.toml Cargo.lock ./|COPY Cargo.toml Cargo.lock .ci/run ./|COPY source .ci/run is excluded by .dockerignore"
   "untracked|$BKG|COPY admin-ui/ ./|COPY admin-ui/node_modules/ ./|COPY source admin-ui/node_modules/ does not exist"
   "member|$RT|COPY e2e/ e2e/|COPY e2e/src/ e2e/src/|e2e/Cargo.toml is not copied to /src/e2e/Cargo.toml"
+  "patch|$BKG|COPY vendor/ vendor/|COPY vendor/candle-kernels/src/ vendor/candle-kernels/src/|vendor/candle-kernels/Cargo.toml is not copied"
   "stage|$BKG|COPY --from=ui |COPY --from=web |COPY --from=web: no stage web defined"
   "stagepath|$BKG|COPY --from=build /out/bkg |COPY --from=build /out/bkgd |stage build makes no such path"
   "cachepath|$BKG|COPY --from=build /out/bkg |COPY --from=build /src/target/release/bkg |/src/target is a cache mount"

@@ -11,7 +11,8 @@ For every Dockerfile (the build context is DIR, the repository root by default):
     image (no instructions) is taken at its word;
   * `cargo build` runs with --locked and --release, and its packages, binaries and features exist
     (`cargo metadata --no-deps`; the stage's ARG defaults expanded); the stage that runs it has Cargo.toml, Cargo.lock and every
-    workspace member copied to the same place relative to the workspace root;
+    workspace member and every path in the root Cargo.toml's [patch] tables copied to the same
+    place relative to the workspace root;
   * every final stage (one no other stage builds on) ends with a numeric non-root USER and an
     exec-form ENTRYPOINT naming a file the stage copies in;
   * ARG VERSION, when given a default, is the version of the crates the file builds.
@@ -26,6 +27,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tomllib
 from dataclasses import dataclass, field
 
 
@@ -237,6 +239,12 @@ class Checker:
         self.member_dirs = sorted(
             posixpath.relpath(posixpath.dirname(p["manifest_path"]), root)
             for p in metadata["packages"] if p["id"] in members)
+        # [patch.<registry>] path crates: cargo loads them for every build, like the members.
+        with open(os.path.join(root, "Cargo.toml"), "rb") as f:
+            patches = tomllib.load(f).get("patch", {})
+        self.member_dirs += sorted(
+            posixpath.normpath(dep["path"])
+            for registry in patches.values() for dep in registry.values() if "path" in dep)
         defaults = set(metadata.get("workspace_default_members") or members)
         self.default_packages = [p["name"] for p in metadata["packages"] if p["id"] in defaults]
         self.errors = []
@@ -486,7 +494,7 @@ class Checker:
         for needed in ["Cargo.lock"] + [posixpath.join(d, "Cargo.toml") for d in self.member_dirs]:
             if image_path(needed) != posixpath.join(root, needed):
                 self.error(where, line, f"cargo build: {needed} is not copied to {root}/{needed} "
-                           "(cargo needs every workspace member)")
+                           "(cargo needs every workspace member and [patch] crate)")
 
     # --- final stages --------------------------------------------------------------------------
 
