@@ -22,6 +22,7 @@ side batches, pads and packs however it likes and must still match.
 Needs no network: the tokenizer is a small WordPiece vocabulary built here with `tokenizers`.
 """
 
+import inspect
 import json
 import os
 import shutil
@@ -106,6 +107,10 @@ def fast(tok):
     )
 
 
+def takes_type_ids(model):
+    return "token_type_ids" in inspect.signature(model.forward).parameters
+
+
 def ids(tok, a, b=None):
     enc = tok.encode(a, b) if b is not None else tok.encode(a)
     return (
@@ -147,6 +152,17 @@ def qwen2_config():
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
         rope_theta=10000.0, rms_norm_eps=1e-6, tie_word_embeddings=True, initializer_range=0.2,
         pad_token_id=0, use_sliding_window=False, sliding_window=128, max_window_layers=2,
+    )
+
+
+def modernbert_config(**kw):
+    # Three layers, a global one every second: layer 1 attends within a window of 8 tokens, so
+    # the longer sentences exercise the sliding-window mask.
+    return transformers.ModernBertConfig(
+        vocab_size=len(vocab()), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+        num_attention_heads=4, max_position_embeddings=128, local_attention=8,
+        global_attn_every_n_layers=2, initializer_range=0.2, pad_token_id=0, bos_token_id=2,
+        cls_token_id=2, eos_token_id=3, sep_token_id=3, **kw,
     )
 
 
@@ -209,7 +225,7 @@ def embedder(name, model, tok, mode, normalize, prompts=None, default_prompt=Non
     def embed(text):
         i, t = ids(tok, text)
         kwargs = {"input_ids": i}
-        if "token_type_ids" in model.forward.__code__.co_varnames:
+        if takes_type_ids(model):
             kwargs["token_type_ids"] = t
         v = pool(model(**kwargs).last_hidden_state, mode)
         if normalize:
@@ -234,7 +250,8 @@ def cross_encoder(name, model, tok):
     logits = []
     for q, t in pairs:
         i, ty = ids(tok, q, t)
-        logits.append(model(input_ids=i, token_type_ids=ty).logits[0].tolist())
+        kwargs = {"token_type_ids": ty} if takes_type_ids(model) else {}
+        logits.append(model(input_ids=i, **kwargs).logits[0].tolist())
     flat = [l[0] for l in logits]
     assert max(flat) - min(flat) > 0.05, f"{name}: logits hardly differ ({flat}); raise initializer_range"
     json.dump({"queries": QUERIES, "texts": TEXTS, "logits": flat}, open(os.path.join(d, "reference.json"), "w"))
@@ -269,6 +286,10 @@ def main():
     embedder("qwen3-embed", transformers.Qwen3Model(qwen3_config()), decoder_tok, "lasttoken", True,
              prompts={"query": "instruct: search\nquery: "}, default_prompt=None)
     embedder("qwen2-embed", transformers.Qwen2Model(qwen2_config()), decoder_tok, "lasttoken", True)
+    embedder("modernbert-embed", transformers.ModernBertModel(modernbert_config()), bert_tok, "mean", True)
+    # Mean-pooled head (the default is cls): the less common path gets the test.
+    cross_encoder("modernbert-rerank", transformers.ModernBertForSequenceClassification(
+        modernbert_config(num_labels=1, classifier_pooling="mean")), roberta_tok)
     print(f"wrote {OUT} with transformers {transformers.__version__}, torch {torch.__version__}", file=sys.stderr)
 
 

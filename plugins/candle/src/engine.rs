@@ -136,7 +136,10 @@ impl Embedder {
                 .or(files.sentence.pooling)
                 .unwrap_or(config.default_pooling()),
             normalize: opts.normalize.unwrap_or(files.sentence.normalize),
-            dtype: opts.dtype.as_str(),
+            dtype: match model.f32_only() {
+                true => "f32",
+                false => opts.dtype.as_str(),
+            },
             device: device_name(&opts.device),
             kernels: weights_kernels,
             capabilities: config.task.capabilities(),
@@ -203,7 +206,7 @@ impl Embedder {
         let hidden = self.model.forward(&batch)?;
         let out = match &self.head {
             None => self.info.pooling.apply(&hidden, &batch.offsets)?,
-            Some(head) => head.forward(&Pooling::Cls.apply(&hidden, &batch.offsets)?)?,
+            Some(head) => head.forward(&hidden, &batch.offsets)?,
         };
         Ok(out.to_vec2::<f32>()?)
     }

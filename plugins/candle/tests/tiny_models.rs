@@ -98,6 +98,7 @@ fn min_cosine(got: &[Vec<f32>], want: &[Vec<f32>]) -> f32 {
 const EMBEDDERS: &[&str] = &[
     "bert-embed",
     "xlm-roberta-embed",
+    "modernbert-embed",
     "qwen3-embed",
     "qwen2-embed",
 ];
@@ -154,6 +155,12 @@ fn loaded_models_report_what_they_serve() {
         ("qwen3", vec!["model.infer", "embeddings"])
     );
     assert_eq!(e.pooling.as_str(), "last_token");
+    assert_eq!(info("modernbert-embed").dtype, "f32");
+    let m = info("modernbert-rerank");
+    assert_eq!(
+        (m.architecture, m.capabilities),
+        ("modernbert", vec!["rerank", "classify"])
+    );
     let r = info("xlm-roberta-rerank");
     assert_eq!(
         (r.architecture, r.capabilities),
@@ -171,7 +178,7 @@ fn loaded_models_report_what_they_serve() {
 
 #[tokio::test]
 async fn rerank_scores_match_transformers_logits() {
-    for name in ["bert-rerank", "xlm-roberta-rerank"] {
+    for name in ["bert-rerank", "xlm-roberta-rerank", "modernbert-rerank"] {
         let r: RerankRef = reference(name);
         let p = plugin(name, json!({})).await;
         let mut worst = 0f32;
@@ -435,7 +442,13 @@ fn unknown_model_types_and_mismatched_weights_fail_to_load_with_the_reason() {
     let d = broken("qwen3-embed", |c| c["model_type"] = json!("gpt_neox"));
     let e = load_error(d.path()).to_string();
     assert!(e.contains("\"gpt_neox\"") && e.contains("qwen3"), "{e}");
-    for name in ["qwen3-embed", "qwen2-embed", "xlm-roberta-rerank"] {
+    for name in [
+        "qwen3-embed",
+        "qwen2-embed",
+        "modernbert-embed",
+        "modernbert-rerank",
+        "xlm-roberta-rerank",
+    ] {
         let d = broken(name, |c| c["intermediate_size"] = json!(48));
         let e = load_error(d.path());
         assert!(matches!(e, Error::Weights { .. }), "{name}: {e}");

@@ -1,4 +1,4 @@
-//! What the decoder embedders (qwen2, qwen3) share: reading their `config.json` whichever
+//! What the candle-transformers models (qwen2, qwen3, modernbert) share: reading their `config.json` whichever
 //! transformers version wrote it, and loading candle-transformers' models from our checkpoint.
 
 use std::collections::HashMap;
@@ -76,10 +76,12 @@ pub fn var_builder(w: &Weights, device: &Device, dtype: DType) -> Result<VarBuil
     Ok(VarBuilder::from_tensors(tensors, dtype, device))
 }
 
-/// A candle-transformers load error, said as a weights problem of this file.
+/// A candle-transformers load error, said as a weights problem of this file: its first line
+/// only, since candle appends a backtrace when RUST_BACKTRACE is set.
 pub fn weights_error(w: &Weights, e: candle_core::Error) -> Error {
+    let text = e.to_string();
     Error::Weights {
         path: w.path().to_owned(),
-        message: e.to_string(),
+        message: text.lines().next().unwrap_or_default().to_owned(),
     }
 }

@@ -4,6 +4,7 @@
 //!  config.json ──▶ ModelConfig { arch (by model_type), task (by architectures[0]) }
 //!                    ├─ bert         ─▶ bert::BertModel (ours: packed, AVX-512 kernels)
 //!                    ├─ xlm-roberta  ─▶ bert::BertModel with RoBERTa positions
+//!                    ├─ modernbert   ─▶ candle-transformers, through padded::Padded (+ mask)
 //!                    ├─ qwen2/qwen3  ─▶ candle-transformers, through padded::Padded
 //!                    └─ task: Embed, or Classify{labels} ─▶ head::ClassifierHead on [CLS]
 //! ```
@@ -15,6 +16,7 @@
 mod bert;
 mod decoder;
 mod head;
+mod modernbert;
 mod padded;
 mod qwen2;
 mod qwen3;
@@ -24,14 +26,14 @@ use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 
 pub use bert::{BertConfig, BertModel};
-pub use head::ClassifierHead;
+pub use head::{ClassifierHead, ModernBertHead};
 
 use crate::error::{Error, Result};
 use crate::layers::Weights;
 use crate::pooling::Pooling;
 
 /// The `model_type`s [`ModelConfig::from_json`] accepts, for error messages.
-pub const SUPPORTED: &str = "bert, xlm-roberta, qwen2, qwen3";
+pub const SUPPORTED: &str = "bert, xlm-roberta, modernbert, qwen2, qwen3";
 
 /// A batch of token sequences stacked end to end, without padding.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -97,6 +99,11 @@ pub trait EmbeddingModel: Send + Sync {
     fn candle_transformers(&self) -> bool {
         false
     }
+
+    /// Computes in f32 whatever dtype was asked for (reported in `ModelInfo::dtype`).
+    fn f32_only(&self) -> bool {
+        false
+    }
 }
 
 /// The encoder network, by `config.json`'s `model_type`.
@@ -104,6 +111,7 @@ pub trait EmbeddingModel: Send + Sync {
 pub enum Architecture {
     Bert(BertConfig),
     XlmRoberta(BertConfig),
+    ModernBert(Box<modernbert::Config>, ModernBertHead),
     Qwen2(Box<qwen2::Config>),
     Qwen3(Box<qwen3::Config>),
 }
@@ -196,6 +204,10 @@ impl ModelConfig {
             "xlm-roberta" | "roberta" => {
                 Architecture::XlmRoberta(xlm_roberta::config(value).map_err(bad)?)
             }
+            "modernbert" => {
+                let head = modernbert::head_config(&value);
+                Architecture::ModernBert(Box::new(modernbert::config(value).map_err(bad)?), head)
+            }
             "qwen2" => Architecture::Qwen2(Box::new(qwen2::config(value).map_err(bad)?)),
             "qwen3" => Architecture::Qwen3(Box::new(qwen3::config(value).map_err(bad)?)),
             _ => return Err(Error::UnsupportedArchitecture(model_type)),
@@ -203,7 +215,7 @@ impl ModelConfig {
         if task != Task::Embed && matches!(arch, Architecture::Qwen2(_) | Architecture::Qwen3(_)) {
             return Err(Error::Config(format!(
                 "config.json: a sequence-classification head on {model_type} is not supported \
-                 (only on bert and xlm-roberta)"
+                 (only on bert, xlm-roberta and modernbert)"
             )));
         }
         Ok(Self { arch, task })
@@ -213,6 +225,7 @@ impl ModelConfig {
         match self.arch {
             Architecture::Bert(_) => "bert",
             Architecture::XlmRoberta(_) => "xlm-roberta",
+            Architecture::ModernBert(..) => "modernbert",
             Architecture::Qwen2(_) => "qwen2",
             Architecture::Qwen3(_) => "qwen3",
         }
@@ -234,6 +247,9 @@ impl ModelConfig {
         let encoder: Box<dyn EmbeddingModel> = match &self.arch {
             Architecture::Bert(c) => Box::new(BertModel::load(c, weights, device)?),
             Architecture::XlmRoberta(c) => Box::new(BertModel::load(c, weights, device)?),
+            Architecture::ModernBert(c, _) => {
+                Box::new(modernbert::ModernBert::load(c, weights, device)?)
+            }
             Architecture::Qwen2(c) => Box::new(qwen2::Qwen2::load(c, weights, device, dtype)?),
             Architecture::Qwen3(c) => Box::new(qwen3::Qwen3::load(c, weights, device, dtype)?),
         };
@@ -245,6 +261,15 @@ impl ModelConfig {
                 labels.len(),
                 device,
             )?),
+            (Task::Classify { labels }, Architecture::ModernBert(_, head)) => {
+                Some(ClassifierHead::load_modernbert(
+                    weights,
+                    encoder.hidden_size(),
+                    labels.len(),
+                    head,
+                    device,
+                )?)
+            }
             (Task::Classify { labels }, _) => Some(ClassifierHead::load_roberta(
                 weights,
                 encoder.hidden_size(),
@@ -262,6 +287,7 @@ fn guess_model_type(config: &Value) -> Option<String> {
         [
             ("Bert", "bert"),
             ("XLMRoberta", "xlm-roberta"),
+            ("ModernBert", "modernbert"),
             ("Qwen2", "qwen2"),
             ("Qwen3", "qwen3"),
         ]

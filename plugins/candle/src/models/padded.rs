@@ -3,9 +3,9 @@
 //! ```text
 //!  PackedBatch  a a a b b c c c c          (no padding)
 //!        │ right ▼
-//!  ids   [a a a 0]
-//!        [b b 0 0]   ──▶ candle-transformers forward ──▶ [3, 4, hidden]
-//!        [c c c c]
+//!  ids   [a a a 0]   mask [1 1 1 0]
+//!        [b b 0 0]        [1 1 0 0]   ──▶ candle-transformers forward ──▶ [3, 4, hidden]
+//!        [c c c c]        [1 1 1 1]
 //!        │ unpad ▼  (index_select of the real rows, in packed order)
 //!  [total_tokens, hidden]  ──▶ pooling / heads as for every other model
 //! ```
@@ -22,6 +22,8 @@ use crate::error::Result;
 pub struct Padded {
     /// `[batch, max_len]` u32 token ids, padded with `pad_id`.
     pub ids: Tensor,
+    /// `[batch, max_len]` u8: 1 on real tokens (for models that mask padding themselves).
+    pub mask: Tensor,
     /// Rows of the flattened `[batch * max_len]` output that hold real tokens, packed order.
     rows: Tensor,
 }
@@ -30,15 +32,18 @@ impl Padded {
     pub fn right(batch: &PackedBatch, pad_id: u32, device: &Device) -> Result<Self> {
         let (n, len) = (batch.len(), batch.max_len());
         let mut ids = vec![pad_id; n * len];
+        let mut mask = vec![0u8; n * len];
         let mut rows = Vec::with_capacity(batch.total_tokens());
         for (i, w) in batch.offsets.windows(2).enumerate() {
             let seq = &batch.input_ids[w[0]..w[1]];
             ids[i * len..i * len + seq.len()].copy_from_slice(seq);
+            mask[i * len..i * len + seq.len()].fill(1);
             rows.extend((i * len..i * len + seq.len()).map(|r| r as u32));
         }
         let total = rows.len();
         Ok(Self {
             ids: Tensor::from_vec(ids, (n, len), device)?,
+            mask: Tensor::from_vec(mask, (n, len), device)?,
             rows: Tensor::from_vec(rows, total, device)?,
         })
     }
@@ -65,6 +70,10 @@ mod tests {
         assert_eq!(
             p.ids.to_vec2::<u32>().unwrap(),
             vec![vec![5, 6, 7], vec![8, 0, 0], vec![9, 10, 0]]
+        );
+        assert_eq!(
+            p.mask.to_vec2::<u8>().unwrap(),
+            vec![vec![1, 1, 1], vec![1, 0, 0], vec![1, 1, 0]]
         );
         // A fake "model output" whose hidden state is the token id: unpadding gives the ids back.
         let hidden = p
