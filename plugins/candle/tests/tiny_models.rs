@@ -498,3 +498,63 @@ async fn model_load_switches_families_and_what_the_plugin_serves() {
         .unwrap();
     assert_eq!(out["data"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn rerank_and_classify_share_the_queue_and_its_429() {
+    // A batch runs when 4 inputs are there (a minute is only a guard against hangs): the first
+    // rerank's 3 pairs hold 3 of the queue's 4 places until the test sends a fourth input.
+    let p = std::sync::Arc::new(
+        plugin(
+            "bert-classify",
+            json!({"max_wait_ms": 60_000, "max_batch_size": 4, "queue_capacity": 4}),
+        )
+        .await,
+    );
+    let q = std::sync::Arc::clone(&p);
+    let first = tokio::spawn(async move {
+        q.invoke("classify", json!({"inputs": ["a", "b", "c"]}), ctx())
+            .await
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while p.telemetry()["queue_depth"] != json!(3) {
+        assert!(Instant::now() < deadline, "the first request never queued");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let err = p
+        .invoke("classify", json!({"inputs": ["d", "e"]}), ctx())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PluginError::Overloaded {
+                retry_after_secs: 1
+            }
+        ),
+        "{err}"
+    );
+    // The fourth input fills the batch: both calls are answered.
+    let second = p
+        .invoke("classify", json!({"inputs": "d"}), ctx())
+        .await
+        .unwrap();
+    assert_eq!(second.as_array().unwrap().len(), 3);
+    let first = first.await.unwrap().unwrap();
+    assert_eq!(first.as_array().unwrap().len(), 3);
+
+    let reranker = plugin(
+        "bert-rerank",
+        json!({"queue_capacity": 2, "max_rerank_texts": 10}),
+    )
+    .await;
+    let e = invalid(
+        reranker
+            .invoke(
+                "rerank",
+                json!({"query": "q", "texts": ["a", "b", "c"]}),
+                ctx(),
+            )
+            .await,
+    );
+    assert!(e.contains("queue"), "more pairs than the queue holds: {e}");
+}
