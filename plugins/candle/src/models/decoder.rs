@@ -28,7 +28,13 @@ pub fn normalize_config(mut value: Value) -> Value {
         obj.insert("rope_theta".into(), theta);
     }
     let positions = get_u64(obj, "max_position_embeddings").unwrap_or(32_768);
-    if !obj.get("sliding_window").is_some_and(Value::is_number) {
+    // candle-transformers' qwen2 applies `sliding_window` whether or not `use_sliding_window`
+    // is on; transformers only when it is.
+    let windowed = obj
+        .get("use_sliding_window")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    if !windowed || !obj.get("sliding_window").is_some_and(Value::is_number) {
         obj.insert("sliding_window".into(), Value::from(positions));
     }
     let layers = get_u64(obj, "num_hidden_layers").unwrap_or(0);
@@ -83,5 +89,31 @@ pub fn weights_error(w: &Weights, e: candle_core::Error) -> Error {
     Error::Weights {
         path: w.path().to_owned(),
         message: text.lines().next().unwrap_or_default().to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn configs_of_either_transformers_version_fill_the_same_fields() {
+        let v4 = normalize_config(json!({"rope_theta": 1e6, "sliding_window": 4096,
+            "use_sliding_window": false, "max_position_embeddings": 32768,
+            "hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2}));
+        let v5 = normalize_config(json!({"rope_parameters": {"rope_theta": 1e6},
+            "sliding_window": null, "max_position_embeddings": 32768,
+            "hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2}));
+        for v in [&v4, &v5] {
+            assert_eq!(v["rope_theta"], json!(1e6));
+            assert_eq!(
+                v["sliding_window"],
+                json!(32768),
+                "no window when it is off"
+            );
+            assert_eq!(v["head_dim"], json!(16));
+            assert_eq!(v["max_window_layers"], json!(2));
+        }
     }
 }
