@@ -8,8 +8,10 @@
 //!  dir/1_Pooling/config.json    pooling mode                    (optional)
 //!  dir/sentence_bert_config.json  max_seq_length                (optional)
 //!  dir/tokenizer_config.json    model_max_length fallback       (optional)
+//!  dir/config_sentence_transformers.json  prompts, default_prompt_name (optional)
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -25,6 +27,7 @@ pub const MODULES: &str = "modules.json";
 pub const SENTENCE_CONFIG: &str = "sentence_bert_config.json";
 pub const TOKENIZER_CONFIG: &str = "tokenizer_config.json";
 pub const DEFAULT_POOLING_CONFIG: &str = "1_Pooling/config.json";
+pub const ST_CONFIG: &str = "config_sentence_transformers.json";
 
 /// What sentence-transformers' own files say about using the encoder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +36,10 @@ pub struct SentenceSettings {
     /// A `Normalize` module follows pooling.
     pub normalize: bool,
     pub max_seq_length: Option<usize>,
+    /// Named prefixes (`query: `…) a request picks with `prompt_name`.
+    pub prompts: BTreeMap<String, String>,
+    /// The prompt used when a request names none.
+    pub default_prompt_name: Option<String>,
 }
 
 /// A checked model directory.
@@ -157,10 +164,34 @@ fn read_sentence_settings(dir: &Path) -> Result<SentenceSettings> {
     let max_seq_length = optional_json(&dir.join(SENTENCE_CONFIG))?
         .and_then(|v| v.get("max_seq_length").and_then(Value::as_u64))
         .map(|n| n as usize);
+    let st_path = dir.join(ST_CONFIG);
+    let st = optional_json(&st_path)?;
+    let prompts: BTreeMap<String, String> = match st.as_ref().and_then(|v| v.get("prompts")) {
+        None | Some(Value::Null) => BTreeMap::new(),
+        Some(p) => serde_json::from_value(p.clone()).map_err(|e| Error::BadFile {
+            path: st_path.clone(),
+            message: format!("prompts: {e}"),
+        })?,
+    };
+    let default_prompt_name = st
+        .as_ref()
+        .and_then(|v| v.get("default_prompt_name"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    if let Some(name) = &default_prompt_name
+        && !prompts.contains_key(name)
+    {
+        return Err(Error::BadFile {
+            path: st_path,
+            message: format!("default_prompt_name {name:?} is not one of the prompts"),
+        });
+    }
     Ok(SentenceSettings {
         pooling,
         normalize,
         max_seq_length,
+        prompts,
+        default_prompt_name,
     })
 }
 

@@ -164,6 +164,10 @@ pub struct PluginConfig {
     /// Inputs that may wait at once; beyond this requests are refused with 429.
     #[schemars(range(min = 1))]
     pub queue_capacity: usize,
+    /// Most texts one `rerank` call may score (and inputs one `classify` call may hold);
+    /// more are refused with 422 naming `texts` (`inputs`).
+    #[schemars(range(min = 1))]
+    pub max_rerank_texts: usize,
     pub dtype: Dtype,
     pub device: DeviceChoice,
     pub kernels: Kernels,
@@ -184,6 +188,7 @@ impl Default for PluginConfig {
             max_batch_tokens: 16_384,
             max_wait_ms: 2,
             queue_capacity: 1024,
+            max_rerank_texts: 256,
             dtype: Dtype::F32,
             device: DeviceChoice::Auto,
             kernels: Kernels::Auto,
@@ -235,6 +240,9 @@ impl PluginConfig {
         }
         if self.queue_capacity == 0 {
             return Err(Error::Config("queue_capacity must be at least 1".into()));
+        }
+        if self.max_rerank_texts == 0 {
+            return Err(Error::Config("max_rerank_texts must be at least 1".into()));
         }
         if self.max_batch_tokens == 0 {
             return Err(Error::Config("max_batch_tokens must be at least 1".into()));
@@ -349,7 +357,7 @@ mod tests {
         let dtype = &schema["$defs"]["Dtype"];
         assert_eq!(dtype["enum"], json!(["f32", "bf16", "f16"]), "{dtype}");
         assert_eq!(schema["then"]["description"], json!(F16_NEEDS_CUDA));
-        assert_eq!(schema["properties"].as_object().map(|p| p.len()), Some(13));
+        assert_eq!(schema["properties"].as_object().map(|p| p.len()), Some(14));
     }
 
     /// The committed schema (read by the operator and `bkg up`) is this type's schema.

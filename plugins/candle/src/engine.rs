@@ -12,7 +12,7 @@ use crate::artifacts::ModelDir;
 use crate::config::{DeviceChoice, Dtype, ModelSource};
 use crate::error::{Error, Result};
 use crate::layers::Weights;
-use crate::models::{EmbeddingModel, ModelConfig, PackedBatch};
+use crate::models::{ClassifierHead, EmbeddingModel, ModelConfig, PackedBatch, Task};
 use crate::pooling::{Pooling, l2_normalize};
 use crate::source;
 use crate::tokenize::{Encoded, Encoder};
@@ -53,11 +53,25 @@ pub struct ModelInfo {
     pub device: String,
     /// `avx512-bf16`, `avx512-f32` or `candle`: which kernels the dense layers run on.
     pub kernels: &'static str,
+    /// What this model serves: `model.infer` and `embeddings` (an embedder), `rerank` and
+    /// `classify` (a one-label cross-encoder) or `classify` (a classifier).
+    pub capabilities: Vec<&'static str>,
+    /// A classifier's labels (`id2label`), in logit order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    /// Names of the prompts a request may pick with `prompt_name`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub prompts: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_prompt_name: Option<String>,
 }
 
 pub struct Embedder {
     encoder: Encoder,
     model: Box<dyn EmbeddingModel>,
+    /// A cross-encoder's or classifier's head: batches then yield logits, not embeddings.
+    head: Option<ClassifierHead>,
+    prompts: std::collections::BTreeMap<String, String>,
     info: ModelInfo,
 }
 
@@ -94,8 +108,10 @@ impl Embedder {
         if weights.cpu_kernels() {
             crate::kernels::tune_allocator();
         }
-        let model = config.build(&mut weights, &opts.device)?;
+        let built = config.build(&mut weights, &opts.device, dtype)?;
+        let (model, head) = (built.encoder, built.head);
         let weights_kernels = match weights.packing() {
+            _ if model.candle_transformers() => "candle",
             crate::layers::Packing::Bf16 => "avx512-bf16",
             crate::layers::Packing::F32 => "avx512-f32",
             crate::layers::Packing::None => "candle",
@@ -118,11 +134,21 @@ impl Embedder {
             pooling: opts
                 .pooling
                 .or(files.sentence.pooling)
-                .unwrap_or(Pooling::Mean),
+                .unwrap_or(config.default_pooling()),
             normalize: opts.normalize.unwrap_or(files.sentence.normalize),
-            dtype: opts.dtype.as_str(),
+            dtype: match model.f32_only() {
+                true => "f32",
+                false => opts.dtype.as_str(),
+            },
             device: device_name(&opts.device),
             kernels: weights_kernels,
+            capabilities: config.task.capabilities(),
+            labels: match &config.task {
+                Task::Embed => Vec::new(),
+                Task::Classify { labels } => labels.clone(),
+            },
+            prompts: files.sentence.prompts.keys().cloned().collect(),
+            default_prompt_name: files.sentence.default_prompt_name.clone(),
         };
         tracing::info!(model = %info.name, dir = %dir.display(), dimensions = info.dimensions,
             max_seq_length = info.max_seq_length, pooling = info.pooling.as_str(), normalize = info.normalize,
@@ -130,6 +156,8 @@ impl Embedder {
         Ok(Self {
             encoder,
             model,
+            head,
+            prompts: files.sentence.prompts,
             info,
         })
     }
@@ -142,15 +170,45 @@ impl Embedder {
         &self.encoder
     }
 
-    /// Pooled (not yet normalized) embeddings for already tokenized inputs, in input order.
+    /// The model serves `capability` (see [`ModelInfo::capabilities`]).
+    pub fn serves(&self, capability: &str) -> bool {
+        self.info.capabilities.contains(&capability)
+    }
+
+    /// The text a prompt puts before each input: the named one, else the model's default.
+    /// An unknown name is refused, naming the field and the choices.
+    pub fn prompt(&self, name: Option<&str>) -> Result<Option<&str>> {
+        match name.or(self.info.default_prompt_name.as_deref()) {
+            None => Ok(None),
+            Some(n) => self
+                .prompts
+                .get(n)
+                .map(|p| Some(p.as_str()))
+                .ok_or_else(|| {
+                    Error::InvalidInput(format!(
+                        "prompt_name: {n:?} is not one of this model's prompts ({})",
+                        match self.prompts.is_empty() {
+                            true => "it has none".to_owned(),
+                            false => self.info.prompts.join(", "),
+                        }
+                    ))
+                }),
+        }
+    }
+
+    /// For already tokenized inputs, in input order: pooled (not yet normalized) embeddings,
+    /// or, for a model with a classification head, the logits of each input.
     pub fn embed_encoded(&self, seqs: &[&Encoded]) -> Result<Vec<Vec<f32>>> {
         if seqs.is_empty() {
             return Ok(Vec::new());
         }
         let batch = PackedBatch::new(seqs.iter().map(|e| (&e.ids[..], &e.type_ids[..])));
         let hidden = self.model.forward(&batch)?;
-        let pooled = self.info.pooling.apply(&hidden, &batch.offsets)?;
-        Ok(pooled.to_vec2::<f32>()?)
+        let out = match &self.head {
+            None => self.info.pooling.apply(&hidden, &batch.offsets)?,
+            Some(head) => head.forward(&hidden, &batch.offsets)?,
+        };
+        Ok(out.to_vec2::<f32>()?)
     }
 
     /// Tokenizes and embeds `texts` as one batch; normalizes as the model's settings say.

@@ -61,7 +61,7 @@ pub enum Error {
     BadFile { path: PathBuf, message: String },
 
     /// `config.json` names an architecture this plugin does not implement.
-    #[error("unsupported model architecture {0:?} (supported: bert)")]
+    #[error("unsupported model_type {0:?} (supported: {supported})", supported = crate::models::SUPPORTED)]
     UnsupportedArchitecture(String),
 
     /// The Hugging Face Hub download failed, or offline mode found nothing cached.

@@ -1,4 +1,5 @@
-//! bkg's Candle embedding plugin: sentence encoders (BERT family) served with dynamic batching.
+//! bkg's Candle plugin: sentence embedders, cross-encoders and classifiers (BERT, XLM-RoBERTa,
+//! Qwen2/3 decoder embedders) served with dynamic batching.
 //!
 //! ```text
 //!  invoke ─▶ schema (parse) ─▶ tokenize (max_seq_length, no baked-in padding)
@@ -16,6 +17,8 @@
 //! | `model.unload` | drops the model; embedding requests then answer 503 |
 //! | `model.infer`  | embeds `input` (string or list), reports truncation and token usage |
 //! | `embeddings`   | the same, in OpenAI's `/v1/embeddings` shapes |
+//! | `rerank`       | a cross-encoder's scores of `texts` against `query`, best first (TEI) |
+//! | `classify`     | a sequence classifier's labels and probabilities per input (TEI) |
 //!
 //! Config keys are documented on [`config::PluginConfig`].
 
@@ -34,6 +37,7 @@ pub mod models;
 pub mod plugin;
 pub mod pooling;
 pub mod schema;
+pub mod scoring;
 pub mod source;
 pub mod tokenize;
 

@@ -2,7 +2,10 @@
 //!
 //! ```text
 //!  start ──▶ PluginConfig ──▶ device ──▶ (model configured?) load ──▶ Loaded{Embedder, Batcher}
-//!  invoke(model.infer | embeddings) ──▶ tokenize here ──▶ Batcher (own thread) ──▶ JSON
+//!  invoke(model.infer | embeddings) ──▶ prompt, tokenize here ──▶ Batcher (own thread)
+//!                                   ──▶ normalize, Matryoshka-truncate ──▶ JSON
+//!  invoke(rerank | classify)        ──▶ tokenize (query, text) pairs or inputs ──▶ Batcher
+//!                                   ──▶ logits ──▶ sigmoid / softmax, sorted ──▶ JSON
 //!  invoke(model.load)  ──▶ path confined to the model root ──▶ load on a blocking thread
 //!                      ──▶ swap; the old model drains and stops
 //! ```
@@ -23,7 +26,17 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::pooling::l2_normalize;
 use crate::schema::{self, Embedded};
+use crate::scoring;
 use crate::tokenize::Encoded;
+
+/// What both embedding capabilities ask for.
+struct EmbedRequest {
+    texts: Vec<String>,
+    normalize: Option<bool>,
+    truncate: Option<bool>,
+    prompt_name: Option<String>,
+    dimensions: Option<usize>,
+}
 
 /// A model ready to serve: the embedder (shared with its batching thread) and its queue.
 struct Loaded {
@@ -103,21 +116,52 @@ impl CandlePlugin {
         Ok(json!({"model": info, "load_ms": started.elapsed().as_millis() as u64}))
     }
 
-    /// Tokenizes, queues and (optionally) normalizes; shared by both embedding capabilities.
-    async fn embed(
-        &self,
-        texts: Vec<String>,
-        normalize: Option<bool>,
-        truncate: Option<bool>,
-        deadline: Instant,
-    ) -> Result<(Arc<Loaded>, Embedded)> {
+    /// The loaded model, if it serves `capability`; a model of another kind is refused with
+    /// what it does serve.
+    fn serving(&self, capability: &str) -> Result<Arc<Loaded>> {
         let loaded = self.current()?;
-        let truncate = truncate.unwrap_or_else(|| self.read().config.truncate);
-        let encoded: Vec<Encoded> = loaded.embedder.encoder().encode_all(&texts, truncate)?;
+        let info = loaded.embedder.info();
+        if !loaded.embedder.serves(capability) {
+            return Err(Error::InvalidInput(format!(
+                "capability {capability}: the loaded model {} ({}) serves {} only",
+                info.name,
+                info.architecture,
+                info.capabilities.join(", ")
+            )));
+        }
+        Ok(loaded)
+    }
+
+    /// Prompts, tokenizes, queues, (optionally) normalizes and truncates to `dimensions`;
+    /// shared by both embedding capabilities.
+    async fn embed(&self, req: EmbedRequest, deadline: Instant) -> Result<(Arc<Loaded>, Embedded)> {
+        let loaded = self.serving(schema::INFER)?;
+        let dims = loaded.embedder.info().dimensions;
+        if let Some(d) = req.dimensions
+            && d > dims
+        {
+            return Err(Error::InvalidInput(format!(
+                "dimensions: {d} is more than the model's {dims}"
+            )));
+        }
+        let truncate = req.truncate.unwrap_or_else(|| self.read().config.truncate);
+        let encoder = loaded.embedder.encoder();
+        let encoded: Vec<Encoded> = match loaded.embedder.prompt(req.prompt_name.as_deref())? {
+            None => encoder.encode_all(&req.texts, truncate)?,
+            Some(prefix) => {
+                let prompted: Vec<String> =
+                    req.texts.iter().map(|t| format!("{prefix}{t}")).collect();
+                encoder.encode_all(&prompted, truncate)?
+            }
+        };
         let truncated: Vec<bool> = encoded.iter().map(|e| e.truncated).collect();
         let prompt_tokens = encoded.iter().map(Encoded::len).sum();
         let mut vectors = loaded.batcher.embed(encoded, Some(deadline)).await?;
-        let normalized = normalize.unwrap_or(loaded.embedder.info().normalize);
+        let normalized = req.normalize.unwrap_or(loaded.embedder.info().normalize);
+        // Matryoshka: the first d dimensions carry a coarser embedding; renormalize after the cut.
+        if let Some(d) = req.dimensions {
+            vectors.iter_mut().for_each(|v| v.truncate(d));
+        }
         if normalized {
             vectors.iter_mut().for_each(|v| l2_normalize(v));
         }
@@ -142,24 +186,81 @@ impl CandlePlugin {
             schema::INFER => {
                 let req = schema::parse_infer(payload)?;
                 let (loaded, e) = self
-                    .embed(req.texts, req.normalize, req.truncate, ctx.deadline)
+                    .embed(
+                        EmbedRequest {
+                            texts: req.texts,
+                            normalize: req.normalize,
+                            truncate: req.truncate,
+                            prompt_name: req.prompt_name,
+                            dimensions: req.dimensions,
+                        },
+                        ctx.deadline,
+                    )
                     .await?;
                 Ok(schema::infer_response(loaded.embedder.info(), e))
             }
             schema::EMBEDDINGS => {
                 let req = schema::parse_openai(payload)?;
-                let dims = self.current()?.embedder.info().dimensions;
-                if req.dimensions.is_some_and(|d| d != dims) {
-                    return Err(Error::InvalidInput(format!(
-                        "this model only produces {dims} dimensions"
-                    ))
-                    .into());
-                }
-                let (loaded, e) = self.embed(req.texts, None, None, ctx.deadline).await?;
+                let (loaded, e) = self
+                    .embed(
+                        EmbedRequest {
+                            texts: req.texts,
+                            normalize: None,
+                            truncate: None,
+                            prompt_name: req.prompt_name,
+                            dimensions: req.dimensions,
+                        },
+                        ctx.deadline,
+                    )
+                    .await?;
                 Ok(schema::openai_response(
                     loaded.embedder.info(),
                     e,
                     req.encoding_format,
+                ))
+            }
+            scoring::RERANK => {
+                let max = self.read().config.max_rerank_texts;
+                let req = scoring::parse_rerank(payload, max)?;
+                let loaded = self.serving(scoring::RERANK)?;
+                let truncate = req.truncate.unwrap_or_else(|| self.read().config.truncate);
+                let encoder = loaded.embedder.encoder();
+                let pairs = req
+                    .texts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| {
+                        encoder
+                            .encode_pair(&req.query, t, truncate)
+                            .map_err(|e| match e {
+                                Error::InvalidInput(m) => {
+                                    Error::InvalidInput(format!("texts[{i}]: {m}"))
+                                }
+                                other => other,
+                            })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let logits = loaded.batcher.embed(pairs, Some(ctx.deadline)).await?;
+                Ok(scoring::rerank_response(&req, &logits))
+            }
+            scoring::CLASSIFY => {
+                let max = self.read().config.max_rerank_texts;
+                let req = scoring::parse_classify(payload, max)?;
+                let loaded = self.serving(scoring::CLASSIFY)?;
+                let truncate = req.truncate.unwrap_or_else(|| self.read().config.truncate);
+                let encoded = loaded
+                    .embedder
+                    .encoder()
+                    .encode_all(&req.inputs, truncate)
+                    .map_err(|e| match e {
+                        Error::InvalidInput(m) => Error::InvalidInput(format!("inputs: {m}")),
+                        other => other,
+                    })?;
+                let logits = loaded.batcher.embed(encoded, Some(ctx.deadline)).await?;
+                Ok(scoring::classify_response(
+                    &req,
+                    &loaded.embedder.info().labels,
+                    &logits,
                 ))
             }
             schema::LOAD => {

@@ -102,7 +102,9 @@ pub fn descriptors() -> Vec<CapabilityDescriptor> {
                 "properties": {
                     "input": input_schema(),
                     "normalize": {"type": "boolean", "description": "L2-normalize; default from the model (sentence-transformers Normalize module) or config."},
-                    "truncate": {"type": "boolean", "description": "Cut over-long inputs; default from config (true)."}
+                    "truncate": {"type": "boolean", "description": "Cut over-long inputs; default from config (true)."},
+                    "prompt_name": prompt_name_schema(),
+                    "dimensions": dimensions_schema()
                 },
                 "additionalProperties": false
             }),
@@ -134,7 +136,8 @@ pub fn descriptors() -> Vec<CapabilityDescriptor> {
                     "input": input_schema(),
                     "model": {"type": "string"},
                     "encoding_format": {"enum": ["float", "base64"], "default": "float"},
-                    "dimensions": {"type": "integer", "description": "Must equal the model's dimensions if given."},
+                    "dimensions": dimensions_schema(),
+                    "prompt_name": prompt_name_schema(),
                     "user": {"type": "string"}
                 }
             }),
@@ -159,6 +162,19 @@ pub fn descriptors() -> Vec<CapabilityDescriptor> {
             cost: Some(per_input()),
         },
     ]
+    .into_iter()
+    .chain(crate::scoring::descriptors())
+    .collect()
+}
+
+fn prompt_name_schema() -> Value {
+    json!({"type": "string", "description": "One of the model's prompts (config_sentence_transformers.json), put before \
+        every input, e.g. `query`; default: the model's default_prompt_name, else none. An unknown name is refused (422)."})
+}
+
+fn dimensions_schema() -> Value {
+    json!({"type": "integer", "minimum": 1, "description": "Matryoshka truncation: keep the first n dimensions, then \
+        renormalize (when normalizing). More than the model has is refused (422)."})
 }
 
 /// Embedding work grows with the number of texts, so each one is a unit of the rate limit.
@@ -216,6 +232,8 @@ pub struct InferRequest {
     pub texts: Vec<String>,
     pub normalize: Option<bool>,
     pub truncate: Option<bool>,
+    pub prompt_name: Option<String>,
+    pub dimensions: Option<usize>,
 }
 
 pub fn parse_infer(payload: Value) -> Result<InferRequest> {
@@ -225,12 +243,16 @@ pub fn parse_infer(payload: Value) -> Result<InferRequest> {
         input: Value,
         normalize: Option<bool>,
         truncate: Option<bool>,
+        prompt_name: Option<String>,
+        dimensions: Option<Value>,
     }
     let raw: Raw = parse(payload)?;
     Ok(InferRequest {
         texts: texts(&raw.input)?,
         normalize: raw.normalize,
         truncate: raw.truncate,
+        prompt_name: raw.prompt_name,
+        dimensions: dimensions(raw.dimensions.as_ref())?,
     })
 }
 
@@ -245,7 +267,7 @@ pub struct Embedded {
 pub fn infer_response(info: &ModelInfo, e: Embedded) -> Value {
     json!({
         "model": info.name,
-        "dimensions": info.dimensions,
+        "dimensions": e.vectors.first().map_or(info.dimensions, Vec::len),
         "embeddings": e.vectors,
         "truncated": e.truncated,
         "normalized": e.normalized,
@@ -267,6 +289,7 @@ pub struct OpenAiRequest {
     pub texts: Vec<String>,
     pub encoding_format: EncodingFormat,
     pub dimensions: Option<usize>,
+    pub prompt_name: Option<String>,
 }
 
 pub fn parse_openai(payload: Value) -> Result<OpenAiRequest> {
@@ -276,24 +299,27 @@ pub fn parse_openai(payload: Value) -> Result<OpenAiRequest> {
         #[serde(default)]
         encoding_format: Option<EncodingFormat>,
         dimensions: Option<Value>,
+        prompt_name: Option<String>,
     }
     let raw: Raw = parse(payload)?;
-    // JSON Schema's integers, as the gateway checks them: `384.0` is 384.
-    let dimensions = match &raw.dimensions {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(
-            bkg_plugin_api::as_u64(v)
-                .and_then(|d| usize::try_from(d).ok())
-                .ok_or_else(|| {
-                    Error::InvalidInput("dimensions must be a non-negative integer".into())
-                })?,
-        ),
-    };
     Ok(OpenAiRequest {
         texts: texts(&raw.input)?,
         encoding_format: raw.encoding_format.unwrap_or_default(),
-        dimensions,
+        dimensions: dimensions(raw.dimensions.as_ref())?,
+        prompt_name: raw.prompt_name,
     })
+}
+
+/// `dimensions` as JSON Schema's integers, as the gateway checks them (`384.0` is 384).
+fn dimensions(v: Option<&Value>) -> Result<Option<usize>> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => bkg_plugin_api::as_u64(v)
+            .and_then(|d| usize::try_from(d).ok())
+            .filter(|&d| d > 0)
+            .map(Some)
+            .ok_or_else(|| Error::InvalidInput("dimensions: must be a positive integer".into())),
+    }
 }
 
 pub fn openai_response(info: &ModelInfo, e: Embedded, format: EncodingFormat) -> Value {

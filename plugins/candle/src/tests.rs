@@ -512,11 +512,20 @@ async fn openai_embeddings_shape() {
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
     assert!(max_abs_diff(&floats, &decoded) < 1e-6);
-    let err = plugin
+    // Matryoshka: fewer dimensions are a cut; more than the model has are refused by name.
+    let cut = plugin
         .invoke("embeddings", json!({"input": "a", "dimensions": 7}), ctx())
         .await
+        .unwrap();
+    assert_eq!(cut["data"][0]["embedding"].as_array().unwrap().len(), 7);
+    let err = plugin
+        .invoke("embeddings", json!({"input": "a", "dimensions": 33}), ctx())
+        .await
         .unwrap_err();
-    assert!(matches!(err, PluginError::InvalidInput(_)));
+    assert!(
+        matches!(err, PluginError::InvalidInput(ref m) if m.starts_with("dimensions:")),
+        "{err}"
+    );
 }
 
 /// A model root holding one tiny model in `tiny/`.

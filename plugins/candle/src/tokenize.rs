@@ -64,9 +64,23 @@ impl Encoder {
         if text.trim().is_empty() {
             return Err(Error::InvalidInput("input is empty".into()));
         }
+        self.encode_input(text.into(), truncate)
+    }
+
+    /// Tokenizes a (query, text) pair as cross-encoders read it: one sequence with the
+    /// tokenizer's pair template (`[CLS] q [SEP] t [SEP]`, type ids 0 then 1 for BERT). Over
+    /// the limit, the longer of the two is cut first (transformers' `longest_first`).
+    pub fn encode_pair(&self, query: &str, text: &str, truncate: bool) -> Result<Encoded> {
+        if query.trim().is_empty() || text.trim().is_empty() {
+            return Err(Error::InvalidInput("input is empty".into()));
+        }
+        self.encode_input((query, text).into(), truncate)
+    }
+
+    fn encode_input(&self, input: tokenizers::EncodeInput<'_>, truncate: bool) -> Result<Encoded> {
         let enc = self
             .tokenizer
-            .encode(text, true)
+            .encode(input, true)
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
         let truncated = !enc.get_overflowing().is_empty();
         if truncated && !truncate {

@@ -134,16 +134,36 @@ impl Weights {
         self.entries.contains_key(&format!("{}{name}", self.prefix))
     }
 
-    /// Reads the tensor `name`, checked against the shape the config implies.
+    /// The checkpoint file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The dtype tensors are converted to on access.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Reads the tensor `name` (under the detected prefix), checked against the shape the
+    /// config implies.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let full = format!("{}{name}", self.prefix);
+        self.get_exact(&format!("{}{name}", self.prefix), shape)
+    }
+
+    /// [`Weights::get`] without the prefix: task heads sit beside the encoder's prefix
+    /// (`classifier.weight` next to `bert.…`).
+    pub fn get_exact(&self, full: &str, shape: &[usize]) -> Result<Tensor> {
         let err = |message: String| Error::Weights {
             path: self.path.clone(),
             message,
         };
         let entry = self
             .entries
-            .get(&full)
+            .get(full)
             .ok_or_else(|| err(format!("missing tensor {full:?}")))?;
         if entry.shape != shape {
             return Err(err(format!(

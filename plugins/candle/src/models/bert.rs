@@ -1,5 +1,8 @@
-//! BERT encoders (all-MiniLM-L6-v2, bge-small, e5-small and other `BertModel` checkpoints).
+//! BERT encoders (all-MiniLM-L6-v2, bge-small, e5-small and other `BertModel` checkpoints),
+//! and XLM-RoBERTa, which is the same network with positions counted from `pad_token_id + 1`.
 //!
+//! Our own code rather than candle-transformers': it runs on the packed batch with the
+//! hand-written AVX-512 kernels, which measured faster on CPU (BENCH-NOTES.md).
 //! Post-LayerNorm transformer; every dense layer runs on the packed token rows, and Q/K/V are
 //! fused into one matmul per layer.
 
@@ -29,6 +32,15 @@ pub struct BertConfig {
     pub layer_norm_eps: f64,
     #[serde(default = "default_position_type")]
     pub position_embedding_type: String,
+    /// Added to every position id: 0 for BERT, `pad_token_id + 1` for (XLM-)RoBERTa.
+    #[serde(skip)]
+    pub position_offset: u32,
+    #[serde(skip, default = "default_architecture")]
+    pub architecture: &'static str,
+}
+
+fn default_architecture() -> &'static str {
+    "bert"
 }
 
 fn default_type_vocab() -> usize {
@@ -65,6 +77,8 @@ pub struct BertModel {
     head_dim: usize,
     hidden: usize,
     max_positions: usize,
+    position_offset: u32,
+    architecture: &'static str,
     device: Device,
     /// The hand-written CPU attention runs (see [`crate::kernels`]).
     cpu_kernels: bool,
@@ -86,7 +100,7 @@ impl BertModel {
         }
         w.detect_prefix(
             "embeddings.word_embeddings.weight",
-            &["", "bert.", "model."],
+            &["", "bert.", "roberta.", "model."],
         );
         let h = c.hidden_size;
         let embeddings = Embeddings {
@@ -146,7 +160,11 @@ impl BertModel {
             heads: c.num_attention_heads,
             head_dim: h / c.num_attention_heads,
             hidden: h,
-            max_positions: c.max_position_embeddings,
+            max_positions: c
+                .max_position_embeddings
+                .saturating_sub(c.position_offset as usize),
+            position_offset: c.position_offset,
+            architecture: c.architecture,
             device: device.clone(),
             cpu_kernels: w.cpu_kernels(),
         })
@@ -182,10 +200,14 @@ impl EmbeddingModel for BertModel {
             )));
         }
         let e = &self.embeddings;
+        let positions = match self.position_offset {
+            0 => self.index(&batch.positions)?,
+            off => self.index(&batch.positions.iter().map(|p| p + off).collect::<Vec<_>>())?,
+        };
         let mut xs = e
             .word
             .index_select(&self.index(&batch.input_ids)?, 0)?
-            .add(&e.position.index_select(&self.index(&batch.positions)?, 0)?)?
+            .add(&e.position.index_select(&positions, 0)?)?
             .add(
                 &e.token_type
                     .index_select(&self.index(&batch.type_ids)?, 0)?,
@@ -226,6 +248,6 @@ impl EmbeddingModel for BertModel {
     }
 
     fn architecture(&self) -> &'static str {
-        "bert"
+        self.architecture
     }
 }

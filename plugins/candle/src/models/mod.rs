@@ -1,24 +1,39 @@
-//! Model architectures behind one trait.
+//! Model architectures behind one trait, and the one place that maps `model_type` to them.
 //!
 //! ```text
-//!  config.json ──▶ ModelConfig (tagged by model_type) ──match once──▶ Box<dyn EmbeddingModel>
-//!                        └─ Bert(BertConfig) ─────────────────────────▶ bert::BertModel
+//!  config.json ──▶ ModelConfig { arch (by model_type), task (by architectures[0]) }
+//!                    ├─ bert         ─▶ bert::BertModel (ours: packed, AVX-512 kernels)
+//!                    ├─ xlm-roberta  ─▶ bert::BertModel with RoBERTa positions
+//!                    ├─ modernbert   ─▶ candle-transformers, through padded::Padded (+ mask)
+//!                    ├─ qwen2/qwen3  ─▶ candle-transformers, through padded::Padded
+//!                    └─ task: Embed, or Classify{labels} ─▶ head::ClassifierHead on [CLS]
 //! ```
 //!
-//! Adding an architecture (say a Qwen-style decoder embedder) means one new file, one enum
-//! variant and one match arm; nothing downstream changes because every model speaks the same
-//! packed-batch language.
+//! Every model speaks the packed-batch language ([`PackedBatch`] in, one row per token out);
+//! candle-transformers' models want `[batch, max_len]`, so [`padded`] pads and unpacks for
+//! them once, and pooling and heads downstream never know the difference.
 
 mod bert;
+mod decoder;
+mod head;
+mod modernbert;
+mod padded;
+mod qwen2;
+mod qwen3;
+mod xlm_roberta;
 
-use candle_core::{Device, Tensor};
-use serde::Deserialize;
+use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 
 pub use bert::{BertConfig, BertModel};
+pub use head::{ClassifierHead, ModernBertHead};
 
 use crate::error::{Error, Result};
 use crate::layers::Weights;
+use crate::pooling::Pooling;
+
+/// The `model_type`s [`ModelConfig::from_json`] accepts, for error messages.
+pub const SUPPORTED: &str = "bert, xlm-roberta, modernbert, qwen2, qwen3";
 
 /// A batch of token sequences stacked end to end, without padding.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -78,20 +93,103 @@ pub trait EmbeddingModel: Send + Sync {
     fn max_positions(&self) -> usize;
 
     fn architecture(&self) -> &'static str;
+
+    /// Runs on candle-transformers' ops rather than our packed kernels (reported in
+    /// `ModelInfo::kernels`).
+    fn candle_transformers(&self) -> bool {
+        false
+    }
+
+    /// Computes in f32 whatever dtype was asked for (reported in `ModelInfo::dtype`).
+    fn f32_only(&self) -> bool {
+        false
+    }
 }
 
-/// `config.json`, by `model_type`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "model_type", rename_all = "snake_case")]
-pub enum ModelConfig {
+/// The encoder network, by `config.json`'s `model_type`.
+#[derive(Debug, Clone)]
+pub enum Architecture {
     Bert(BertConfig),
+    XlmRoberta(BertConfig),
+    ModernBert(Box<modernbert::Config>, ModernBertHead),
+    Qwen2(Box<qwen2::Config>),
+    Qwen3(Box<qwen3::Config>),
+}
+
+/// What the checkpoint is for, from `architectures`: a `*ForSequenceClassification` head
+/// makes a cross-encoder (one label: rerank) or a classifier (`id2label`); anything else is
+/// a sentence embedder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Task {
+    Embed,
+    Classify { labels: Vec<String> },
+}
+
+impl Task {
+    fn from_config(config: &Value) -> Result<Self> {
+        let head = config
+            .get("architectures")
+            .and_then(Value::as_array)
+            .and_then(|a| a.first())
+            .and_then(Value::as_str)
+            .is_some_and(|a| a.ends_with("ForSequenceClassification"));
+        if !head {
+            return Ok(Self::Embed);
+        }
+        let id2label = config.get("id2label").and_then(Value::as_object);
+        let n = id2label
+            .map(|m| m.len())
+            .or_else(|| {
+                config
+                    .get("num_labels")
+                    .and_then(Value::as_u64)
+                    .map(|n| n as usize)
+            })
+            .unwrap_or(2);
+        let labels = (0..n)
+            .map(|i| {
+                id2label
+                    .and_then(|m| m.get(&i.to_string()))
+                    .and_then(Value::as_str)
+                    .map_or_else(|| format!("LABEL_{i}"), str::to_owned)
+            })
+            .collect::<Vec<_>>();
+        if labels.is_empty() {
+            return Err(Error::Config("config.json: id2label is empty".into()));
+        }
+        Ok(Self::Classify { labels })
+    }
+
+    /// The capabilities a model with this task serves (besides model.load/unload).
+    pub fn capabilities(&self) -> Vec<&'static str> {
+        match self {
+            Self::Embed => vec![crate::schema::INFER, crate::schema::EMBEDDINGS],
+            Self::Classify { labels } if labels.len() == 1 => {
+                vec![crate::scoring::RERANK, crate::scoring::CLASSIFY]
+            }
+            Self::Classify { .. } => vec![crate::scoring::CLASSIFY],
+        }
+    }
+}
+
+/// `config.json`: which network, and which head on top.
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    pub arch: Architecture,
+    pub task: Task,
+}
+
+/// The loaded network and, for a classification checkpoint, its head.
+pub struct Built {
+    pub encoder: Box<dyn EmbeddingModel>,
+    pub head: Option<ClassifierHead>,
 }
 
 impl ModelConfig {
     /// Parses `config.json`. Reads `model_type` first (or guesses it from `architectures`) so an
     /// unknown architecture gets a clear error instead of serde's list of missing fields.
     pub fn from_json(text: &str) -> Result<Self> {
-        let mut value: Value =
+        let value: Value =
             serde_json::from_str(text).map_err(|e| Error::Config(format!("config.json: {e}")))?;
         let model_type = match value.get("model_type").and_then(Value::as_str) {
             Some(t) => t.to_owned(),
@@ -99,37 +197,104 @@ impl ModelConfig {
                 Error::UnsupportedArchitecture("<config.json names no model_type>".into())
             })?,
         };
-        match model_type.as_str() {
-            "bert" => {}
+        let task = Task::from_config(&value)?;
+        let bad = |e: serde_json::Error| Error::Config(format!("config.json ({model_type}): {e}"));
+        let arch = match model_type.as_str() {
+            "bert" => Architecture::Bert(serde_json::from_value(value).map_err(bad)?),
+            "xlm-roberta" | "roberta" => {
+                Architecture::XlmRoberta(xlm_roberta::config(value).map_err(bad)?)
+            }
+            "modernbert" => {
+                let head = modernbert::head_config(&value);
+                Architecture::ModernBert(Box::new(modernbert::config(value).map_err(bad)?), head)
+            }
+            "qwen2" => Architecture::Qwen2(Box::new(qwen2::config(value).map_err(bad)?)),
+            "qwen3" => Architecture::Qwen3(Box::new(qwen3::config(value).map_err(bad)?)),
             _ => return Err(Error::UnsupportedArchitecture(model_type)),
+        };
+        if task != Task::Embed && matches!(arch, Architecture::Qwen2(_) | Architecture::Qwen3(_)) {
+            return Err(Error::Config(format!(
+                "config.json: a sequence-classification head on {model_type} is not supported \
+                 (only on bert, xlm-roberta and modernbert)"
+            )));
         }
-        if let Some(obj) = value.as_object_mut() {
-            obj.insert("model_type".into(), Value::String(model_type));
-        }
-        serde_json::from_value(value).map_err(|e| Error::Config(format!("config.json: {e}")))
+        Ok(Self { arch, task })
     }
 
     pub fn model_type(&self) -> &'static str {
-        match self {
-            Self::Bert(_) => "bert",
+        match self.arch {
+            Architecture::Bert(_) => "bert",
+            Architecture::XlmRoberta(_) => "xlm-roberta",
+            Architecture::ModernBert(..) => "modernbert",
+            Architecture::Qwen2(_) => "qwen2",
+            Architecture::Qwen3(_) => "qwen3",
+        }
+    }
+
+    /// Pooling when sentence-transformers' files say nothing: decoders carry the sentence in
+    /// their last token, encoders are averaged.
+    pub fn default_pooling(&self) -> Pooling {
+        match self.arch {
+            Architecture::Qwen2(_) | Architecture::Qwen3(_) => Pooling::LastToken,
+            _ => Pooling::Mean,
         }
     }
 
     /// Builds the model; the one place that matches on the architecture.
-    pub fn build(&self, weights: &mut Weights, device: &Device) -> Result<Box<dyn EmbeddingModel>> {
-        Ok(match self {
-            Self::Bert(c) => Box::new(BertModel::load(c, weights, device)?),
-        })
+    /// `dtype` is the requested compute dtype: candle-transformers' models use it as is,
+    /// while ours follow the weights' packing.
+    pub fn build(&self, weights: &mut Weights, device: &Device, dtype: DType) -> Result<Built> {
+        let encoder: Box<dyn EmbeddingModel> = match &self.arch {
+            Architecture::Bert(c) => Box::new(BertModel::load(c, weights, device)?),
+            Architecture::XlmRoberta(c) => Box::new(BertModel::load(c, weights, device)?),
+            Architecture::ModernBert(c, _) => {
+                Box::new(modernbert::ModernBert::load(c, weights, device)?)
+            }
+            Architecture::Qwen2(c) => Box::new(qwen2::Qwen2::load(c, weights, device, dtype)?),
+            Architecture::Qwen3(c) => Box::new(qwen3::Qwen3::load(c, weights, device, dtype)?),
+        };
+        let head = match (&self.task, &self.arch) {
+            (Task::Embed, _) => None,
+            (Task::Classify { labels }, Architecture::Bert(_)) => Some(ClassifierHead::load_bert(
+                weights,
+                encoder.hidden_size(),
+                labels.len(),
+                device,
+            )?),
+            (Task::Classify { labels }, Architecture::ModernBert(_, head)) => {
+                Some(ClassifierHead::load_modernbert(
+                    weights,
+                    encoder.hidden_size(),
+                    labels.len(),
+                    head,
+                    device,
+                )?)
+            }
+            (Task::Classify { labels }, _) => Some(ClassifierHead::load_roberta(
+                weights,
+                encoder.hidden_size(),
+                labels.len(),
+                device,
+            )?),
+        };
+        Ok(Built { encoder, head })
     }
 }
 
 fn guess_model_type(config: &Value) -> Option<String> {
     let archs = config.get("architectures")?.as_array()?;
-    archs
+    archs.iter().filter_map(Value::as_str).find_map(|a| {
+        [
+            ("Bert", "bert"),
+            ("XLMRoberta", "xlm-roberta"),
+            ("ModernBert", "modernbert"),
+            ("Qwen2", "qwen2"),
+            ("Qwen3", "qwen3"),
+        ]
         .iter()
-        .filter_map(Value::as_str)
-        .find(|a| a.starts_with("Bert"))
-        .map(|_| "bert".to_owned())
+        .find(|(prefix, _)| a.starts_with(prefix))
+        .map(|(_, t)| (*t).to_owned())
+    })
 }
 
 #[cfg(test)]
