@@ -116,6 +116,38 @@ pub struct PluginSpec {
     /// Overrides the runtime image the operator would choose (cluster mode only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+
+    /// Other names clients may call this plugin by (the `model` of `/v1/embeddings`, or the id
+    /// in `/api/plugins/{id}/invoke`). Plugins naming the same alias share its traffic by
+    /// `weight` (a canary: 90 on the current version, 10 on the new one). A plugin's own id
+    /// wins over an alias of the same name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub aliases: Vec<AliasSpec>,
+}
+
+/// One alias of a Plugin and the share of the alias's traffic it takes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AliasSpec {
+    /// The alias, spelled like a plugin id (a DNS-1035 label).
+    #[schemars(regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"), length(max = 63))]
+    pub name: String,
+    /// This plugin's share of the alias's traffic, relative to the weights of the other
+    /// Plugins naming it (default 100; 0 takes no traffic).
+    #[serde(default = "default_alias_weight")]
+    #[schemars(range(max = 10000))]
+    pub weight: u32,
+}
+
+/// The largest alias weight.
+pub const MAX_ALIAS_WEIGHT: u32 = 10_000;
+
+/// The weight of an alias that names none.
+pub const DEFAULT_ALIAS_WEIGHT: u32 = 100;
+
+fn default_alias_weight() -> u32 {
+    DEFAULT_ALIAS_WEIGHT
 }
 
 /// How a Plugin scales with load. The autoscaler keeps `ceil(load / target)` replicas within
@@ -308,6 +340,20 @@ impl PluginSpec {
                 push(
                     "spec.scaling.minReplicas",
                     "metric cpu cannot scale to zero (an idle replica uses no CPU to wake it): use metric inFlight for minReplicas 0".into(),
+                );
+            }
+        }
+        for (i, alias) in self.aliases.iter().enumerate() {
+            if self.aliases[..i].iter().any(|a| a.name == alias.name) {
+                push(
+                    &format!("spec.aliases[{i}].name"),
+                    format!("{:?} is listed twice", alias.name),
+                );
+            }
+            if alias.weight > MAX_ALIAS_WEIGHT {
+                push(
+                    &format!("spec.aliases[{i}].weight"),
+                    format!("{} is above {MAX_ALIAS_WEIGHT}", alias.weight),
                 );
             }
         }

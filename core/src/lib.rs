@@ -15,9 +15,9 @@ pub mod wire;
 pub use bkg_wire::{exposition, logs};
 
 pub use crd::{
-    CapabilitySpec, Cost, CostUnit, EnvVar, EnvVarSource, GpuRequest, GpuVendor, KeySelector,
-    KeySource, ModelCache, Phase, Plugin, PluginResources, PluginSpec, PluginStatus, RateLimit,
-    ScaleRecord, Scaling, ScalingMetric, ScalingOwner,
+    AliasSpec, CapabilitySpec, Cost, CostUnit, EnvVar, EnvVarSource, GpuRequest, GpuVendor,
+    KeySelector, KeySource, ModelCache, Phase, Plugin, PluginResources, PluginSpec, PluginStatus,
+    RateLimit, ScaleRecord, Scaling, ScalingMetric, ScalingOwner,
 };
 
 /// The generated CustomResourceDefinition as YAML: what `bkg crd` prints and `crds/` holds.

@@ -107,6 +107,21 @@ pub fn plugin_info(
             })
             .collect(),
         instances,
+        // Shares as if the plugin were alone in each alias; the gateway, which sees every
+        // plugin, fills in the real split.
+        aliases: spec
+            .aliases
+            .iter()
+            .map(|a| AliasShare {
+                name: a.name.clone(),
+                weight: a.weight,
+                percent: if a.weight > 0 && spec.enabled {
+                    100.0
+                } else {
+                    0.0
+                },
+            })
+            .collect(),
     }
 }
 

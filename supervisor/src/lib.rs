@@ -135,6 +135,9 @@ pub struct Supervisor(Arc<Inner>);
 struct Inner {
     config: Arc<SupervisorConfig>,
     entries: Mutex<BTreeMap<String, Entry>>,
+    /// Moves whenever a plugin is added, removed or may have changed, so readers that derive
+    /// something from every spec (the gateway's alias table) know when to derive it again.
+    specs: std::sync::atomic::AtomicU64,
     events: broadcast::Sender<Event>,
     http: reqwest::Client,
 }
@@ -303,12 +306,14 @@ impl Entry {
 }
 
 /// What an instance runs: the spec without the replica count and the on/off switch, which
-/// change how many instances run, not what each one is.
+/// change how many instances run, not what each one is, and without the aliases, which only
+/// the gateway's routing reads (a weight change moves traffic, never restarts a replica).
 fn template(spec: &PluginSpec) -> PluginSpec {
     PluginSpec {
         replicas: None,
         scaling: None,
         enabled: true,
+        aliases: Vec::new(),
         ..spec.clone()
     }
 }
@@ -319,6 +324,7 @@ impl Supervisor {
         Self(Arc::new(Inner {
             config: Arc::new(config),
             entries: Mutex::new(BTreeMap::new()),
+            specs: std::sync::atomic::AtomicU64::new(0),
             events,
             http: reqwest::Client::new(),
         }))
@@ -416,6 +422,9 @@ impl Supervisor {
     /// Removes a plugin; its children stop gracefully. Resolves when they have exited.
     pub fn remove(&self, id: &str) -> Option<JoinHandle<()>> {
         let entry = self.entries().remove(id)?;
+        self.0
+            .specs
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
         tracing::info!(plugin = %id, "manifest removed");
         entry.reconciler.abort();
         Some(tokio::spawn(async move {
@@ -432,6 +441,13 @@ impl Supervisor {
                 let _ = task.await;
             }
         }))
+    }
+
+    /// A number that changes whenever a plugin is added or removed or its effective spec may
+    /// have changed (every reconcile step counts: it runs on each manifest edit, start, stop
+    /// and config change).
+    pub fn spec_version(&self) -> u64 {
+        self.0.specs.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Ids of every plugin, valid or not.
@@ -451,6 +467,9 @@ impl Supervisor {
     /// One step toward the entry's target (see [`rollout::plan`]): forgets instances whose
     /// task ended, retires and starts instances, and tells waiters.
     fn reconcile(&self, id: &str, entry: &mut Entry) {
+        self.0
+            .specs
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
         entry.instances.retain(|h| !h.finished());
         let actions = rollout::plan(entry.target(), &entry.observed());
         for action in actions {
@@ -751,6 +770,7 @@ fn placeholder_spec() -> bkg_core::PluginSpec {
         resources: Default::default(),
         rate_limit: None,
         image: None,
+        aliases: Vec::new(),
     }
 }
 

@@ -101,6 +101,19 @@ pub struct ScaleEvent {
     pub reason: String,
 }
 
+/// One alias of a plugin (`spec.aliases`) and the share of the alias's traffic it gets.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AliasShare {
+    /// The alias clients may call the plugin by.
+    pub name: String,
+    /// The plugin's weight in the alias.
+    pub weight: u32,
+    /// Percent of the alias's requests this plugin gets: its weight over the weights of every
+    /// enabled plugin naming the alias.
+    pub percent: f64,
+}
+
 /// What `GET /api/plugins[/{id}]` answers (the seed's PluginInfo, plus what the platform adds).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -144,6 +157,9 @@ pub struct PluginInfo {
     /// The runtime instances (local child processes or pods) behind the plugin.
     #[serde(default)]
     pub instances: Vec<Instance>,
+    /// The names besides its id that route to this plugin, with its share of each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<AliasShare>,
 }
 
 /// One runtime instance of a plugin: a local child process or a pod.
