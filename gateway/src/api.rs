@@ -88,7 +88,22 @@ pub(crate) async fn info(state: &AppState, view: &PluginView) -> PluginInfo {
     if view.manifest_error.is_some() {
         info.manifest_error = view.manifest_error.clone();
     }
+    if !info.aliases.is_empty() {
+        state
+            .backend
+            .aliases()
+            .await
+            .fill(view.plugin.id(), &mut info.aliases);
+    }
     info
+}
+
+#[utoipa::path(get, path = "/api/aliases", tag = "plugins",
+    responses((status = 200, description = "Every alias of an enabled plugin and how its traffic splits between the plugins naming it (spec.aliases)", body = Vec<crate::aliases::AliasInfo>)))]
+pub async fn aliases(State(state): State<AppState>) -> Json<Vec<crate::aliases::AliasInfo>> {
+    Json(crate::aliases::AliasInfo::list(
+        &*state.backend.aliases().await,
+    ))
 }
 
 async fn find(state: &AppState, id: &str) -> ApiResult<PluginView> {

@@ -26,7 +26,7 @@ use tracing::Instrument;
 use crate::auth::{Principal, Refusal};
 use crate::conn::{AnswerBody, ClientIo};
 use crate::problem::ApiError;
-use crate::{AppState, REQUEST_ID, invoke, ws};
+use crate::{AppState, REQUEST_ID, invoke, openai, ws};
 
 /// The gateway as one service: invokes straight to [`invoke::serve`], the rest to the router.
 #[derive(Clone)]
@@ -70,6 +70,19 @@ impl Gateway {
     {
         if let Some(id) = invoke::target(&req).map(str::to_owned) {
             return Box::pin(invoke::serve(self.state.clone(), id, req));
+        }
+        // The OpenAI-compatible routes: their own error shape, so past the router as well.
+        if let Some(endpoint) = openai::Endpoint::of(req.method(), req.uri().path()) {
+            let state = self.state.clone();
+            return match endpoint {
+                openai::Endpoint::Embeddings | openai::Endpoint::Rerank => {
+                    Box::pin(invoke::serve_entry(state, invoke::Entry::V1(endpoint), req))
+                }
+                _ => Box::pin(async move {
+                    let (parts, _) = req.into_parts();
+                    Ok(openai::serve_other(state, endpoint, &parts.headers).await)
+                }),
+            };
         }
         Box::pin(tower::Service::call(&mut self.router.clone(), req))
     }
@@ -373,6 +386,7 @@ fn route(path: &str) -> &'static str {
             _ => "/api/*",
         },
         ["ws", "plugins"] => "/ws/plugins",
+        ["api", "aliases"] => "/api/aliases",
         ["ws", "plugins", _] => "/ws/plugins/{id}",
         ["api", ..] => "/api/*",
         _ => "/*",

@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod aliases;
 mod api;
 pub mod auth;
 pub mod backend;
@@ -15,6 +16,7 @@ mod invoke;
 pub mod keys;
 mod logbudget;
 mod metrics;
+pub mod openai;
 pub mod openapi;
 mod problem;
 pub mod ratelimit;
@@ -99,6 +101,8 @@ pub struct Inner {
     pub validators: invoke::Validators,
     pub runtime_caps: invoke::RuntimeCapabilities,
     pub round_robin: AtomicUsize,
+    /// Which plugin of an alias the next call goes to (smooth weighted round robin).
+    pub alias_picker: aliases::Picker,
     pub rate_limiter: ratelimit::RateLimiter,
     pub registry: Registry,
     pub metrics: metrics::Metrics,
@@ -152,6 +156,7 @@ impl AppState {
             validators: Default::default(),
             runtime_caps: Default::default(),
             round_robin: AtomicUsize::new(0),
+            alias_picker: Default::default(),
             registry,
             metrics,
             connections,
@@ -176,6 +181,7 @@ fn routes(state: AppState) -> Router {
         .route("/api/keys", get(keys::list).post(keys::create))
         .route("/api/keys/{id}", delete(keys::revoke))
         .route("/api/plugins", get(api::list))
+        .route("/api/aliases", get(api::aliases))
         .route("/api/plugins/{id}", get(api::get_one))
         .route("/api/plugins/{id}/start", post(api::start))
         .route("/api/plugins/{id}/stop", post(api::stop))

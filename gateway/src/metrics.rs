@@ -32,6 +32,12 @@ pub struct PluginLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AliasLabels {
+    pub alias: String,
+    pub plugin: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KeyLabels {
     pub key_id: String,
 }
@@ -58,6 +64,8 @@ pub struct Metrics {
     pub plugin_phase: Family<PhaseLabels, Gauge>,
     pub key_requests: Family<KeyLabels, Counter>,
     pub rate_limited: Family<CapabilityLabels, Counter>,
+    /// Calls that named an alias, by the plugin picked for them (the canary split).
+    pub alias_requests: Family<AliasLabels, Counter>,
     /// Client connections open now.
     pub connections_open: Gauge,
     /// Idle client connections closed to make room under the connection cap.
@@ -117,6 +125,7 @@ impl Metrics {
             plugin_phase: Family::default(),
             key_requests: Family::default(),
             rate_limited: Family::default(),
+            alias_requests: Family::default(),
             connections_open: Gauge::default(),
             connections_evicted: Counter::default(),
             handles: Arc::default(),
@@ -182,7 +191,23 @@ impl Metrics {
             "Invoke requests refused with 429 by the rate limiter",
             m.rate_limited.clone(),
         );
+        sub.register(
+            "alias_requests",
+            "Calls that named an alias (the model of /v1 or the id of an invoke), by alias and the plugin picked for them",
+            m.alias_requests.clone(),
+        );
         m
+    }
+
+    /// Counts a call of `alias` answered by `plugin`. Both label values come from manifests
+    /// (declared aliases, known plugins), so the series stay bounded.
+    pub fn observe_alias(&self, alias: &str, plugin: &str) {
+        self.alias_requests
+            .get_or_create(&AliasLabels {
+                alias: alias.to_owned(),
+                plugin: plugin.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts one authenticated request of a key.

@@ -45,6 +45,10 @@ use utoipa::{Modify, OpenApi, ToSchema};
         crate::api::stop,
         crate::api::restart,
         crate::api::set_config,
+        crate::api::aliases,
+        crate::openai::embeddings,
+        crate::openai::rerank,
+        crate::openai::models,
     ),
     components(
         responses(
@@ -55,7 +59,10 @@ use utoipa::{Modify, OpenApi, ToSchema};
         PluginInfo, Capability, Instance, ResourcesInfo, ScalingInfo, ScaleEvent, ConditionInfo, InvokeRequest,
         Telemetry, TelemetryHistory, TelemetrySample, PluginEvent, Overview, PluginSparkline,
         Logs, LogLine, Problem, FieldError, WhoAmI, LiveMessage,
-        crate::auth::KeyInfo, crate::keys::CreateKey, crate::keys::CreatedKey, crate::keys::ScopeName
+        crate::auth::KeyInfo, crate::keys::CreateKey, crate::keys::CreatedKey, crate::keys::ScopeName,
+        bkg_core::wire::AliasShare, crate::aliases::AliasInfo, crate::aliases::AliasTarget,
+        crate::openai::ErrorBody, crate::openai::OpenAiError, crate::openai::ModelList, crate::openai::Model,
+        crate::openai::EmbeddingsRequest, crate::openai::RerankRequest
     )),
     modifiers(&Security),
     security(("bearer" = [])),
@@ -66,6 +73,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         (name = "auth", description = "The calling key"),
         (name = "keys", description = "List, create and revoke API keys (scope admin). Locally they live in the key file; on a cluster in a Secret, which the API does not edit (409)"),
         (name = "health", description = "Open endpoints for probes and Prometheus"),
+        (name = "openai", description = "OpenAI-, TEI- and Cohere-compatible routes: `model` is a plugin id or an alias (spec.aliases, split by weight). The same keys, scopes (invoke), limits and validation as invoke; errors in OpenAI's shape {\"error\": {message, type, param, code}}"),
     )
 )]
 pub struct ApiDoc;
@@ -242,6 +250,10 @@ mod tests {
             "/api/keys",
             "/api/keys/{id}",
             "/healthz",
+            "/api/aliases",
+            "/v1/embeddings",
+            "/v1/rerank",
+            "/v1/models",
         ] {
             assert!(paths.contains_key(route), "{route} missing");
         }

@@ -157,6 +157,26 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// Seconds the client should wait before retrying, for the errors a retry can pass.
+    pub fn retry_after(&self) -> Option<u32> {
+        match self {
+            ApiError::Unavailable { retry_after, .. } => *retry_after,
+            ApiError::RateLimited { retry_after, .. } => Some(*retry_after),
+            ApiError::Overloaded(_) => Some(1),
+            _ => None,
+        }
+    }
+
+    /// The first offending field of a payload that violates its schema, as a JSON pointer.
+    pub fn first_field(&self) -> Option<&str> {
+        match self {
+            ApiError::InvalidPayload { errors, .. } => errors.first().map(|e| e.field.as_str()),
+            _ => None,
+        }
+    }
+}
+
 impl From<BackendError> for ApiError {
     fn from(e: BackendError) -> Self {
         match e {
@@ -181,12 +201,7 @@ impl ApiError {
     /// router get theirs stamped in by the request-id middleware instead).
     pub fn into_problem(self, request_id: Option<&str>) -> Response {
         let (status, kind, title) = self.parts();
-        let retry_after = match &self {
-            ApiError::Unavailable { retry_after, .. } => *retry_after,
-            ApiError::RateLimited { retry_after, .. } => Some(*retry_after),
-            ApiError::Overloaded(_) => Some(1),
-            _ => None,
-        };
+        let retry_after = self.retry_after();
         let errors = match &self {
             ApiError::InvalidPayload { errors, .. } => errors.clone(),
             _ => Vec::new(),

@@ -52,6 +52,8 @@ pub struct KubernetesBackend {
     plugins: Store<Plugin>,
     slices: Store<EndpointSlice>,
     routes: index::Routes,
+    /// Every alias of the namespace's Plugins, derived again on each Plugin event.
+    aliases: Arc<std::sync::RwLock<Arc<crate::aliases::AliasTable>>>,
     /// Records an Event on the Plugin for each scale.
     recorder: Recorder,
 }
@@ -85,14 +87,25 @@ impl KubernetesBackend {
         let (routes, mut route_writer) = index::routes();
         let plugin_api: Api<Plugin> = Api::namespaced(client.clone(), &namespace);
         let slice_api: Api<EndpointSlice> = Api::namespaced(client.clone(), &namespace);
+        let aliases: Arc<std::sync::RwLock<Arc<crate::aliases::AliasTable>>> = Arc::default();
+        let (alias_store, alias_table, alias_namespace) =
+            (plugins.clone(), aliases.clone(), namespace.clone());
         tokio::spawn(
             watcher(plugin_api, watcher::Config::default())
                 .default_backoff()
                 .reflect(plugin_writer)
-                .for_each(|e| async move {
-                    if let Err(e) = e {
-                        tracing::warn!(error = %e, "Plugin watch");
+                .for_each(move |e| {
+                    match e {
+                        // The store already holds the change: the table follows every spec
+                        // edit (a weight, an alias, enabled) without a restart.
+                        Ok(_) => {
+                            let table = alias_table_of(&alias_store, &alias_namespace);
+                            *alias_table.write().unwrap_or_else(|e| e.into_inner()) =
+                                Arc::new(table);
+                        }
+                        Err(e) => tracing::warn!(error = %e, "Plugin watch"),
                     }
+                    futures::future::ready(())
                 }),
         );
         tokio::spawn(
@@ -115,6 +128,7 @@ impl KubernetesBackend {
             .await
             .map_err(|_| BackendError::Unavailable("watch ended".into()))?;
         Ok(Self {
+            aliases,
             recorder: recorder(&client),
             client,
             namespace,
@@ -133,7 +147,11 @@ impl KubernetesBackend {
         slices: Store<EndpointSlice>,
     ) -> Self {
         let routes = index::Routes::from_slices(slices.state().iter().map(Arc::as_ref));
+        let aliases = Arc::new(std::sync::RwLock::new(Arc::new(alias_table_of(
+            &plugins, &namespace,
+        ))));
         Self {
+            aliases,
             recorder: recorder(&client),
             client,
             namespace,
@@ -286,6 +304,17 @@ pub fn instances<'a>(name: &str, slices: impl Iterator<Item = &'a EndpointSlice>
     out
 }
 
+/// The aliases of the Plugins of `namespace` in `plugins`.
+fn alias_table_of(plugins: &Store<Plugin>, namespace: &str) -> crate::aliases::AliasTable {
+    let state = plugins.state();
+    crate::aliases::AliasTable::build(
+        state
+            .iter()
+            .filter(|p| p.namespace().as_deref() == Some(namespace))
+            .map(|p| &**p),
+    )
+}
+
 /// RFC 7386 merge patch turning `old` into `new` (keys missing from `new` become `null`), so a
 /// config update replaces the object instead of merging into it.
 pub fn replace_patch(old: &Value, new: &Value) -> Value {
@@ -361,6 +390,13 @@ impl Backend for KubernetesBackend {
             plugin,
             endpoints,
         })
+    }
+
+    async fn aliases(&self) -> Arc<crate::aliases::AliasTable> {
+        self.aliases
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     async fn start(&self, id: &str) -> Result<(), BackendError> {

@@ -4,12 +4,14 @@
 //! start, while the previous one keeps serving): the supervisor rolls one instance at a time,
 //! so waiting costs no failed calls.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bkg_core::wire::LogLine;
 use bkg_supervisor::{self as local, Snapshot, Supervisor};
 
 use super::{Backend, BackendError, PluginView, Route};
+use crate::aliases::AliasTable;
 
 /// Longest a config change waits for its roll before answering with the plugin as it is then.
 const ROLLOUT_WAIT: Duration = Duration::from_secs(60);
@@ -18,11 +20,17 @@ const ROLLOUT_WAIT: Duration = Duration::from_secs(60);
 #[derive(Clone)]
 pub struct LocalBackend {
     supervisor: Supervisor,
+    /// The alias table and the supervisor's spec version it was derived at: derived again
+    /// only after a manifest edit, start, stop or config change moved the version.
+    aliases: Arc<Mutex<(u64, Arc<AliasTable>)>>,
 }
 
 impl LocalBackend {
     pub fn new(supervisor: Supervisor) -> Self {
-        Self { supervisor }
+        Self {
+            supervisor,
+            aliases: Arc::new(Mutex::new((u64::MAX, Arc::default()))),
+        }
     }
 }
 
@@ -68,6 +76,19 @@ impl Backend for LocalBackend {
             // No replica (stopped with zero replicas, or a never-valid manifest).
             None => self.get(id).await.map(Route::from),
         }
+    }
+
+    async fn aliases(&self) -> Arc<AliasTable> {
+        let version = self.supervisor.spec_version();
+        let mut cached = self.aliases.lock().unwrap_or_else(|e| e.into_inner());
+        if cached.0 != version {
+            let snapshots = self.supervisor.snapshots();
+            *cached = (
+                version,
+                Arc::new(AliasTable::build(snapshots.iter().map(|s| &s.plugin))),
+            );
+        }
+        cached.1.clone()
     }
 
     async fn start(&self, id: &str) -> Result<(), BackendError> {

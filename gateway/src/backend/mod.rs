@@ -91,6 +91,14 @@ pub trait Backend: Send + Sync + 'static {
     async fn route(&self, id: &str) -> Option<Route> {
         self.get(id).await.map(Route::from)
     }
+    /// Every alias and the plugins it routes to. Backends keep this up to date as specs change
+    /// (the default derives it from a full listing, for backends that track nothing).
+    async fn aliases(&self) -> Arc<crate::aliases::AliasTable> {
+        let views = self.list().await;
+        Arc::new(crate::aliases::AliasTable::build(
+            views.iter().map(|v| &v.plugin),
+        ))
+    }
     async fn start(&self, id: &str) -> Result<(), BackendError>;
     async fn stop(&self, id: &str) -> Result<(), BackendError>;
     async fn restart(&self, id: &str) -> Result<(), BackendError>;

@@ -50,6 +50,15 @@ pub fn target<B>(req: &Request<B>) -> Option<&str> {
     (!id.is_empty() && !id.contains('/')).then_some(id)
 }
 
+/// How a call reached the invoke path.
+#[derive(Clone, Copy, Debug)]
+pub enum Entry<'a> {
+    /// `POST /api/plugins/{id}/invoke`, with the id as it appears in the path.
+    Invoke(&'a str),
+    /// `POST /v1/embeddings` or `POST /v1/rerank` (`crate::openai`).
+    V1(crate::openai::Endpoint),
+}
+
 /// Serves one invoke of plugin `raw_id` (as it appears in the path).
 pub async fn serve<B>(
     state: AppState,
@@ -60,22 +69,67 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<axum::BoxError>,
 {
+    serve_entry(state, Entry::Invoke(&raw_id), req).await
+}
+
+/// Serves one call that goes through the invoke path: an invoke, or a `/v1` route translated
+/// into one. Both get the same key and scope checks, limits, validation, metrics and trace.
+pub async fn serve_entry<B>(
+    state: AppState,
+    entry: Entry<'_>,
+    req: Request<B>,
+) -> Result<Response, std::convert::Infallible>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<axum::BoxError>,
+{
     let started = Instant::now();
     let (parts, body) = req.into_parts();
     let request_id = front::request_id(&parts.headers);
-    let id = percent_encoding::percent_decode_str(&raw_id).decode_utf8();
-    let id = id.as_deref().unwrap_or(&raw_id);
-    let trace = Trace::begin(state.config.invoke_spans, &request_id, id, &parts.headers);
-    let mut seen = Seen::default();
-    let run = run(
-        &state,
-        id,
+    let decoded;
+    let (name, route) = match entry {
+        Entry::Invoke(raw_id) => {
+            decoded = percent_encoding::percent_decode_str(raw_id).decode_utf8();
+            let id = decoded.as_deref().unwrap_or(raw_id);
+            (Some(id), trace::Route::Invoke(id))
+        }
+        Entry::V1(endpoint) => (None, trace::Route::V1(endpoint.path())),
+    };
+    let trace = Trace::begin(
+        state.config.invoke_spans,
         &request_id,
-        &trace,
+        route,
         &parts.headers,
-        body,
-        &mut seen,
     );
+    let mut seen = Seen::default();
+    let run = async {
+        match (entry, name) {
+            (Entry::V1(endpoint), _) => {
+                run_v1(
+                    &state,
+                    endpoint,
+                    &request_id,
+                    &trace,
+                    &parts.headers,
+                    body,
+                    &mut seen,
+                )
+                .await
+            }
+            (Entry::Invoke(_), id) => {
+                run(
+                    &state,
+                    id.unwrap_or_default(),
+                    &request_id,
+                    &trace,
+                    &parts.headers,
+                    body,
+                    &mut seen,
+                )
+                .await
+            }
+        }
+    };
     let result = match trace.span() {
         Some(span) => run.instrument(span).await,
         None => run.await,
@@ -85,15 +139,16 @@ where
         Err(error) => error.status(),
     };
     trace.finish(status.as_u16());
+    let plugin = seen.plugin.as_deref().or(name).unwrap_or("_unknown");
     let fields = Fields {
-        plugin: id,
+        plugin,
         capability: seen.capability.as_deref(),
         key_id: seen.who.as_ref().map(|w| w.key_id.as_str()),
         request_id: &request_id,
     };
     // Failures get a line each up to a budget per plugin; the rest are summed up (logbudget.rs).
     let log_failure =
-        status.is_server_error() && state.failure_logs.admit(id, std::time::Instant::now());
+        status.is_server_error() && state.failure_logs.admit(plugin, std::time::Instant::now());
     if log_failure || tracing::enabled!(tracing::Level::DEBUG) {
         trace.log(&fields, || match &result {
             Ok(_) if log_failure => {
@@ -108,22 +163,33 @@ where
             }
         });
     }
-    if seen.known {
-        state.metrics.observe_invoke(
-            id,
-            seen.capability.as_deref().unwrap_or("_unknown"),
-            status.as_u16(),
-            started.elapsed(),
-        );
-    } else {
+    match (&seen.plugin, seen.known) {
+        (Some(id), true) => {
+            state.metrics.observe_invoke(
+                id,
+                seen.capability.as_deref().unwrap_or("_unknown"),
+                status.as_u16(),
+                started.elapsed(),
+            );
+            if let Some(alias) = &seen.alias {
+                state.metrics.observe_alias(alias, id);
+            }
+        }
         // Unknown plugins share one label value, so scanners cannot explode the series count.
-        state
-            .metrics
-            .observe_invoke("_unknown", "_unknown", status.as_u16(), started.elapsed());
+        _ => {
+            state
+                .metrics
+                .observe_invoke("_unknown", "_unknown", status.as_u16(), started.elapsed())
+        }
     }
-    let mut response = match result {
-        Ok(response) => response,
-        Err(error) => error.into_problem(Some(&request_id)),
+    let mut response = match entry {
+        Entry::Invoke(_) => match result {
+            Ok(response) => response,
+            Err(error) => error.into_problem(Some(&request_id)),
+        },
+        Entry::V1(_) => {
+            crate::openai::answer(seen.shape, result, state.config.max_response_bytes).await
+        }
     };
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, v);
@@ -135,15 +201,21 @@ where
 #[derive(Default)]
 struct Seen {
     who: Option<std::sync::Arc<Principal>>,
+    /// The plugin the call goes to, once its name (an id or an alias) is resolved.
+    plugin: Option<String>,
     /// The plugin exists.
     known: bool,
+    /// The alias the plugin was picked for, when the call named one.
+    alias: Option<String>,
     /// The capability label: the capability once known to exist, `_unknown` before.
     capability: Option<String>,
+    /// How a `/v1` call's answer is handed back.
+    shape: crate::openai::Shape,
 }
 
 async fn run<B>(
     state: &AppState,
-    id: &str,
+    name: &str,
     request_id: &str,
     trace: &Trace,
     headers: &HeaderMap,
@@ -157,32 +229,196 @@ where
     let who = front::authenticate(state, headers)?;
     trace.key(&who.key_id);
     state.metrics.observe_key(&who.key_id);
-    let who = &*seen.who.insert(who);
-    if !who.can_call(id, None) {
-        return Err(front::forbidden(
-            who,
-            "POST",
-            &format!("/api/plugins/{id}/invoke"),
-        ));
-    }
-    let Some(route) = state.backend.route(id).await else {
-        return Err(ApiError::UnknownPlugin(id.to_owned()));
-    };
-    seen.known = true;
-    seen.capability = Some("_unknown".to_owned());
-    let _in_flight = state.metrics.in_flight(id);
+    let who = seen.who.insert(who).clone();
+    let who = &*who;
+    let forbidden = || front::forbidden(who, "POST", &format!("/api/plugins/{name}/invoke"));
+    let (id, route) = resolve(state, who, name, seen).await.map_err(|e| match e {
+        Resolve::Forbidden => forbidden(),
+        Resolve::Unknown => ApiError::UnknownPlugin(name.to_owned()),
+        Resolve::NoWeight(e) => e,
+    })?;
+    trace.plugin(&id);
+    let _in_flight = state.metrics.in_flight(&id);
     let body = read_body(body, headers, state.config.max_body_bytes).await?;
     let request = Envelope::parse(&body)?;
-    if !who.can_call(id, Some(&request.capability)) {
+    let payload = request.payload.unwrap_or(RawValue::NULL);
+    call(
+        state,
+        who,
+        &id,
+        route,
+        &request.capability,
+        payload,
+        request_id,
+        trace,
+        seen,
+    )
+    .await
+}
+
+/// Why a name selects no plugin the key may call.
+enum Resolve {
+    /// The key's scopes do not reach the plugin (or, for an alias, every one of its targets).
+    Forbidden,
+    /// No plugin has this id and no enabled plugin this alias.
+    Unknown,
+    /// Every target of the alias has weight 0.
+    NoWeight(ApiError),
+}
+
+/// The plugin a name selects, and its route: the plugin of that id, else one target of the
+/// alias of that name, picked by weight. A key may use an alias only if it may call every
+/// target, so the split never turns into a 403 for some of its calls.
+async fn resolve(
+    state: &AppState,
+    who: &Principal,
+    name: &str,
+    seen: &mut Seen,
+) -> Result<(String, crate::backend::Route), Resolve> {
+    if let Some(route) = state.backend.route(name).await {
+        if !who.can_call(name, None) {
+            return Err(Resolve::Forbidden);
+        }
+        seen.plugin = Some(name.to_owned());
+        seen.known = true;
+        seen.capability = Some("_unknown".to_owned());
+        return Ok((name.to_owned(), route));
+    }
+    let aliases = state.backend.aliases().await;
+    let Some(targets) = aliases.targets(name) else {
+        return Err(if who.can_call(name, None) {
+            Resolve::Unknown
+        } else {
+            Resolve::Forbidden
+        });
+    };
+    if !targets.iter().all(|t| who.can_call(&t.plugin, None)) {
+        return Err(Resolve::Forbidden);
+    }
+    let Some(id) = state.alias_picker.pick(name, targets) else {
+        return Err(Resolve::NoWeight(ApiError::Unavailable {
+            detail: format!("every plugin of alias {name:?} has weight 0"),
+            retry_after: None,
+        }));
+    };
+    // A target removed since the table was derived.
+    let route = state.backend.route(&id).await.ok_or(Resolve::Unknown)?;
+    seen.plugin = Some(id.clone());
+    seen.known = true;
+    seen.alias = Some(name.to_owned());
+    seen.capability = Some("_unknown".to_owned());
+    Ok((id, route))
+}
+
+/// `POST /v1/embeddings` and `POST /v1/rerank`: the body translated into an invoke of the
+/// plugin `model` names (`crate::openai`), then the same steps as an invoke.
+async fn run_v1<B>(
+    state: &AppState,
+    endpoint: crate::openai::Endpoint,
+    request_id: &str,
+    trace: &Trace,
+    headers: &HeaderMap,
+    body: B,
+    seen: &mut Seen,
+) -> Result<Response, ApiError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<axum::BoxError>,
+{
+    let who = front::authenticate(state, headers)?;
+    trace.key(&who.key_id);
+    state.metrics.observe_key(&who.key_id);
+    let who = seen.who.insert(who).clone();
+    let who = &*who;
+    let body = read_body(body, headers, state.config.max_body_bytes).await?;
+    let request = crate::openai::translate(endpoint, &body)?;
+    seen.shape = request.shape;
+    let model = match request.model {
+        Some(model) => model,
+        None => only_plugin_with(state, request.capability).await?,
+    };
+    let (id, route) = resolve(state, who, &model, seen)
+        .await
+        .map_err(|e| match e {
+            Resolve::Forbidden => {
+                ApiError::Forbidden(format!("key {:?} may not call model {model:?}", who.key_id))
+            }
+            Resolve::Unknown => ApiError::UnknownPlugin(model.clone()),
+            Resolve::NoWeight(e) => e,
+        })?;
+    trace.plugin(&id);
+    let _in_flight = state.metrics.in_flight(&id);
+    let payload: &RawValue = serde_json::from_str(&request.payload)
+        .map_err(|e| ApiError::MalformedJson(format!("the request body is not valid JSON: {e}")))?;
+    call(
+        state,
+        who,
+        &id,
+        route,
+        request.capability,
+        payload,
+        request_id,
+        trace,
+        seen,
+    )
+    .await
+}
+
+/// The one enabled plugin whose manifest declares `capability`: TEI's clients send no
+/// `model`, which is unambiguous while one plugin reranks.
+async fn only_plugin_with(state: &AppState, capability: &str) -> Result<String, ApiError> {
+    let offering: Vec<String> = state
+        .backend
+        .list()
+        .await
+        .into_iter()
+        .filter(|v| v.plugin.spec.enabled && v.plugin.capability(capability).is_some())
+        .map(|v| v.plugin.id().to_owned())
+        .collect();
+    match <[String; 1]>::try_from(offering) {
+        Ok([only]) => Ok(only),
+        Err(many) => Err(ApiError::InvalidPayload {
+            capability: capability.to_owned(),
+            errors: vec![bkg_core::wire::FieldError {
+                field: "/model".into(),
+                message: format!(
+                    "model is required: {} plugins offer {capability}{}",
+                    many.len(),
+                    if many.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", many.join(", "))
+                    }
+                ),
+            }],
+        }),
+    }
+}
+
+/// From a known plugin on: the key's scope for the capability, the capability itself, rate
+/// limit, schema validation, hold at zero replicas, forward.
+#[allow(clippy::too_many_arguments)]
+async fn call(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+    route: crate::backend::Route,
+    capability: &str,
+    payload: &RawValue,
+    request_id: &str,
+    trace: &Trace,
+    seen: &mut Seen,
+) -> Result<Response, ApiError> {
+    if !who.can_call(id, Some(capability)) {
         return Err(ApiError::Forbidden(format!(
             "key {:?} may not invoke {}/{}",
-            who.key_id, id, request.capability
+            who.key_id, id, capability
         )));
     }
     let declared = &route.plugin.spec.capabilities;
     let unknown_capability = || ApiError::UnknownCapability {
         plugin: id.to_owned(),
-        capability: request.capability.clone().into_owned(),
+        capability: capability.to_owned(),
     };
     // The capability, its input schema, whether it is a management one and what it costs:
     // from the manifest (borrowed), or, when the manifest declares none, as the runtime
@@ -202,7 +438,7 @@ where
         let caps = reported
             .await
             .ok_or_else(|| ApiError::UnknownPlugin(id.to_owned()))?;
-        match caps.into_iter().find(|c| c.id == request.capability) {
+        match caps.into_iter().find(|c| c.id == capability) {
             Some(c) => (
                 c.id,
                 Cow::Owned(c.input_schema),
@@ -216,7 +452,7 @@ where
             None => return Err(unknown_capability()),
         }
     } else {
-        match declared.iter().find(|c| c.id == request.capability) {
+        match declared.iter().find(|c| c.id == capability) {
             Some(c) => (
                 c.id.clone(),
                 c.input_schema
@@ -244,7 +480,6 @@ where
     }
     trace.capability(&capability);
     seen.capability = Some(capability.clone());
-    let payload = request.payload.unwrap_or(RawValue::NULL);
     let units = cost::units(cost.as_deref(), payload);
     match state
         .rate_limiter

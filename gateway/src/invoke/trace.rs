@@ -14,6 +14,15 @@ use axum::http::HeaderMap;
 use bkg_trace::w3c::TraceParent;
 use tracing::Span;
 
+/// The route a call came in on, for the server span.
+#[derive(Clone, Copy)]
+pub enum Route<'a> {
+    /// `POST /api/plugins/{id}/invoke` with this id (or alias).
+    Invoke(&'a str),
+    /// A `/v1` route (`crate::openai`).
+    V1(&'static str),
+}
+
 /// The tracing state of one invoke.
 pub enum Trace {
     Spans { request: Span, invoke: Span },
@@ -21,17 +30,25 @@ pub enum Trace {
 }
 
 impl Trace {
-    /// Starts tracing an invoke of plugin `id`, continuing the caller's `traceparent`.
-    pub fn begin(spans: bool, request_id: &str, id: &str, headers: &HeaderMap) -> Self {
+    /// Starts tracing a call that came in on `route`, continuing the caller's `traceparent`.
+    pub fn begin(spans: bool, request_id: &str, route: Route<'_>, headers: &HeaderMap) -> Self {
         if !spans {
             return Trace::Ids(TraceParent::continue_from(headers));
         }
+        let (name, path, id) = match route {
+            Route::Invoke(id) => (
+                "POST /api/plugins/{id}/invoke",
+                format!("/api/plugins/{id}/invoke"),
+                Some(id),
+            ),
+            Route::V1(path) => (path, path.to_owned(), None),
+        };
         let request = tracing::info_span!(
             "request",
-            otel.name = "POST /api/plugins/{id}/invoke",
+            otel.name = %format_args!("{}{name}", if id.is_none() { "POST " } else { "" }),
             otel.kind = "server",
             http.request.method = "POST",
-            url.path = %format_args!("/api/plugins/{id}/invoke"),
+            url.path = %path,
             http.response.status_code = tracing::field::Empty,
             request_id,
             trace_id = tracing::field::Empty,
@@ -83,6 +100,13 @@ impl Trace {
                 (span, traceparent)
             }
             Trace::Ids(here) => (Span::none(), here.child().to_string()),
+        }
+    }
+
+    /// Names the plugin on the invoke span, once a `/v1` model or an alias is resolved to one.
+    pub fn plugin(&self, id: &str) {
+        if let Trace::Spans { invoke, .. } = self {
+            invoke.record("plugin", id);
         }
     }
 
