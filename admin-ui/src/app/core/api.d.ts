@@ -4,6 +4,22 @@
  */
 
 export interface paths {
+    "/api/aliases": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["aliases"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/keys": {
         parameters: {
             query?: never;
@@ -248,10 +264,92 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/embeddings": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["embeddings"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/models": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["models"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/rerank": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["rerank"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** @description What `GET /api/aliases` shows of one alias. */
+        AliasInfo: {
+            /** @description The alias. */
+            name: string;
+            /** @description The plugins it routes to, in id order. */
+            targets: components["schemas"]["AliasTarget"][];
+        };
+        /** @description One alias of a plugin (`spec.aliases`) and the share of the alias's traffic it gets. */
+        AliasShare: {
+            /** @description The alias clients may call the plugin by. */
+            name: string;
+            /**
+             * Format: double
+             * @description Percent of the alias's requests this plugin gets: its weight over the weights of every
+             *     enabled plugin naming the alias.
+             */
+            percent: number;
+            /**
+             * Format: int32
+             * @description The plugin's weight in the alias.
+             */
+            weight: number;
+        };
+        /** @description One plugin of an alias and its share. */
+        AliasTarget: {
+            /**
+             * Format: double
+             * @description Percent of the alias's calls this plugin gets.
+             */
+            percent: number;
+            plugin: string;
+            /** Format: int32 */
+            weight: number;
+        };
         /** @description One capability as the REST API and the runtime protocol show it. */
         Capability: {
             cost?: components["schemas"]["Cost"] | null;
@@ -329,6 +427,28 @@ export interface components {
             key: string;
             scopes: string[];
         };
+        /**
+         * @description `POST /v1/embeddings`' body (OpenAI's). Fields other than `model` reach the plugin's
+         *     `embeddings` capability unchanged.
+         */
+        EmbeddingsRequest: {
+            /**
+             * Format: int32
+             * @description Must equal the model's dimensions, when given.
+             */
+            dimensions?: number | null;
+            /** @description `float` (default) or `base64` (little-endian f32). */
+            encoding_format?: string;
+            /** @description A text or a list of texts. */
+            input: Record<string, never>;
+            /** @description A plugin id or an alias (`GET /v1/models`). */
+            model: string;
+            user?: string | null;
+        };
+        /** @description OpenAI's error body. */
+        ErrorBody: {
+            error: components["schemas"]["OpenAiError"];
+        };
         /** @description One violation, located by a JSON pointer (payloads) or a dotted path (manifests). */
         FieldError: {
             field: string;
@@ -405,6 +525,43 @@ export interface components {
             lines: components["schemas"]["LogLine"][];
             plugin_id: string;
         };
+        /** @description One plugin or alias a key may call, as OpenAI lists a model. */
+        Model: {
+            /**
+             * Format: int64
+             * @description When the Plugin was created (Unix seconds; 0 when unknown, as locally).
+             */
+            created: number;
+            /** @description The plugin id or alias, for `model`. */
+            id: string;
+            /** @description Always `model`. */
+            object: string;
+            /** @description Always `bkg`. */
+            owned_by: string;
+        };
+        /** @description `GET /v1/models`' answer. */
+        ModelList: {
+            data: components["schemas"]["Model"][];
+            /** @description Always `list`. */
+            object: string;
+        };
+        /** @description One error as OpenAI's API describes it. */
+        OpenAiError: {
+            /**
+             * @description A stable code: `invalid_api_key`, `model_not_found`, `rate_limit_exceeded`, or the
+             *     slug of the problem the gateway or plugin reported.
+             */
+            code?: string | null;
+            /** @description What went wrong, for people. */
+            message: string;
+            /** @description The request field at fault, when there is one. */
+            param?: string | null;
+            /**
+             * @description `invalid_request_error`, `authentication_error`, `permission_error`, `not_found_error`,
+             *     `rate_limit_error`, `server_error`.
+             */
+            type: string;
+        };
         /** @description Body of `GET /api/overview`: the gateway as a whole over the kept window. */
         Overview: {
             /** Format: int64 */
@@ -425,6 +582,8 @@ export interface components {
         };
         /** @description What `GET /api/plugins[/{id}]` answers (the seed's PluginInfo, plus what the platform adds). */
         PluginInfo: {
+            /** @description The names besides its id that route to this plugin, with its share of each. */
+            aliases?: components["schemas"]["AliasShare"][];
             author: string;
             capabilities: components["schemas"]["Capability"][];
             /** @description Kubernetes-style conditions (cluster mode); empty locally. */
@@ -485,6 +644,23 @@ export interface components {
             title: string;
             /** @description A URI naming the problem kind, e.g. `https://bkg.rs/problems/invalid-payload`. */
             type: string;
+        };
+        /**
+         * @description `POST /v1/rerank`'s body: TEI's (`texts`) or Cohere's (`documents`, answered in Cohere's
+         *     shape). Without `model`, the one plugin that offers `rerank`.
+         */
+        RerankRequest: {
+            /** @description Cohere: the documents to rank (strings or `{text}`). */
+            documents?: Record<string, never>[] | null;
+            /** @description A plugin id or an alias; optional while one plugin offers `rerank`. */
+            model?: string | null;
+            query: string;
+            raw_scores?: boolean | null;
+            return_text?: boolean | null;
+            /** @description TEI: the texts to rank. */
+            texts?: string[] | null;
+            /** Format: int32 */
+            top_n?: number | null;
         };
         /** @description The manifest's resource limits, in the units the dashboard shows. */
         ResourcesInfo: {
@@ -772,6 +948,28 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    aliases: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Every alias of an enabled plugin and how its traffic splits between the plugins naming it (spec.aliases) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AliasInfo"][];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+        };
+    };
     list: {
         parameters: {
             query?: never;
@@ -1246,6 +1444,319 @@ export interface operations {
                      *     }
                      */
                     "application/json": Record<string, never>;
+                };
+            };
+        };
+    };
+    embeddings: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "input": [
+                 *         "hello",
+                 *         "world"
+                 *       ],
+                 *       "model": "candle"
+                 *     }
+                 */
+                "application/json": components["schemas"]["EmbeddingsRequest"];
+            };
+        };
+        responses: {
+            /** @description OpenAI's embeddings list, as the plugin's `embeddings` capability answers it */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "data": [
+                     *         {
+                     *           "embedding": [
+                     *             0.1,
+                     *             0.2
+                     *           ],
+                     *           "index": 0,
+                     *           "object": "embedding"
+                     *         }
+                     *       ],
+                     *       "model": "candle",
+                     *       "object": "list",
+                     *       "usage": {
+                     *         "prompt_tokens": 3,
+                     *         "total_tokens": 3
+                     *       }
+                     *     }
+                     */
+                    "application/json": Record<string, never>;
+                };
+            };
+            /** @description Malformed JSON or a field the capability refuses (param names it) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No key, or a key that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key may not call this model */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No plugin or alias of that name (code model_not_found), or it has no embeddings capability */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is larger than the gateway accepts */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The plugin refused the input */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limit used up, or the plugin is overloaded (Retry-After) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The plugin failed */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The plugin's answer could not be relayed */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No ready replica (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The plugin did not answer in time */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    models: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The plugins and aliases the key may call (an alias only when the key may call every plugin it routes to) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModelList"];
+                };
+            };
+            /** @description No key, or a key that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    rerank: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "query": "what is bkg?",
+                 *       "texts": [
+                 *         "a gateway",
+                 *         "a cat"
+                 *       ]
+                 *     }
+                 */
+                "application/json": components["schemas"]["RerankRequest"];
+            };
+        };
+        responses: {
+            /** @description TEI's `[{index, score, text?}]` sorted by score, or for a Cohere request `{results: [{index, relevance_score}]}` */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": Record<string, never>;
+                };
+            };
+            /** @description Malformed JSON or a field the capability refuses (param names it) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No key, or a key that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key may not call this model */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No plugin or alias of that name (code model_not_found), or it has no rerank capability */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is larger than the gateway accepts */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The plugin refused the input */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limit used up, or the plugin is overloaded (Retry-After) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The plugin failed */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The plugin's answer could not be relayed */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No ready replica (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The plugin did not answer in time */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };

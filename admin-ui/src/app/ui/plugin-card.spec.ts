@@ -2,7 +2,7 @@ import { ComponentFixture, TestBed } from '@angular/core/testing';
 import { provideRouter } from '@angular/router';
 import { PluginInfo } from '../core/models';
 import { plugin, scaledPlugin, telemetry } from '../core/testing';
-import { PluginCard, allowedActions } from './plugin-card';
+import { PluginCard, aliasLabel, allowedActions } from './plugin-card';
 
 describe('PluginCard', () => {
   let fixture: ComponentFixture<PluginCard>;
@@ -27,6 +27,18 @@ describe('PluginCard', () => {
     expect(el.textContent).toContain('12%');
     expect(el.textContent).toContain('2.00 GiB');
     expect(el.textContent).toContain('1h 1m');
+  });
+
+  it('shows each alias with the share of its calls', async () => {
+    expect(aliasLabel({ name: 'minilm', percent: 90 })).toBe('alias minilm · 90 %');
+    expect(aliasLabel({ name: 'm', percent: 66.7 })).toBe('alias m · 66.7 %');
+    const el = await render(plugin({ aliases: [{ name: 'minilm', weight: 90, percent: 90 }] }));
+    expect(el.querySelector('[data-testid=aliases]')?.textContent).toContain('alias minilm · 90 %');
+  });
+
+  it('shows no alias line for a plugin without aliases', async () => {
+    const el = await render(plugin());
+    expect(el.querySelector('[data-testid=aliases]')).toBeNull();
   });
 
   it('a read-only key sees no Stop button', async () => {

@@ -6,6 +6,12 @@ import { scaleRange } from '../core/scaling';
 import { Sparkline } from './sparkline';
 import { StatusBadge } from './status-badge';
 
+/** One alias of a plugin as its card shows it: `alias minilm · 90 %`. */
+export function aliasLabel(a: { name: string; percent: number }): string {
+  const percent = Number.isInteger(a.percent) ? a.percent.toString() : a.percent.toFixed(1);
+  return `alias ${a.name} · ${percent} %`;
+}
+
 /** Which actions a status allows. */
 export function allowedActions(p: Pick<PluginInfo, 'status'>): Record<PluginAction, boolean> {
   const s = p.status;
@@ -50,6 +56,14 @@ export function allowedActions(p: Pick<PluginInfo, 'status'>): Record<PluginActi
         </div>
         @if (p.resources.gpu_count > 0) {
           <div class="col-span-3"><dt class="sr-only">GPU</dt><dd class="text-xs font-medium text-violet-800">GPU: {{ p.resources.gpu_count }} × {{ p.resources.gpu_vendor || 'any' }}</dd></div>
+        }
+        @if (p.aliases?.length) {
+          <div class="col-span-3">
+            <dt class="sr-only">Aliases</dt>
+            <dd class="text-xs text-slate-700" data-testid="aliases" title="Names clients may call this plugin by, and its share of each alias's calls">
+              @for (a of p.aliases; track a.name) {<span class="mr-2 inline-block">{{ aliasLabel(a) }}</span>}
+            </dd>
+          </div>
         }
       </dl>
       <div class="text-emerald-600" title="Requests per second, last 10 minutes">
@@ -108,6 +122,8 @@ export class PluginCard {
   protected readonly requests = computed(() => formatCount(this.telemetry()?.request_count));
   protected readonly errors = computed(() => formatCount(this.telemetry()?.error_count));
   protected readonly range = computed(() => scaleRange(this.plugin()));
+
+  protected readonly aliasLabel = aliasLabel;
 
   protected label(a: PluginAction): string {
     return a === 'start' ? 'Start' : a === 'stop' ? 'Stop' : 'Restart';
