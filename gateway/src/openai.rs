@@ -29,9 +29,10 @@ pub enum Endpoint {
     Embeddings,
     Rerank,
     Models,
-    /// A `/v1` path the gateway does not serve (404), or a served one with the wrong method
-    /// (405); answered in OpenAI's shape too.
-    Refused(StatusCode),
+    /// A `/v1` path the gateway does not serve (404); answered in OpenAI's shape too.
+    Unknown,
+    /// A served `/v1` path with another method than the one it allows (405 with `Allow`).
+    WrongMethod(&'static str),
 }
 
 impl Endpoint {
@@ -44,12 +45,12 @@ impl Endpoint {
             "embeddings" => (Endpoint::Embeddings, Method::POST),
             "rerank" => (Endpoint::Rerank, Method::POST),
             "models" => (Endpoint::Models, Method::GET),
-            _ => return Some(Endpoint::Refused(StatusCode::NOT_FOUND)),
+            _ => return Some(Endpoint::Unknown),
         };
         Some(if *method == wants {
             endpoint
         } else {
-            Endpoint::Refused(StatusCode::METHOD_NOT_ALLOWED)
+            Endpoint::WrongMethod(if wants == Method::GET { "GET" } else { "POST" })
         })
     }
 
@@ -59,7 +60,7 @@ impl Endpoint {
             Endpoint::Embeddings => "/v1/embeddings",
             Endpoint::Rerank => "/v1/rerank",
             Endpoint::Models => "/v1/models",
-            Endpoint::Refused(_) => "/v1/*",
+            Endpoint::Unknown | Endpoint::WrongMethod(_) => "/v1/*",
         }
     }
 }
@@ -162,7 +163,9 @@ pub fn translate(endpoint: Endpoint, body: &[u8]) -> Result<Translated, ApiError
                 shape,
             })
         }
-        Endpoint::Models | Endpoint::Refused(_) => Err(ApiError::MethodNotAllowed),
+        Endpoint::Models | Endpoint::Unknown | Endpoint::WrongMethod(_) => {
+            Err(ApiError::MethodNotAllowed)
+        }
     }
 }
 
@@ -482,24 +485,32 @@ fn model(id: &str, created: i64) -> Model {
 pub async fn serve_other(state: AppState, endpoint: Endpoint, headers: &HeaderMap) -> Response {
     let request_id = front::request_id(headers);
     let mut response = match endpoint {
-        Endpoint::Refused(status) => error_response(
-            status,
+        Endpoint::Unknown => error_response(
+            StatusCode::NOT_FOUND,
             OpenAiError {
-                message: if status == StatusCode::METHOD_NOT_ALLOWED {
-                    "method not allowed on this route".into()
-                } else {
-                    "no such route: the gateway serves POST /v1/embeddings, POST /v1/rerank and GET /v1/models".into()
-                },
-                type_: error_type(status).to_owned(),
+                message: "no such route: the gateway serves POST /v1/embeddings, POST /v1/rerank and GET /v1/models".into(),
+                type_: error_type(StatusCode::NOT_FOUND).to_owned(),
                 param: None,
-                code: Some(if status == StatusCode::METHOD_NOT_ALLOWED {
-                    "method_not_allowed".into()
-                } else {
-                    "not_found".into()
-                }),
+                code: Some("not_found".into()),
             },
             None,
         ),
+        Endpoint::WrongMethod(allow) => {
+            let mut response = error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                OpenAiError {
+                    message: format!("this route answers {allow} only"),
+                    type_: error_type(StatusCode::METHOD_NOT_ALLOWED).to_owned(),
+                    param: None,
+                    code: Some("method_not_allowed".into()),
+                },
+                None,
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
+            response
+        }
         _ => match front::authenticate(&state, headers) {
             Err(e) => refuse(&e),
             Ok(who) => {

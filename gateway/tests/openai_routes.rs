@@ -329,6 +329,17 @@ async fn models_list_what_the_key_may_call() {
     let (status, _, answer) = call(&s, "GET", "/v1/models", "bkg_wrong", "").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(answer["error"]["type"], "authentication_error");
+    let request = Request::builder()
+        .method("TRACE")
+        .uri("/v1/embeddings")
+        .body(Body::empty())
+        .expect("request");
+    let response = router(s.state.clone())
+        .oneshot(request)
+        .await
+        .expect("infallible");
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(response.headers()["allow"], "POST");
     let (status, _, answer) = call(&s, "POST", "/v1/chat/completions", &s.admin, "{}").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(answer["error"]["message"].is_string());

@@ -30,11 +30,15 @@ fn routes_and_methods() {
     );
     assert_eq!(
         Endpoint::of(&Method::GET, "/v1/embeddings"),
-        Some(Endpoint::Refused(StatusCode::METHOD_NOT_ALLOWED))
+        Some(Endpoint::WrongMethod("POST"))
     );
     assert_eq!(
         Endpoint::of(&Method::POST, "/v1/chat/completions"),
-        Some(Endpoint::Refused(StatusCode::NOT_FOUND))
+        Some(Endpoint::Unknown)
+    );
+    assert_eq!(
+        Endpoint::of(&Method::DELETE, "/v1/models"),
+        Some(Endpoint::WrongMethod("GET"))
     );
     assert_eq!(Endpoint::of(&Method::POST, "/api/plugins/x/invoke"), None);
     assert_eq!(Endpoint::of(&Method::GET, "/v1beta"), None);
