@@ -520,6 +520,36 @@ impl Backend for KubernetesBackend {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_alias_table_follows_the_store_and_its_namespace() {
+        let plugin = |name: &str, ns: &str, weight: u32| -> Plugin {
+            serde_json::from_value(json!({
+                "apiVersion": "bkg.rs/v1alpha1", "kind": "Plugin",
+                "metadata": {"name": name, "namespace": ns},
+                "spec": {"implementation": "echo", "aliases": [{"name": "stable", "weight": weight}]},
+            }))
+            .expect("plugin")
+        };
+        let (store, mut writer) = reflector::store();
+        for p in [
+            plugin("v1", "ml", 90),
+            plugin("v2", "ml", 10),
+            plugin("x", "other", 50),
+        ] {
+            writer.apply_watcher_event(&watcher::Event::Apply(p));
+        }
+        let table = alias_table_of(&store, "ml");
+        assert_eq!(table.percent("stable", "v1"), 90.0);
+        assert_eq!(
+            table.percent("stable", "x"),
+            0.0,
+            "another namespace's Plugin"
+        );
+        // An edited weight, as the next watch event brings it.
+        writer.apply_watcher_event(&watcher::Event::Apply(plugin("v2", "ml", 90)));
+        assert_eq!(alias_table_of(&store, "ml").percent("stable", "v2"), 50.0);
+    }
+
     fn slice(service: &str, endpoints: Value) -> EndpointSlice {
         serde_json::from_value(json!({
             "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
