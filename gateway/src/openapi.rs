@@ -46,9 +46,9 @@ use utoipa::{Modify, OpenApi, ToSchema};
         crate::api::restart,
         crate::api::set_config,
         crate::api::aliases,
-        crate::openai::embeddings,
-        crate::openai::rerank,
-        crate::openai::models,
+        crate::openai::doc::embeddings,
+        crate::openai::doc::rerank,
+        crate::openai::doc::models,
     ),
     components(
         responses(
@@ -62,7 +62,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         crate::auth::KeyInfo, crate::keys::CreateKey, crate::keys::CreatedKey, crate::keys::ScopeName,
         bkg_core::wire::AliasShare, crate::aliases::AliasInfo, crate::aliases::AliasTarget,
         crate::openai::ErrorBody, crate::openai::OpenAiError, crate::openai::ModelList, crate::openai::Model,
-        crate::openai::EmbeddingsRequest, crate::openai::RerankRequest
+        crate::openai::doc::EmbeddingsRequest, crate::openai::doc::RerankRequest
     )),
     modifiers(&Security),
     security(("bearer" = [])),
