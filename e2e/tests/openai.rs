@@ -3,6 +3,8 @@
 //! - the official `openai` Python client (PyPI, installed by scripts/setup.sh into
 //!   .tools/venv) embeds through `/v1/embeddings` with the real all-MiniLM-L6-v2, lists models,
 //!   and gets `AuthenticationError`, `PermissionDeniedError` and `NotFoundError` where it should;
+//! - `/v1/rerank` reaches the Candle plugin's cross-encoder (a tiny random-weight BERT) in TEI's
+//!   and Cohere's shapes;
 //! - two echo plugins sharing an alias 90/10 split 2,000 invokes within ±3 percentage points,
 //!   and an edit of the weights moves the split without restarting either plugin.
 
@@ -254,5 +256,77 @@ fn a_90_10_alias_splits_2000_invokes_and_follows_a_weight_edit_without_restarts(
         (pids(&stack, "echo-v1"), pids(&stack, "echo-v2")),
         before,
         "a weight edit restarts nothing"
+    );
+}
+
+#[test]
+fn rerank_reaches_the_candle_cross_encoder_in_tei_and_cohere_shapes() {
+    // The tiny random-weight BERT cross-encoder the Candle plugin's tests use.
+    let model = repo_root().join("plugins/candle/testdata/tiny/bert-rerank");
+    assert!(
+        model.join("model.safetensors").is_file(),
+        "{} missing",
+        model.display()
+    );
+    let manifest = format!(
+        "apiVersion: bkg.rs/v1alpha1\nkind: Plugin\nmetadata: {{name: reranker}}\nspec:\n  implementation: candle\n  aliases: [{{name: rr}}]\n  capabilities: [{{id: rerank}}]\n  config:\n    model: {{path: {}}}\n    dtype: f32\n",
+        model.display()
+    );
+    let stack = Stack::start(&[("reranker.yaml", &manifest)]);
+    let plugin = stack.wait_plugin("reranker", "running", |p| {
+        p["status"] == "running" || p["status"] == "error"
+    });
+    assert_eq!(plugin["status"], "running", "{plugin:#}");
+
+    let texts = [
+        "a gateway for ML plugins",
+        "a cat on a mat",
+        "bkg runs plugins",
+    ];
+    // TEI's shape, without a model: the one plugin that offers rerank.
+    let tei = stack.post(
+        "/v1/rerank",
+        json!({"query": "what is bkg?", "texts": texts}).to_string(),
+    );
+    assert_eq!(tei.status, 200, "{:#}", tei.body);
+    let ranked = tei.body.as_array().expect("TEI's list");
+    assert_eq!(ranked.len(), 3, "{:#}", tei.body);
+    let scores: Vec<f64> = ranked.iter().filter_map(|r| r["score"].as_f64()).collect();
+    assert!(
+        scores.windows(2).all(|w| w[0] >= w[1]),
+        "sorted: {scores:?}"
+    );
+
+    // Cohere's shape through the alias: the same scores under relevance_score.
+    let cohere = stack.post(
+        "/v1/rerank",
+        json!({"model": "rr", "query": "what is bkg?", "documents": texts, "top_n": 2}).to_string(),
+    );
+    assert_eq!(cohere.status, 200, "{:#}", cohere.body);
+    let results = cohere.body["results"].as_array().expect("results");
+    assert_eq!(results.len(), 2);
+    for (r, t) in results.iter().zip(ranked) {
+        assert_eq!(r["index"], t["index"]);
+        let (a, b) = (r["relevance_score"].as_f64(), t["score"].as_f64());
+        assert!(
+            matches!((a, b), (Some(a), Some(b)) if (a - b).abs() < 1e-6),
+            "{r} vs {t}"
+        );
+    }
+
+    // The plugin's refusal in OpenAI's shape.
+    let empty = stack.post(
+        "/v1/rerank",
+        json!({"model": "reranker", "query": "q", "texts": []}).to_string(),
+    );
+    assert_eq!(empty.status, 422, "{:#}", empty.body);
+    assert_eq!(empty.body["error"]["type"], "invalid_request_error");
+    assert!(
+        empty.body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("texts"),
+        "{:#}",
+        empty.body
     );
 }
