@@ -1,52 +1,21 @@
 //! The invoke path's forwarding against real HTTP servers on loopback: which failures are
 //! retried on another instance, and the response size limit.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use bkg_core::Plugin;
-use bkg_core::wire::{Instance, LogLine};
-use bkg_gateway::backend::{Backend, BackendError, PluginView};
-use bkg_gateway::{AppState, Config, router};
-use http_body_util::BodyExt;
+use bkg_core::wire::Instance;
+use bkg_gateway::backend::PluginView;
+use bkg_gateway::{AppState, Config};
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
-use tower::ServiceExt;
 
 const KEY: &str = "bkg_forwardTestKey00000000000000000000000000";
-
-/// One plugin whose instances are the given endpoints, all ready.
-struct Fixed(PluginView);
-
-#[async_trait::async_trait]
-impl Backend for Fixed {
-    fn mode(&self) -> &'static str {
-        "test"
-    }
-    async fn list(&self) -> Vec<PluginView> {
-        vec![self.0.clone()]
-    }
-    async fn get(&self, id: &str) -> Option<PluginView> {
-        (id == "p").then(|| self.0.clone())
-    }
-    async fn start(&self, _: &str) -> Result<(), BackendError> {
-        Ok(())
-    }
-    async fn stop(&self, _: &str) -> Result<(), BackendError> {
-        Ok(())
-    }
-    async fn restart(&self, _: &str) -> Result<(), BackendError> {
-        Ok(())
-    }
-    async fn set_config(&self, _: &str, _: Value) -> Result<(), BackendError> {
-        Ok(())
-    }
-    async fn logs(&self, _: &str, _: usize) -> Result<Vec<LogLine>, BackendError> {
-        Ok(Vec::new())
-    }
-}
 
 fn state(endpoints: &[String], config: Config) -> AppState {
     let plugin: Plugin = serde_yaml::from_str(
@@ -75,7 +44,7 @@ fn state(endpoints: &[String], config: Config) -> AppState {
         instances,
     };
     let keys = bkg_gateway::auth::KeyStore::load(None, Some(KEY)).expect("keys");
-    AppState::new(config, Arc::new(Fixed(view)), Arc::new(keys))
+    AppState::new(config, Arc::new(common::Fixed(vec![view])), Arc::new(keys))
 }
 
 async fn invoke(state: &AppState) -> (StatusCode, Value) {
@@ -91,23 +60,12 @@ async fn invoke(state: &AppState) -> (StatusCode, Value) {
 }
 
 async fn invoke_raw(state: &AppState, body: String) -> (StatusCode, bytes::Bytes) {
-    let request = Request::post("/api/plugins/p/invoke")
-        .header("authorization", format!("Bearer {KEY}"))
-        .header("content-type", "application/json")
-        .body(Body::from(body))
-        .expect("request");
-    let response = router(state.clone())
-        .oneshot(request)
-        .await
-        .expect("infallible");
-    let status = response.status();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    (status, bytes)
+    let answer = common::send(
+        state,
+        common::request("POST", "/api/plugins/p/invoke", KEY, body),
+    )
+    .await;
+    (answer.status, answer.body)
 }
 
 /// A runtime stand-in that answers every invoke with `answer` and counts calls.

@@ -1,18 +1,17 @@
 //! `/api/keys` through `oneshot` on the router: list, create, revoke and expiry against a real
 //! key file, and the scopes that may use them.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use bkg_gateway::auth::{KeyFile, KeyStore};
 use bkg_gateway::backend::local::LocalBackend;
-use bkg_gateway::{AppState, Config, router};
+use bkg_gateway::{AppState, Config};
 use bkg_supervisor::{Supervisor, SupervisorConfig};
-use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 const BOOTSTRAP: &str = "bkg_keysTestBootstrap0000000000000000000000";
 
@@ -47,28 +46,8 @@ async fn call(
     uri: &str,
     body: Value,
 ) -> (StatusCode, Value) {
-    let request = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("authorization", format!("Bearer {key}"))
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_string()))
-        .expect("request");
-    let response = router(state.clone())
-        .oneshot(request)
-        .await
-        .expect("infallible");
-    let status = response.status();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    let answer = common::send(state, common::request(method, uri, key, body.to_string())).await;
+    (answer.status, answer.json())
 }
 
 fn ids(list: &Value) -> Vec<&str> {

@@ -2,49 +2,19 @@
 //! stand-in on loopback: what the runtime receives (the translated payload), what the client
 //! gets back (its own shapes, OpenAI's errors), and that the calls are counted as invokes.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use bkg_core::Plugin;
-use bkg_core::wire::{Instance, LogLine};
+use bkg_core::wire::Instance;
 use bkg_gateway::auth::{KeyFile, KeyStore, generate};
-use bkg_gateway::backend::{Backend, BackendError, PluginView};
+use bkg_gateway::backend::PluginView;
 use bkg_gateway::{AppState, Config, router};
-use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
-
-/// The plugins, each with the one instance given.
-struct Fixed(Vec<PluginView>);
-
-#[async_trait::async_trait]
-impl Backend for Fixed {
-    fn mode(&self) -> &'static str {
-        "test"
-    }
-    async fn list(&self) -> Vec<PluginView> {
-        self.0.clone()
-    }
-    async fn get(&self, id: &str) -> Option<PluginView> {
-        self.0.iter().find(|v| v.plugin.id() == id).cloned()
-    }
-    async fn start(&self, _: &str) -> Result<(), BackendError> {
-        Ok(())
-    }
-    async fn stop(&self, _: &str) -> Result<(), BackendError> {
-        Ok(())
-    }
-    async fn restart(&self, _: &str) -> Result<(), BackendError> {
-        Ok(())
-    }
-    async fn set_config(&self, _: &str, _: Value) -> Result<(), BackendError> {
-        Ok(())
-    }
-    async fn logs(&self, _: &str, _: usize) -> Result<Vec<LogLine>, BackendError> {
-        Ok(Vec::new())
-    }
-}
 
 type Seen = Arc<Mutex<Vec<(String, Value)>>>;
 
@@ -147,7 +117,7 @@ async fn stand() -> Stand {
     let file = KeyFile { keys: vec![a, o] };
     std::fs::write(&path, serde_yaml::to_string(&file).expect("yaml")).expect("write");
     let keys = KeyStore::load(Some(path), None).expect("load");
-    let backend = Fixed(vec![view(EMBED, &url), view(OTHER, &url)]);
+    let backend = common::Fixed(vec![view(EMBED, &url), view(OTHER, &url)]);
     let config = Config {
         max_body_bytes: 4096,
         ..Config::default()
@@ -168,34 +138,12 @@ async fn call(
     key: &str,
     body: &str,
 ) -> (StatusCode, Option<String>, Value) {
-    let request = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("authorization", format!("Bearer {key}"))
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_owned()))
-        .expect("request");
-    let response = router(stand.state.clone())
-        .oneshot(request)
-        .await
-        .expect("infallible");
-    let status = response.status();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    (
-        status,
-        retry_after,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    let answer = common::send(
+        &stand.state,
+        common::request(method, path, key, body.to_owned()),
     )
+    .await;
+    (answer.status, answer.header("retry-after"), answer.json())
 }
 
 fn last_payload(stand: &Stand) -> (String, Value) {

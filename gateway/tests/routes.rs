@@ -1,5 +1,7 @@
 //! Gateway routes through `oneshot` on the router, over a real (empty) local supervisor.
 
+mod common;
+
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -34,38 +36,18 @@ async fn call(
     uri: &str,
     request_id: Option<&str>,
 ) -> (StatusCode, String, Option<String>, Value) {
-    let mut request = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("authorization", format!("Bearer {KEY}"));
+    let mut request = common::request(method, uri, KEY, "{}");
     if let Some(id) = request_id {
-        request = request.header("x-request-id", id);
+        request
+            .headers_mut()
+            .insert("x-request-id", id.parse().expect("header value"));
     }
-    let response = router(state.clone())
-        .oneshot(request.body(Body::from("{}")).expect("request"))
-        .await
-        .expect("infallible");
-    let status = response.status();
-    let header = |n: &str| {
-        response
-            .headers()
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let content_type = header("content-type").unwrap_or_default();
-    let id = header("x-request-id");
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
+    let answer = common::send(state, request).await;
     (
-        status,
-        content_type,
-        id,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        answer.status,
+        answer.header("content-type").unwrap_or_default(),
+        answer.header("x-request-id"),
+        answer.json(),
     )
 }
 

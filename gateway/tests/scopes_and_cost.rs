@@ -2,50 +2,18 @@
 //! stand-in on loopback: which keys reach a management capability (declared by the manifest
 //! or reported by the runtime's `/v1/info`), and how many units a call takes from its bucket.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use bkg_core::Plugin;
-use bkg_core::wire::{Instance, LogLine};
+use bkg_core::wire::Instance;
 use bkg_gateway::auth::{KeyFile, KeyStore, generate};
-use bkg_gateway::backend::{Backend, BackendError, PluginView};
-use bkg_gateway::{AppState, Config, router};
-use http_body_util::BodyExt;
+use bkg_gateway::backend::PluginView;
+use bkg_gateway::{AppState, Config};
 use serde_json::{Value, json};
-use tower::ServiceExt;
-
-/// One plugin, `p`, whose one instance is the given endpoint.
-struct Fixed(PluginView);
-
-#[async_trait::async_trait]
-impl Backend for Fixed {
-    fn mode(&self) -> &'static str {
-        "test"
-    }
-    async fn list(&self) -> Vec<PluginView> {
-        vec![self.0.clone()]
-    }
-    async fn get(&self, id: &str) -> Option<PluginView> {
-        (id == "p").then(|| self.0.clone())
-    }
-    async fn start(&self, _: &str) -> Result<(), BackendError> {
-        Ok(())
-    }
-    async fn stop(&self, _: &str) -> Result<(), BackendError> {
-        Ok(())
-    }
-    async fn restart(&self, _: &str) -> Result<(), BackendError> {
-        Ok(())
-    }
-    async fn set_config(&self, _: &str, _: Value) -> Result<(), BackendError> {
-        Ok(())
-    }
-    async fn logs(&self, _: &str, _: usize) -> Result<Vec<LogLine>, BackendError> {
-        Ok(Vec::new())
-    }
-}
 
 /// A runtime stand-in: `/v1/info` reports `unload` as a management capability and `infer`
 /// as a plain one; every invoke answers `{}` and is counted.
@@ -137,7 +105,11 @@ fn state(manifest: &str, endpoint: &str, keys: KeyStore) -> AppState {
             last_error: None,
         }],
     };
-    AppState::new(Config::default(), Arc::new(Fixed(view)), Arc::new(keys))
+    AppState::new(
+        Config::default(),
+        Arc::new(common::Fixed(vec![view])),
+        Arc::new(keys),
+    )
 }
 
 async fn invoke(
@@ -146,28 +118,13 @@ async fn invoke(
     capability: &str,
     payload: Value,
 ) -> (StatusCode, Value) {
-    let request = Request::post("/api/plugins/p/invoke")
-        .header("authorization", format!("Bearer {key}"))
-        .header("content-type", "application/json")
-        .body(Body::from(
-            json!({"capability": capability, "payload": payload}).to_string(),
-        ))
-        .expect("request");
-    let response = router(state.clone())
-        .oneshot(request)
-        .await
-        .expect("infallible");
-    let status = response.status();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    let body = json!({"capability": capability, "payload": payload}).to_string();
+    let answer = common::send(
+        state,
+        common::request("POST", "/api/plugins/p/invoke", key, body),
     )
+    .await;
+    (answer.status, answer.json())
 }
 
 const DECLARED: &str = "apiVersion: bkg.rs/v1alpha1\nkind: Plugin\nmetadata: {name: p}\n\
