@@ -254,12 +254,14 @@ fn assert_logs_carry(stack: &mut Stack, trace_id: &str) {
             "{field} missing in {runtime_line}"
         );
     }
-    let gateway_line = stack
-        .drain_output()
-        .iter()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|l| l["message"] == "plugin answered an error")
-        .expect("the gateway's JSON log line about the 500");
+    // The gateway writes the line as the answer goes out, and its output reaches this test
+    // through a reader thread: wait for it (the deadline only guards against a hang).
+    let line = stack.wait_for_output(
+        "\"message\":\"plugin answered an error\"",
+        std::time::Duration::from_secs(30),
+    );
+    let gateway_line: Value =
+        serde_json::from_str(&line).expect("the gateway's JSON log line about the 500");
     assert_log_carries(&gateway_line, trace_id);
 }
 
