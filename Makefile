@@ -71,7 +71,7 @@ crd: ## Regenerate crds/ (and the Helm chart's copy) from the Rust types
 	cp crds/plugins.bkg.rs.yaml charts/bkg/files/crds/plugins.bkg.rs.yaml
 
 config-schemas: ## Regenerate plugins/*/config.schema.json from the plugins' config types
-	for p in echo candle; do \
+	for p in echo candle rustyface; do \
 	  $(CARGO) run -q --locked -p bkg-plugin-runtime -- --plugin $$p --config-schema > plugins/$$p/config.schema.json; \
 	done
 

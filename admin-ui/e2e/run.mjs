@@ -136,7 +136,7 @@ try {
     const card = page.locator('[data-testid=plugin-card][data-plugin=echo]');
     await card.waitFor();
     await card.locator('[data-testid=status-badge][data-status=running]').waitFor();
-    // config/plugins holds echo and candle: the counts show every running plugin.
+    // config/plugins holds echo, candle and rustyface: the counts show every running plugin.
     await page.getByTestId('counts').filter({ hasText: /\b[1-9]\d* running\b/ }).waitFor();
     // telemetry on the card
     await card.getByTestId('cpu').filter({ hasText: '%' }).waitFor();

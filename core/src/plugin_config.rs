@@ -34,6 +34,10 @@ const SCHEMAS: &[(&str, &str)] = &[
         "candle",
         include_str!("../../plugins/candle/config.schema.json"),
     ),
+    (
+        "rustyface",
+        include_str!("../../plugins/rustyface/config.schema.json"),
+    ),
 ];
 
 /// The field path every error of this check starts with.
@@ -233,6 +237,15 @@ mod tests {
             fields("echo", json!({"startupDelayMs": -1}))[0].0,
             "spec.config.startupDelayMs"
         );
+        // rustyface: its samples pass; a minimum face smaller than rustface allows, an unknown
+        // key and a pyramid factor of 1 are refused before any process starts.
+        assert!(fields("rustyface", json!({"min_face_size": 40, "score_threshold": 2.0, "max_pixels": 12000000, "queue_capacity": 16})).is_empty());
+        assert_eq!(
+            fields("rustyface", json!({"min_face_size": 10}))[0].0,
+            "spec.config.min_face_size"
+        );
+        assert!(!fields("rustyface", json!({"min_face_sise": 40})).is_empty());
+        assert!(!fields("rustyface", json!({"pyramid_scale_factor": 1.0})).is_empty());
     }
 
     #[test]

@@ -45,6 +45,11 @@ pub fn implementations() -> Vec<Implementation> {
             name: "candle",
             create: bkg_plugin_candle::new_plugin,
         },
+        #[cfg(feature = "rustyface")]
+        Implementation {
+            name: "rustyface",
+            create: bkg_plugin_rustyface::new_plugin,
+        },
     ]
 }
 
