@@ -3,6 +3,7 @@
 //! ```text
 //!  POST /api/plugins/{id}/invoke
 //!   ─▶ request id, trace context ─▶ key and scope ─▶ find plugin ─▶ read and parse body
+//!      (a raw `image/*` body: wrapped as the JSON invoke its capability declares, binary.rs)
 //!   ─▶ capability (and the key's scope for it: invoke, or manage for a management one)
 //!   ─▶ rate limit, charged the call's cost ─▶ validate payload
 //!   ─▶ a ready instance, round robin ─▶ POST /v1/invoke/{capability} ─▶ relay the answer
@@ -13,6 +14,7 @@
 //! middleware, extractors, boxed services) cost more than the work they wrap. It does what those
 //! layers do for the other routes, with the same functions ([`crate::front`]).
 
+mod binary;
 mod cost;
 mod forward;
 mod schema;
@@ -122,7 +124,7 @@ where
                     id.unwrap_or_default(),
                     &request_id,
                     &trace,
-                    &parts.headers,
+                    &parts,
                     body,
                     &mut seen,
                 )
@@ -218,7 +220,7 @@ async fn run<B>(
     name: &str,
     request_id: &str,
     trace: &Trace,
-    headers: &HeaderMap,
+    parts: &axum::http::request::Parts,
     body: B,
     seen: &mut Seen,
 ) -> Result<Response, ApiError>
@@ -226,6 +228,7 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<axum::BoxError>,
 {
+    let (headers, query) = (&parts.headers, parts.uri.query());
     let who = front::authenticate(state, headers)?;
     trace.key(&who.key_id);
     state.metrics.observe_key(&who.key_id);
@@ -240,6 +243,13 @@ where
     trace.plugin(&id);
     let _in_flight = state.metrics.in_flight(&id);
     let body = read_body(body, headers, state.config.max_body_bytes).await?;
+    // A raw image body is the JSON invoke its capability declares for it (binary.rs).
+    let body = match binary::raw_media_type(headers) {
+        Some(media) => {
+            binary::envelope(&route.plugin.spec.capabilities, &id, query, &media, &body)?
+        }
+        None => body,
+    };
     let request = Envelope::parse(&body)?;
     let payload = request.payload.unwrap_or(RawValue::NULL);
     call(

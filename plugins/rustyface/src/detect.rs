@@ -98,11 +98,9 @@ pub fn image_bytes(field: &str, text: &str) -> Result<Vec<u8>> {
         None => text,
     };
     let cleaned: String = b64.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    base64::engine::general_purpose::STANDARD
+    // Padding is optional: strip it and decode without.
+    base64::engine::general_purpose::STANDARD_NO_PAD
         .decode(cleaned.trim_end_matches('='))
-        .or_else(|_| {
-            base64::engine::general_purpose::STANDARD_NO_PAD.decode(cleaned.trim_end_matches('='))
-        })
         .map_err(|e| Error::field(field, format!("not base64: {e}")))
 }
 

@@ -107,6 +107,8 @@ pub fn input_schema() -> Value {
             "image": {
                 "type": "string",
                 "minLength": 1,
+                "contentEncoding": "base64",
+                "contentMediaType": "image/*",
                 "description": "The image (JPEG, PNG or WebP), base64-encoded or as a data: URL (data:image/png;base64,…)."
             },
             "min_face_size": {"type": "integer", "minimum": 20, "description": "Smallest face in pixels; default from spec.config."},
