@@ -169,7 +169,7 @@ fn rustyface_detects_faces_through_the_gateway() {
     // The same metrics as JSON invokes: the raw calls are counted under the capability.
     let metrics = stack
         .http
-        .get(format!("{}/metrics", stack.url))
+        .get(format!("{}/metrics", stack.metrics_url))
         .send()
         .expect("metrics")
         .text()
