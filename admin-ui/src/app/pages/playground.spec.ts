@@ -3,6 +3,7 @@ import { provideRouter } from '@angular/router';
 import { ApiError } from '../core/api-error';
 import { ApiService } from '../core/api.service';
 import { AuthStore } from '../core/auth.store';
+import { PluginsStore } from '../core/plugins.store';
 import { plugin } from '../core/testing';
 import { PlaygroundPage } from './playground';
 
@@ -109,5 +110,23 @@ describe('PlaygroundPage', () => {
     api['invoke'].mockResolvedValue({});
     await send();
     expect(api['invoke']).toHaveBeenCalledWith('candle', 'model.infer', { input: ['a', 'b'] });
+  });
+
+  it('keeps what the user typed when a live status push replaces the plugin', async () => {
+    const { el, fixture, send } = await render();
+    (el.querySelector('[data-testid=mode-json]') as HTMLInputElement).click();
+    await fixture.whenStable();
+    const raw = el.querySelector('[data-testid=pg-json]') as HTMLTextAreaElement;
+    raw.value = '{"input": ["typed by the user"]}';
+    raw.dispatchEvent(new Event('input'));
+    // What a `status` push does: a new object for the same plugin, its instances changed.
+    const store = TestBed.inject(PluginsStore);
+    const now = store.plugins()['candle'];
+    store.upsert({ ...now, status: 'running', capabilities: now.capabilities.map((c) => ({ ...c })) });
+    await fixture.whenStable();
+    expect((el.querySelector('[data-testid=pg-json]') as HTMLTextAreaElement).value).toBe('{"input": ["typed by the user"]}');
+    api['invoke'].mockResolvedValue({});
+    await send();
+    expect(api['invoke']).toHaveBeenCalledWith('candle', 'model.infer', { input: ['typed by the user'] });
   });
 });

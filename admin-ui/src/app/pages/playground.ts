@@ -166,18 +166,27 @@ export class PlaygroundPage implements OnInit {
   private readonly api = inject(ApiService);
   private readonly router = inject(Router);
 
-  protected readonly invocable = computed(() =>
-    this.store.list().filter((p) => p.capabilities.length && this.auth.canInvoke(p.id)),
+  protected readonly invocable = computed(
+    () => this.store.list().filter((p) => p.capabilities.length && this.auth.canInvoke(p.id)),
+    { equal: (a, b) => a.length === b.length && a.every((p, i) => p.id === b[i].id && p.name === b[i].name) },
   );
   protected readonly pluginId = linkedSignal(() => this.plugin() ?? this.invocable()[0]?.id ?? '');
   protected readonly selectedPlugin = computed<PluginInfo | undefined>(() => this.store.plugins()[this.pluginId()]);
-  protected readonly capabilities = computed<Capability[]>(() => this.selectedPlugin()?.capabilities ?? []);
+  protected readonly capabilities = computed<Capability[]>(() => this.selectedPlugin()?.capabilities ?? [], {
+    equal: (a, b) => a === b || JSON.stringify(a) === JSON.stringify(b),
+  });
   protected readonly capId = linkedSignal(() => {
     const caps = this.capabilities();
     const wanted = this.capability_();
     return caps.find((c) => c.id === wanted)?.id ?? caps[0]?.id ?? '';
   });
-  protected readonly capability = computed(() => this.capabilities().find((c) => c.id === this.capId()));
+  /**
+   * The selected capability. Live `status` pushes replace the plugin object many times a minute; equal by
+   * content, so the editors below (linked to it) keep what the user typed until the schema really changes.
+   */
+  protected readonly capability = computed(() => this.capabilities().find((c) => c.id === this.capId()), {
+    equal: (a, b) => a === b || (!!a && !!b && a.id === b.id && JSON.stringify(a.input_schema) === JSON.stringify(b.input_schema)),
+  });
   protected readonly fields = computed<FormField[] | null>(() => {
     const c = this.capability();
     return c ? formFields(c.input_schema) : null;
