@@ -30,6 +30,7 @@ pub mod batcher;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod generate;
 pub mod kernels;
 pub mod layers;
 pub mod metrics;

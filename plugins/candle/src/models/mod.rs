@@ -14,7 +14,7 @@
 //! them once, and pooling and heads downstream never know the difference.
 
 mod bert;
-mod decoder;
+pub(crate) mod decoder;
 mod head;
 mod modernbert;
 mod padded;

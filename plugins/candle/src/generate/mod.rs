@@ -1,0 +1,63 @@
+//! Text generation with candle-transformers' causal language models.
+//!
+//! ```text
+//!  messages ─▶ chat::ChatTemplate (minijinja) ─▶ prompt text ─▶ tokenizer ─▶ prompt ids
+//!                                                                              │
+//!  scheduler (one thread, bounded queue) ◀─────────────────────────────────────┘
+//!     │ every step: join ≤ 1 new prompt, one token for each active conversation,
+//!     │ drop finished and abandoned ones
+//!     ▼
+//!  model::LanguageModel (llama, qwen2; a KV cache per conversation)
+//!     ─▶ sampling::Sampler ─▶ text::Detokenizer ─▶ text::StopText ─▶ events (text, done)
+//! ```
+//!
+//! The events of a request arrive on its own channel as the text is decided, so the same path
+//! serves a streamed and a whole answer.
+
+pub mod chat;
+pub mod model;
+pub mod sampling;
+pub mod scheduler;
+pub mod text;
+
+#[cfg(test)]
+mod tests;
+
+pub use chat::{ChatTemplate, Message};
+pub use model::LanguageModel;
+pub use sampling::SamplingParams;
+pub use scheduler::{Event, FinishReason, GenerateRequest, Limits, Scheduler, Usage};
+
+use crate::error::{Error, Result};
+
+/// A whole answer: what a non-streamed request returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub text: String,
+    pub finish_reason: FinishReason,
+    pub usage: Usage,
+}
+
+/// Collects a request's events into its answer.
+pub async fn collect(mut events: tokio::sync::mpsc::UnboundedReceiver<Event>) -> Result<Answer> {
+    let mut text = String::new();
+    while let Some(event) = events.recv().await {
+        match event {
+            Event::Text(t) => text.push_str(&t),
+            Event::Done {
+                finish_reason,
+                usage,
+            } => {
+                return Ok(Answer {
+                    text,
+                    finish_reason,
+                    usage,
+                });
+            }
+            Event::Failed(message) => return Err(Error::Inference(message)),
+        }
+    }
+    Err(Error::Inference(
+        "the generation thread dropped the request".into(),
+    ))
+}

@@ -1,0 +1,353 @@
+//! Text generation against what PyPI `transformers` generates with the same tiny random-weight
+//! models (scripts/candle/make_tiny_lms.py writes them and reference.json).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use candle_core::{DType, Device};
+use serde::Deserialize;
+use tokio::sync::mpsc::unbounded_channel;
+
+use super::sampling::Sampler;
+use super::*;
+
+const MODELS: [&str; 2] = ["qwen2-chat", "llama-chat"];
+
+#[derive(Deserialize)]
+struct Greedy {
+    prompt: String,
+    prompt_ids: Vec<u32>,
+    ids: Vec<u32>,
+}
+
+#[derive(Deserialize)]
+struct Chat {
+    messages: Vec<Message>,
+    text: String,
+    prompt_ids: Vec<u32>,
+    ids: Vec<u32>,
+}
+
+#[derive(Deserialize)]
+struct Reference {
+    greedy: Vec<Greedy>,
+    chat: Chat,
+}
+
+fn dir(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/tiny")
+        .join(name)
+}
+
+fn reference(name: &str) -> Reference {
+    serde_json::from_slice(&std::fs::read(dir(name).join("reference.json")).unwrap()).unwrap()
+}
+
+fn load(name: &str) -> Arc<LanguageModel> {
+    Arc::new(LanguageModel::load(&dir(name), &Device::Cpu, DType::F32).unwrap())
+}
+
+/// The model's greedy choice, token by token, without the scheduler.
+fn greedy_ids(model: &LanguageModel, prompt: &[u32], n: usize) -> Vec<u32> {
+    let mut session = model.session();
+    let mut sampler = Sampler::new(&SamplingParams::greedy(), 0);
+    let mut tokens = prompt.to_vec();
+    let mut logits = model.forward(&mut session, prompt).unwrap();
+    for _ in 0..n {
+        let t = sampler.next(&logits, &tokens).unwrap();
+        tokens.push(t);
+        logits = model.forward(&mut session, &[t]).unwrap();
+    }
+    tokens[prompt.len()..].to_vec()
+}
+
+fn request(
+    prompt: Vec<u32>,
+    params: SamplingParams,
+) -> (GenerateRequest, tokio::sync::mpsc::UnboundedReceiver<Event>) {
+    let (tx, rx) = unbounded_channel();
+    (
+        GenerateRequest {
+            prompt,
+            params,
+            ignore_eos: true,
+            events: tx,
+        },
+        rx,
+    )
+}
+
+fn greedy(max_tokens: usize) -> SamplingParams {
+    SamplingParams {
+        max_tokens: Some(max_tokens),
+        ..SamplingParams::greedy()
+    }
+}
+
+#[test]
+fn greedy_decoding_reproduces_transformers_token_for_token() {
+    for name in MODELS {
+        let model = load(name);
+        let r = reference(name);
+        for g in r.greedy.iter().chain([&Greedy {
+            prompt: r.chat.text.clone(),
+            prompt_ids: r.chat.prompt_ids.clone(),
+            ids: r.chat.ids.clone(),
+        }]) {
+            assert_eq!(
+                model.encode(&g.prompt, false).unwrap(),
+                g.prompt_ids,
+                "{name}: {:?}",
+                g.prompt
+            );
+            assert_eq!(
+                greedy_ids(&model, &g.prompt_ids, g.ids.len()),
+                g.ids,
+                "{name}: {:?}",
+                g.prompt
+            );
+        }
+    }
+}
+
+#[test]
+fn the_chat_template_renders_as_transformers_does() {
+    for name in MODELS {
+        let model = load(name);
+        let r = reference(name);
+        let template = model
+            .template
+            .as_ref()
+            .expect("the tiny models ship a template");
+        assert_eq!(
+            template.render(&r.chat.messages, true).unwrap(),
+            r.chat.text,
+            "{name}"
+        );
+        let err = template
+            .render(
+                &[Message {
+                    role: "wizard".into(),
+                    content: "hi".into(),
+                }],
+                true,
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("messages[0].role"), "{err}");
+        assert!(
+            template
+                .render(&[], true)
+                .unwrap_err()
+                .to_string()
+                .starts_with("messages")
+        );
+    }
+}
+
+#[test]
+fn a_template_that_raises_is_the_callers_error() {
+    let t = ChatTemplate::new(
+        "{% if messages[0]['role'] != 'user' %}{{ raise_exception('Conversation roles must alternate user/assistant') }}{% endif %}{{ messages[0]['content'] | trim }}".into(),
+        String::new(),
+        String::new(),
+    )
+    .unwrap();
+    let err = t
+        .render(
+            &[Message {
+                role: "assistant".into(),
+                content: "x".into(),
+            }],
+            true,
+        )
+        .unwrap_err();
+    assert!(matches!(err, crate::Error::InvalidInput(_)));
+    assert!(err.to_string().contains("roles must alternate"), "{err}");
+    // pycompat: Python string methods work as in Jinja2 under transformers.
+    let t = ChatTemplate::new(
+        "{{ messages[0].content.strip() }}".into(),
+        String::new(),
+        String::new(),
+    )
+    .unwrap();
+    assert_eq!(
+        t.render(
+            &[Message {
+                role: "user".into(),
+                content: "  hi  ".into()
+            }],
+            false
+        )
+        .unwrap(),
+        "hi"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_conversations_each_get_the_answer_they_get_alone() {
+    for name in MODELS {
+        let model = load(name);
+        let r = reference(name);
+        let scheduler = Scheduler::start(
+            model.clone(),
+            Limits {
+                max_active: 4,
+                ..Limits::default()
+            },
+        );
+        // 3 prompts × 3 copies: more than max_active, so some join while others generate.
+        let mut pending = Vec::new();
+        for _ in 0..3 {
+            for g in &r.greedy {
+                let (req, rx) = request(g.prompt_ids.clone(), greedy(32));
+                scheduler.submit(req).unwrap();
+                pending.push((g, rx));
+            }
+        }
+        for (g, rx) in pending {
+            let answer = collect(rx).await.unwrap();
+            let expected = model.tokenizer.decode(&g.ids, true).unwrap();
+            assert_eq!(answer.text, expected, "{name}: {:?}", g.prompt);
+            assert_eq!(answer.finish_reason, FinishReason::Length);
+            assert_eq!(
+                answer.usage,
+                Usage {
+                    prompt_tokens: g.prompt_ids.len(),
+                    completion_tokens: 32
+                }
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_seed_makes_sampling_repeatable() {
+    let model = load("qwen2-chat");
+    let scheduler = Scheduler::start(model, Limits::default());
+    let run = |seed: u64| {
+        let (req, rx) = request(
+            vec![10, 20, 30],
+            SamplingParams {
+                temperature: 1.0,
+                top_p: 0.95,
+                seed: Some(seed),
+                max_tokens: Some(24),
+                ..SamplingParams::default()
+            },
+        );
+        scheduler.submit(req).unwrap();
+        collect(rx)
+    };
+    let (a, b, c) = (
+        run(7).await.unwrap(),
+        run(7).await.unwrap(),
+        run(8).await.unwrap(),
+    );
+    assert_eq!(a.text, b.text);
+    assert_ne!(a.text, c.text, "another seed, another sample");
+}
+
+#[tokio::test]
+async fn stop_sequences_and_eos_end_the_answer() {
+    let model = load("llama-chat");
+    let r = reference("llama-chat");
+    let g = &r.greedy[0];
+    let full = model.tokenizer.decode(&g.ids, true).unwrap();
+    // A stop string taken from the middle of the greedy answer.
+    let stop: String = full
+        .chars()
+        .skip(full.chars().count() / 2)
+        .take(3)
+        .collect();
+    let scheduler = Scheduler::start(model.clone(), Limits::default());
+    let (req, rx) = request(
+        g.prompt_ids.clone(),
+        SamplingParams {
+            stop: vec![stop.clone()],
+            ..greedy(32)
+        },
+    );
+    scheduler.submit(req).unwrap();
+    let answer = collect(rx).await.unwrap();
+    assert_eq!(answer.finish_reason, FinishReason::Stop);
+    assert_eq!(answer.text, full[..full.find(&stop).unwrap()]);
+    // The first greedy token made an end-of-sequence token: the answer stops before it.
+    let (mut req, rx) = request(g.prompt_ids.clone(), greedy(32));
+    req.ignore_eos = false;
+    let eos_model = {
+        let mut m = LanguageModel::load(&dir("llama-chat"), &Device::Cpu, DType::F32).unwrap();
+        m.eos = vec![g.ids[0]];
+        Arc::new(m)
+    };
+    let s2 = Scheduler::start(eos_model, Limits::default());
+    s2.submit(req).unwrap();
+    let answer = collect(rx).await.unwrap();
+    assert_eq!(
+        (
+            answer.text.as_str(),
+            answer.finish_reason,
+            answer.usage.completion_tokens
+        ),
+        ("", FinishReason::Stop, 0)
+    );
+}
+
+#[tokio::test]
+async fn an_abandoned_request_is_never_run_and_frees_its_place() {
+    let model = load("qwen2-chat");
+    let scheduler = Scheduler::start(
+        model,
+        Limits {
+            max_active: 1,
+            ..Limits::default()
+        },
+    );
+    // The client went away before its turn came.
+    let (req, rx) = request(vec![1, 2, 3], greedy(200));
+    drop(rx);
+    scheduler.submit(req).unwrap();
+    let (req, rx) = request(vec![4, 5, 6], greedy(4));
+    scheduler.submit(req).unwrap();
+    assert_eq!(collect(rx).await.unwrap().usage.completion_tokens, 4);
+    assert_eq!(scheduler.counters.cancelled.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        scheduler.counters.generated_tokens.load(Ordering::Relaxed),
+        4,
+        "the abandoned one generated nothing"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while scheduler.counters.active.load(Ordering::Relaxed) != 0 {
+        assert!(std::time::Instant::now() < deadline, "a slot stayed busy");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[test]
+fn bad_requests_are_refused_naming_the_problem() {
+    let model = load("qwen2-chat");
+    let scheduler = Scheduler::start(model.clone(), Limits::default());
+    let context = model.max_positions;
+    let cases = [
+        (vec![1; context], greedy(1), "the prompt has"),
+        (vec![1; 10], greedy(context), "max_tokens"),
+        (
+            vec![1; 10],
+            SamplingParams {
+                temperature: 5.0,
+                ..Default::default()
+            },
+            "temperature",
+        ),
+        (vec![], greedy(1), "the prompt is empty"),
+    ];
+    for (prompt, params, says) in cases {
+        let (req, _rx) = request(prompt, params);
+        let err = scheduler.submit(req).unwrap_err();
+        assert!(matches!(err, crate::Error::InvalidInput(_)), "{err}");
+        assert!(err.to_string().starts_with(says), "{err}");
+    }
+}
