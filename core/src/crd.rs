@@ -393,6 +393,9 @@ pub struct CapabilitySpec {
     /// What one call costs against the rate limit; unset, every call costs one unit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost: Option<Cost>,
+    /// The capability also answers as a stream (e.g. text generation token by token).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub streaming: bool,
 }
 
 pub use bkg_wire::{Cost, CostUnit, Phase};

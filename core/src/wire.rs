@@ -16,6 +16,7 @@ impl From<&CapabilitySpec> for Capability {
             output_schema: spec.output_schema.clone().unwrap_or_else(any_schema),
             management: spec.management,
             cost: spec.cost.clone(),
+            streaming: spec.streaming,
         }
     }
 }

@@ -70,6 +70,7 @@ impl AppState {
                 output_schema: c.output_schema,
                 management: c.management,
                 cost: c.cost.map(wire_cost),
+                streaming: c.streaming,
             })
             .collect();
         let capability_ids: HashSet<String> = capabilities.iter().map(|c| c.id.clone()).collect();
@@ -138,6 +139,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/load", get(load))
         .route("/v1/logs", get(logs))
         .route("/v1/invoke/{capability}", post(invoke))
+        .route("/v1/invoke/{capability}/stream", post(invoke_stream))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
@@ -275,6 +277,29 @@ async fn invoke(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    invoke_any(state, capability, headers, body, false).await
+}
+
+/// `POST /v1/invoke/{capability}/stream`: a streaming capability's values, one JSON document
+/// per line (`application/x-ndjson`), written as the plugin yields them. Errors before the
+/// first value are problem+json with their status; an error later is the last line,
+/// `{"error": <problem>}`. A client that disconnects drops the plugin's stream.
+async fn invoke_stream(
+    State(state): State<AppState>,
+    Path(capability): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    invoke_any(state, capability, headers, body, true).await
+}
+
+async fn invoke_any(
+    state: AppState,
+    capability: String,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    stream: bool,
+) -> Response {
     let started = Instant::now();
     let request_id = headers
         .get(REQUEST_ID)
@@ -303,7 +328,7 @@ async fn invoke(
         http.response.status_code = tracing::field::Empty,
     );
     bkg_trace::continue_from(&span, &headers);
-    let response = invoke_inner(&state, &capability, &request_id, body)
+    let response = invoke_inner(&state, &capability, &request_id, body, stream)
         .instrument(span.clone())
         .await;
     let code = response.status();
@@ -321,6 +346,7 @@ async fn invoke_inner(
     capability: &str,
     request_id: &str,
     body: Result<Bytes, BytesRejection>,
+    stream: bool,
 ) -> Response {
     let s = &state.0;
     let rid = Some(request_id);
@@ -341,6 +367,22 @@ async fn invoke_inner(
             format!(
                 "plugin {:?} has no capability {capability:?}",
                 s.config.plugin_id
+            ),
+            rid,
+        );
+    }
+    if stream
+        && !s
+            .capabilities
+            .iter()
+            .any(|c| c.id == capability && c.streaming)
+    {
+        return problem(
+            StatusCode::NOT_FOUND,
+            ProblemKind::UnknownCapability,
+            "Capability does not stream",
+            format!(
+                "capability {capability:?} answers whole responses only: POST /v1/invoke/{capability}"
             ),
             rid,
         );
@@ -424,6 +466,31 @@ async fn invoke_inner(
         request_id: request_id.to_owned(),
         deadline: Instant::now() + timeout,
     };
+    if stream {
+        // The invoke timeout bounds the start; the stream then runs as long as it yields (its
+        // length is the plugin's to bound, e.g. max_tokens). The plugin queues streams itself.
+        let payload: serde_json::Value = match serde_json::from_str(payload.get()) {
+            Ok(v) => v,
+            Err(e) => return plugin_error(PluginError::InvalidInput(e.to_string()), rid),
+        };
+        let started =
+            tokio::time::timeout(timeout, s.plugin.invoke_stream(capability, payload, ctx)).await;
+        drop(permit);
+        return match started {
+            Ok(Ok(values)) => ndjson(values, request_id),
+            Ok(Err(e)) => plugin_error(e, rid),
+            Err(_) => problem(
+                StatusCode::GATEWAY_TIMEOUT,
+                ProblemKind::InvokeTimeout,
+                "Invoke timed out",
+                format!(
+                    "capability {capability:?} did not start streaming within {}",
+                    format_duration(timeout)
+                ),
+                rid,
+            ),
+        };
+    }
     let result = tokio::time::timeout(timeout, s.plugin.invoke_raw(capability, payload, ctx)).await;
     drop(permit);
     match result {
@@ -464,6 +531,47 @@ async fn invoke_inner(
     }
 }
 
+/// The plugin's values as NDJSON, each line flushed as it comes.
+fn ndjson(values: bkg_plugin_api::ValueStream, request_id: &str) -> Response {
+    use futures_util::StreamExt;
+    let rid = request_id.to_owned();
+    let mut failed = false;
+    let lines = values
+        .take_while(move |item| {
+            // Nothing follows an error line.
+            let go = !failed;
+            failed |= item.is_err();
+            std::future::ready(go)
+        })
+        .map(move |item| {
+            let line = match item {
+                Ok(value) => serde_json::to_vec(&value),
+                Err(e) => {
+                    tracing::warn!(request_id = %rid, error = %e, "stream failed");
+                    let (status, kind, title) = plugin_problem(&e);
+                    let mut p = Problem::new(status.as_u16(), kind, title, e.to_string());
+                    p.request_id = Some(rid.clone());
+                    serde_json::to_vec(&serde_json::json!({"error": p}))
+                }
+            };
+            line.map(|mut l| {
+                l.push(b'\n');
+                Bytes::from(l)
+            })
+        });
+    let mut response = Response::new(axum::body::Body::from_stream(lines));
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if let Ok(id) = HeaderValue::from_str(request_id) {
+        h.insert(REQUEST_ID, id);
+    }
+    response
+}
+
 /// A plugin's declared cost as the protocol carries it.
 fn wire_cost(cost: bkg_plugin_api::Cost) -> bkg_wire::Cost {
     use bkg_plugin_api::CostUnit as Unit;
@@ -486,52 +594,48 @@ fn format_duration(d: Duration) -> String {
     }
 }
 
-fn plugin_error(e: PluginError, rid: Option<&str>) -> Response {
-    let detail = e.to_string();
+/// How the protocol says a plugin's failure: status, kind, title.
+fn plugin_problem(e: &PluginError) -> (StatusCode, ProblemKind, &'static str) {
     match e {
-        PluginError::UnknownCapability(_) => problem(
+        PluginError::UnknownCapability(_) => (
             StatusCode::NOT_FOUND,
             ProblemKind::UnknownCapability,
             "Unknown capability",
-            detail,
-            rid,
         ),
-        PluginError::InvalidInput(_) => problem(
+        PluginError::InvalidInput(_) => (
             StatusCode::UNPROCESSABLE_ENTITY,
             ProblemKind::InvalidInput,
             "Invalid input",
-            detail,
-            rid,
         ),
-        PluginError::NotReady(_) => problem(
+        PluginError::NotReady(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
             ProblemKind::NotReady,
             "Plugin not ready",
-            detail,
-            rid,
         ),
-        PluginError::Overloaded { retry_after_secs } => {
-            let mut response = problem(
-                StatusCode::TOO_MANY_REQUESTS,
-                ProblemKind::Overloaded,
-                "Plugin overloaded",
-                detail,
-                rid,
-            );
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
-            response
-        }
-        PluginError::Config(_) | PluginError::Failed { .. } => {
-            tracing::error!(request_id = rid, error = %detail, "invoke failed");
-            problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                ProblemKind::PluginError,
-                "Plugin error",
-                detail,
-                rid,
-            )
-        }
+        PluginError::Overloaded { .. } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            ProblemKind::Overloaded,
+            "Plugin overloaded",
+        ),
+        PluginError::Config(_) | PluginError::Failed { .. } => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ProblemKind::PluginError,
+            "Plugin error",
+        ),
     }
+}
+
+fn plugin_error(e: PluginError, rid: Option<&str>) -> Response {
+    let detail = e.to_string();
+    let (status, kind, title) = plugin_problem(&e);
+    if status == StatusCode::INTERNAL_SERVER_ERROR {
+        tracing::error!(request_id = rid, error = %detail, "invoke failed");
+    }
+    let mut response = problem(status, kind, title, detail, rid);
+    if let PluginError::Overloaded { retry_after_secs } = e {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    }
+    response
 }

@@ -69,6 +69,10 @@ pub struct Capability {
     /// What one call costs against the rate limit; absent, one unit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost: Option<Cost>,
+    /// Also answers as a stream: NDJSON from the runtime's `/v1/invoke/{capability}/stream`,
+    /// relayed by the gateway (and as server-sent events on its OpenAI routes).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub streaming: bool,
 }
 
 /// The schema that accepts anything (`true`): what an undeclared schema means.

@@ -34,7 +34,17 @@ pub struct CapabilityDescriptor {
     /// What one call costs against the gateway's rate limit; `None`, one unit.
     #[serde(default)]
     pub cost: Option<Cost>,
+    /// Also answers as a stream of JSON values ([`Plugin::invoke_stream`]; the runtime's
+    /// `POST /v1/invoke/{capability}/stream`, one value per NDJSON line).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub streaming: bool,
 }
+
+/// What a streaming capability yields: JSON values as the work produces them, then the end of
+/// the stream. An `Err` ends it (the runtime writes it as the last line). Dropping the stream
+/// means the caller went away: the plugin should stop the work.
+pub type ValueStream =
+    std::pin::Pin<Box<dyn futures_core::Stream<Item = Result<Value, PluginError>> + Send>>;
 
 /// How much of a rate limit one call uses: `ceil(measure / per)` units, at least one.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -195,6 +205,19 @@ pub trait Plugin: Send + Sync + 'static {
         let output = self.invoke(capability, payload, ctx).await?;
         serde_json::value::to_raw_value(&output)
             .map_err(|e| PluginError::failed(format!("the answer cannot be encoded: {e}")))
+    }
+
+    /// Runs a capability that declares `streaming`, answering a stream of JSON values. The
+    /// default: no capability streams.
+    async fn invoke_stream(
+        &self,
+        capability: &str,
+        _payload: Value,
+        _ctx: InvokeContext,
+    ) -> Result<ValueStream, PluginError> {
+        Err(PluginError::InvalidInput(format!(
+            "capability {capability:?} does not stream"
+        )))
     }
 
     /// Releases resources before the process exits, after in-flight invokes have drained.

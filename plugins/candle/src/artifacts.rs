@@ -28,6 +28,8 @@ pub const SENTENCE_CONFIG: &str = "sentence_bert_config.json";
 pub const TOKENIZER_CONFIG: &str = "tokenizer_config.json";
 pub const DEFAULT_POOLING_CONFIG: &str = "1_Pooling/config.json";
 pub const ST_CONFIG: &str = "config_sentence_transformers.json";
+pub const GENERATION_CONFIG: &str = "generation_config.json";
+pub const CHAT_TEMPLATE: &str = "chat_template.jinja";
 
 /// What sentence-transformers' own files say about using the encoder.
 #[derive(Debug, Clone, PartialEq, Eq)]

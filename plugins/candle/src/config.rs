@@ -103,6 +103,14 @@ pub enum Dtype {
 }
 
 impl Dtype {
+    pub fn candle(self) -> candle_core::DType {
+        match self {
+            Self::F32 => candle_core::DType::F32,
+            Self::Bf16 => candle_core::DType::BF16,
+            Self::F16 => candle_core::DType::F16,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::F32 => "f32",
@@ -174,6 +182,44 @@ pub struct PluginConfig {
     /// The only directory `model.load` may load paths from (and the base of relative ones);
     /// unset, `BKG_MODEL_ROOT`; neither set, `model.load` by path is refused.
     pub model_root: Option<PathBuf>,
+    /// Text generation, when the model is a causal language model (Llama, Qwen2).
+    pub generation: GenerationConfig,
+}
+
+/// How many conversations a causal language model serves at once, and how long they get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct GenerationConfig {
+    /// Conversations generating at once; they share the model's decode steps.
+    #[schemars(range(min = 1))]
+    pub max_active: usize,
+    /// Requests waiting for a place; beyond this they are refused with 429.
+    #[schemars(range(min = 1))]
+    pub max_queued: usize,
+    /// New tokens when a request sets no `max_tokens`.
+    #[schemars(range(min = 1))]
+    pub max_tokens: usize,
+}
+
+impl Default for GenerationConfig {
+    fn default() -> Self {
+        let l = crate::generate::Limits::default();
+        Self {
+            max_active: l.max_active,
+            max_queued: l.max_queued,
+            max_tokens: l.default_max_tokens,
+        }
+    }
+}
+
+impl GenerationConfig {
+    pub fn limits(&self) -> crate::generate::Limits {
+        crate::generate::Limits {
+            max_active: self.max_active,
+            max_queued: self.max_queued,
+            default_max_tokens: self.max_tokens,
+        }
+    }
 }
 
 impl Default for PluginConfig {
@@ -193,6 +239,7 @@ impl Default for PluginConfig {
             device: DeviceChoice::Auto,
             kernels: Kernels::Auto,
             model_root: None,
+            generation: GenerationConfig::default(),
         }
     }
 }
@@ -240,6 +287,12 @@ impl PluginConfig {
         }
         if self.queue_capacity == 0 {
             return Err(Error::Config("queue_capacity must be at least 1".into()));
+        }
+        let g = self.generation;
+        if g.max_active == 0 || g.max_queued == 0 || g.max_tokens == 0 {
+            return Err(Error::Config(
+                "generation: max_active, max_queued and max_tokens must be at least 1".into(),
+            ));
         }
         if self.max_rerank_texts == 0 {
             return Err(Error::Config("max_rerank_texts must be at least 1".into()));
@@ -357,7 +410,7 @@ mod tests {
         let dtype = &schema["$defs"]["Dtype"];
         assert_eq!(dtype["enum"], json!(["f32", "bf16", "f16"]), "{dtype}");
         assert_eq!(schema["then"]["description"], json!(F16_NEEDS_CUDA));
-        assert_eq!(schema["properties"].as_object().map(|p| p.len()), Some(14));
+        assert_eq!(schema["properties"].as_object().map(|p| p.len()), Some(15));
     }
 
     /// The committed schema (read by the operator and `bkg up`) is this type's schema.

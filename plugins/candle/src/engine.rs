@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device};
+use candle_core::Device;
 use serde::Serialize;
 
 use crate::artifacts::ModelDir;
@@ -99,11 +99,7 @@ impl Embedder {
         let started = std::time::Instant::now();
         let files = ModelDir::open(dir)?;
         let config = ModelConfig::from_json(&files.config_json)?;
-        let dtype = match opts.dtype {
-            Dtype::F32 => DType::F32,
-            Dtype::Bf16 => DType::BF16,
-            Dtype::F16 => DType::F16,
-        };
+        let dtype = opts.dtype.candle();
         let mut weights = Weights::load(&files.weights, dtype, &opts.device, opts.cpu_kernels)?;
         if weights.cpu_kernels() {
             crate::kernels::tune_allocator();

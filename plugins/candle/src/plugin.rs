@@ -14,7 +14,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use bkg_plugin_api::{
-    CapabilityDescriptor, InvokeContext, Plugin, PluginError, StartContext, async_trait,
+    CapabilityDescriptor, InvokeContext, Plugin, PluginError, StartContext, ValueStream,
+    async_trait,
 };
 use candle_core::Device;
 use serde_json::{Map, Value, json};
@@ -23,11 +24,13 @@ use crate::batcher::Batcher;
 use crate::config::{self, Kernels, ModelSource, PluginConfig};
 use crate::engine::{Embedder, LoadOptions, device_name, select_device};
 use crate::error::{Error, Result};
+use crate::generate::{Event, GenerateRequest, LanguageModel, Scheduler, api};
 use crate::metrics::Metrics;
 use crate::pooling::l2_normalize;
 use crate::schema::{self, Embedded};
 use crate::scoring;
 use crate::tokenize::Encoded;
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 /// What both embedding capabilities ask for.
 struct EmbedRequest {
@@ -44,10 +47,19 @@ struct Loaded {
     batcher: Batcher,
 }
 
+/// A causal language model ready to generate: its scheduler (which owns the model's thread).
+struct Generating {
+    name: String,
+    scheduler: Scheduler,
+}
+
 struct State {
     config: PluginConfig,
     device: Device,
+    /// An embedder, cross-encoder or classifier; or else
     current: Option<Arc<Loaded>>,
+    /// a causal language model. At most one of the two is loaded.
+    generator: Option<Arc<Generating>>,
 }
 
 /// The Candle embedding plugin. Construct with [`crate::new_plugin`] or [`CandlePlugin::default`].
@@ -66,6 +78,7 @@ impl Default for CandlePlugin {
                 config: PluginConfig::default(),
                 device: Device::Cpu,
                 current: None,
+                generator: None,
             }),
             load_lock: tokio::sync::Mutex::new(()),
         }
@@ -83,7 +96,66 @@ impl CandlePlugin {
     }
 
     fn current(&self) -> Result<Arc<Loaded>> {
-        self.read().current.clone().ok_or(Error::NoModel)
+        let s = self.read();
+        match (&s.current, &s.generator) {
+            (Some(loaded), _) => Ok(loaded.clone()),
+            (None, Some(g)) => Err(Error::InvalidInput(format!(
+                "the loaded model {} generates text: it serves {}, {} only",
+                g.name,
+                api::CHAT,
+                api::COMPLETIONS
+            ))),
+            (None, None) => Err(Error::NoModel),
+        }
+    }
+
+    fn generator(&self) -> Result<Arc<Generating>> {
+        let s = self.read();
+        match (&s.generator, &s.current) {
+            (Some(g), _) => Ok(g.clone()),
+            (None, Some(loaded)) => {
+                let info = loaded.embedder.info();
+                Err(Error::InvalidInput(format!(
+                    "the loaded model {} ({}) serves {} only; chat and completions need a causal language model ({})",
+                    info.name,
+                    info.architecture,
+                    info.capabilities.join(", "),
+                    crate::generate::model::SUPPORTED
+                )))
+            }
+            (None, None) => Err(Error::NoModel),
+        }
+    }
+
+    /// Renders and tokenizes a generation request and queues it; its events follow.
+    fn generate(
+        &self,
+        capability: &str,
+        payload: Value,
+    ) -> Result<(Arc<Generating>, UnboundedReceiver<Event>)> {
+        let call = api::parse(capability, payload)?;
+        let g = self.generator()?;
+        let model = g.scheduler.model();
+        let prompt = match &call.prompt {
+            api::Prompt::Chat(messages) => {
+                let template = model.template.as_ref().ok_or_else(|| {
+                    Error::InvalidInput(format!(
+                        "messages: the model {} has no chat template (tokenizer_config.json's chat_template); use completions",
+                        g.name
+                    ))
+                })?;
+                model.encode(&template.render(messages, true)?, false)?
+            }
+            api::Prompt::Text(text) => model.encode(text, true)?,
+        };
+        let (tx, rx) = unbounded_channel();
+        g.scheduler.submit(GenerateRequest {
+            prompt,
+            params: call.params,
+            ignore_eos: call.ignore_eos,
+            events: tx,
+        })?;
+        Ok((g, rx))
     }
 
     /// Loads `source` off the async runtime and swaps it in. The previous model keeps serving
@@ -102,7 +174,31 @@ impl CandlePlugin {
             cpu_kernels: config.kernels == Kernels::Auto,
         };
         let started = Instant::now();
-        let embedder = tokio::task::spawn_blocking(move || Embedder::load_source(&source, &opts))
+        let name = source.display_name();
+        let dir = tokio::task::spawn_blocking(move || crate::source::materialize(&source))
+            .await
+            .map_err(|e| Error::Inference(format!("model loading thread failed: {e}")))??;
+        if crate::generate::is_generator(&dir) {
+            let (device, dtype) = (opts.device.clone(), opts.dtype.candle());
+            let model =
+                tokio::task::spawn_blocking(move || LanguageModel::load(&dir, &device, dtype))
+                    .await
+                    .map_err(|e| Error::Inference(format!("model loading thread failed: {e}")))??;
+            let (model_type, context) = (model.model_type.clone(), model.max_positions);
+            let scheduler = Scheduler::start(Arc::new(model), config.generation.limits());
+            let mut s = self.write();
+            s.current = None;
+            s.generator = Some(Arc::new(Generating {
+                name: name.clone(),
+                scheduler,
+            }));
+            return Ok(json!({
+                "model": {"name": name, "architecture": model_type, "context_length": context,
+                          "capabilities": [api::CHAT, api::COMPLETIONS]},
+                "load_ms": started.elapsed().as_millis() as u64
+            }));
+        }
+        let embedder = tokio::task::spawn_blocking(move || Embedder::load(&dir, name, &opts))
             .await
             .map_err(|e| Error::Inference(format!("model loading thread failed: {e}")))??;
         let embedder = Arc::new(embedder);
@@ -112,7 +208,9 @@ impl CandlePlugin {
             self.metrics.clone(),
         )?;
         let info = embedder.info().clone();
-        self.write().current = Some(Arc::new(Loaded { embedder, batcher }));
+        let mut s = self.write();
+        s.current = Some(Arc::new(Loaded { embedder, batcher }));
+        s.generator = None;
         Ok(json!({"model": info, "load_ms": started.elapsed().as_millis() as u64}))
     }
 
@@ -283,9 +381,24 @@ impl CandlePlugin {
                     .await
                     .map_err(|e| e.into_load_error(false))
             }
+            api::CHAT | api::COMPLETIONS => {
+                let (g, events) = self.generate(capability, payload)?;
+                let answer = crate::generate::collect(events).await?;
+                Ok(api::answer(
+                    &g.name,
+                    &answer.text,
+                    answer.finish_reason,
+                    &answer.usage,
+                ))
+            }
             schema::UNLOAD => {
-                let old = self.write().current.take();
-                let name = old.map(|l| l.embedder.info().name.clone());
+                let (old, generator) = {
+                    let mut s = self.write();
+                    (s.current.take(), s.generator.take())
+                };
+                let name = old
+                    .map(|l| l.embedder.info().name.clone())
+                    .or(generator.map(|g| g.name.clone()));
                 tracing::info!(request_id = %ctx.request_id, model = ?name, "model.unload");
                 Ok(json!({"unloaded": name}))
             }
@@ -301,7 +414,9 @@ impl Plugin for CandlePlugin {
     }
 
     fn capabilities(&self) -> Vec<CapabilityDescriptor> {
-        schema::descriptors()
+        let mut all = schema::descriptors();
+        all.extend(api::descriptors());
+        all
     }
 
     fn config_schema(&self) -> Value {
@@ -344,8 +459,40 @@ impl Plugin for CandlePlugin {
         self.invoke_inner(capability, payload, &ctx).await
     }
 
+    async fn invoke_stream(
+        &self,
+        capability: &str,
+        payload: Value,
+        _ctx: InvokeContext,
+    ) -> Result<ValueStream, PluginError> {
+        if ![api::CHAT, api::COMPLETIONS].contains(&capability) {
+            return Err(PluginError::InvalidInput(format!(
+                "capability {capability:?} does not stream"
+            )));
+        }
+        let (g, events) = self.generate(capability, payload)?;
+        // Dropping this stream (the client went away) drops `events`' receiver: the scheduler
+        // sees it closed and frees the conversation's place at its next step.
+        Ok(Box::pin(futures_util::stream::unfold(
+            Some((events, g)),
+            |state| async move {
+                let (mut events, g) = state?;
+                match events.recv().await? {
+                    Event::Text(text) => Some((Ok(json!({"text": text})), Some((events, g)))),
+                    Event::Done {
+                        finish_reason,
+                        usage,
+                    } => Some((Ok(api::last_chunk(&g.name, finish_reason, &usage)), None)),
+                    Event::Failed(message) => Some((Err(Error::Inference(message).into()), None)),
+                }
+            },
+        )))
+    }
+
     async fn stop(&self) -> Result<(), PluginError> {
-        self.write().current = None;
+        let mut s = self.write();
+        s.current = None;
+        s.generator = None;
         Ok(())
     }
 
@@ -357,7 +504,12 @@ impl Plugin for CandlePlugin {
         m.insert("cuda_support".into(), json!(cfg!(feature = "cuda")));
         m.insert(
             "model".into(),
-            json!(s.current.as_ref().map(|l| l.embedder.info().clone())),
+            match (&s.current, &s.generator) {
+                (Some(l), _) => json!(l.embedder.info().clone()),
+                (None, Some(g)) => json!({"name": g.name, "capabilities": [api::CHAT, api::COMPLETIONS],
+                    "architecture": g.scheduler.model().model_type, "context_length": g.scheduler.model().max_positions}),
+                (None, None) => Value::Null,
+            },
         );
         let p = s.config.batch_policy();
         m.insert(
@@ -377,11 +529,29 @@ impl Plugin for CandlePlugin {
         let s = self.read();
         let mut m = Map::new();
         m.insert("device".into(), json!(device_name(&s.device)));
-        m.insert("model_loaded".into(), json!(s.current.is_some()));
+        m.insert(
+            "model_loaded".into(),
+            json!(s.current.is_some() || s.generator.is_some()),
+        );
         m.insert(
             "model".into(),
-            json!(s.current.as_ref().map(|l| l.embedder.info().name.clone())),
+            json!(
+                s.current
+                    .as_ref()
+                    .map(|l| l.embedder.info().name.clone())
+                    .or(s.generator.as_ref().map(|g| g.name.clone()))
+            ),
         );
+        if let Some(g) = &s.generator {
+            let c = &g.scheduler.counters;
+            use std::sync::atomic::Ordering::Relaxed;
+            m.insert("generating".into(), json!(c.active.load(Relaxed)));
+            m.insert("generation_queued".into(), json!(c.queued.load(Relaxed)));
+            m.insert(
+                "generated_tokens".into(),
+                json!(c.generated_tokens.load(Relaxed)),
+            );
+        }
         m.insert("queue_depth".into(), json!(self.metrics.queue_depth.get()));
         m.insert(
             "in_flight".into(),

@@ -75,6 +75,7 @@ pub fn descriptors() -> Vec<CapabilityDescriptor> {
             }),
             management: true,
             cost: None,
+            streaming: false,
         },
         CapabilityDescriptor {
             id: UNLOAD.into(),
@@ -89,6 +90,7 @@ pub fn descriptors() -> Vec<CapabilityDescriptor> {
             }),
             management: true,
             cost: None,
+            streaming: false,
         },
         CapabilityDescriptor {
             id: INFER.into(),
@@ -122,6 +124,7 @@ pub fn descriptors() -> Vec<CapabilityDescriptor> {
             }),
             management: false,
             cost: Some(per_input()),
+            streaming: false,
         },
         CapabilityDescriptor {
             id: EMBEDDINGS.into(),
@@ -160,6 +163,7 @@ pub fn descriptors() -> Vec<CapabilityDescriptor> {
             }),
             management: false,
             cost: Some(per_input()),
+            streaming: false,
         },
     ]
     .into_iter()

@@ -55,6 +55,7 @@ pub fn descriptors() -> Vec<CapabilityDescriptor> {
             }),
             management: false,
             cost: Some(per_item("/texts")),
+            streaming: false,
         },
         CapabilityDescriptor {
             id: CLASSIFY.into(),
@@ -85,6 +86,7 @@ pub fn descriptors() -> Vec<CapabilityDescriptor> {
             }),
             management: false,
             cost: Some(per_item("/inputs")),
+            streaming: false,
         },
     ]
 }

@@ -82,6 +82,9 @@ impl HubRepo {
             artifacts::MODULES,
             artifacts::SENTENCE_CONFIG,
             artifacts::TOKENIZER_CONFIG,
+            // Causal language models: EOS ids and a chat template kept apart from the config.
+            artifacts::GENERATION_CONFIG,
+            artifacts::CHAT_TEMPLATE,
         ] {
             self.fetch_optional(file);
         }

@@ -360,6 +360,11 @@ export interface components {
             management?: boolean;
             name: string;
             output_schema?: unknown;
+            /**
+             * @description Also answers as a stream: NDJSON from the runtime's `/v1/invoke/{capability}/stream`,
+             *     relayed by the gateway (and as server-sent events on its OpenAI routes).
+             */
+            streaming?: boolean;
         };
         /** @description A condition as the REST API shows it. */
         ConditionInfo: {

@@ -14,6 +14,7 @@
 //! The events of a request arrive on its own channel as the text is decided, so the same path
 //! serves a streamed and a whole answer.
 
+pub mod api;
 pub mod chat;
 pub mod model;
 pub mod sampling;
@@ -27,6 +28,25 @@ pub use chat::{ChatTemplate, Message};
 pub use model::LanguageModel;
 pub use sampling::SamplingParams;
 pub use scheduler::{Event, FinishReason, GenerateRequest, Limits, Scheduler, Usage};
+
+/// A directory holds a causal language model to generate with (not an embedder built on one,
+/// like gte-Qwen2, which ships sentence-transformers' `modules.json`).
+pub fn is_generator(dir: &std::path::Path) -> bool {
+    if dir.join("modules.json").is_file() {
+        return false;
+    }
+    let Ok(bytes) = std::fs::read(dir.join("config.json")) else {
+        return false;
+    };
+    let Ok(config) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return false;
+    };
+    config
+        .get("architectures")
+        .and_then(|a| a.get(0))
+        .and_then(serde_json::Value::as_str)
+        .is_some_and(|a| a.ends_with("ForCausalLM"))
+}
 
 use crate::error::{Error, Result};
 

@@ -351,3 +351,141 @@ fn bad_requests_are_refused_naming_the_problem() {
         assert!(err.to_string().starts_with(says), "{err}");
     }
 }
+
+mod plugin {
+    use std::time::Instant;
+
+    use bkg_plugin_api::{InvokeContext, Plugin, StartContext};
+    use futures_util::StreamExt;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::CandlePlugin;
+
+    fn ctx() -> InvokeContext {
+        InvokeContext {
+            request_id: "test".into(),
+            deadline: Instant::now() + Duration::from_secs(60),
+        }
+    }
+
+    async fn started(model: &str) -> CandlePlugin {
+        let plugin = CandlePlugin::default();
+        plugin
+            .start(StartContext {
+                plugin_id: "llm".into(),
+                config: json!({"model": {"path": dir(model)}, "device": "cpu"}),
+            })
+            .await
+            .unwrap();
+        plugin
+    }
+
+    #[tokio::test]
+    async fn chat_answers_whole_and_streamed_alike() {
+        let plugin = started("qwen2-chat").await;
+        let r = reference("qwen2-chat");
+        let body = json!({"messages": r.chat.messages, "temperature": 0, "max_tokens": 32, "ignore_eos": true});
+        let whole = plugin.invoke("chat", body.clone(), ctx()).await.unwrap();
+        let model = LanguageModel::load(&dir("qwen2-chat"), &Device::Cpu, DType::F32).unwrap();
+        assert_eq!(
+            whole["text"],
+            model.tokenizer.decode(&r.chat.ids, true).unwrap()
+        );
+        assert_eq!(whole["finish_reason"], "length");
+        assert_eq!(
+            whole["usage"],
+            json!({"prompt_tokens": r.chat.prompt_ids.len(), "completion_tokens": 32, "total_tokens": r.chat.prompt_ids.len() + 32})
+        );
+        let chunks: Vec<Value> = plugin
+            .invoke_stream("chat", body, ctx())
+            .await
+            .unwrap()
+            .map(|c| c.unwrap())
+            .collect()
+            .await;
+        assert!(chunks.len() > 2, "{chunks:?}");
+        let text: String = chunks.iter().filter_map(|c| c["text"].as_str()).collect();
+        assert_eq!(text, whole["text"].as_str().unwrap());
+        let last = chunks.last().unwrap();
+        assert_eq!(
+            (&last["finish_reason"], &last["usage"]),
+            (&whole["finish_reason"], &whole["usage"])
+        );
+        let telemetry = plugin.telemetry();
+        assert_eq!(telemetry["generated_tokens"], 64);
+    }
+
+    #[tokio::test]
+    async fn completions_add_the_tokenizers_special_tokens_and_stop() {
+        let plugin = started("llama-chat").await;
+        let r = reference("llama-chat");
+        let g = &r.greedy[0];
+        let out = plugin
+            .invoke(
+                "completions",
+                json!({"prompt": g.prompt, "temperature": 0, "max_tokens": 32, "ignore_eos": true}),
+                ctx(),
+            )
+            .await
+            .unwrap();
+        let model = LanguageModel::load(&dir("llama-chat"), &Device::Cpu, DType::F32).unwrap();
+        assert_eq!(out["text"], model.tokenizer.decode(&g.ids, true).unwrap());
+    }
+
+    #[tokio::test]
+    async fn the_wrong_kind_of_model_or_request_is_a_clear_422() {
+        let plugin = started("qwen2-chat").await;
+        let err = plugin
+            .invoke("model.infer", json!({"input": "hi"}), ctx())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("generates text"), "{err}");
+        let err = plugin
+            .invoke(
+                "chat",
+                json!({"messages": [{"role": "wizard", "content": "x"}]}),
+                ctx(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.category(), "invalid_input");
+        assert!(err.to_string().contains("messages[0].role"), "{err}");
+        let err = plugin
+            .invoke("completions", json!({"prompt": "x ".repeat(400)}), ctx())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("context"), "{err}");
+        // An embedder loaded instead: chat names what it serves.
+        let embed = started("bert-embed").await;
+        let err = embed
+            .invoke(
+                "chat",
+                json!({"messages": [{"role": "user", "content": "x"}]}),
+                ctx(),
+            )
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("causal language model"), "{err}");
+        // The plugin still answers afterwards.
+        let ok = plugin
+            .invoke(
+                "chat",
+                json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}),
+                ctx(),
+            )
+            .await;
+        assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
+    fn capabilities_declare_streaming() {
+        let caps = CandlePlugin::default().capabilities();
+        let streaming: Vec<_> = caps
+            .iter()
+            .filter(|c| c.streaming)
+            .map(|c| c.id.as_str())
+            .collect();
+        assert_eq!(streaming, ["chat", "completions"]);
+    }
+}
