@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod chat;
+pub mod decoder;
 pub mod model;
 pub mod sampling;
 pub mod scheduler;

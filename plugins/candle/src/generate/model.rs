@@ -1,38 +1,28 @@
-//! Causal language models from candle-transformers, each conversation with its own KV cache.
+//! Causal language models, each conversation with its own KV cache (a [`Session`]).
 //!
-//! candle-transformers keeps the cache in a `llama::Cache` passed to `forward` (Llama) or
-//! inside the model (Qwen2). Both are cheap to clone: tensors are reference-counted, so a clone
-//! shares the weights and the RoPE tables and only its cache is its own. A [`Session`] is that
-//! clone plus its position.
+//! Llama-style families run on [`super::decoder::Decoder`], which advances many conversations
+//! in one pass ([`LanguageModel::forward_batch`]).
 
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use candle_transformers::models::{llama, qwen2};
 use serde_json::Value;
 use tokenizers::Tokenizer;
 
 use super::chat::ChatTemplate;
+use super::decoder::{self, Decoder};
 use crate::error::{Error, Result};
 use crate::layers::Weights;
-use crate::models::decoder::{normalize_config, var_builder, weights_error};
 
 /// The `model_type`s text generation accepts.
-pub const SUPPORTED: &str = "llama, qwen2";
+pub const SUPPORTED: &str = "llama, qwen2, qwen3";
 
 enum Arch {
-    Llama {
-        model: llama::Llama,
-        /// Never written to: each session clones it (empty KV, shared RoPE tables).
-        cache: llama::Cache,
-    },
-    /// Never run itself: each session runs a clone.
-    Qwen2(qwen2::ModelForCausalLM),
+    Decoder(Decoder),
 }
 
 enum Kv {
-    Llama(llama::Cache),
-    Qwen2(Box<qwen2::ModelForCausalLM>),
+    Decoder(decoder::Cache),
 }
 
 /// One conversation's state: its KV cache and how many tokens it holds.
@@ -56,7 +46,6 @@ pub struct LanguageModel {
     /// Prompt and answer together fit in this many positions.
     pub max_positions: usize,
     pub model_type: String,
-    device: Device,
 }
 
 /// `eos_token_id` is a number or a list of numbers.
@@ -107,27 +96,17 @@ impl LanguageModel {
         if !weights_path.is_file() {
             return Err(missing("model.safetensors"));
         }
-        let weights = Weights::load(&weights_path, dtype, device, false)?;
-        let vb = var_builder(&weights, device, dtype)?;
-        let bad_config = |e: serde_json::Error| Error::BadFile {
+        let bad_config = |message: String| Error::BadFile {
             path: dir.join("config.json"),
-            message: e.to_string(),
+            message,
         };
         let (arch, max_positions) = match model_type.as_str() {
-            "llama" => {
-                let c: llama::LlamaConfig =
-                    serde_json::from_value(normalize_config(config.clone())).map_err(bad_config)?;
-                let c = c.into_config(false);
-                let model = llama::Llama::load(vb, &c).map_err(|e| weights_error(&weights, e))?;
-                let cache = llama::Cache::new(true, dtype, &c, device)?;
-                (Arch::Llama { model, cache }, c.max_position_embeddings)
-            }
-            "qwen2" => {
-                let c: qwen2::Config =
-                    serde_json::from_value(normalize_config(config.clone())).map_err(bad_config)?;
-                let model =
-                    qwen2::ModelForCausalLM::new(&c, vb).map_err(|e| weights_error(&weights, e))?;
-                (Arch::Qwen2(model), c.max_position_embeddings)
+            t if decoder::MODEL_TYPES.contains(&t) => {
+                let c = decoder::Config::from_json(&config).map_err(bad_config)?;
+                let weights = Weights::load(&weights_path, dtype, device, true)?;
+                let model = Decoder::load(c, weights)?;
+                let positions = model.config().max_positions;
+                (Arch::Decoder(model), positions)
             }
             other => {
                 return Err(Error::UnsupportedArchitecture(format!(
@@ -163,15 +142,13 @@ impl LanguageModel {
             eos,
             max_positions,
             model_type,
-            device: device.clone(),
         })
     }
 
     /// A new conversation with an empty cache.
     pub fn session(&self) -> Session {
         let kv = match &self.arch {
-            Arch::Llama { cache, .. } => Kv::Llama(cache.clone()),
-            Arch::Qwen2(model) => Kv::Qwen2(Box::new(model.clone())),
+            Arch::Decoder(model) => Kv::Decoder(model.cache()),
         };
         Session { kv, pos: 0 }
     }
@@ -179,26 +156,43 @@ impl LanguageModel {
     /// Runs `tokens` (the whole prompt, then one token per step) through the model after what
     /// the session holds; returns the next token's logits (`[vocab]`, f32).
     pub fn forward(&self, session: &mut Session, tokens: &[u32]) -> Result<Tensor> {
-        if tokens.is_empty() {
+        Ok(self.forward_batch(&mut [session], &[tokens])?.squeeze(0)?)
+    }
+
+    /// [`LanguageModel::forward`] for several conversations in one pass: each runs its own
+    /// `tokens` after what its session holds; returns `[conversations, vocab]` (f32).
+    pub fn forward_batch(
+        &self,
+        sessions: &mut [&mut Session],
+        tokens: &[&[u32]],
+    ) -> Result<Tensor> {
+        if tokens.iter().any(|t| t.is_empty()) {
             return Err(Error::InvalidInput("nothing to run: no tokens".into()));
         }
-        if session.pos + tokens.len() > self.max_positions {
-            return Err(Error::InvalidInput(format!(
-                "{} tokens exceed the model's context of {} positions",
-                session.pos + tokens.len(),
-                self.max_positions
-            )));
-        }
-        let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
-        let logits = match (&self.arch, &mut session.kv) {
-            (Arch::Llama { model, .. }, Kv::Llama(cache)) => {
-                model.forward(&input, session.pos, cache)?
+        for (session, t) in sessions.iter().zip(tokens) {
+            if session.pos + t.len() > self.max_positions {
+                return Err(Error::InvalidInput(format!(
+                    "{} tokens exceed the model's context of {} positions",
+                    session.pos + t.len(),
+                    self.max_positions
+                )));
             }
-            (Arch::Qwen2(_), Kv::Qwen2(model)) => model.forward(&input, session.pos)?,
-            _ => unreachable!("a session belongs to the model that made it"),
+        }
+        let logits = match &self.arch {
+            Arch::Decoder(model) => {
+                let mut caches: Vec<&mut decoder::Cache> = sessions
+                    .iter_mut()
+                    .map(|s| match &mut s.kv {
+                        Kv::Decoder(c) => c,
+                    })
+                    .collect();
+                model.forward(&mut caches, tokens)?
+            }
         };
-        session.pos += tokens.len();
-        Ok(logits.flatten_all()?.to_dtype(DType::F32)?)
+        for (session, t) in sessions.iter_mut().zip(tokens) {
+            session.pos += t.len();
+        }
+        Ok(logits)
     }
 
     /// `special`: let the tokenizer add its special tokens (BOS for a raw completion prompt);

@@ -1,18 +1,13 @@
-//! The generation loop: one thread owns the model and advances every active conversation one
-//! token per step. Requests join between steps (their prompt is run then, at most one prompt
-//! per step while others are generating, so a long prompt delays the others by one forward),
-//! finished or abandoned ones leave, each keeps its own KV cache, and a bounded queue refuses
-//! the rest (429).
-//!
-//! Each step still runs the active sequences' forwards one after another: candle-transformers'
-//! Llama and Qwen2 take a single position offset per forward, so sequences at different
-//! lengths cannot share one batched matmul without a model that takes per-row positions and a
-//! per-row cache. That model is the next step; the scheduling, streaming, cancellation and
-//! limits here stay as they are.
+//! The generation loop (continuous batching): one thread owns the model and advances every
+//! active conversation one token per step, all in one forward pass
+//! ([`LanguageModel::forward_batch`]). Requests join between steps: their prompts run in the
+//! same pass as the others' next tokens, up to [`PREFILL_BUDGET`] prompt tokens a step, so a
+//! long prompt delays the others by about one pass. Finished or abandoned conversations leave,
+//! each keeps its own KV cache, and a bounded queue refuses the rest (429).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 
 use serde::Serialize;
 use tokio::sync::mpsc::UnboundedSender;
@@ -209,45 +204,94 @@ fn seed() -> u64 {
     t ^ (NEXT.fetch_add(1, Ordering::Relaxed) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
+/// Prompt tokens that may join one step: new conversations start together, yet a burst of long
+/// prompts delays the conversations already generating by about one such pass.
+const PREFILL_BUDGET: usize = 512;
+
 fn run(model: &LanguageModel, limits: Limits, rx: &Receiver<GenerateRequest>, c: &Counters) {
     let mut active: Vec<Sequence> = Vec::new();
+    // Conversations whose prompt runs in the next step.
+    let mut joining: Vec<Sequence> = Vec::new();
     loop {
-        // Join: block while idle; otherwise take at most one new prompt per step.
-        let next = if active.is_empty() {
-            match rx.recv() {
-                Ok(r) => Some(r),
-                Err(_) => return,
-            }
-        } else if active.len() < limits.max_active {
-            match rx.try_recv() {
-                Ok(r) => Some(r),
-                Err(TryRecvError::Empty) => None,
-                Err(TryRecvError::Disconnected) if active.is_empty() => return,
-                Err(TryRecvError::Disconnected) => None,
-            }
-        } else {
-            None
-        };
-        if let Some(request) = next {
+        // Join: block while idle; otherwise take new prompts while room and budget allow
+        // (always at least one, however long).
+        let mut budget = PREFILL_BUDGET;
+        while active.len() + joining.len() < limits.max_active {
+            let next = if active.is_empty() && joining.is_empty() {
+                match rx.recv() {
+                    Ok(r) => r,
+                    Err(_) => return,
+                }
+            } else {
+                match rx.try_recv() {
+                    Ok(r) => r,
+                    Err(_) => break,
+                }
+            };
             c.queued.fetch_sub(1, Ordering::Relaxed);
-            if let Some(seq) = start(model, limits, request, c) {
-                active.push(seq);
+            let len = next.prompt.len();
+            if let Some(seq) = admit(model, limits, next, c) {
+                joining.push(seq);
+            }
+            budget = budget.saturating_sub(len);
+            if budget == 0 {
+                break;
             }
         }
-        // One token for every conversation (the one that just joined included).
-        active.retain_mut(|seq| {
-            if seq.events.is_closed() {
-                c.cancelled.fetch_add(1, Ordering::Relaxed);
-                return false;
+        // Abandoned conversations leave before the step.
+        for list in [&mut active, &mut joining] {
+            list.retain(|seq| {
+                let gone = seq.events.is_closed();
+                if gone {
+                    c.cancelled.fetch_add(1, Ordering::Relaxed);
+                }
+                !gone
+            });
+        }
+        if active.is_empty() && joining.is_empty() {
+            c.active.store(0, Ordering::Relaxed);
+            continue;
+        }
+        // One pass: the joining prompts and the last token of every generating conversation.
+        let started = active.len();
+        active.append(&mut joining);
+        let inputs: Vec<Vec<u32>> = active
+            .iter()
+            .enumerate()
+            .map(|(i, seq)| match i < started {
+                true => vec![*seq.tokens.last().expect("a started sequence has tokens")],
+                false => seq.tokens.clone(),
+            })
+            .collect();
+        let inputs: Vec<&[u32]> = inputs.iter().map(Vec::as_slice).collect();
+        let mut sessions: Vec<&mut Session> = active.iter_mut().map(|s| &mut s.session).collect();
+        match model.forward_batch(&mut sessions, &inputs) {
+            Ok(logits) => {
+                let mut row = 0;
+                active.retain_mut(|seq| {
+                    let keep = match logits.get(row) {
+                        Ok(l) => accept(model, seq, &l, c),
+                        Err(e) => {
+                            let _ = seq.events.send(Event::Failed(e.to_string()));
+                            false
+                        }
+                    };
+                    row += 1;
+                    keep
+                });
             }
-            step(model, seq, c)
-        });
+            Err(e) => {
+                for seq in active.drain(..) {
+                    let _ = seq.events.send(Event::Failed(e.to_string()));
+                }
+            }
+        }
         c.active.store(active.len(), Ordering::Relaxed);
     }
 }
 
-/// Runs the prompt and picks the first token; `None` when the request ended there.
-fn start(
+/// A request as a conversation that has not run yet; `None` when its client already left.
+fn admit(
     model: &LanguageModel,
     limits: Limits,
     r: GenerateRequest,
@@ -258,7 +302,7 @@ fn start(
         return None;
     }
     let room = model.max_positions - r.prompt.len();
-    let mut seq = Sequence {
+    Some(Sequence {
         session: model.session(),
         sampler: Sampler::new(&r.params, seed()),
         detok: Detokenizer::new(&r.prompt),
@@ -272,15 +316,7 @@ fn start(
         ignore_eos: r.ignore_eos,
         tokens: r.prompt,
         events: r.events,
-    };
-    let logits = match model.forward(&mut seq.session, &seq.tokens) {
-        Ok(l) => l,
-        Err(e) => {
-            let _ = seq.events.send(Event::Failed(e.to_string()));
-            return None;
-        }
-    };
-    accept(model, &mut seq, &logits, c).then_some(seq)
+    })
 }
 
 /// Picks the next token from `logits` and passes on its text; false when the answer ended.
@@ -324,16 +360,4 @@ fn accept(
         return false;
     }
     true
-}
-
-/// One decode step: the last token through the model, the next one picked.
-fn step(model: &LanguageModel, seq: &mut Sequence, c: &Counters) -> bool {
-    let last = *seq.tokens.last().expect("a started sequence has tokens");
-    match model.forward(&mut seq.session, &[last]) {
-        Ok(logits) => accept(model, seq, &logits, c),
-        Err(e) => {
-            let _ = seq.events.send(Event::Failed(e.to_string()));
-            false
-        }
-    }
 }

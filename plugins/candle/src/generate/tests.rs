@@ -113,6 +113,60 @@ fn greedy_decoding_reproduces_transformers_token_for_token() {
     }
 }
 
+/// One pass over conversations at different positions (a prompt joining while two others
+/// decode, one of them further along) gives each the logits it gets run alone.
+#[test]
+fn a_batched_pass_gives_each_conversation_the_logits_it_gets_alone() {
+    for name in MODELS {
+        let model = load(name);
+        let r = reference(name);
+        let (a, b, c) = (
+            &r.greedy[0].prompt_ids,
+            &r.greedy[1].prompt_ids,
+            &r.chat.prompt_ids,
+        );
+        let alone = |prompt: &[u32], next: &[u32]| {
+            let mut s = model.session();
+            let first = model.forward(&mut s, prompt).unwrap();
+            match next.is_empty() {
+                true => first,
+                false => model.forward(&mut s, next).unwrap(),
+            }
+        };
+        // a and b have run their prompts (b also 3 more tokens); c joins with its prompt.
+        let (mut sa, mut sb, mut sc) = (model.session(), model.session(), model.session());
+        model.forward(&mut sa, a).unwrap();
+        model.forward(&mut sb, b).unwrap();
+        model.forward(&mut sb, &[7, 8, 9]).unwrap();
+        let batched = model
+            .forward_batch(&mut [&mut sa, &mut sb, &mut sc], &[&[5], &[6], c])
+            .unwrap();
+        assert_eq!(batched.dim(0).unwrap(), 3);
+        let b_alone = {
+            let mut s = model.session();
+            model.forward(&mut s, b).unwrap();
+            model.forward(&mut s, &[7, 8, 9]).unwrap();
+            model.forward(&mut s, &[6]).unwrap()
+        };
+        for (row, expected) in [alone(a, &[5]), b_alone, alone(c, &[])].iter().enumerate() {
+            let got = batched.get(row).unwrap();
+            let diff = (got - expected)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff < 1e-4, "{name}: row {row} differs by {diff}");
+        }
+        assert_eq!(
+            [sa.position(), sb.position(), sc.position()],
+            [a.len() + 1, b.len() + 4, c.len()]
+        );
+    }
+}
+
 #[test]
 fn the_chat_template_renders_as_transformers_does() {
     for name in MODELS {

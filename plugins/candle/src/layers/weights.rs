@@ -134,6 +134,11 @@ impl Weights {
         self.entries.contains_key(&format!("{}{name}", self.prefix))
     }
 
+    /// [`Weights::contains`] without the prefix.
+    pub fn contains_exact(&self, full: &str) -> bool {
+        self.entries.contains_key(full)
+    }
+
     /// The checkpoint file.
     pub fn path(&self) -> &Path {
         &self.path

@@ -1,0 +1,492 @@
+//! Llama-style decoders (Llama 2/3, SmolLM, TinyLlama, Qwen2/2.5, Qwen3) that run many
+//! conversations in one forward pass, each at its own position.
+//!
+//! Why not candle-transformers' `llama`/`qwen2`/`qwen3` here: their `forward` takes one
+//! position offset for the whole batch and one cache, so conversations at different lengths
+//! cannot share a step. Run one after another, 32 conversations cost 32 full reads of the
+//! weights per step, and the decode step is bound by exactly that read on a CPU (and by
+//! kernel launches on a GPU). Measured with `scripts/candle/bench-generate.sh`
+//! (docs/BENCHMARKS.md): with candle-transformers' models run per conversation, 32 streams gave
+//! no more tokens/s than one; here every dense layer runs once per step over all rows.
+//!
+//! The batch is *packed*: the rows of every conversation in the step are stacked (a new
+//! prompt's tokens and the one new token of each generating conversation alike), dense layers
+//! and norms run once over all rows, RoPE takes each row's own position, and attention runs
+//! per conversation against its own KV cache (candle-nn's `KvCache`). So a prompt can join a
+//! step in which others decode, and nothing is padded.
+//!
+//! The dense layers are [`crate::layers::Linear`]: the packed AVX-512 kernels on CPUs that
+//! have them (f32, or bf16 weights with f32 accumulation), candle's matmul elsewhere. Q, K
+//! and V are fused into one layer, as are the MLP's gate and up projections.
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::kv_cache::KvCache;
+use candle_nn::{Module, RmsNorm};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::layers::{Linear, Weights};
+
+/// The `model_type`s this decoder runs.
+pub const MODEL_TYPES: &[&str] = &["llama", "qwen2", "qwen3"];
+
+/// Llama 3's RoPE frequency scaling (`rope_scaling.rope_type == "llama3"`).
+#[derive(Debug, Clone, Copy, Deserialize)]
+struct Llama3Scaling {
+    factor: f64,
+    low_freq_factor: f64,
+    high_freq_factor: f64,
+    original_max_position_embeddings: usize,
+}
+
+/// What the decoder reads from `config.json`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f64,
+    llama3: Option<Llama3Scaling>,
+    /// Q, K and V projections have biases (Qwen2; Llama's `attention_bias`).
+    pub qkv_bias: bool,
+    /// The MLP's projections have biases (Llama's `mlp_bias`).
+    pub mlp_bias: bool,
+    /// RMSNorm of each head's query and key before RoPE (Qwen3).
+    pub qk_norm: bool,
+    pub tie_word_embeddings: bool,
+    pub max_positions: usize,
+}
+
+impl Config {
+    /// Reads a Hugging Face `config.json` of a supported `model_type`; the error names the field.
+    pub fn from_json(c: &Value) -> std::result::Result<Self, String> {
+        let model_type = c.get("model_type").and_then(Value::as_str).unwrap_or("");
+        if !MODEL_TYPES.contains(&model_type) {
+            return Err(format!(
+                "model_type {model_type:?} is not one of {MODEL_TYPES:?}"
+            ));
+        }
+        let num = |k: &str| -> std::result::Result<usize, String> {
+            c.get(k)
+                .and_then(Value::as_u64)
+                .map(|n| n as usize)
+                .ok_or_else(|| format!("{k}: missing or not a number"))
+        };
+        let float = |k: &str| c.get(k).and_then(Value::as_f64);
+        let flag = |k: &str| c.get(k).and_then(Value::as_bool);
+        let hidden_size = num("hidden_size")?;
+        let heads = num("num_attention_heads")?;
+        let kv_heads = num("num_key_value_heads").unwrap_or(heads);
+        if heads == 0 || kv_heads == 0 || heads % kv_heads != 0 {
+            return Err(format!(
+                "num_attention_heads ({heads}) must be a multiple of num_key_value_heads ({kv_heads})"
+            ));
+        }
+        let head_dim = num("head_dim").unwrap_or(hidden_size / heads);
+        if head_dim % 2 != 0 {
+            return Err(format!("head_dim: {head_dim} is odd; RoPE needs pairs"));
+        }
+        if let Some(act) = c.get("hidden_act").and_then(Value::as_str)
+            && act != "silu"
+        {
+            return Err(format!("hidden_act: {act:?} (only silu is supported)"));
+        }
+        // transformers 5 writes `rope_parameters`, older versions `rope_theta`/`rope_scaling`.
+        let rope = c
+            .get("rope_parameters")
+            .or_else(|| c.get("rope_scaling"))
+            .filter(|v| v.is_object());
+        let rope_theta = float("rope_theta")
+            .or_else(|| {
+                rope.and_then(|r| r.get("rope_theta"))
+                    .and_then(Value::as_f64)
+            })
+            .unwrap_or(10_000.0);
+        let rope_type = rope
+            .and_then(|r| r.get("rope_type").or_else(|| r.get("type")))
+            .and_then(Value::as_str)
+            .unwrap_or("default");
+        let llama3 = match rope_type {
+            "default" => None,
+            "llama3" => Some(
+                serde_json::from_value(rope.cloned().unwrap_or_default())
+                    .map_err(|e| format!("rope_scaling: {e}"))?,
+            ),
+            other => {
+                return Err(format!(
+                    "rope_scaling: rope_type {other:?} is not supported (default, llama3)"
+                ));
+            }
+        };
+        let qwen2 = model_type == "qwen2";
+        let mut max_positions = num("max_position_embeddings")?;
+        // A sliding window shorter than the context: answer within the window only, where
+        // full attention and windowed attention agree.
+        if flag("use_sliding_window") == Some(true)
+            && let Ok(window) = num("sliding_window")
+        {
+            max_positions = max_positions.min(window);
+        }
+        Ok(Self {
+            vocab_size: num("vocab_size")?,
+            hidden_size,
+            intermediate_size: num("intermediate_size")?,
+            layers: num("num_hidden_layers")?,
+            heads,
+            kv_heads,
+            head_dim,
+            rms_norm_eps: float("rms_norm_eps").unwrap_or(1e-6),
+            rope_theta,
+            llama3,
+            qkv_bias: qwen2 || flag("attention_bias").unwrap_or(false),
+            mlp_bias: flag("mlp_bias").unwrap_or(false),
+            qk_norm: model_type == "qwen3",
+            tie_word_embeddings: flag("tie_word_embeddings").unwrap_or(false),
+            max_positions,
+        })
+    }
+
+    /// The inverse frequencies of RoPE, with Llama 3's scaling when configured.
+    fn inv_freq(&self) -> Vec<f32> {
+        let dim = self.head_dim;
+        (0..dim)
+            .step_by(2)
+            .map(|i| {
+                let f = 1.0 / self.rope_theta.powf(i as f64 / dim as f64);
+                let Some(s) = self.llama3 else {
+                    return f as f32;
+                };
+                let old = s.original_max_position_embeddings as f64;
+                let low_wavelen = old / s.low_freq_factor;
+                let high_wavelen = old / s.high_freq_factor;
+                let wavelen = 2.0 * std::f64::consts::PI / f;
+                let scaled = if wavelen < high_wavelen {
+                    f
+                } else if wavelen > low_wavelen {
+                    f / s.factor
+                } else {
+                    let smooth = (old / wavelen - s.low_freq_factor)
+                        / (s.high_freq_factor - s.low_freq_factor);
+                    (1.0 - smooth) * f / s.factor + smooth * f
+                };
+                scaled as f32
+            })
+            .collect()
+    }
+}
+
+struct Layer {
+    input_norm: RmsNorm,
+    /// Q, K and V in one: `[rows, (heads + 2·kv_heads)·head_dim]`.
+    qkv: Linear,
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
+    o: Linear,
+    post_norm: RmsNorm,
+    /// Gate and up in one: `[rows, 2·intermediate]`.
+    gate_up: Linear,
+    down: Linear,
+}
+
+/// One conversation's KV cache, a cache per layer.
+#[derive(Clone)]
+pub struct Cache {
+    layers: Vec<KvCache>,
+}
+
+impl Cache {
+    /// Positions the cache holds.
+    pub fn len(&self) -> usize {
+        self.layers.first().map_or(0, KvCache::current_seq_len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+pub struct Decoder {
+    cfg: Config,
+    embed: Tensor,
+    layers: Vec<Layer>,
+    norm: RmsNorm,
+    lm_head: Linear,
+    /// `[max_positions, head_dim / 2]`.
+    cos: Tensor,
+    sin: Tensor,
+    device: Device,
+    dtype: DType,
+}
+
+/// KV cache room allocated at a time (a conversation grows it in steps of this many).
+const KV_CHUNK: usize = 128;
+
+impl Decoder {
+    pub fn load(cfg: Config, mut w: Weights) -> Result<Self> {
+        w.detect_prefix("embed_tokens.weight", &["model.", ""]);
+        let (h, d) = (cfg.hidden_size, cfg.head_dim);
+        let (q_out, kv_out) = (cfg.heads * d, cfg.kv_heads * d);
+        let device = w.device().clone();
+        let dtype = w.dtype();
+        let zeros = |n: usize| Tensor::zeros(n, dtype, &device);
+        let part = |name: &str, out: usize, input: usize, bias: bool| -> Result<(Tensor, Tensor)> {
+            let weight = w.get(&format!("{name}.weight"), &[out, input])?;
+            let bias = match bias {
+                true => w.get(&format!("{name}.bias"), &[out])?,
+                false => zeros(out)?,
+            };
+            Ok((weight, bias))
+        };
+        let norm = |name: &str, size: usize| -> Result<RmsNorm> {
+            Ok(RmsNorm::new(
+                w.get(&format!("{name}.weight"), &[size])?,
+                cfg.rms_norm_eps,
+            ))
+        };
+        let packing = w.packing();
+        let mut layers = Vec::with_capacity(cfg.layers);
+        for i in 0..cfg.layers {
+            let p = format!("layers.{i}");
+            let attn = format!("{p}.self_attn");
+            let mlp = format!("{p}.mlp");
+            let qkv = [("q_proj", q_out), ("k_proj", kv_out), ("v_proj", kv_out)]
+                .iter()
+                .map(|(n, out)| part(&format!("{attn}.{n}"), *out, h, cfg.qkv_bias))
+                .collect::<Result<Vec<_>>>()?;
+            let gate_up = ["gate_proj", "up_proj"]
+                .iter()
+                .map(|n| {
+                    part(
+                        &format!("{mlp}.{n}"),
+                        cfg.intermediate_size,
+                        h,
+                        cfg.mlp_bias,
+                    )
+                })
+                .collect::<Result<Vec<_>>>()?;
+            layers.push(Layer {
+                input_norm: norm(&format!("{p}.input_layernorm"), h)?,
+                qkv: Linear::fuse(&qkv, packing)?,
+                q_norm: cfg
+                    .qk_norm
+                    .then(|| norm(&format!("{attn}.q_norm"), d))
+                    .transpose()?,
+                k_norm: cfg
+                    .qk_norm
+                    .then(|| norm(&format!("{attn}.k_norm"), d))
+                    .transpose()?,
+                o: Linear::fuse(
+                    &[part(&format!("{attn}.o_proj"), h, q_out, false)?],
+                    packing,
+                )?,
+                post_norm: norm(&format!("{p}.post_attention_layernorm"), h)?,
+                gate_up: Linear::fuse(&gate_up, packing)?,
+                down: Linear::fuse(
+                    &[part(
+                        &format!("{mlp}.down_proj"),
+                        h,
+                        cfg.intermediate_size,
+                        cfg.mlp_bias,
+                    )?],
+                    packing,
+                )?,
+            });
+        }
+        let embed = w.get("embed_tokens.weight", &[cfg.vocab_size, h])?;
+        // Small models tie the output layer to the embedding (and may not say so).
+        let head_weight = match cfg.tie_word_embeddings || !w.contains_exact("lm_head.weight") {
+            true => embed.clone(),
+            false => w.get_exact("lm_head.weight", &[cfg.vocab_size, h])?,
+        };
+        let lm_head = Linear::fuse(&[(head_weight, zeros(cfg.vocab_size)?)], packing)?;
+        let inv_freq = cfg.inv_freq();
+        let half = inv_freq.len();
+        let inv_freq = Tensor::from_vec(inv_freq, (1, half), &device)?;
+        let t = Tensor::arange(0u32, cfg.max_positions as u32, &device)?
+            .to_dtype(DType::F32)?
+            .reshape((cfg.max_positions, 1))?;
+        let freqs = t.matmul(&inv_freq)?;
+        Ok(Self {
+            norm: norm("norm", h)?,
+            cos: freqs.cos()?.to_dtype(dtype)?,
+            sin: freqs.sin()?.to_dtype(dtype)?,
+            embed,
+            layers,
+            lm_head,
+            cfg,
+            device,
+            dtype,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// An empty cache for a new conversation.
+    pub fn cache(&self) -> Cache {
+        Cache {
+            layers: (0..self.cfg.layers)
+                .map(|_| KvCache::new(2, KV_CHUNK))
+                .collect(),
+        }
+    }
+
+    /// Runs each conversation's `tokens` after what its cache holds (a whole prompt, or the one
+    /// token picked last), all in one pass; returns the next token's logits of each,
+    /// `[conversations, vocab]` in f32.
+    pub fn forward(&self, caches: &mut [&mut Cache], tokens: &[&[u32]]) -> Result<Tensor> {
+        if caches.len() != tokens.len() || tokens.iter().any(|t| t.is_empty()) {
+            return Err(Error::InvalidInput(
+                "every conversation in a step needs at least one token".into(),
+            ));
+        }
+        let mut ids = Vec::new();
+        let mut positions = Vec::new();
+        let mut spans = Vec::with_capacity(tokens.len());
+        for (cache, t) in caches.iter().zip(tokens) {
+            let start = cache.len();
+            if start + t.len() > self.cfg.max_positions {
+                return Err(Error::InvalidInput(format!(
+                    "{} tokens exceed the model's context of {} positions",
+                    start + t.len(),
+                    self.cfg.max_positions
+                )));
+            }
+            spans.push((ids.len(), t.len()));
+            ids.extend_from_slice(t);
+            positions.extend((start..start + t.len()).map(|p| p as u32));
+        }
+        let rows = ids.len();
+        let ids = Tensor::from_vec(ids, rows, &self.device)?;
+        let positions = Tensor::from_vec(positions, rows, &self.device)?;
+        let half = self.cfg.head_dim / 2;
+        let cos = self
+            .cos
+            .index_select(&positions, 0)?
+            .reshape((rows, 1, half))?;
+        let sin = self
+            .sin
+            .index_select(&positions, 0)?
+            .reshape((rows, 1, half))?;
+        let mut xs = self.embed.index_select(&ids, 0)?;
+        for (l, layer) in self.layers.iter().enumerate() {
+            let normed = layer.input_norm.forward(&xs)?;
+            let attn = self.attention(layer, l, &normed, (&cos, &sin), caches, &spans)?;
+            xs = (xs + layer.o.forward(&attn)?)?;
+            let gate_up = layer.gate_up.forward(&layer.post_norm.forward(&xs)?)?;
+            let n = self.cfg.intermediate_size;
+            let act =
+                (candle_nn::ops::silu(&gate_up.narrow(1, 0, n)?)? * gate_up.narrow(1, n, n)?)?;
+            xs = (xs + layer.down.forward(&act)?)?;
+        }
+        // Only the last row of each conversation picks a token.
+        let last: Vec<u32> = spans.iter().map(|(s, n)| (s + n - 1) as u32).collect();
+        let last = Tensor::from_vec(last, spans.len(), &self.device)?;
+        let xs = self.norm.forward(&xs.index_select(&last, 0)?)?;
+        Ok(self.lm_head.forward(&xs)?.to_dtype(DType::F32)?)
+    }
+
+    /// Self-attention of every conversation over its own cache; `xs`: the normed rows.
+    fn attention(
+        &self,
+        layer: &Layer,
+        l: usize,
+        xs: &Tensor,
+        (cos, sin): (&Tensor, &Tensor),
+        caches: &mut [&mut Cache],
+        spans: &[(usize, usize)],
+    ) -> Result<Tensor> {
+        let Config {
+            heads,
+            kv_heads,
+            head_dim: d,
+            ..
+        } = self.cfg;
+        let rows = xs.dim(0)?;
+        let groups = heads / kv_heads;
+        let qkv = layer.qkv.forward(xs)?;
+        let split = |from: usize, n: usize| -> candle_core::Result<Tensor> {
+            qkv.narrow(1, from * d, n * d)?
+                .contiguous()?
+                .reshape((rows, n, 1, d))
+        };
+        let (mut q, mut k) = (split(0, heads)?, split(heads, kv_heads)?);
+        let v = split(heads + kv_heads, kv_heads)?;
+        if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
+            q = qn.forward(&q)?;
+            k = kn.forward(&k)?;
+        }
+        // Each row is a batch of one position: RoPE at that row's own position.
+        let q = candle_nn::rotary_emb::rope(&q, cos, sin)?;
+        let k = candle_nn::rotary_emb::rope(&k, cos, sin)?;
+        let scale = 1.0 / (d as f64).sqrt();
+        let mut out = Vec::with_capacity(spans.len());
+        for (i, &(start, n)) in spans.iter().enumerate() {
+            // [n, heads, 1, d] → [kv_heads, groups·n, d]: the query rows sharing a KV head.
+            let q = q
+                .narrow(0, start, n)?
+                .reshape((n, kv_heads, groups, d))?
+                .permute((1, 2, 0, 3))?
+                .contiguous()?
+                .reshape((kv_heads, groups * n, d))?;
+            // [n, kv_heads, 1, d] → [1, kv_heads, n, d], the cache's layout.
+            let as_cache = |t: &Tensor| -> candle_core::Result<Tensor> {
+                t.narrow(0, start, n)?
+                    .reshape((n, kv_heads, d))?
+                    .transpose(0, 1)?
+                    .unsqueeze(0)?
+                    .contiguous()
+            };
+            let (keys, values) = caches[i].layers[l].append(&as_cache(&k)?, &as_cache(&v)?)?;
+            let (keys, values) = (keys.squeeze(0)?, values.squeeze(0)?);
+            let total = keys.dim(1)?;
+            let mut scores = (q.matmul(&keys.t()?)? * scale)?;
+            if n > 1 {
+                // Causal: query row j (at position total - n + j) sees keys up to it.
+                let mask: Vec<f32> = (0..n)
+                    .flat_map(|j| {
+                        (0..total).map(move |t| {
+                            if t > total - n + j {
+                                f32::NEG_INFINITY
+                            } else {
+                                0.0
+                            }
+                        })
+                    })
+                    .collect();
+                let mask =
+                    Tensor::from_vec(mask, (n, total), &self.device)?.to_dtype(self.dtype)?;
+                scores = scores
+                    .reshape((kv_heads, groups, n, total))?
+                    .broadcast_add(&mask)?
+                    .reshape((kv_heads, groups * n, total))?;
+            }
+            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+            let ctx = probs.matmul(&values.contiguous()?)?; // [kv_heads, groups·n, d]
+            out.push(
+                ctx.reshape((kv_heads, groups, n, d))?
+                    .permute((2, 0, 1, 3))?
+                    .reshape((n, heads * d))?,
+            );
+        }
+        Ok(Tensor::cat(&out, 0)?)
+    }
+
+    /// Softmax and the rest run in this dtype.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+}
+
+impl std::fmt::Debug for Decoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decoder").field("cfg", &self.cfg).finish()
+    }
+}
