@@ -9,7 +9,8 @@
 No download: the architecture is SmolLM2-135M's (30 layers, hidden 576, 9 heads, 3 KV heads,
 vocab 49,152), the weights are random (seeded), which costs the same per token as the real
 ones. Every token of the vocabulary decodes to text, so each generated token is a text event
-on the bkg side. Prompts are 32 lists of 128 token ids (seeded), the same for both sides.
+on the bkg side. Prompts are 32 lists of 128 token ids (seeded), the same for both sides; a
+run uses the first `--prompt-len` (64) of each.
 
 PyTorch runs `transformers` `generate` (greedy, KV cache, EOS ignored): one stream is one
 `generate` per prompt; N streams are one `generate` over a batch of N prompts (static batching,
@@ -67,14 +68,14 @@ def make(out):
         json.dump(prompts.tolist(), f)
 
 
-def run(out, streams, new_tokens, threads, repeat):
+def run(out, streams, new_tokens, threads, repeat, prompt_len):
     import torch
     from transformers import LlamaForCausalLM
     from transformers.generation.streamers import BaseStreamer
 
     torch.set_num_threads(threads)
     model = LlamaForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
-    prompts = torch.tensor(json.load(open(os.path.join(out, "prompts.json"))))
+    prompts = torch.tensor(json.load(open(os.path.join(out, "prompts.json"))))[:, :prompt_len]
 
     class First(BaseStreamer):
         def __init__(self):
@@ -152,11 +153,12 @@ def main():
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--prompt-len", type=int, default=64)
     a = p.parse_args()
     if a.what == "make":
         make(a.dir)
     else:
-        run(a.dir, [int(s) for s in a.streams.split(",")], a.new_tokens, a.threads, a.repeat)
+        run(a.dir, [int(s) for s in a.streams.split(",")], a.new_tokens, a.threads, a.repeat, a.prompt_len)
 
 
 if __name__ == "__main__":

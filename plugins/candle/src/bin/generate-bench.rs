@@ -36,6 +36,9 @@ struct Args {
     streams: String,
     #[arg(long, default_value_t = 64)]
     new_tokens: usize,
+    /// Use the first this many tokens of each prompt.
+    #[arg(long, default_value_t = 64)]
+    prompt_len: usize,
     #[arg(long, default_value = "f32", value_parser = ["f32", "bf16"])]
     dtype: String,
     /// Runs per concurrency; the fastest is reported.
@@ -105,7 +108,10 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let prompts: Vec<Vec<u32>> = serde_json::from_slice(&std::fs::read(&args.prompts)?)?;
+    let mut prompts: Vec<Vec<u32>> = serde_json::from_slice(&std::fs::read(&args.prompts)?)?;
+    for p in &mut prompts {
+        p.truncate(args.prompt_len);
+    }
     let dtype = if args.dtype == "bf16" {
         Dtype::Bf16
     } else {
