@@ -469,7 +469,7 @@ impl Decoder {
                     .reshape((kv_heads, groups * n, total))?;
             }
             let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-            let ctx = probs.matmul(&values.contiguous()?)?; // [kv_heads, groups·n, d]
+            let ctx = probs.matmul(&values)?; // [kv_heads, groups·n, d]
             out.push(
                 ctx.reshape((kv_heads, groups, n, d))?
                     .permute((2, 0, 1, 3))?
