@@ -14,8 +14,16 @@ chat template, model.safetensors in float32) plus reference.json:
     and its token ids.
 
 The tokenizer is a byte-level BPE trained here on a few sentences (any text encodes), with the
-special tokens of each family's chat format.
+special tokens of each family's chat format. Families: Llama 3, Qwen2, Mistral, Phi-3, Gemma.
 
+Llama and Qwen2 also get GGUF files as llama.cpp's convert_hf_to_gguf.py writes them (tensor
+names, metadata keys, Llama's Q/K rows permuted for interleaved RoPE), quantized with gguf-py:
+model-q8_0.gguf and model-q4_0.gguf (gguf-py cannot quantize k-quants such as Q4_K, and their
+256-wide blocks do not fit a 64-wide model anyway). Norms and biases stay f32, as llama.cpp
+keeps them.
+
+    python3 -m venv /work/.venv-models
+    /work/.venv-models/bin/pip install torch transformers==5.25.0 tokenizers gguf==0.19.0
     /work/.venv-models/bin/python scripts/candle/make_tiny_lms.py
 """
 
@@ -23,6 +31,8 @@ import json
 import os
 import shutil
 
+import gguf
+import numpy as np
 import torch
 import transformers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -49,6 +59,8 @@ CHAT = [
     {"role": "system", "content": "you are a helpful assistant."},
     {"role": "user", "content": "what is the capital of france?"},
 ]
+# Mistral's and Gemma's templates refuse a system message.
+CHAT_USER = CHAT[1:]
 
 # ChatML, as Qwen2/Qwen2.5 ship it (shortened: no tools).
 CHATML = (
@@ -68,6 +80,45 @@ LLAMA3 = (
     "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
+)
+
+
+# Mistral's v0.1 instruct format (shortened: its exact error messages).
+MISTRAL = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+    "{% endif %}"
+    "{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}"
+    "{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}"
+    "{% endfor %}"
+)
+
+# Phi-3-mini-instruct's format.
+PHI3 = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ '<|system|>\\n' + message['content'] + '<|end|>\\n' }}"
+    "{% elif message['role'] == 'user' %}{{ '<|user|>\\n' + message['content'] + '<|end|>\\n' }}"
+    "{% elif message['role'] == 'assistant' %}{{ '<|assistant|>\\n' + message['content'] + '<|end|>\\n' }}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% else %}{{ eos_token }}{% endif %}"
+)
+
+# Gemma's turn format.
+GEMMA = (
+    "{{ bos_token }}"
+    "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+    "{% for message in messages %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+    "{% endif %}"
+    "{% if message['role'] == 'assistant' %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}"
+    "{{ '<start_of_turn>' + role + '\\n' + message['content'] | trim + '<end_of_turn>\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
 )
 
 
@@ -104,6 +155,116 @@ def qwen2_config(vocab, eos):
     )
 
 
+def mistral_config(vocab, bos, eos):
+    # No sliding window, as Mistral 7B v0.2/v0.3 ship it.
+    return transformers.MistralConfig(
+        vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}, rms_norm_eps=1e-5,
+        tie_word_embeddings=False, initializer_range=0.2, sliding_window=None,
+        bos_token_id=bos, eos_token_id=eos,
+    )
+
+
+def phi3_config(vocab, bos, eos, pad):
+    # Phi-3-mini-4k's shape in small: fused qkv_proj and gate_up_proj, no RoPE scaling.
+    return transformers.Phi3Config(
+        vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+        original_max_position_embeddings=256,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, rms_norm_eps=1e-5,
+        tie_word_embeddings=False, initializer_range=0.2, sliding_window=None,
+        bos_token_id=bos, eos_token_id=eos, pad_token_id=pad,
+    )
+
+
+def gemma_config(vocab, bos, eos, pad):
+    # Gemma 2B's shape in small: one KV head, head_dim apart from hidden/heads, tied embeddings,
+    # GeLU (tanh) MLP. A wider init than the others: Gemma scales the (tied) embedding by
+    # sqrt(hidden), and at 0.2 it drowns the layers, so greedy repeats the last token.
+    return transformers.GemmaConfig(
+        vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=1, head_dim=32, max_position_embeddings=256,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, rms_norm_eps=1e-6,
+        hidden_act="gelu_pytorch_tanh", tie_word_embeddings=True, initializer_range=0.5,
+        bos_token_id=bos, eos_token_id=eos, pad_token_id=pad,
+    )
+
+
+def rope_theta(config):
+    params = getattr(config, "rope_parameters", None) or {}
+    return float(params.get("rope_theta", getattr(config, "rope_theta", 10000.0)))
+
+
+def permute(w, n_head):
+    """llama.cpp's LlamaModel.permute: HF's rotate-half Q/K rows into the interleaved order
+    GGUF's `llama` RoPE (and candle's quantized_llama) expects."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+GGUF_NAMES = {
+    "input_layernorm.weight": "attn_norm.weight",
+    "self_attn.q_proj.weight": "attn_q.weight",
+    "self_attn.k_proj.weight": "attn_k.weight",
+    "self_attn.v_proj.weight": "attn_v.weight",
+    "self_attn.o_proj.weight": "attn_output.weight",
+    "self_attn.q_proj.bias": "attn_q.bias",
+    "self_attn.k_proj.bias": "attn_k.bias",
+    "self_attn.v_proj.bias": "attn_v.bias",
+    "post_attention_layernorm.weight": "ffn_norm.weight",
+    "mlp.gate_proj.weight": "ffn_gate.weight",
+    "mlp.up_proj.weight": "ffn_up.weight",
+    "mlp.down_proj.weight": "ffn_down.weight",
+}
+
+
+def write_gguf(path, arch, model, config, fast, template, qtype, file_type):
+    """A GGUF as convert_hf_to_gguf.py + llama-quantize would write it for `arch` (llama, qwen2)."""
+    w = gguf.GGUFWriter(path, arch)
+    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
+    w.add_name(os.path.basename(os.path.dirname(path)))
+    w.add_context_length(config.max_position_embeddings)
+    w.add_embedding_length(config.hidden_size)
+    w.add_block_count(config.num_hidden_layers)
+    w.add_feed_forward_length(config.intermediate_size)
+    w.add_head_count(heads)
+    w.add_head_count_kv(kv_heads)
+    w.add_rope_dimension_count(config.hidden_size // heads)
+    w.add_rope_freq_base(rope_theta(config))
+    w.add_layer_norm_rms_eps(config.rms_norm_eps)
+    w.add_file_type(file_type)
+    w.add_vocab_size(config.vocab_size)
+    if fast.bos_token_id is not None:
+        w.add_bos_token_id(fast.bos_token_id)
+    w.add_eos_token_id(fast.eos_token_id)
+    w.add_chat_template(template)
+    for name, t in model.state_dict().items():
+        t = t.detach().float().numpy()
+        if name == "model.embed_tokens.weight":
+            out = "token_embd.weight"
+        elif name == "model.norm.weight":
+            out = "output_norm.weight"
+        elif name == "lm_head.weight":
+            if config.tie_word_embeddings:
+                continue
+            out = "output.weight"
+        else:
+            layer, rest = name.removeprefix("model.layers.").split(".", 1)
+            out = f"blk.{layer}.{GGUF_NAMES[rest]}"
+            if arch == "llama" and rest == "self_attn.q_proj.weight":
+                t = permute(t, heads)
+            elif arch == "llama" and rest == "self_attn.k_proj.weight":
+                t = permute(t, kv_heads)
+        if t.ndim == 1:
+            w.add_tensor(out, t.astype(np.float32))
+        else:
+            w.add_tensor(out, gguf.quants.quantize(t, qtype), raw_dtype=qtype)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
 def greedy(model, ids):
     # No EOS (the generation config's is cleared in `make`), so all 32 tokens are pure argmax;
     # the Rust side runs with `ignore_eos` to compare, and stops at the first EOS without it.
@@ -119,7 +280,7 @@ def greedy(model, ids):
     return new, gap
 
 
-def make(name, cls, config, tok, special_map, template):
+def make(name, cls, config, tok, special_map, template, chat=CHAT, gguf_arch=None):
     d = os.path.join(OUT, name)
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d)
@@ -148,12 +309,20 @@ def make(name, cls, config, tok, special_map, template):
             new, gap = greedy(model, ids)
             ref["greedy"].append({"prompt": p, "prompt_ids": ids, "ids": new, "min_logit_gap": gap,
                                   "text": fast.decode(new)})
-        text = fast.apply_chat_template(CHAT, tokenize=False, add_generation_prompt=True)
+        text = fast.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
         ids = fast(text, add_special_tokens=False)["input_ids"]
         new, gap = greedy(model, ids)
-        ref["chat"] = {"messages": CHAT, "text": text, "prompt_ids": ids, "ids": new, "min_logit_gap": gap}
+        ref["chat"] = {"messages": chat, "text": text, "prompt_ids": ids, "ids": new, "min_logit_gap": gap}
     with open(os.path.join(d, "reference.json"), "w") as f:
         json.dump(ref, f, indent=1)
+    if gguf_arch:
+        for qtype, file_type in [
+            (gguf.GGMLQuantizationType.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0),
+            (gguf.GGMLQuantizationType.Q4_0, gguf.LlamaFileType.MOSTLY_Q4_0),
+        ]:
+            path = os.path.join(d, f"model-{qtype.name.lower()}.gguf")
+            write_gguf(path, gguf_arch, model, config, fast, template, qtype, file_type)
+            print(f"{name}: {os.path.basename(path)} {os.path.getsize(path)} bytes")
     gaps = [g["min_logit_gap"] for g in ref["greedy"]] + [ref["chat"]["min_logit_gap"]]
     print(f"{name}: {sum(p.numel() for p in model.parameters())} params, smallest logit gap {min(gaps):.2e}")
 
@@ -163,13 +332,33 @@ def main():
     tok = tokenizer(chatml)
     eos = tok.token_to_id("<|im_end|>")
     make("qwen2-chat", transformers.Qwen2ForCausalLM, qwen2_config(tok.get_vocab_size(), eos), tok,
-         {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}, CHATML)
+         {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}, CHATML, gguf_arch="qwen2")
 
     llama = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
     tok = tokenizer(llama)
     bos, eos = tok.token_to_id("<|begin_of_text|>"), tok.token_to_id("<|eot_id|>")
     make("llama-chat", transformers.LlamaForCausalLM, llama_config(tok.get_vocab_size(), bos, eos), tok,
-         {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"}, LLAMA3)
+         {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"}, LLAMA3, gguf_arch="llama")
+
+    mistral = ["<unk>", "<s>", "</s>", "[INST]", "[/INST]"]
+    tok = tokenizer(mistral)
+    bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
+    make("mistral-chat", transformers.MistralForCausalLM, mistral_config(tok.get_vocab_size(), bos, eos),
+         tok, {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}, MISTRAL, chat=CHAT_USER)
+
+    phi3 = ["<unk>", "<s>", "</s>", "<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
+    tok = tokenizer(phi3)
+    bos, eos, pad = tok.token_to_id("<s>"), tok.token_to_id("<|end|>"), tok.token_to_id("<|endoftext|>")
+    make("phi3-chat", transformers.Phi3ForCausalLM, phi3_config(tok.get_vocab_size(), bos, eos, pad), tok,
+         {"bos_token": "<s>", "eos_token": "<|end|>", "pad_token": "<|endoftext|>", "unk_token": "<unk>"},
+         PHI3)
+
+    gemma = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
+    tok = tokenizer(gemma)
+    bos, eos, pad = tok.token_to_id("<bos>"), tok.token_to_id("<end_of_turn>"), tok.token_to_id("<pad>")
+    make("gemma-chat", transformers.GemmaForCausalLM, gemma_config(tok.get_vocab_size(), bos, eos, pad), tok,
+         {"bos_token": "<bos>", "eos_token": "<end_of_turn>", "pad_token": "<pad>", "unk_token": "<unk>"},
+         GEMMA, chat=CHAT_USER)
 
 
 if __name__ == "__main__":

@@ -32,26 +32,75 @@ use crate::pooling::Pooling;
 /// `model.load` may only load directories inside it (see [`confine`]).
 pub const MODEL_ROOT_ENV: &str = "BKG_MODEL_ROOT";
 
-/// Where a model comes from: `{path}` or `{model_id, revision?}`.
+/// Where a model comes from: `{path, gguf_file?}` or `{model_id, revision?, gguf_file?,
+/// tokenizer_id?}`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum ModelSource {
     /// A directory in Hugging Face layout on local disk.
-    Path { path: PathBuf },
+    Path {
+        path: PathBuf,
+        /// A quantized `.gguf` file in the directory to generate with (Llama, Mistral, Qwen2),
+        /// instead of `model.safetensors`; `tokenizer.json` and `tokenizer_config.json` lie
+        /// beside it.
+        #[serde(default)]
+        gguf_file: Option<String>,
+    },
     /// A Hub repository, downloaded into the HF cache (`HF_HOME`).
     Hub {
         model_id: String,
         #[serde(default)]
         revision: Option<String>,
+        /// A quantized `.gguf` file of the repository to generate with; only it is fetched.
+        #[serde(default)]
+        gguf_file: Option<String>,
+        /// With `gguf_file`: the repository of the tokenizer files (GGUF repositories rarely
+        /// ship `tokenizer.json`), e.g. the model the GGUF was converted from; its main
+        /// revision. Default: `model_id`.
+        #[serde(default)]
+        tokenizer_id: Option<String>,
     },
 }
 
 impl ModelSource {
     /// A short name for responses and logs.
     pub fn display_name(&self) -> String {
+        let (name, gguf) = match self {
+            Self::Path { path, gguf_file } => (path.display().to_string(), gguf_file),
+            Self::Hub {
+                model_id,
+                gguf_file,
+                ..
+            } => (model_id.clone(), gguf_file),
+        };
+        match gguf {
+            Some(file) => format!("{name}/{file}"),
+            None => name,
+        }
+    }
+
+    /// A local directory, no GGUF.
+    pub fn path(path: impl Into<PathBuf>) -> Self {
+        Self::Path {
+            path: path.into(),
+            gguf_file: None,
+        }
+    }
+
+    /// A Hub repository's safetensors model.
+    pub fn hub(model_id: impl Into<String>, revision: Option<String>) -> Self {
+        Self::Hub {
+            model_id: model_id.into(),
+            revision,
+            gguf_file: None,
+            tokenizer_id: None,
+        }
+    }
+
+    /// The `.gguf` file named, if any.
+    pub fn gguf_file(&self) -> Option<&str> {
         match self {
-            Self::Path { path } => path.display().to_string(),
-            Self::Hub { model_id, .. } => model_id.clone(),
+            Self::Path { gguf_file, .. } | Self::Hub { gguf_file, .. } => gguf_file.as_deref(),
         }
     }
 
@@ -60,8 +109,9 @@ impl ModelSource {
     /// the manifest is the operator's, while `model.load` paths are confined with [`confine`].
     pub fn resolved(self, root: Option<&Path>) -> Self {
         match (self, root) {
-            (Self::Path { path }, Some(root)) if path.is_relative() => Self::Path {
+            (Self::Path { path, gguf_file }, Some(root)) if path.is_relative() => Self::Path {
                 path: root.join(path),
+                gguf_file,
             },
             (other, _) => other,
         }
@@ -182,7 +232,7 @@ pub struct PluginConfig {
     /// The only directory `model.load` may load paths from (and the base of relative ones);
     /// unset, `BKG_MODEL_ROOT`; neither set, `model.load` by path is refused.
     pub model_root: Option<PathBuf>,
-    /// Text generation, when the model is a causal language model (Llama, Qwen2).
+    /// Text generation, when the model is a causal language model (Llama, Qwen2, Mistral, Phi-3, Gemma; GGUF Llama, Mistral, Qwen2).
     pub generation: GenerationConfig,
 }
 
@@ -365,15 +415,27 @@ mod tests {
     #[test]
     fn model_sources_parse() {
         let c = PluginConfig::from_value(&json!({"model": {"path": "/m"}})).unwrap();
-        assert_eq!(c.model, Some(ModelSource::Path { path: "/m".into() }));
+        assert_eq!(c.model, Some(ModelSource::path("/m")));
         let c =
             PluginConfig::from_value(&json!({"model": {"model_id": "a/b", "revision": "main"}}))
                 .unwrap();
+        assert_eq!(c.model, Some(ModelSource::hub("a/b", Some("main".into()))));
+        let c = PluginConfig::from_value(&json!({"model": {"path": "/m", "gguf_file": "q8.gguf"}}))
+            .unwrap();
+        assert_eq!(
+            c.model.as_ref().and_then(ModelSource::gguf_file),
+            Some("q8.gguf")
+        );
+        let c = PluginConfig::from_value(&json!({"model": {"model_id": "a/b-GGUF",
+            "gguf_file": "b-q4_k_m.gguf", "tokenizer_id": "a/b"}}))
+        .unwrap();
         assert_eq!(
             c.model,
             Some(ModelSource::Hub {
-                model_id: "a/b".into(),
-                revision: Some("main".into())
+                model_id: "a/b-GGUF".into(),
+                revision: None,
+                gguf_file: Some("b-q4_k_m.gguf".into()),
+                tokenizer_id: Some("a/b".into()),
             })
         );
     }

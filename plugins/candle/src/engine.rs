@@ -66,6 +66,17 @@ pub struct ModelInfo {
     pub default_prompt_name: Option<String>,
 }
 
+/// Embedders load from safetensors; a GGUF file holds a language model to generate with.
+fn embedder_dir(files: source::ModelFiles) -> Result<std::path::PathBuf> {
+    match files.gguf {
+        None => Ok(files.dir),
+        Some(path) => Err(Error::Config(format!(
+            "model.gguf_file {}: GGUF files hold causal language models (chat, completions), not embedders",
+            path.display()
+        ))),
+    }
+}
+
 pub struct Embedder {
     encoder: Encoder,
     model: Box<dyn EmbeddingModel>,
@@ -78,7 +89,7 @@ pub struct Embedder {
 impl Embedder {
     /// Fetches (if from the Hub) and loads a model. Blocking: call from a blocking thread.
     pub fn load_source(source: &ModelSource, opts: &LoadOptions) -> Result<Self> {
-        let dir = source::materialize(source)?;
+        let dir = embedder_dir(source::materialize(source)?)?;
         Self::load(&dir, source.display_name(), opts)
     }
 
@@ -89,8 +100,11 @@ impl Embedder {
         offline: bool,
         opts: &LoadOptions,
     ) -> Result<Self> {
-        let dir =
-            source::materialize_with(source, hf_hub::Cache::new(hf_cache.to_owned()), offline)?;
+        let dir = embedder_dir(source::materialize_with(
+            source,
+            hf_hub::Cache::new(hf_cache.to_owned()),
+            offline,
+        )?)?;
         Self::load(&dir, source.display_name(), opts)
     }
 

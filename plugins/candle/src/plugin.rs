@@ -175,15 +175,18 @@ impl CandlePlugin {
         };
         let started = Instant::now();
         let name = source.display_name();
-        let dir = tokio::task::spawn_blocking(move || crate::source::materialize(&source))
+        let files = tokio::task::spawn_blocking(move || crate::source::materialize(&source))
             .await
             .map_err(|e| Error::Inference(format!("model loading thread failed: {e}")))??;
-        if crate::generate::is_generator(&dir) {
+        let dir = files.dir;
+        if files.gguf.is_some() || crate::generate::is_generator(&dir) {
             let (device, dtype) = (opts.device.clone(), opts.dtype.candle());
-            let model =
-                tokio::task::spawn_blocking(move || LanguageModel::load(&dir, &device, dtype))
-                    .await
-                    .map_err(|e| Error::Inference(format!("model loading thread failed: {e}")))??;
+            let model = tokio::task::spawn_blocking(move || match &files.gguf {
+                Some(gguf) => LanguageModel::load_gguf(gguf, &dir, &device),
+                None => LanguageModel::load(&dir, &device, dtype),
+            })
+            .await
+            .map_err(|e| Error::Inference(format!("model loading thread failed: {e}")))??;
             let (model_type, context) = (model.model_type.clone(), model.max_positions);
             let scheduler = Scheduler::start(Arc::new(model), config.generation.limits());
             let mut s = self.write();
@@ -363,15 +366,17 @@ impl CandlePlugin {
             }
             schema::LOAD => {
                 let source = match schema::parse_load(payload)? {
-                    ModelSource::Path { path } => {
+                    ModelSource::Path { path, gguf_file } => {
                         let root = self.read().config.model_root();
                         let confined = tokio::task::spawn_blocking(move || {
                             config::confine(root.as_deref(), &path)
                         })
                         .await
                         .map_err(|e| Error::Inference(format!("path check failed: {e}")))?;
+                        // parse_load has refused a gguf_file that walks out of the directory.
                         ModelSource::Path {
                             path: confined.map_err(|e| e.into_load_error(false))?,
+                            gguf_file,
                         }
                     }
                     hub => hub,

@@ -45,9 +45,10 @@ pub fn descriptors() -> Vec<CapabilityDescriptor> {
         CapabilityDescriptor {
             id: LOAD.into(),
             name: "Load model".into(),
-            description: "Loads a sentence encoder (BERT family), replacing the current one once the new one is \
-                ready. A Hub model is downloaded into the HF cache (HF_HOME) unless HF_HUB_OFFLINE=1; a path names a \
-                local directory in Hugging Face layout. On failure the previous model stays loaded."
+            description: "Loads a model (an embedder, cross-encoder, classifier or causal language model), replacing \
+                the current one once the new one is ready. A Hub model is downloaded into the HF cache (HF_HOME) unless \
+                HF_HUB_OFFLINE=1; a path names a local directory in Hugging Face layout; gguf_file picks a quantized \
+                GGUF language model in either. On failure the previous model stays loaded."
                 .into(),
             input_schema: json!({
                 "oneOf": [
@@ -56,14 +57,19 @@ pub fn descriptors() -> Vec<CapabilityDescriptor> {
                         "required": ["model_id"],
                         "properties": {
                             "model_id": {"type": "string", "examples": ["sentence-transformers/all-MiniLM-L6-v2"]},
-                            "revision": {"type": "string", "default": "main"}
+                            "revision": {"type": "string", "default": "main"},
+                            "gguf_file": {"type": "string", "pattern": "\\.gguf$", "description": "A quantized GGUF file of the repository to generate with; only it is fetched."},
+                            "tokenizer_id": {"type": "string", "description": "With gguf_file: the repository holding tokenizer.json and tokenizer_config.json (default: model_id)."}
                         },
                         "additionalProperties": false
                     },
                     {
                         "type": "object",
                         "required": ["path"],
-                        "properties": {"path": {"type": "string", "description": "A directory inside the model root (the config's model_root, else BKG_MODEL_ROOT); relative paths resolve against it. Without a model root, loading by path is refused."}},
+                        "properties": {
+                            "path": {"type": "string", "description": "A directory inside the model root (the config's model_root, else BKG_MODEL_ROOT); relative paths resolve against it. Without a model root, loading by path is refused."},
+                            "gguf_file": {"type": "string", "pattern": "\\.gguf$", "description": "A quantized GGUF file in the directory to generate with; tokenizer.json lies beside it."}
+                        },
                         "additionalProperties": false
                     }
                 ]
@@ -211,12 +217,29 @@ fn texts(input: &Value) -> Result<Vec<String>> {
 /// ([`crate::config::confine`]); a Hub id and revision must not walk out of the HF cache.
 pub fn parse_load(payload: Value) -> Result<ModelSource> {
     let source = parse::<ModelSource>(payload)?;
-    if let ModelSource::Hub { model_id, revision } = &source {
-        let walks = |s: &str| {
-            s.starts_with('/') || s.split('/').any(|c| c.is_empty() || c == "." || c == "..")
-        };
-        if walks(model_id) || model_id.contains('\\') {
-            return Err(Error::BadModelId("model_id must be <name> or <org>/<name>"));
+    let walks =
+        |s: &str| s.starts_with('/') || s.split('/').any(|c| c.is_empty() || c == "." || c == "..");
+    if source
+        .gguf_file()
+        .is_some_and(|f| walks(f) || f.contains('\\') || !f.ends_with(".gguf"))
+    {
+        return Err(Error::BadModelId(
+            "gguf_file must name a .gguf file inside the model's directory or repository",
+        ));
+    }
+    if let ModelSource::Hub {
+        model_id,
+        revision,
+        tokenizer_id,
+        ..
+    } = &source
+    {
+        for id in std::iter::once(model_id).chain(tokenizer_id) {
+            if walks(id) || id.contains('\\') {
+                return Err(Error::BadModelId(
+                    "model_id and tokenizer_id must be <name> or <org>/<name>",
+                ));
+            }
         }
         if revision
             .as_deref()

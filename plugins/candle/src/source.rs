@@ -1,4 +1,4 @@
-//! Turning a [`ModelSource`] into a local model directory.
+//! Turning a [`ModelSource`] into a local model directory (and a GGUF file, when it names one).
 //!
 //! Hub models are fetched file by file into the standard HF cache (`HF_HOME`, layout shared
 //! with Python's `huggingface_hub`), so a cache warmed by either side serves both. With
@@ -16,25 +16,61 @@ use crate::error::{Error, Result};
 
 const DEFAULT_REVISION: &str = "main";
 
-/// Returns a directory holding the model's files, downloading them if needed. Blocking.
+/// A model's files on local disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelFiles {
+    /// The Hugging Face layout directory; with a GGUF, the one holding the tokenizer files.
+    pub dir: PathBuf,
+    /// The `.gguf` file to generate with, when the source names one.
+    pub gguf: Option<PathBuf>,
+}
+
+/// Returns the model's files, downloading them if needed. Blocking.
 /// Reads `HF_HOME` and `HF_HUB_OFFLINE` from the environment.
-pub fn materialize(source: &ModelSource) -> Result<PathBuf> {
+pub fn materialize(source: &ModelSource) -> Result<ModelFiles> {
     materialize_with(source, Cache::from_env(), hub_offline())
 }
 
 /// [`materialize`] with an explicit cache and offline switch (tests, tools).
-pub fn materialize_with(source: &ModelSource, cache: Cache, offline: bool) -> Result<PathBuf> {
+pub fn materialize_with(source: &ModelSource, cache: Cache, offline: bool) -> Result<ModelFiles> {
     match source {
-        ModelSource::Path { path } => Ok(path.clone()),
-        ModelSource::Hub { model_id, revision } => HubRepo {
-            model_id: model_id.clone(),
-            revision: revision
-                .clone()
-                .unwrap_or_else(|| DEFAULT_REVISION.to_owned()),
-            cache,
-            offline,
+        ModelSource::Path { path, gguf_file } => Ok(ModelFiles {
+            dir: path.clone(),
+            gguf: gguf_file.as_ref().map(|f| path.join(f)),
+        }),
+        ModelSource::Hub {
+            model_id,
+            revision,
+            gguf_file,
+            tokenizer_id,
+        } => {
+            let repo = |id: &str, revision: Option<&String>| HubRepo {
+                model_id: id.to_owned(),
+                revision: revision
+                    .cloned()
+                    .unwrap_or_else(|| DEFAULT_REVISION.to_owned()),
+                cache: cache.clone(),
+                offline,
+            };
+            let weights = repo(model_id.as_str(), revision.as_ref());
+            let Some(file) = gguf_file else {
+                return Ok(ModelFiles {
+                    dir: weights.fetch_all()?,
+                    gguf: None,
+                });
+            };
+            let gguf = weights.fetch(file)?;
+            // Another repository's tokenizer comes from its default branch: the revision
+            // belongs to the GGUF repository.
+            let dir = match tokenizer_id {
+                Some(id) => repo(id.as_str(), None).fetch_tokenizer()?,
+                None => weights.fetch_tokenizer()?,
+            };
+            Ok(ModelFiles {
+                dir,
+                gguf: Some(gguf),
+            })
         }
-        .fetch_all(),
     }
 }
 
@@ -92,6 +128,24 @@ impl HubRepo {
             artifacts::pooling_config_path(&dir)?.unwrap_or_else(|| DEFAULT_POOLING_CONFIG.into());
         self.fetch_optional(&pooling);
         Ok(dir)
+    }
+
+    /// Only what a GGUF model needs beside its weights: the tokenizer, its config (chat
+    /// template) and the generation config (EOS ids).
+    fn fetch_tokenizer(&self) -> Result<PathBuf> {
+        tracing::info!(model_id = %self.model_id, revision = %self.revision, offline = self.offline, "fetching tokenizer");
+        let tokenizer = self.fetch(artifacts::TOKENIZER)?;
+        for file in [
+            artifacts::TOKENIZER_CONFIG,
+            artifacts::GENERATION_CONFIG,
+            artifacts::CHAT_TEMPLATE,
+        ] {
+            self.fetch_optional(file);
+        }
+        tokenizer
+            .parent()
+            .map(Path::to_path_buf)
+            .ok_or_else(|| self.error(artifacts::TOKENIZER, "cached file has no parent directory"))
     }
 
     fn fetch_optional(&self, file: &str) {
@@ -194,6 +248,44 @@ mod tests {
         let err = repo.fetch_all().unwrap_err().to_string();
         assert!(
             err.contains("HF_HUB_OFFLINE") && err.contains("org/model"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_gguf_comes_from_its_repo_and_the_tokenizer_from_tokenizer_id() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sha = "0123456789abcdef0123456789abcdef01234567";
+        for (repo, file) in [
+            ("models--org--m-GGUF", "m-q8_0.gguf"),
+            ("models--org--m", "tokenizer.json"),
+        ] {
+            let root = tmp.path().join("hub").join(repo);
+            std::fs::create_dir_all(root.join("refs")).unwrap();
+            std::fs::create_dir_all(root.join("snapshots").join(sha)).unwrap();
+            std::fs::write(root.join("refs/main"), sha).unwrap();
+            std::fs::write(root.join("snapshots").join(sha).join(file), "x").unwrap();
+        }
+        let source = |tokenizer_id: Option<&str>| ModelSource::Hub {
+            model_id: "org/m-GGUF".into(),
+            revision: None,
+            gguf_file: Some("m-q8_0.gguf".into()),
+            tokenizer_id: tokenizer_id.map(Into::into),
+        };
+        let files = materialize_with(
+            &source(Some("org/m")),
+            Cache::new(tmp.path().join("hub")),
+            true,
+        )
+        .unwrap();
+        assert!(files.gguf.unwrap().ends_with("m-q8_0.gguf"));
+        assert!(files.dir.join("tokenizer.json").is_file());
+        // Without tokenizer_id the GGUF repository must hold the tokenizer, and says so.
+        let err = materialize_with(&source(None), Cache::new(tmp.path().join("hub")), true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tokenizer.json") && err.contains("org/m-GGUF"),
             "{err}"
         );
     }

@@ -379,10 +379,7 @@ fn an_unknown_architecture_is_refused_by_name() {
 #[test]
 fn offline_hub_load_with_an_empty_cache_fails_clearly() {
     let cache = tempfile::tempdir().unwrap();
-    let source = ModelSource::Hub {
-        model_id: "sentence-transformers/all-MiniLM-L6-v2".into(),
-        revision: None,
-    };
+    let source = ModelSource::hub("sentence-transformers/all-MiniLM-L6-v2", None);
     let err = match Embedder::load_source_with(&source, cache.path(), true, &LoadOptions::default())
     {
         Ok(_) => panic!("nothing is cached"),

@@ -176,10 +176,7 @@ fn offline_load_by_model_id_from_the_hf_cache() {
     ] {
         std::os::unix::fs::symlink(src.join(f), snapshot.join(f)).expect("symlink");
     }
-    let source = ModelSource::Hub {
-        model_id: "sentence-transformers/all-MiniLM-L6-v2".into(),
-        revision: None,
-    };
+    let source = ModelSource::hub("sentence-transformers/all-MiniLM-L6-v2", None);
     let m = Embedder::load_source_with(&source, cache.path(), true, &LoadOptions::default())
         .expect("offline load");
     assert_eq!(m.info().name, "sentence-transformers/all-MiniLM-L6-v2");

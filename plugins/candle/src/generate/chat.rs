@@ -41,7 +41,7 @@ impl std::fmt::Debug for ChatTemplate {
 }
 
 /// A special token as `tokenizer_config.json` writes it: a string or `{"content": …}`.
-fn token_text(v: Option<&Value>) -> String {
+pub fn token_text(v: Option<&Value>) -> String {
     match v {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Object(o)) => o
@@ -60,34 +60,32 @@ fn raise_exception(message: String) -> std::result::Result<String, minijinja::Er
 impl ChatTemplate {
     /// The model directory's template: `chat_template.jinja` if present, otherwise
     /// `chat_template` in `tokenizer_config.json` (a string, or a list of named templates of
-    /// which the one named `default` is used). `None` when the model has none (base models).
-    pub fn from_dir(dir: &Path) -> Result<Option<Self>> {
+    /// which the one named `default` is used), otherwise `fallback` (a GGUF file's
+    /// `tokenizer.chat_template`). `None` when the model has none (base models).
+    ///
+    /// `tokenizer_config` is that file's content (`Null` when absent): the loader reads it once
+    /// for the template and the EOS token.
+    pub fn from_dir(
+        dir: &Path,
+        tokenizer_config: &Value,
+        fallback: Option<String>,
+    ) -> Result<Option<Self>> {
         let config_path = dir.join("tokenizer_config.json");
-        let config: Value = match std::fs::read(&config_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::BadFile {
-                path: config_path.clone(),
-                message: e.to_string(),
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Value::Null,
-            Err(e) => {
-                return Err(Error::BadFile {
-                    path: config_path,
-                    message: e.to_string(),
-                });
-            }
-        };
         let jinja_path = dir.join("chat_template.jinja");
-        let source = match std::fs::read_to_string(&jinja_path) {
-            Ok(s) => Some(s),
-            Err(_) => match config.get("chat_template") {
-                Some(Value::String(s)) => Some(s.clone()),
-                Some(Value::Array(named)) => named
-                    .iter()
-                    .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
-                    .and_then(|t| t.get("template"))
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
-                _ => None,
+        let (source, path) = match std::fs::read_to_string(&jinja_path) {
+            Ok(s) => (Some(s), jinja_path),
+            Err(_) => match tokenizer_config.get("chat_template") {
+                Some(Value::String(s)) => (Some(s.clone()), config_path),
+                Some(Value::Array(named)) => (
+                    named
+                        .iter()
+                        .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
+                        .and_then(|t| t.get("template"))
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
+                    config_path,
+                ),
+                _ => (fallback, config_path),
             },
         };
         let Some(source) = source else {
@@ -95,12 +93,12 @@ impl ChatTemplate {
         };
         Self::new(
             source,
-            token_text(config.get("bos_token")),
-            token_text(config.get("eos_token")),
+            token_text(tokenizer_config.get("bos_token")),
+            token_text(tokenizer_config.get("eos_token")),
         )
         .map(Some)
         .map_err(|e| Error::BadFile {
-            path: config_path,
+            path,
             message: e.to_string(),
         })
     }

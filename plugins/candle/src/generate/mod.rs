@@ -7,7 +7,8 @@
 //!     │ every step: join ≤ 1 new prompt, one token for each active conversation,
 //!     │ drop finished and abandoned ones
 //!     ▼
-//!  model::LanguageModel (llama, qwen2; a KV cache per conversation)
+//!  model::LanguageModel (llama, qwen2, mistral, phi3, gemma; GGUF llama/qwen2 through
+//!                        gguf; a KV cache per conversation)
 //!     ─▶ sampling::Sampler ─▶ text::Detokenizer ─▶ text::StopText ─▶ events (text, done)
 //! ```
 //!
@@ -17,6 +18,7 @@
 pub mod api;
 pub mod chat;
 pub mod decoder;
+pub mod gguf;
 pub mod model;
 pub mod sampling;
 pub mod scheduler;

@@ -13,7 +13,13 @@ use tokio::sync::mpsc::unbounded_channel;
 use super::sampling::Sampler;
 use super::*;
 
-const MODELS: [&str; 2] = ["qwen2-chat", "llama-chat"];
+const MODELS: [&str; 5] = [
+    "qwen2-chat",
+    "llama-chat",
+    "mistral-chat",
+    "phi3-chat",
+    "gemma-chat",
+];
 
 #[derive(Deserialize)]
 struct Greedy {
@@ -164,6 +170,164 @@ fn a_batched_pass_gives_each_conversation_the_logits_it_gets_alone() {
             [sa.position(), sb.position(), sc.position()],
             [a.len() + 1, b.len() + 4, c.len()]
         );
+    }
+}
+
+/// How many of the reference's first tokens a model's own greedy choice reproduces, per
+/// prompt (the 3 completions, then the chat), before the first difference.
+fn agreeing_prefixes(model: &LanguageModel, r: &Reference) -> Vec<usize> {
+    r.greedy
+        .iter()
+        .map(|g| (&g.prompt_ids, &g.ids))
+        .chain([(&r.chat.prompt_ids, &r.chat.ids)])
+        .map(|(prompt, ids)| {
+            let got = greedy_ids(model, prompt, ids.len());
+            got.iter().zip(ids).take_while(|(a, b)| a == b).count()
+        })
+        .collect()
+}
+
+fn load_gguf(name: &str, file: &str) -> Arc<LanguageModel> {
+    Arc::new(LanguageModel::load_gguf(&dir(name).join(file), &dir(name), &Device::Cpu).unwrap())
+}
+
+/// Quantized weights are not the f32 weights, and a random tiny model's logits are flat (the
+/// smallest best-vs-second gap is 1e-3), so a GGUF's greedy answer follows transformers' f32
+/// answer only so far. The figures below are what candle's quantized models reproduce of the 32
+/// reference tokens (3 completions, then the chat); the test holds them as a floor.
+#[test]
+fn gguf_greedy_decoding_follows_the_f32_reference_as_far_as_measured() {
+    let cases: [(&str, &str, [usize; 4]); 4] = [
+        // Measured (x86-64, candle 0.11.1): [18, 12, 1, 13]. A Q/K permutation left out
+        // would leave ~0: the RoPE pairs would be wrong from the first token.
+        ("llama-chat", "model-q8_0.gguf", [18, 12, 1, 13]),
+        // Measured [0, 1, 1, 0]: 4 bits do not hold a gap of 1e-3. Loads and runs, no more.
+        ("llama-chat", "model-q4_0.gguf", [0, 1, 1, 0]),
+        // Measured [1, 31, 0, 32]: the chat answer is all 32 tokens.
+        ("qwen2-chat", "model-q8_0.gguf", [1, 31, 0, 32]),
+        // Measured [0, 0, 0, 0].
+        ("qwen2-chat", "model-q4_0.gguf", [0, 0, 0, 0]),
+    ];
+    let mut failures = Vec::new();
+    for (name, file, floor) in cases {
+        let model = load_gguf(name, file);
+        let r = reference(name);
+        assert_eq!(
+            model.encode(&r.greedy[0].prompt, false).unwrap(),
+            r.greedy[0].prompt_ids
+        );
+        let agree = agreeing_prefixes(&model, &r);
+        eprintln!("{name}/{file}: agreeing prefixes of 32 tokens: {agree:?}");
+        if agree.iter().zip(floor).any(|(a, f)| *a < f) {
+            failures.push(format!("{name}/{file}: {agree:?} < {floor:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:?}");
+}
+
+#[test]
+fn a_gguf_reads_its_metadata_and_the_tokenizer_files_beside_it() {
+    for (name, arch, eos) in [
+        ("llama-chat", "llama (gguf)", "<|eot_id|>"),
+        ("qwen2-chat", "qwen2 (gguf)", "<|im_end|>"),
+    ] {
+        let model = load_gguf(name, "model-q8_0.gguf");
+        assert_eq!(model.model_type, arch);
+        assert_eq!(model.max_positions, 256, "{name}: context_length");
+        let eos = model.tokenizer.token_to_id(eos).unwrap();
+        assert!(model.eos.contains(&eos), "{name}: {:?}", model.eos);
+        let r = reference(name);
+        let template = model.template.as_ref().unwrap();
+        assert_eq!(
+            template.render(&r.chat.messages, true).unwrap(),
+            r.chat.text
+        );
+    }
+    // Without tokenizer_config.json the GGUF's own chat template and BOS/EOS ids serve.
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        dir("llama-chat").join("tokenizer.json"),
+        tmp.path().join("tokenizer.json"),
+    )
+    .unwrap();
+    let model = LanguageModel::load_gguf(
+        &dir("llama-chat").join("model-q8_0.gguf"),
+        tmp.path(),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let r = reference("llama-chat");
+    assert_eq!(
+        model
+            .template
+            .as_ref()
+            .unwrap()
+            .render(&r.chat.messages, true)
+            .unwrap(),
+        r.chat.text,
+        "bos_token from tokenizer.ggml.bos_token_id"
+    );
+}
+
+#[test]
+fn a_bad_gguf_is_refused_naming_the_file() {
+    let d = dir("llama-chat");
+    let err = LanguageModel::load_gguf(&d.join("nope.gguf"), &d, &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("nope.gguf"), "{err}");
+    let err = LanguageModel::load_gguf(&d.join("tokenizer.json"), &d, &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("tokenizer.json") && err.contains("not GGUF"),
+        "{err}"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let err = LanguageModel::load_gguf(&d.join("model-q8_0.gguf"), tmp.path(), &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("missing tokenizer.json"), "{err}");
+}
+
+/// candle's quantized Qwen2 cannot be cloned: concurrent conversations each lease an instance,
+/// and each still gets the answer it gets alone.
+#[tokio::test]
+async fn concurrent_gguf_conversations_each_get_the_answer_they_get_alone() {
+    for name in ["qwen2-chat", "llama-chat"] {
+        let model = load_gguf(name, "model-q8_0.gguf");
+        let r = reference(name);
+        let alone: Vec<Vec<u32>> = r
+            .greedy
+            .iter()
+            .map(|g| greedy_ids(&model, &g.prompt_ids, 32))
+            .collect();
+        let scheduler = Scheduler::start(
+            model.clone(),
+            Limits {
+                max_active: 3,
+                ..Limits::default()
+            },
+        );
+        let mut pending = Vec::new();
+        for _ in 0..2 {
+            for (g, ids) in r.greedy.iter().zip(&alone) {
+                let (req, rx) = request(g.prompt_ids.clone(), greedy(32));
+                scheduler.submit(req).unwrap();
+                pending.push((ids, rx));
+            }
+        }
+        for (ids, rx) in pending {
+            let answer = collect(rx).await.unwrap();
+            assert_eq!(
+                answer.text,
+                model.tokenizer.decode(ids, true).unwrap(),
+                "{name}"
+            );
+        }
     }
 }
 
@@ -468,6 +632,46 @@ mod plugin {
         );
         let telemetry = plugin.telemetry();
         assert_eq!(telemetry["generated_tokens"], 64);
+    }
+
+    #[tokio::test]
+    async fn chat_runs_a_gguf_named_by_gguf_file() {
+        let plugin = CandlePlugin::default();
+        plugin
+            .start(StartContext {
+                plugin_id: "llm".into(),
+                config: json!({"model": {"path": dir("qwen2-chat"), "gguf_file": "model-q8_0.gguf"}, "device": "cpu"}),
+            })
+            .await
+            .unwrap();
+        let r = reference("qwen2-chat");
+        let body = json!({"messages": r.chat.messages, "temperature": 0, "max_tokens": 32, "ignore_eos": true});
+        let out = plugin.invoke("chat", body, ctx()).await.unwrap();
+        let model = LanguageModel::load_gguf(
+            &dir("qwen2-chat").join("model-q8_0.gguf"),
+            &dir("qwen2-chat"),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let ids = greedy_ids(&model, &r.chat.prompt_ids, 32);
+        assert_eq!(out["text"], model.tokenizer.decode(&ids, true).unwrap());
+        assert_eq!(
+            out["model"],
+            json!(format!("{}/model-q8_0.gguf", dir("qwen2-chat").display()))
+        );
+        // The Q8_0 Qwen2 reproduces transformers' f32 chat answer whole (measured, as in
+        // gguf_greedy_decoding_follows_the_f32_reference_as_far_as_measured).
+        assert_eq!(ids, r.chat.ids);
+        // model.load refuses a gguf_file that leaves the directory.
+        let err = plugin
+            .invoke(
+                "model.load",
+                json!({"path": "x", "gguf_file": "../../etc/x.gguf"}),
+                ctx(),
+            )
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("gguf_file"), "{err}");
     }
 
     #[tokio::test]
