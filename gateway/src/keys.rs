@@ -60,6 +60,11 @@ pub struct CreateKey {
     #[schema(max_length = 200)]
     #[serde(default)]
     pub description: Option<String>,
+    /// Prompt plus completion tokens the key may use per minute (429 `rate_limit_exceeded`
+    /// beyond, with Retry-After). Absent: no limit.
+    #[schema(minimum = 1, example = 10000)]
+    #[serde(default)]
+    pub tokens_per_minute: Option<u32>,
 }
 
 /// One scope, as the key file spells it.
@@ -78,12 +83,18 @@ pub struct CreatedKey {
     pub created_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_per_minute: Option<u32>,
 }
 
 #[utoipa::path(get, path = "/api/keys", tag = "keys",
     responses((status = 200, description = "Every key the gateway accepts (expired ones marked): never a key or its hash", body = Vec<KeyInfo>)))]
 pub async fn list(State(state): State<AppState>) -> Json<Vec<KeyInfo>> {
-    Json(state.keys.list())
+    let mut keys = state.keys.list();
+    for key in &mut keys {
+        key.usage = state.tokens.usage(&key.id);
+    }
+    Json(keys)
 }
 
 #[utoipa::path(post, path = "/api/keys", tag = "keys",
@@ -109,6 +120,7 @@ pub async fn create(
         auth::generate(&wanted.id, &wanted.scopes).map_err(ApiError::BadRequest)?;
     entry.expires_at = expires;
     entry.description = wanted.description.filter(|d| !d.is_empty());
+    entry.tokens_per_minute = wanted.tokens_per_minute;
     if state.keys.bootstrap_id() == Some(entry.id.as_str()) {
         return Err(taken(&entry.id));
     }
@@ -133,6 +145,7 @@ pub async fn create(
         scopes: made.scopes,
         created_at: made.created_at.unwrap_or_default(),
         expires_at: made.expires_at,
+        tokens_per_minute: made.tokens_per_minute,
     };
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
@@ -192,6 +205,11 @@ fn validate(wanted: &CreateKey) -> Result<Option<String>, ApiError> {
         return Err(ApiError::BadRequest(format!(
             "id {id:?} must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )));
+    }
+    if wanted.tokens_per_minute == Some(0) {
+        return Err(ApiError::BadRequest(
+            "tokens_per_minute must be at least 1 (leave it out for no limit)".into(),
+        ));
     }
     if wanted.scopes.is_empty() || wanted.scopes.len() > MAX_SCOPES {
         return Err(ApiError::BadRequest(format!(
