@@ -438,8 +438,10 @@ def candle():
         timeseries("GPU memory used", "Framebuffer memory of Candle pods (DCGM exporter with pod mapping; empty on CPU or without it).", "mbytes",
                    targets((gpu_used(), "{{plugin}} {{pod}} GPU {{gpu}}"))),
     ]
-    # A plugin is a Candle plugin when its runtime exports the Candle series.
-    plugins = "query_result(group by (plugin) (bkg_runtime_ready and on (job, instance) bkg_candle_queue_depth))"
+    # A plugin is a Candle embeddings plugin when its runtime has run embedding batches (a Candle
+    # plugin serving a causal LM exports the series too, but never fills them).
+    plugins = ("query_result(group by (plugin) (bkg_runtime_ready and on (job, instance)"
+               " (bkg_candle_batch_size_count > 0)))")
     return dashboard("bkg-candle", "bkg / Candle embeddings",
                      "Candle plugins: dynamic batching, queue, forward-pass latency and memory.",
                      panels,
