@@ -34,6 +34,8 @@ use crate::problem::ApiError;
 
 /// Most keys the API lets the key file hold (a file edited by hand may hold more).
 pub const MAX_KEYS: usize = 200;
+/// Largest `tokens_per_minute` the API takes (the OpenAPI document says so too).
+const MAX_TOKENS_PER_MINUTE: u32 = 1_000_000_000;
 /// Most scopes one key may carry.
 const MAX_SCOPES: usize = 32;
 
@@ -62,7 +64,7 @@ pub struct CreateKey {
     pub description: Option<String>,
     /// Prompt plus completion tokens the key may use per minute (429 `rate_limit_exceeded`
     /// beyond, with Retry-After). Absent: no limit.
-    #[schema(minimum = 1, example = 10000)]
+    #[schema(minimum = 1, maximum = 1_000_000_000, example = 10000)]
     #[serde(default)]
     pub tokens_per_minute: Option<u32>,
 }
@@ -206,10 +208,13 @@ fn validate(wanted: &CreateKey) -> Result<Option<String>, ApiError> {
             "id {id:?} must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )));
     }
-    if wanted.tokens_per_minute == Some(0) {
-        return Err(ApiError::BadRequest(
-            "tokens_per_minute must be at least 1 (leave it out for no limit)".into(),
-        ));
+    if wanted
+        .tokens_per_minute
+        .is_some_and(|t| !(1..=MAX_TOKENS_PER_MINUTE).contains(&t))
+    {
+        return Err(ApiError::BadRequest(format!(
+            "tokens_per_minute must be 1 to {MAX_TOKENS_PER_MINUTE} (leave it out for no limit)"
+        )));
     }
     if wanted.scopes.is_empty() || wanted.scopes.len() > MAX_SCOPES {
         return Err(ApiError::BadRequest(format!(
