@@ -23,6 +23,9 @@ pub struct CreateArgs {
     /// RFC 3339 time after which the gateway refuses the key (401), e.g. 2030-01-01T00:00:00Z.
     #[arg(long)]
     expires_at: Option<String>,
+    /// Prompt plus completion tokens the key may use per minute (429 beyond); none: no limit.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    tokens_per_minute: Option<u32>,
     /// Append the hashed entry to this key file (created if missing).
     #[arg(long, env = "BKG_KEYS_FILE")]
     keys_file: Option<PathBuf>,
@@ -42,6 +45,7 @@ fn create(args: CreateArgs) -> anyhow::Result<()> {
         })?;
         entry.expires_at = Some(when.to_string());
     }
+    entry.tokens_per_minute = args.tokens_per_minute;
     println!("API key (shown once, store it now): {key}");
     println!("key file entry:");
     print!(

@@ -290,3 +290,19 @@ pub async fn logs(
 /// router (so this function is never routed).
 #[allow(dead_code)]
 pub fn invoke() {}
+
+#[utoipa::path(post, path = "/api/plugins/{id}/invoke/stream", tag = "invoke", params(("id" = String, Path, description = "Plugin id (metadata.name) or alias", example = "llm")),
+    request_body(content = InvokeRequest, description = "A streaming capability and its payload, validated against the capability's input schema",
+        example = json!({"capability": "chat", "payload": {"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 16}})),
+    responses((status = 200, description = "The capability's values, one JSON document per line (NDJSON), each relayed as the plugin yields it. For generation: `{\"text\"}` lines, then `{\"finish_reason\", \"usage\", \"model\"}`. An error after the stream started is the last line, `{\"error\": <problem>}`",
+            content_type = "application/x-ndjson", body = String),
+        (status = 400, response = crate::openapi::BadRequest), (status = 404, response = crate::openapi::NotFound),
+        (status = 413, response = crate::openapi::TooLarge),
+        (status = 422, response = crate::openapi::PluginRefused),
+        (status = 429, response = crate::openapi::RateLimited),
+        (status = 500, response = crate::openapi::PluginFailed), (status = 502, response = crate::openapi::BadGateway),
+        (status = 503, response = crate::openapi::Unavailable), (status = 504, response = crate::openapi::Timeout)))]
+/// The OpenAPI entry of the streamed invoke route, answered in front of the router like
+/// [`invoke`].
+#[allow(dead_code)]
+pub fn invoke_stream() {}

@@ -102,6 +102,9 @@ pub struct KeyEntry {
     /// After this instant (RFC 3339) the key is refused with 401; absent: it never expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    /// Prompt plus completion tokens the key may use per minute (429 beyond); absent: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_minute: Option<u32>,
 }
 
 /// The key file: `keys: [ {id, hash, scopes}, … ]`.
@@ -116,6 +119,8 @@ pub struct KeyFile {
 pub struct Principal {
     pub key_id: String,
     pub scopes: Vec<Scope>,
+    /// The key's token limit (`crate::tokens`).
+    pub tokens_per_minute: Option<u32>,
 }
 
 impl Principal {
@@ -258,6 +263,12 @@ pub struct KeyInfo {
     pub expired: bool,
     /// `file` (the key file, which the API edits) or `env` (BKG_API_KEY, which it cannot).
     pub source: String,
+    /// Prompt plus completion tokens the key may use per minute; absent: no limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_per_minute: Option<u32>,
+    /// Tokens the key has used through this gateway process (generation capabilities, as the
+    /// plugins report them); in memory, like `last_used_at`.
+    pub usage: crate::tokens::Usage,
 }
 
 /// `sha256:<hex>` of a key.
@@ -314,6 +325,7 @@ pub fn generate(id: &str, scopes: &[String]) -> Result<(String, KeyEntry), Strin
         description: None,
         created_at: Some(now_rfc3339()),
         expires_at: None,
+        tokens_per_minute: None,
     };
     Ok((secret, entry))
 }
@@ -399,6 +411,7 @@ fn compile(
             let principal = Principal {
                 key_id: entry.id.clone(),
                 scopes,
+                tokens_per_minute: entry.tokens_per_minute,
             };
             // The same key (same id and hash) keeps its last use across reloads.
             let last_used = previous
@@ -439,6 +452,7 @@ impl KeyStore {
             description: Some("BKG_API_KEY".to_owned()),
             created_at: None,
             expires_at: None,
+            tokens_per_minute: None,
         });
         let store = Self {
             path,
@@ -569,6 +583,8 @@ impl KeyStore {
                     expires_at: k.entry.expires_at.clone(),
                     expired: k.expires.is_some_and(|at| at <= now),
                     source: if i < from_file { "file" } else { "env" }.to_owned(),
+                    tokens_per_minute: k.entry.tokens_per_minute,
+                    usage: crate::tokens::Usage::default(),
                 }
             })
             .collect()
@@ -680,6 +696,7 @@ mod tests {
         Principal {
             key_id: "k".into(),
             scopes: scopes.iter().map(|s| s.parse().expect("scope")).collect(),
+            tokens_per_minute: None,
         }
     }
 

@@ -2,7 +2,7 @@
 //! router, and the router's request-id and authorization middleware.
 //!
 //! ```text
-//!  accept ─▶ HTTP/1.1 connection ─▶ Gateway ─┬─ POST /api/plugins/{id}/invoke ─▶ invoke::serve
+//!  accept ─▶ HTTP/1.1 connection ─▶ Gateway ─┬─ POST /api/plugins/{id}/invoke[/stream] ─▶ invoke::serve
 //!                                            └─ anything else ─▶ axum Router (request id,
 //!                                                 authorization, handlers, admin UI)
 //! ```
@@ -68,14 +68,17 @@ impl Gateway {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<axum::BoxError>,
     {
-        if let Some(id) = invoke::target(&req).map(str::to_owned) {
-            return Box::pin(invoke::serve(self.state.clone(), id, req));
+        if let Some((id, stream)) = invoke::target(&req).map(|(id, s)| (id.to_owned(), s)) {
+            return Box::pin(invoke::serve(self.state.clone(), id, stream, req));
         }
         // The OpenAI-compatible routes: their own error shape, so past the router as well.
         if let Some(endpoint) = openai::Endpoint::of(req.method(), req.uri().path()) {
             let state = self.state.clone();
             return match endpoint {
-                openai::Endpoint::Embeddings | openai::Endpoint::Rerank => {
+                openai::Endpoint::Embeddings
+                | openai::Endpoint::Rerank
+                | openai::Endpoint::ChatCompletions
+                | openai::Endpoint::Completions => {
                     Box::pin(invoke::serve_entry(state, invoke::Entry::V1(endpoint), req))
                 }
                 _ => Box::pin(async move {

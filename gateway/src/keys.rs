@@ -34,6 +34,8 @@ use crate::problem::ApiError;
 
 /// Most keys the API lets the key file hold (a file edited by hand may hold more).
 pub const MAX_KEYS: usize = 200;
+/// Largest `tokens_per_minute` the API takes (the OpenAPI document says so too).
+const MAX_TOKENS_PER_MINUTE: u32 = 1_000_000_000;
 /// Most scopes one key may carry.
 const MAX_SCOPES: usize = 32;
 
@@ -60,6 +62,11 @@ pub struct CreateKey {
     #[schema(max_length = 200)]
     #[serde(default)]
     pub description: Option<String>,
+    /// Prompt plus completion tokens the key may use per minute (429 `rate_limit_exceeded`
+    /// beyond, with Retry-After). Absent: no limit.
+    #[schema(minimum = 1, maximum = 1_000_000_000, example = 10000)]
+    #[serde(default)]
+    pub tokens_per_minute: Option<u32>,
 }
 
 /// One scope, as the key file spells it.
@@ -78,12 +85,18 @@ pub struct CreatedKey {
     pub created_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_per_minute: Option<u32>,
 }
 
 #[utoipa::path(get, path = "/api/keys", tag = "keys",
     responses((status = 200, description = "Every key the gateway accepts (expired ones marked): never a key or its hash", body = Vec<KeyInfo>)))]
 pub async fn list(State(state): State<AppState>) -> Json<Vec<KeyInfo>> {
-    Json(state.keys.list())
+    let mut keys = state.keys.list();
+    for key in &mut keys {
+        key.usage = state.tokens.usage(&key.id);
+    }
+    Json(keys)
 }
 
 #[utoipa::path(post, path = "/api/keys", tag = "keys",
@@ -109,6 +122,7 @@ pub async fn create(
         auth::generate(&wanted.id, &wanted.scopes).map_err(ApiError::BadRequest)?;
     entry.expires_at = expires;
     entry.description = wanted.description.filter(|d| !d.is_empty());
+    entry.tokens_per_minute = wanted.tokens_per_minute;
     if state.keys.bootstrap_id() == Some(entry.id.as_str()) {
         return Err(taken(&entry.id));
     }
@@ -133,6 +147,7 @@ pub async fn create(
         scopes: made.scopes,
         created_at: made.created_at.unwrap_or_default(),
         expires_at: made.expires_at,
+        tokens_per_minute: made.tokens_per_minute,
     };
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
@@ -191,6 +206,14 @@ fn validate(wanted: &CreateKey) -> Result<Option<String>, ApiError> {
     if !id_ok {
         return Err(ApiError::BadRequest(format!(
             "id {id:?} must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )));
+    }
+    if wanted
+        .tokens_per_minute
+        .is_some_and(|t| !(1..=MAX_TOKENS_PER_MINUTE).contains(&t))
+    {
+        return Err(ApiError::BadRequest(format!(
+            "tokens_per_minute must be 1 to {MAX_TOKENS_PER_MINUTE} (leave it out for no limit)"
         )));
     }
     if wanted.scopes.is_empty() || wanted.scopes.len() > MAX_SCOPES {

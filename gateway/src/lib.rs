@@ -22,6 +22,7 @@ mod problem;
 pub mod ratelimit;
 pub mod scale;
 mod telemetry;
+pub mod tokens;
 pub mod upstream;
 mod ws;
 
@@ -104,6 +105,8 @@ pub struct Inner {
     /// Which plugin of an alias the next call goes to (smooth weighted round robin).
     pub alias_picker: aliases::Picker,
     pub rate_limiter: ratelimit::RateLimiter,
+    /// Tokens used per key, and their tokens-per-minute limits.
+    pub tokens: tokens::Ledger,
     pub registry: Registry,
     pub metrics: metrics::Metrics,
     /// The open client connections.
@@ -149,6 +152,7 @@ impl AppState {
             history,
             config,
             rate_limiter,
+            tokens: Default::default(),
             backend,
             keys,
             http,
@@ -172,7 +176,7 @@ pub fn router(state: AppState) -> Gateway {
     Gateway::new(state.clone(), routes(state))
 }
 
-/// The routes other than `POST /api/plugins/{id}/invoke`.
+/// The routes other than `POST /api/plugins/{id}/invoke[/stream]` and `/v1`.
 fn routes(state: AppState) -> Router {
     let limit = state.config.max_body_bytes;
     // Everything under /api and /ws needs a key; the middleware runs only on matched routes.
@@ -205,6 +209,10 @@ fn routes(state: AppState) -> Router {
         .route("/api/openapi.json", get(api::openapi))
         // POST never gets here (see `Gateway`).
         .route("/api/plugins/{id}/invoke", any(invoke::method_not_allowed))
+        .route(
+            "/api/plugins/{id}/invoke/stream",
+            any(invoke::method_not_allowed),
+        )
         .merge(protected)
         .fallback(front::fallback)
         .method_not_allowed_fallback(api::method_not_allowed)

@@ -43,6 +43,20 @@ pub struct KeyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    pub plugin: String,
+    /// `prompt` or `completion`.
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyTokenLabels {
+    pub key_id: String,
+    /// `prompt` or `completion`.
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
     pub plugin: String,
     pub phase: String,
@@ -66,6 +80,14 @@ pub struct Metrics {
     pub rate_limited: Family<CapabilityLabels, Counter>,
     /// Calls that named an alias, by the plugin picked for them (the canary split).
     pub alias_requests: Family<AliasLabels, Counter>,
+    /// Tokens of generation answers (whole and streamed), by plugin and kind.
+    pub tokens: Family<TokenLabels, Counter>,
+    /// The same tokens by API key and kind.
+    pub key_tokens: Family<KeyTokenLabels, Counter>,
+    /// From the gateway taking a streamed call to its first text line.
+    pub first_token: Family<PluginLabels, Histogram>,
+    /// Between two text lines of a stream.
+    pub inter_token: Family<PluginLabels, Histogram>,
     /// Client connections open now.
     pub connections_open: Gauge,
     /// Idle client connections closed to make room under the connection cap.
@@ -126,6 +148,14 @@ impl Metrics {
             key_requests: Family::default(),
             rate_limited: Family::default(),
             alias_requests: Family::default(),
+            tokens: Family::default(),
+            key_tokens: Family::default(),
+            first_token: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.005, 2.0, 14))
+            }),
+            inter_token: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0005, 2.0, 14))
+            }),
             connections_open: Gauge::default(),
             connections_evicted: Counter::default(),
             handles: Arc::default(),
@@ -196,7 +226,67 @@ impl Metrics {
             "Calls that named an alias (the model of /v1 or the id of an invoke), by alias and the plugin picked for them",
             m.alias_requests.clone(),
         );
+        sub.register(
+            "tokens",
+            "Tokens of generation answers, whole and streamed, by plugin and kind (prompt, completion), as the plugin reports its usage",
+            m.tokens.clone(),
+        );
+        sub.register(
+            "api_key_tokens",
+            "Tokens of generation answers by API key id and kind (prompt, completion)",
+            m.key_tokens.clone(),
+        );
+        sub.register(
+            "time_to_first_token_seconds",
+            "Time from the gateway taking a streamed call to relaying its first text",
+            m.first_token.clone(),
+        );
+        sub.register(
+            "inter_token_latency_seconds",
+            "Time between two texts of a stream the gateway relays",
+            m.inter_token.clone(),
+        );
         m
+    }
+
+    /// Counts an answer's tokens for its plugin and its key. Label values are known plugins
+    /// and key ids, as for the other families.
+    pub fn observe_tokens(&self, plugin: &str, key_id: &str, usage: crate::tokens::Usage) {
+        for (kind, n) in [
+            ("prompt", usage.prompt_tokens),
+            ("completion", usage.completion_tokens),
+        ] {
+            self.tokens
+                .get_or_create(&TokenLabels {
+                    plugin: plugin.to_owned(),
+                    kind,
+                })
+                .inc_by(n);
+            self.key_tokens
+                .get_or_create(&KeyTokenLabels {
+                    key_id: key_id.to_owned(),
+                    kind,
+                })
+                .inc_by(n);
+        }
+    }
+
+    /// Records a stream's time to first token.
+    pub fn observe_first_token(&self, plugin: &str, took: Duration) {
+        self.first_token
+            .get_or_create(&PluginLabels {
+                plugin: plugin.to_owned(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Records the time between two texts of a stream.
+    pub fn observe_inter_token(&self, plugin: &str, took: Duration) {
+        self.inter_token
+            .get_or_create(&PluginLabels {
+                plugin: plugin.to_owned(),
+            })
+            .observe(took.as_secs_f64());
     }
 
     /// Counts a call of `alias` answered by `plugin`. Both label values come from manifests
@@ -445,5 +535,29 @@ mod tests {
             assert!(after.contains(line), "{line} missing in\n{after}");
         }
         assert!(during.contains(r#"bkg_gateway_invoke_in_flight{plugin="echo"} 1"#));
+    }
+
+    #[test]
+    fn tokens_and_token_latencies_are_exposed_per_plugin_and_key() {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        let usage = crate::tokens::Usage {
+            prompt_tokens: 7,
+            completion_tokens: 3,
+        };
+        metrics.observe_tokens("llm", "ci", usage);
+        metrics.observe_tokens("llm", "ci", usage);
+        metrics.observe_first_token("llm", Duration::from_millis(20));
+        metrics.observe_inter_token("llm", Duration::from_millis(2));
+        let text = exposition(&registry);
+        for line in [
+            r#"bkg_gateway_tokens_total{plugin="llm",kind="prompt"} 14"#,
+            r#"bkg_gateway_tokens_total{plugin="llm",kind="completion"} 6"#,
+            r#"bkg_gateway_api_key_tokens_total{key_id="ci",kind="completion"} 6"#,
+            r#"bkg_gateway_time_to_first_token_seconds_count{plugin="llm"} 1"#,
+            r#"bkg_gateway_inter_token_latency_seconds_count{plugin="llm"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
     }
 }

@@ -5,6 +5,8 @@
 //!  POST /v1/rerank {model?, query, texts, …}  ─▶ (model → plugin, "rerank", body less model)
 //!  POST /v1/rerank {model, query, documents}  ─▶ (… "rerank", {query, texts, top_n}) ─▶ Cohere's
 //!                                                {results: [{index, relevance_score}]}
+//!  POST /v1/chat/completions {model, messages, stream?} ─▶ (… "chat"), whole or as SSE (chat.rs)
+//!  POST /v1/completions {model, prompt, stream?}        ─▶ (… "completions"), whole or as SSE
 //!  GET  /v1/models                            ─▶ the plugins and aliases the key may call
 //! ```
 //!
@@ -28,6 +30,8 @@ use crate::{AppState, REQUEST_ID, front};
 pub enum Endpoint {
     Embeddings,
     Rerank,
+    ChatCompletions,
+    Completions,
     Models,
     /// A `/v1` path the gateway does not serve (404); answered in OpenAI's shape too.
     Unknown,
@@ -44,6 +48,8 @@ impl Endpoint {
         let (endpoint, wants) = match rest {
             "embeddings" => (Endpoint::Embeddings, Method::POST),
             "rerank" => (Endpoint::Rerank, Method::POST),
+            "chat/completions" => (Endpoint::ChatCompletions, Method::POST),
+            "completions" => (Endpoint::Completions, Method::POST),
             "models" => (Endpoint::Models, Method::GET),
             _ => return Some(Endpoint::Unknown),
         };
@@ -59,6 +65,8 @@ impl Endpoint {
         match self {
             Endpoint::Embeddings => "/v1/embeddings",
             Endpoint::Rerank => "/v1/rerank",
+            Endpoint::ChatCompletions => "/v1/chat/completions",
+            Endpoint::Completions => "/v1/completions",
             Endpoint::Models => "/v1/models",
             Endpoint::Unknown | Endpoint::WrongMethod(_) => "/v1/*",
         }
@@ -66,13 +74,15 @@ impl Endpoint {
 }
 
 /// How the plugin's answer is handed back.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Shape {
     /// Relayed unchanged (OpenAI embeddings, TEI rerank: the capability answers in that shape).
     #[default]
     AsIs,
     /// TEI's `[{index, score}]` turned into Cohere's `{results: [{index, relevance_score}]}`.
     Cohere,
+    /// `{text, finish_reason, usage}` (or its stream) as OpenAI's chat or text completion.
+    Generation(chat::Generation),
 }
 
 /// A `/v1` request as an invoke: the model it names (a plugin id or an alias), the capability
@@ -84,6 +94,8 @@ pub struct Translated {
     /// JSON text of the payload.
     pub payload: String,
     pub shape: Shape,
+    /// Invoke the capability's stream (`stream: true`).
+    pub stream: bool,
 }
 
 /// Turns the body of `POST /v1/embeddings` or `POST /v1/rerank` into an invoke. Only what
@@ -102,6 +114,11 @@ pub fn translate(endpoint: Endpoint, body: &[u8]) -> Result<Translated, ApiError
             )));
         }
     };
+    match endpoint {
+        Endpoint::ChatCompletions => return chat::translate(chat::Kind::Chat, object),
+        Endpoint::Completions => return chat::translate(chat::Kind::Completion, object),
+        _ => {}
+    }
     let model = match object.get("model") {
         None | Some(Value::Null) => None,
         Some(Value::String(m)) if !m.is_empty() => Some(m.clone()),
@@ -123,6 +140,7 @@ pub fn translate(endpoint: Endpoint, body: &[u8]) -> Result<Translated, ApiError
                 capability: "embeddings",
                 payload: String::from_utf8_lossy(body).into_owned(),
                 shape: Shape::AsIs,
+                stream: false,
             })
         }
         Endpoint::Rerank => {
@@ -161,11 +179,14 @@ pub fn translate(endpoint: Endpoint, body: &[u8]) -> Result<Translated, ApiError
                 capability: "rerank",
                 payload: Value::Object(object).to_string(),
                 shape,
+                stream: false,
             })
         }
-        Endpoint::Models | Endpoint::Unknown | Endpoint::WrongMethod(_) => {
-            Err(ApiError::MethodNotAllowed)
-        }
+        Endpoint::Models
+        | Endpoint::Unknown
+        | Endpoint::WrongMethod(_)
+        | Endpoint::ChatCompletions
+        | Endpoint::Completions => Err(ApiError::MethodNotAllowed),
     }
 }
 
@@ -339,22 +360,27 @@ fn problem_code(error: &ApiError) -> Option<String> {
 /// no problem becomes the message.
 pub fn from_problem(status: StatusCode, body: &[u8]) -> OpenAiError {
     match serde_json::from_slice::<Problem>(body) {
-        Ok(problem) => OpenAiError {
-            message: if problem.detail.is_empty() {
-                problem.title
-            } else {
-                problem.detail
-            },
-            type_: error_type(status).to_owned(),
-            param: problem.errors.first().and_then(|e| param_of(&e.field)),
-            code: code_of(&problem.type_),
-        },
+        Ok(problem) => from_problem_value(status, &problem),
         Err(_) => OpenAiError {
             message: String::from_utf8_lossy(body).chars().take(1000).collect(),
             type_: error_type(status).to_owned(),
             param: None,
             code: None,
         },
+    }
+}
+
+/// A problem in OpenAI's shape.
+pub fn from_problem_value(status: StatusCode, problem: &Problem) -> OpenAiError {
+    OpenAiError {
+        message: if problem.detail.is_empty() {
+            problem.title.clone()
+        } else {
+            problem.detail.clone()
+        },
+        type_: error_type(status).to_owned(),
+        param: problem.errors.first().and_then(|e| param_of(&e.field)),
+        code: code_of(&problem.type_),
     }
 }
 
@@ -393,6 +419,9 @@ pub fn refuse(error: &ApiError) -> Response {
 /// The invoke path's answer to a `/v1` call in the client's shape: errors (the gateway's, and
 /// the problems plugins answer) in OpenAI's, a Cohere rerank as Cohere's.
 pub async fn answer(shape: Shape, result: Result<Response, ApiError>, limit: usize) -> Response {
+    if let Shape::Generation(g) = shape {
+        return chat::answer(g, result, limit).await;
+    }
     let response = match result {
         Ok(response) => response,
         Err(error) => return refuse(&error),
@@ -488,7 +517,7 @@ pub async fn serve_other(state: AppState, endpoint: Endpoint, headers: &HeaderMa
         Endpoint::Unknown => error_response(
             StatusCode::NOT_FOUND,
             OpenAiError {
-                message: "no such route: the gateway serves POST /v1/embeddings, POST /v1/rerank and GET /v1/models".into(),
+                message: "no such route: the gateway serves POST /v1/embeddings, POST /v1/rerank, POST /v1/chat/completions, POST /v1/completions and GET /v1/models".into(),
                 type_: error_type(StatusCode::NOT_FOUND).to_owned(),
                 param: None,
                 code: Some("not_found".into()),
@@ -552,6 +581,7 @@ async fn body_of(response: Response) -> (StatusCode, Value) {
     (status, serde_json::from_slice(&bytes).expect("json"))
 }
 
+pub mod chat;
 pub mod doc;
 #[cfg(test)]
 mod tests;

@@ -41,6 +41,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         crate::api::overview,
         crate::api::logs,
         crate::api::invoke,
+        crate::api::invoke_stream,
         crate::api::start,
         crate::api::stop,
         crate::api::restart,
@@ -48,6 +49,8 @@ use utoipa::{Modify, OpenApi, ToSchema};
         crate::api::aliases,
         crate::openai::doc::embeddings,
         crate::openai::doc::rerank,
+        crate::openai::doc::chat_completions,
+        crate::openai::doc::completions,
         crate::openai::doc::models,
     ),
     components(
@@ -62,7 +65,9 @@ use utoipa::{Modify, OpenApi, ToSchema};
         crate::auth::KeyInfo, crate::keys::CreateKey, crate::keys::CreatedKey, crate::keys::ScopeName,
         bkg_core::wire::AliasShare, crate::aliases::AliasInfo, crate::aliases::AliasTarget,
         crate::openai::ErrorBody, crate::openai::OpenAiError, crate::openai::ModelList, crate::openai::Model,
-        crate::openai::doc::EmbeddingsRequest, crate::openai::doc::RerankRequest
+        crate::openai::doc::EmbeddingsRequest, crate::openai::doc::RerankRequest,
+        crate::openai::doc::ChatCompletionRequest, crate::openai::doc::CompletionRequest,
+        crate::openai::doc::ChatMessage, crate::openai::doc::StreamOptions
     )),
     modifiers(&Security),
     security(("bearer" = [])),
@@ -238,6 +243,7 @@ mod tests {
             "/api/plugins",
             "/api/plugins/{id}",
             "/api/plugins/{id}/invoke",
+            "/api/plugins/{id}/invoke/stream",
             "/api/plugins/{id}/start",
             "/api/plugins/{id}/stop",
             "/api/plugins/{id}/restart",
@@ -253,6 +259,8 @@ mod tests {
             "/api/aliases",
             "/v1/embeddings",
             "/v1/rerank",
+            "/v1/chat/completions",
+            "/v1/completions",
             "/v1/models",
         ] {
             assert!(paths.contains_key(route), "{route} missing");

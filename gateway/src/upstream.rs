@@ -74,6 +74,39 @@ pub struct Answer {
     pub body: Bytes,
 }
 
+/// A runtime's answer whose body is relayed as it arrives ([`Upstream::post_stream`]).
+pub struct Streamed {
+    pub status: StatusCode,
+    /// The body is `application/problem+json` (an error before the stream started).
+    pub problem: bool,
+    pub retry_after: Option<HeaderValue>,
+    pub body: StreamBody,
+}
+
+/// The body of a streamed answer, holding its connection open while it is read.
+pub struct StreamBody {
+    body: hyper::body::Incoming,
+    _conn: http1::SendRequest<Body>,
+}
+
+impl http_body::Body for StreamBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Error>>> {
+        std::pin::Pin::new(&mut self.body)
+            .poll_frame(cx)
+            .map_err(Error::from_hyper)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+}
+
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -168,30 +201,7 @@ impl Upstream {
 
     /// Sends `call` to the runtime at `addr` and reads its whole answer.
     pub async fn post(&self, addr: SocketAddr, call: &Call<'_>) -> Result<Answer, Error> {
-        let mut request = build(addr, call)?;
-        let (conn, response) = loop {
-            let (mut conn, reused) = match self.checkout(addr) {
-                Some(conn) => (conn, true),
-                None => (self.connect(addr).await?, false),
-            };
-            // The connection's task takes the next request once it has finished the last one.
-            if conn.sender.ready().await.is_err() {
-                if reused {
-                    continue;
-                }
-                return Err(Error::Closed);
-            }
-            let sent = conn.sender.try_send_request(request);
-            match sent.await {
-                Ok(response) => break (conn, response),
-                // A pooled connection could not take it (closed while idle): nothing was
-                // written, so another connection may.
-                Err(mut e) if reused && e.message().is_some() => {
-                    request = e.take_message().ok_or(Error::Closed)?;
-                }
-                Err(e) => return Err(Error::from_hyper(e.into_error())),
-            }
-        };
+        let (conn, response) = self.send(addr, call).await?;
         let (parts, body) = response.into_parts();
         let limit = call.max_response_bytes;
         let declared = parts
@@ -224,6 +234,61 @@ impl Upstream {
             retry_after: parts.headers.get(header::RETRY_AFTER).cloned(),
             body,
         })
+    }
+
+    /// Sends `call` to the runtime at `addr` and hands back the answer's head with its body
+    /// unread: hyper's `Incoming`, whose frames the caller relays as they arrive (a streamed
+    /// invoke). The connection goes with the body and closes when it is dropped, so a client
+    /// that goes away closes the runtime's connection, which cancels the plugin's stream. It is
+    /// not pooled again: a stream lasts seconds, and a fresh connection costs microseconds.
+    pub async fn post_stream(&self, addr: SocketAddr, call: &Call<'_>) -> Result<Streamed, Error> {
+        let (conn, response) = self.send(addr, call).await?;
+        let (parts, body) = response.into_parts();
+        let problem = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+        Ok(Streamed {
+            status: parts.status,
+            problem,
+            retry_after: parts.headers.get(header::RETRY_AFTER).cloned(),
+            body: StreamBody {
+                body,
+                _conn: conn.sender,
+            },
+        })
+    }
+
+    /// Writes `call` on a pooled or new connection and waits for the answer's head.
+    async fn send(
+        &self,
+        addr: SocketAddr,
+        call: &Call<'_>,
+    ) -> Result<(Conn, hyper::Response<hyper::body::Incoming>), Error> {
+        let mut request = build(addr, call)?;
+        loop {
+            let (mut conn, reused) = match self.checkout(addr) {
+                Some(conn) => (conn, true),
+                None => (self.connect(addr).await?, false),
+            };
+            // The connection's task takes the next request once it has finished the last one.
+            if conn.sender.ready().await.is_err() {
+                if reused {
+                    continue;
+                }
+                return Err(Error::Closed);
+            }
+            let sent = conn.sender.try_send_request(request);
+            match sent.await {
+                Ok(response) => return Ok((conn, response)),
+                // A pooled connection could not take it (closed while idle): nothing was
+                // written, so another connection may.
+                Err(mut e) if reused && e.message().is_some() => {
+                    request = e.take_message().ok_or(Error::Closed)?;
+                }
+                Err(e) => return Err(Error::from_hyper(e.into_error())),
+            }
+        }
     }
 
     /// Closes idle connections past the idle timeout (the gateway's housekeeping calls it).
@@ -547,6 +612,71 @@ mod tests {
             assert!(matches!(error, Error::InvalidRequest), "{error}");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 0);
+    }
+
+    /// A streamed answer's frames reach the caller while the runtime is still writing, and
+    /// dropping the body closes the runtime's connection (how a stream is cancelled).
+    #[tokio::test]
+    async fn streamed_frames_arrive_as_written_and_dropping_the_body_closes_the_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (next_tx, mut next_rx) = tokio::sync::mpsc::channel::<()>(1);
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            let mut seen = Vec::new();
+            while !seen.ends_with(b"{\"x\":1}") {
+                let mut chunk = [0u8; 4096];
+                let n = socket.read(&mut chunk).await.expect("read");
+                assert!(n > 0, "closed early");
+                seen.extend_from_slice(&chunk[..n]);
+            }
+            socket
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\ntransfer-encoding: chunked\r\n\r\nd\r\n{\"text\":\"a\"}\n\r\n")
+                .await
+                .expect("first line");
+            // The second line only once the caller has seen the first.
+            next_rx.recv().await;
+            socket
+                .write_all(b"d\r\n{\"text\":\"b\"}\n\r\n")
+                .await
+                .expect("second line");
+            // Then nothing more: the caller drops the body; the connection must close.
+            let mut rest = [0u8; 64];
+            tokio::time::timeout(Duration::from_secs(60), socket.read(&mut rest))
+                .await
+                .expect("the gateway closed the connection")
+                .unwrap_or(0)
+        });
+        let upstream = Upstream::default();
+        let streamed = upstream
+            .post_stream(addr, &call(1024))
+            .await
+            .expect("answer");
+        assert_eq!(streamed.status, StatusCode::OK);
+        assert!(!streamed.problem);
+        let mut body = streamed.body;
+        let first = body.frame().await.expect("frame").expect("data");
+        assert_eq!(
+            first.data_ref().map(|d| &d[..]),
+            Some(&b"{\"text\":\"a\"}\n"[..])
+        );
+        next_tx.send(()).await.expect("server waits");
+        let second = body.frame().await.expect("frame").expect("data");
+        assert_eq!(
+            second.data_ref().map(|d| &d[..]),
+            Some(&b"{\"text\":\"b\"}\n"[..])
+        );
+        drop(body);
+        assert_eq!(
+            server.await.expect("server"),
+            0,
+            "EOF: the connection was closed"
+        );
+        assert_eq!(
+            upstream.idle_connections(),
+            0,
+            "a stream's connection is not pooled"
+        );
     }
 
     #[tokio::test]

@@ -288,7 +288,11 @@ async fn models_list_what_the_key_may_call() {
         .expect("infallible");
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(response.headers()["allow"], "POST");
-    let (status, _, answer) = call(&s, "POST", "/v1/chat/completions", &s.admin, "{}").await;
+    let (status, _, answer) = call(&s, "POST", "/v1/audio/speech", &s.admin, "{}").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(answer["error"]["message"].is_string());
+    // Served now: a chat call without a model names the param.
+    let (status, _, answer) = call(&s, "POST", "/v1/chat/completions", &s.admin, "{}").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer["error"]["param"], "model");
 }

@@ -45,7 +45,8 @@ struct Inner {
     /// The invoke series of each capability and of `_unknown`.
     series: InvokeSeries,
     ready: AtomicBool,
-    slots: Semaphore,
+    /// Invokes running, streams included (a stream holds its slot until it ends).
+    slots: Arc<Semaphore>,
     waiting: AtomicUsize,
     requests: AtomicU64,
     errors: AtomicU64,
@@ -86,7 +87,7 @@ impl AppState {
             })
             .set(0);
         Self(Arc::new(Inner {
-            slots: Semaphore::new(config.max_concurrency.max(1)),
+            slots: Arc::new(Semaphore::new(config.max_concurrency.max(1))),
             config,
             plugin,
             capabilities,
@@ -309,7 +310,7 @@ async fn invoke_any(
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let s = &state.0;
     s.requests.fetch_add(1, Ordering::Relaxed);
-    let _in_flight = s.series.start();
+    let in_flight = s.series.start();
     let label = if s.capability_ids.contains(&capability) {
         capability.as_str()
     } else {
@@ -328,7 +329,7 @@ async fn invoke_any(
         http.response.status_code = tracing::field::Empty,
     );
     bkg_trace::continue_from(&span, &headers);
-    let response = invoke_inner(&state, &capability, &request_id, body, stream)
+    let response = invoke_inner(&state, &capability, &request_id, body, stream, in_flight)
         .instrument(span.clone())
         .await;
     let code = response.status();
@@ -347,6 +348,7 @@ async fn invoke_inner(
     request_id: &str,
     body: Result<Bytes, BytesRejection>,
     stream: bool,
+    in_flight: crate::metrics::InFlight,
 ) -> Response {
     let s = &state.0;
     let rid = Some(request_id);
@@ -425,7 +427,7 @@ async fn invoke_inner(
     };
 
     // Admission: run now, wait in a bounded queue, or refuse at once.
-    let permit = match s.slots.try_acquire() {
+    let permit = match s.slots.clone().try_acquire_owned() {
         Ok(permit) => permit,
         Err(_) => {
             if s.waiting.fetch_add(1, Ordering::SeqCst) >= s.config.max_queue {
@@ -446,7 +448,7 @@ async fn invoke_inner(
                 return response;
             }
             let _waiting = Waiting(&s.waiting);
-            match s.slots.acquire().await {
+            match s.slots.clone().acquire_owned().await {
                 Ok(permit) => permit,
                 Err(_) => {
                     return problem(
@@ -475,9 +477,10 @@ async fn invoke_inner(
         };
         let started =
             tokio::time::timeout(timeout, s.plugin.invoke_stream(capability, payload, ctx)).await;
-        drop(permit);
         return match started {
-            Ok(Ok(values)) => ndjson(values, request_id),
+            // The stream keeps its slot and its in-flight count until it ends or the client
+            // goes away, so admission, /v1/load and the gauge see it, and drain waits for it.
+            Ok(Ok(values)) => ndjson(values, request_id, (permit, in_flight)),
             Ok(Err(e)) => plugin_error(e, rid),
             Err(_) => problem(
                 StatusCode::GATEWAY_TIMEOUT,
@@ -531,8 +534,13 @@ async fn invoke_inner(
     }
 }
 
-/// The plugin's values as NDJSON, each line flushed as it comes.
-fn ndjson(values: bkg_plugin_api::ValueStream, request_id: &str) -> Response {
+/// The plugin's values as NDJSON, each line flushed as it comes; `hold` (the stream's slot and
+/// in-flight count) is released when the body is dropped: at the end, or when the client goes.
+fn ndjson<H: Send + 'static>(
+    values: bkg_plugin_api::ValueStream,
+    request_id: &str,
+    hold: H,
+) -> Response {
     use futures_util::StreamExt;
     let rid = request_id.to_owned();
     let mut failed = false;
@@ -554,6 +562,7 @@ fn ndjson(values: bkg_plugin_api::ValueStream, request_id: &str) -> Response {
                     serde_json::to_vec(&serde_json::json!({"error": p}))
                 }
             };
+            let _held = &hold;
             line.map(|mut l| {
                 l.push(b'\n');
                 Bytes::from(l)

@@ -16,6 +16,7 @@ mkdir -p "$tmp/plugins"
 # echo with a tiny limit on `fail`, so a 429 is counted.
 echo_with_fail_limit "$tmp/plugins/echo.yaml"
 cp config/plugins/candle.yaml "$tmp/plugins/"
+llm_manifest "$tmp/plugins/llm.yaml"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 port="$(free_port)"; mport="$(free_port)"
 BKG_API_KEY="$key" "$BKG" up --port "$port" --metrics-listen "127.0.0.1:$mport" \
@@ -24,7 +25,7 @@ pid=$!
 url="http://127.0.0.1:$port"
 murl="http://127.0.0.1:$mport"   # the gateway's /metrics: its own listener, not the API port
 api() { curl -sS -H "Authorization: Bearer $key" -H 'content-type: application/json' "$@"; }
-for id in echo candle; do
+for id in echo candle llm; do
   for _ in $(seq 300); do
     api "$url/api/plugins/$id" 2>/dev/null | grep -q '"status":"running"' && break
     sleep 0.1
@@ -39,6 +40,7 @@ api -o /dev/null "$url/api/plugins/echo/invoke" -d '{"capability":"fail","payloa
 code="$(api -o /dev/null -w '%{http_code}' "$url/api/plugins/echo/invoke" -d '{"capability":"fail","payload":{}}')"
 [ "$code" = 429 ] || { echo "FAIL: expected 429 from the rate limit, got $code" >&2; exit 1; }
 api -o /dev/null "$url/api/plugins/candle/invoke" -d '{"capability":"model.infer","payload":{"input":["a short sentence","another one"]}}'
+llm_chat_stream   # the token, time-to-first-token and inter-token series
 
 check() {
   local name="$1" endpoint="$2"
@@ -54,7 +56,7 @@ check gateway "$murl"
 code="$(curl -sS -o "$tmp/api-metrics.txt" -w '%{http_code}' "$url/metrics")"
 [ "$code" = 404 ] && ! grep -q key_id "$tmp/api-metrics.txt" \
   || { echo "FAIL: the API port answers /metrics ($code) without a key" >&2; exit 1; }
-for id in echo candle; do
+for id in echo candle llm; do
   endpoint="$(api "$url/api/plugins/$id" | python3 -c 'import json,sys; print(json.load(sys.stdin)["instances"][0]["endpoint"])')"
   check "$id runtime" "$endpoint"
 done

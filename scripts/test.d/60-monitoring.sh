@@ -37,10 +37,12 @@ cleanup() {
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# The local stack: echo (with a tiny limit on `fail`, so a 429 is counted) and Candle.
+# The local stack: echo (with a tiny limit on `fail`, so a 429 is counted), Candle embeddings
+# and Candle generating with a tiny Llama (llm: the token series).
 key="bkg_monitoringCheck$(head -c 64 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 24)"
 mkdir -p "$tmp/plugins"
 cp config/plugins/candle.yaml "$tmp/plugins/"
+llm_manifest "$tmp/plugins/llm.yaml"
 echo_with_fail_limit "$tmp/plugins/echo.yaml"
 # echo is autoscaled from zero (at most one replica, so Prometheus keeps scraping the same
 # runtime): its first invoke is held and activates it, which fills the scaling series.
@@ -68,7 +70,7 @@ operator=$!
 for _ in $(seq 300); do curl -fsS -o /dev/null "$url/healthz" 2>/dev/null && break; sleep 0.1; done
 code="$(api -o /dev/null -w '%{http_code}' "$url/api/plugins/echo/invoke" -d '{"capability":"echo","payload":{"wake":1}}')"
 [ "$code" = 200 ] || { cat "$tmp/up.log" >&2; echo "FAIL: the invoke that activates echo from zero answered $code" >&2; exit 1; }
-for id in echo candle; do
+for id in echo candle llm; do
   for _ in $(seq 300); do
     api "$url/api/plugins/$id" 2>/dev/null | grep -q '"status":"running"' && break
     sleep 0.1
@@ -78,7 +80,7 @@ for id in echo candle; do
 done
 curl -fsS -o /dev/null "http://127.0.0.1:$oport/metrics" \
   || { cat "$tmp/operator.log" >&2; echo "FAIL: the operator serves no /metrics" >&2; exit 1; }
-runtimes="$(for id in echo candle; do
+runtimes="$(for id in echo candle llm; do
   api "$url/api/plugins/$id" | python3 -c 'import json,sys
 for i in json.load(sys.stdin)["instances"]: print(i["endpoint"].split("://", 1)[1])'
 done)"
@@ -140,6 +142,7 @@ traffic() {
   done
   code="$(api -o /dev/null -w '%{http_code}' "$url/api/plugins/candle/invoke" -d '{"capability":"embeddings","payload":{"input":"hello"}}')"
   [ "$code" = 200 ] || { echo "FAIL: candle embeddings answered $code" >&2; exit 1; }
+  llm_chat_stream; llm_chat_stream
 }
 # Waits until Prometheus holds what was sent before the call: every target scraped twice since
 # (the targets API may show a scrape just before its samples are stored; a target's next scrape

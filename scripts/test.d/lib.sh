@@ -12,3 +12,26 @@ for cap in doc["spec"]["capabilities"]:
 yaml.safe_dump(doc, open(sys.argv[2], "w"))
 PY
 }
+
+# Writes to DEST a Plugin `llm`: the Candle plugin serving the tiny random-weight Llama with a
+# chat template from its testdata, for the token series (chat and completions stream).
+llm_manifest() { # DEST
+  cat >"$1" <<YAML
+apiVersion: bkg.rs/v1alpha1
+kind: Plugin
+metadata: {name: llm}
+spec:
+  implementation: candle
+  capabilities: [{id: chat, streaming: true}, {id: completions, streaming: true}]
+  config:
+    model: {path: $PWD/plugins/candle/testdata/tiny/llama-chat}
+    dtype: f32
+YAML
+}
+
+# Streams one chat completion from `llm` through /v1 (SSE) and checks it ended with [DONE].
+# Needs \$url and api().
+llm_chat_stream() {
+  api -N "$url/v1/chat/completions" -d '{"model":"llm","messages":[{"role":"user","content":"Hello"}],"max_tokens":6,"temperature":0,"ignore_eos":true,"stream":true,"stream_options":{"include_usage":true}}' \
+    | grep -q '^data: \[DONE\]' || { echo "FAIL: the llm chat stream did not end with [DONE]" >&2; exit 1; }
+}

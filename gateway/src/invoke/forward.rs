@@ -42,6 +42,14 @@ pub async fn unavailable(state: &AppState, id: &str) -> ApiError {
     }
 }
 
+/// How the answer is relayed.
+pub(super) enum Mode {
+    /// Read whole (bounded), then relayed; its tokens charged to the payer, if any.
+    Whole(Option<super::stream::Payer>),
+    /// From `/v1/invoke/{capability}/stream`, relayed frame by frame through the meter.
+    Stream(super::stream::Meter),
+}
+
 /// Sends the payload to a ready instance and relays its answer.
 pub(super) async fn forward(
     state: &AppState,
@@ -50,6 +58,7 @@ pub(super) async fn forward(
     capability: &str,
     payload: &[u8],
     request_id: &str,
+    mode: Mode,
 ) -> Result<Response, ApiError> {
     let id = route.plugin.id();
     let endpoints = &route.endpoints;
@@ -58,7 +67,15 @@ pub(super) async fn forward(
     }
     let timeout = Duration::from_secs(u64::from(route.plugin.spec.resources.timeout_seconds));
     let start = state.round_robin.fetch_add(1, Ordering::Relaxed);
-    let path = format!("/v1/invoke/{}", PathSegment(capability));
+    let (mut meter, payer) = match mode {
+        Mode::Whole(payer) => (None, payer),
+        Mode::Stream(meter) => (Some(meter), None),
+    };
+    let path = if meter.is_some() {
+        format!("/v1/invoke/{}/stream", PathSegment(capability))
+    } else {
+        format!("/v1/invoke/{}", PathSegment(capability))
+    };
     // At most two attempts, each on a different instance.
     let attempts = endpoints.len().min(2);
     let mut last_error = String::new();
@@ -79,6 +96,36 @@ pub(super) async fn forward(
             body: payload,
             max_response_bytes: state.config.max_response_bytes,
         };
+        if let Some(m) = meter.take() {
+            // The runtime answers 504 itself when the stream does not start in time; the stream
+            // then runs as long as the plugin yields (its length is bounded by max_tokens).
+            let sent = tokio::time::timeout(
+                timeout + Duration::from_secs(2),
+                state.upstream.post_stream(endpoint, &call).instrument(span),
+            )
+            .await;
+            match sent {
+                Ok(Ok(streamed)) => return relay_stream(state, streamed, m).await,
+                Ok(Err(e)) if e.never_reached() => {
+                    tracing::warn!(plugin = id, %endpoint, error = %e, "instance unreachable; trying another");
+                    last_error = e.to_string();
+                    meter = Some(m);
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    return Err(ApiError::BadGateway(format!(
+                        "plugin {id:?} failed to answer: {}",
+                        error_chain(&e)
+                    )));
+                }
+                Err(_elapsed) => {
+                    return Err(ApiError::Timeout {
+                        plugin: id.to_owned(),
+                        secs: timeout.as_secs(),
+                    });
+                }
+            }
+        }
         // The runtime answers 504 itself at the timeout; this margin only catches a hung one.
         let sent = tokio::time::timeout(
             timeout + Duration::from_secs(2),
@@ -86,7 +133,14 @@ pub(super) async fn forward(
         )
         .await;
         match sent {
-            Ok(Ok(answer)) => return Ok(relay(answer)),
+            Ok(Ok(answer)) => {
+                if let Some(payer) = &payer
+                    && answer.status.is_success()
+                {
+                    super::stream::charge_whole(state, id, payer, &answer.body);
+                }
+                return Ok(relay(answer));
+            }
             Ok(Err(e)) if e.never_reached() => {
                 tracing::warn!(plugin = id, %endpoint, error = %e, "instance unreachable; trying another");
                 last_error = e.to_string();
@@ -132,8 +186,41 @@ impl std::fmt::Display for PathSegment<'_> {
     }
 }
 
+/// A streamed answer as the client's: an error before the stream (problem+json) read whole
+/// and relayed as such; a stream relayed as it comes (NDJSON), through the meter.
+async fn relay_stream(
+    state: &AppState,
+    streamed: upstream::Streamed,
+    meter: super::stream::Meter,
+) -> Result<Response, ApiError> {
+    use http_body_util::BodyExt;
+    let limit = state.config.max_response_bytes;
+    if !streamed.status.is_success() {
+        let body = http_body_util::Limited::new(streamed.body, limit)
+            .collect()
+            .await
+            .map_err(|e| ApiError::BadGateway(format!("the plugin's error answer: {e}")))?
+            .to_bytes();
+        return Ok(relay(upstream::Answer {
+            status: streamed.status,
+            problem: streamed.problem,
+            retry_after: streamed.retry_after,
+            body,
+        }));
+    }
+    let body = super::stream::Metered::new(streamed.body, meter, limit);
+    let mut out = Response::new(axum::body::Body::new(body));
+    let headers = out.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(out)
+}
+
 /// An error with its sources, `a: b: c` (the top-level messages alone say little).
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

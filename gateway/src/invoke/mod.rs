@@ -7,6 +7,9 @@
 //!   ─▶ capability (and the key's scope for it: invoke, or manage for a management one)
 //!   ─▶ rate limit, charged the call's cost ─▶ validate payload
 //!   ─▶ a ready instance, round robin ─▶ POST /v1/invoke/{capability} ─▶ relay the answer
+//!
+//!  POST /api/plugins/{id}/invoke/stream: the same steps, then
+//!   ─▶ POST /v1/invoke/{capability}/stream ─▶ relay NDJSON frame by frame (stream.rs)
 //! ```
 //!
 //! This route is served in front of the axum router ([`crate::Gateway`]): it is the call every
@@ -18,6 +21,7 @@ mod binary;
 mod cost;
 mod forward;
 mod schema;
+pub(crate) mod stream;
 mod trace;
 
 use std::time::Instant;
@@ -39,17 +43,18 @@ use crate::ratelimit::Refused;
 use crate::{AppState, REQUEST_ID, front};
 use trace::{Fields, Trace};
 
-/// The raw (still percent-encoded) plugin id when `req` is `POST /api/plugins/{id}/invoke`.
-pub fn target<B>(req: &Request<B>) -> Option<&str> {
+/// The raw (still percent-encoded) plugin id when `req` is `POST /api/plugins/{id}/invoke`
+/// (`false`) or `POST /api/plugins/{id}/invoke/stream` (`true`).
+pub fn target<B>(req: &Request<B>) -> Option<(&str, bool)> {
     if req.method() != Method::POST {
         return None;
     }
-    let id = req
-        .uri()
-        .path()
-        .strip_prefix("/api/plugins/")?
-        .strip_suffix("/invoke")?;
-    (!id.is_empty() && !id.contains('/')).then_some(id)
+    let rest = req.uri().path().strip_prefix("/api/plugins/")?;
+    let (id, stream) = match rest.strip_suffix("/invoke") {
+        Some(id) => (id, false),
+        None => (rest.strip_suffix("/invoke/stream")?, true),
+    };
+    (!id.is_empty() && !id.contains('/')).then_some((id, stream))
 }
 
 /// How a call reached the invoke path.
@@ -57,21 +62,30 @@ pub fn target<B>(req: &Request<B>) -> Option<&str> {
 pub enum Entry<'a> {
     /// `POST /api/plugins/{id}/invoke`, with the id as it appears in the path.
     Invoke(&'a str),
-    /// `POST /v1/embeddings` or `POST /v1/rerank` (`crate::openai`).
+    /// `POST /api/plugins/{id}/invoke/stream`: the same, answered as NDJSON while it runs.
+    InvokeStream(&'a str),
+    /// `POST /v1/embeddings`, `/v1/rerank`, `/v1/chat/completions` or `/v1/completions`
+    /// (`crate::openai`).
     V1(crate::openai::Endpoint),
 }
 
-/// Serves one invoke of plugin `raw_id` (as it appears in the path).
+/// Serves one invoke of plugin `raw_id` (as it appears in the path), streamed or whole.
 pub async fn serve<B>(
     state: AppState,
     raw_id: String,
+    stream: bool,
     req: Request<B>,
 ) -> Result<Response, std::convert::Infallible>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<axum::BoxError>,
 {
-    serve_entry(state, Entry::Invoke(&raw_id), req).await
+    let entry = if stream {
+        Entry::InvokeStream(&raw_id)
+    } else {
+        Entry::Invoke(&raw_id)
+    };
+    serve_entry(state, entry, req).await
 }
 
 /// Serves one call that goes through the invoke path: an invoke, or a `/v1` route translated
@@ -90,10 +104,14 @@ where
     let request_id = front::request_id(&parts.headers);
     let decoded;
     let (name, route) = match entry {
-        Entry::Invoke(raw_id) => {
+        Entry::Invoke(raw_id) | Entry::InvokeStream(raw_id) => {
             decoded = percent_encoding::percent_decode_str(raw_id).decode_utf8();
             let id = decoded.as_deref().unwrap_or(raw_id);
-            (Some(id), trace::Route::Invoke(id))
+            if matches!(entry, Entry::InvokeStream(_)) {
+                (Some(id), trace::Route::InvokeStream(id))
+            } else {
+                (Some(id), trace::Route::Invoke(id))
+            }
         }
         Entry::V1(endpoint) => (None, trace::Route::V1(endpoint.path())),
     };
@@ -115,18 +133,21 @@ where
                     &parts.headers,
                     body,
                     &mut seen,
+                    started,
                 )
                 .await
             }
-            (Entry::Invoke(_), id) => {
+            (Entry::Invoke(_) | Entry::InvokeStream(_), id) => {
                 run(
                     &state,
                     id.unwrap_or_default(),
+                    matches!(entry, Entry::InvokeStream(_)),
                     &request_id,
                     &trace,
                     &parts,
                     body,
                     &mut seen,
+                    started,
                 )
                 .await
             }
@@ -185,12 +206,13 @@ where
         }
     }
     let mut response = match entry {
-        Entry::Invoke(_) => match result {
+        Entry::Invoke(_) | Entry::InvokeStream(_) => match result {
             Ok(response) => response,
             Err(error) => error.into_problem(Some(&request_id)),
         },
         Entry::V1(_) => {
-            crate::openai::answer(seen.shape, result, state.config.max_response_bytes).await
+            let shape = std::mem::take(&mut seen.shape);
+            crate::openai::answer(shape, result, state.config.max_response_bytes).await
         }
     };
     if let Ok(v) = HeaderValue::from_str(&request_id) {
@@ -215,14 +237,17 @@ struct Seen {
     shape: crate::openai::Shape,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run<B>(
     state: &AppState,
     name: &str,
+    stream: bool,
     request_id: &str,
     trace: &Trace,
     parts: &axum::http::request::Parts,
     body: B,
     seen: &mut Seen,
+    started: Instant,
 ) -> Result<Response, ApiError>
 where
     B: http_body::Body<Data = Bytes>,
@@ -234,14 +259,16 @@ where
     state.metrics.observe_key(&who.key_id);
     let who = seen.who.insert(who).clone();
     let who = &*who;
-    let forbidden = || front::forbidden(who, "POST", &format!("/api/plugins/{name}/invoke"));
+    let suffix = if stream { "/stream" } else { "" };
+    let forbidden =
+        || front::forbidden(who, "POST", &format!("/api/plugins/{name}/invoke{suffix}"));
     let (id, route) = resolve(state, who, name, seen).await.map_err(|e| match e {
         Resolve::Forbidden => forbidden(),
         Resolve::Unknown => ApiError::UnknownPlugin(name.to_owned()),
         Resolve::NoWeight(e) => e,
     })?;
     trace.plugin(&id);
-    let _in_flight = state.metrics.in_flight(&id);
+    let in_flight = state.metrics.in_flight(&id);
     let body = read_body(body, headers, state.config.max_body_bytes).await?;
     // A raw image body is the JSON invoke its capability declares for it (binary.rs).
     let body = match binary::raw_media_type(headers) {
@@ -259,8 +286,13 @@ where
         route,
         &request.capability,
         payload,
-        request_id,
-        trace,
+        Relay {
+            request_id,
+            trace,
+            stream,
+            started,
+            in_flight,
+        },
         seen,
     )
     .await
@@ -322,6 +354,7 @@ async fn resolve(
 
 /// `POST /v1/embeddings` and `POST /v1/rerank`: the body translated into an invoke of the
 /// plugin `model` names (`crate::openai`), then the same steps as an invoke.
+#[allow(clippy::too_many_arguments)]
 async fn run_v1<B>(
     state: &AppState,
     endpoint: crate::openai::Endpoint,
@@ -330,6 +363,7 @@ async fn run_v1<B>(
     headers: &HeaderMap,
     body: B,
     seen: &mut Seen,
+    started: Instant,
 ) -> Result<Response, ApiError>
 where
     B: http_body::Body<Data = Bytes>,
@@ -342,7 +376,7 @@ where
     let who = &*who;
     let body = read_body(body, headers, state.config.max_body_bytes).await?;
     let request = crate::openai::translate(endpoint, &body)?;
-    seen.shape = request.shape;
+    seen.shape = request.shape.clone();
     let model = match request.model {
         Some(model) => model,
         None => only_plugin_with(state, request.capability).await?,
@@ -357,7 +391,7 @@ where
             Resolve::NoWeight(e) => e,
         })?;
     trace.plugin(&id);
-    let _in_flight = state.metrics.in_flight(&id);
+    let in_flight = state.metrics.in_flight(&id);
     let payload: &RawValue = serde_json::from_str(&request.payload)
         .map_err(|e| ApiError::MalformedJson(format!("the request body is not valid JSON: {e}")))?;
     call(
@@ -367,11 +401,28 @@ where
         route,
         request.capability,
         payload,
-        request_id,
-        trace,
+        Relay {
+            request_id,
+            trace,
+            stream: request.stream,
+            started,
+            in_flight,
+        },
         seen,
     )
     .await
+}
+
+/// How a call's answer goes back, and what it carries along for that.
+struct Relay<'a> {
+    request_id: &'a str,
+    trace: &'a Trace,
+    /// Streamed (`…/invoke/stream`, `/v1` with `stream: true`), or whole.
+    stream: bool,
+    /// When the gateway took the request (time to first token counts from it).
+    started: Instant,
+    /// The plugin's in-flight gauge: a stream's body keeps it until the stream ends.
+    in_flight: crate::metrics::InFlight,
 }
 
 /// The one enabled plugin whose manifest declares `capability`: TEI's clients send no
@@ -415,10 +466,10 @@ async fn call(
     route: crate::backend::Route,
     capability: &str,
     payload: &RawValue,
-    request_id: &str,
-    trace: &Trace,
+    relay: Relay<'_>,
     seen: &mut Seen,
 ) -> Result<Response, ApiError> {
+    let trace = relay.trace;
     if !who.can_call(id, Some(capability)) {
         return Err(ApiError::Forbidden(format!(
             "key {:?} may not invoke {}/{}",
@@ -433,11 +484,12 @@ async fn call(
     // The capability, its input schema, whether it is a management one and what it costs:
     // from the manifest (borrowed), or, when the manifest declares none, as the runtime
     // reports them.
-    let (capability, schema, management, cost): (
+    let (capability, schema, management, cost, streaming): (
         String,
         Cow<'_, serde_json::Value>,
         bool,
         Option<Cow<'_, Cost>>,
+        bool,
     ) = if declared.is_empty() {
         // Boxed: this rare path (a manifest without capabilities) would otherwise add its
         // HTTP client's state to every invoke's future, which is moved by value.
@@ -454,6 +506,7 @@ async fn call(
                 Cow::Owned(c.input_schema),
                 c.management,
                 c.cost.map(Cow::Owned),
+                c.streaming,
             ),
             // A plugin that is not running cannot report capabilities its manifest leaves out.
             None if route.endpoints.is_empty() => {
@@ -470,6 +523,7 @@ async fn call(
                     .map_or(Cow::Owned(serde_json::Value::Bool(true)), Cow::Borrowed),
                 c.management,
                 c.cost.as_ref().map(Cow::Borrowed),
+                c.streaming,
             ),
             None => return Err(unknown_capability()),
         }
@@ -530,6 +584,27 @@ async fn call(
             )));
         }
     }
+    // Generation capabilities (those that stream) are metered in tokens per key.
+    let payer = streaming.then(|| stream::Payer {
+        key: who.key_id.clone(),
+        tokens_per_minute: who.tokens_per_minute,
+    });
+    if let Some(payer) = &payer
+        && let Err(retry_after) =
+            state
+                .tokens
+                .admit(&payer.key, payer.tokens_per_minute, Instant::now())
+    {
+        state.metrics.observe_rate_limited(id, &capability);
+        return Err(ApiError::RateLimited {
+            detail: format!(
+                "key {:?} may use {} tokens per minute and has used them up; retry in {retry_after}s",
+                who.key_id,
+                payer.tokens_per_minute.unwrap_or_default()
+            ),
+            retry_after,
+        });
+    }
     schema::validate(state, id, route.generation, &capability, &schema, payload)?;
     let payload = payload.get().as_bytes();
     // A plugin the autoscaler may have taken to zero (or that is still starting its first
@@ -542,7 +617,28 @@ async fn call(
         }
         _ => &route,
     };
-    forward::forward(state, route, trace, &capability, payload, request_id).await
+    let mode = if relay.stream {
+        forward::Mode::Stream(stream::Meter {
+            state: state.clone(),
+            plugin: id.to_owned(),
+            payer,
+            started: relay.started,
+            last_text: None,
+            in_flight: relay.in_flight,
+        })
+    } else {
+        forward::Mode::Whole(payer)
+    };
+    forward::forward(
+        state,
+        route,
+        trace,
+        &capability,
+        payload,
+        relay.request_id,
+        mode,
+    )
+    .await
 }
 
 /// The request body, refused above `limit` bytes.

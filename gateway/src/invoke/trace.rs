@@ -19,6 +19,8 @@ use tracing::Span;
 pub enum Route<'a> {
     /// `POST /api/plugins/{id}/invoke` with this id (or alias).
     Invoke(&'a str),
+    /// `POST /api/plugins/{id}/invoke/stream` with this id (or alias).
+    InvokeStream(&'a str),
     /// A `/v1` route (`crate::openai`).
     V1(&'static str),
 }
@@ -39,6 +41,11 @@ impl Trace {
             Route::Invoke(id) => (
                 "POST /api/plugins/{id}/invoke",
                 format!("/api/plugins/{id}/invoke"),
+                Some(id),
+            ),
+            Route::InvokeStream(id) => (
+                "POST /api/plugins/{id}/invoke/stream",
+                format!("/api/plugins/{id}/invoke/stream"),
                 Some(id),
             ),
             Route::V1(path) => (path, path.to_owned(), None),

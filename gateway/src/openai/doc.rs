@@ -86,3 +86,105 @@ pub fn rerank() {}
         (status = 401, description = "No key, or a key that is not valid", body = ErrorBody)))]
 #[allow(dead_code)]
 pub fn models() {}
+
+/// One message of a conversation.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ChatMessage {
+    /// `system`, `user`, `assistant` (others: 400, param messages).
+    role: String,
+    /// The text, or OpenAI's list of parts of which `text` parts are used.
+    #[schema(value_type = String)]
+    content: Value,
+}
+
+/// `stream_options`, with `stream: true` only.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct StreamOptions {
+    /// One more chunk before `[DONE]` with `usage` and no choices.
+    include_usage: Option<bool>,
+}
+
+/// `POST /v1/chat/completions`' body (OpenAI's). `n` > 1, `logprobs`, `tools` and the other
+/// parameters the plugins do not implement are refused with 400 naming `param`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ChatCompletionRequest {
+    /// A plugin id or an alias whose plugin offers `chat` (`GET /v1/models`).
+    model: String,
+    messages: Vec<ChatMessage>,
+    /// At most this many new tokens.
+    #[schema(minimum = 1)]
+    max_tokens: Option<u32>,
+    #[schema(minimum = 1)]
+    max_completion_tokens: Option<u32>,
+    /// 0: greedy.
+    #[schema(minimum = 0, maximum = 2)]
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    seed: Option<u64>,
+    /// A string or up to 4 strings.
+    #[schema(value_type = Option<Object>)]
+    stop: Option<Value>,
+    /// Answer as server-sent events (`chat.completion.chunk`), then `data: [DONE]`.
+    stream: Option<bool>,
+    stream_options: Option<StreamOptions>,
+    user: Option<String>,
+}
+
+/// `POST /v1/completions`' body (OpenAI's legacy completions): one prompt string.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct CompletionRequest {
+    /// A plugin id or an alias whose plugin offers `completions`.
+    model: String,
+    prompt: String,
+    #[schema(minimum = 1)]
+    max_tokens: Option<u32>,
+    #[schema(minimum = 0, maximum = 2)]
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    seed: Option<u64>,
+    #[schema(value_type = Option<Object>)]
+    stop: Option<Value>,
+    stream: Option<bool>,
+    stream_options: Option<StreamOptions>,
+    user: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "openai",
+    request_body(content = ChatCompletionRequest, example = json!({"model": "llm", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 16})),
+    responses(
+        (status = 200, description = "OpenAI's `chat.completion`; with `stream: true`, `text/event-stream` of `chat.completion.chunk` events (the first delta carries the role, the last the finish_reason; with include_usage one more with `usage` and no choices), then `data: [DONE]`. An error after the stream started is a `data: {\"error\": …}` event that ends it",
+            content((Object = "application/json"), (String = "text/event-stream"))),
+        (status = 400, description = "Malformed JSON, an unsupported parameter, or input the model refuses (unknown role, max_tokens beyond the context, a prompt too long): param names it", body = ErrorBody),
+        (status = 401, description = "No key, or a key that is not valid", body = ErrorBody),
+        (status = 403, description = "The key may not call this model", body = ErrorBody),
+        (status = 404, description = "No plugin or alias of that name (code model_not_found), or it has no chat capability", body = ErrorBody),
+        (status = 413, description = "The body is larger than the gateway accepts", body = ErrorBody),
+        (status = 429, description = "Rate limit or the key's tokens per minute used up, or the plugin is overloaded (Retry-After)", body = ErrorBody),
+        (status = 500, description = "The plugin failed", body = ErrorBody),
+        (status = 502, description = "The plugin's answer could not be relayed", body = ErrorBody),
+        (status = 503, description = "No ready replica (Retry-After)", body = ErrorBody),
+        (status = 504, description = "The plugin did not answer in time", body = ErrorBody)))]
+#[allow(dead_code)]
+pub fn chat_completions() {}
+
+#[utoipa::path(post, path = "/v1/completions", tag = "openai",
+    request_body(content = CompletionRequest, example = json!({"model": "llm", "prompt": "The capital of France is", "max_tokens": 8})),
+    responses(
+        (status = 200, description = "OpenAI's `text_completion`; with `stream: true`, `text/event-stream` of `text_completion` chunks, then `data: [DONE]`",
+            content((Object = "application/json"), (String = "text/event-stream"))),
+        (status = 400, description = "Malformed JSON, an unsupported parameter, or input the model refuses: param names it", body = ErrorBody),
+        (status = 401, description = "No key, or a key that is not valid", body = ErrorBody),
+        (status = 403, description = "The key may not call this model", body = ErrorBody),
+        (status = 404, description = "No plugin or alias of that name (code model_not_found), or it has no completions capability", body = ErrorBody),
+        (status = 413, description = "The body is larger than the gateway accepts", body = ErrorBody),
+        (status = 429, description = "Rate limit or the key's tokens per minute used up, or the plugin is overloaded (Retry-After)", body = ErrorBody),
+        (status = 500, description = "The plugin failed", body = ErrorBody),
+        (status = 502, description = "The plugin's answer could not be relayed", body = ErrorBody),
+        (status = 503, description = "No ready replica (Retry-After)", body = ErrorBody),
+        (status = 504, description = "The plugin did not answer in time", body = ErrorBody)))]
+#[allow(dead_code)]
+pub fn completions() {}

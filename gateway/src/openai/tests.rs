@@ -34,6 +34,10 @@ fn routes_and_methods() {
     );
     assert_eq!(
         Endpoint::of(&Method::POST, "/v1/chat/completions"),
+        Some(Endpoint::ChatCompletions)
+    );
+    assert_eq!(
+        Endpoint::of(&Method::POST, "/v1/audio/speech"),
         Some(Endpoint::Unknown)
     );
     assert_eq!(

@@ -136,6 +136,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/plugins/{id}/invoke/stream": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * The OpenAPI entry of the streamed invoke route, answered in front of the router like
+         *     [`invoke`].
+         */
+        post: operations["invoke_stream"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/plugins/{id}/logs": {
         parameters: {
             query?: never;
@@ -264,6 +284,38 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/chat/completions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["chat_completions"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/completions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["completions"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/embeddings": {
         parameters: {
             query?: never;
@@ -366,6 +418,62 @@ export interface components {
              */
             streaming?: boolean;
         };
+        /**
+         * @description `POST /v1/chat/completions`' body (OpenAI's). `n` > 1, `logprobs`, `tools` and the other
+         *     parameters the plugins do not implement are refused with 400 naming `param`.
+         */
+        ChatCompletionRequest: {
+            /** Format: int32 */
+            max_completion_tokens?: number | null;
+            /**
+             * Format: int32
+             * @description At most this many new tokens.
+             */
+            max_tokens?: number | null;
+            messages: components["schemas"]["ChatMessage"][];
+            /** @description A plugin id or an alias whose plugin offers `chat` (`GET /v1/models`). */
+            model: string;
+            /** Format: int64 */
+            seed?: number | null;
+            /** @description A string or up to 4 strings. */
+            stop?: Record<string, never> | null;
+            /** @description Answer as server-sent events (`chat.completion.chunk`), then `data: [DONE]`. */
+            stream?: boolean | null;
+            stream_options?: components["schemas"]["StreamOptions"] | null;
+            /**
+             * Format: double
+             * @description 0: greedy.
+             */
+            temperature?: number | null;
+            /** Format: double */
+            top_p?: number | null;
+            user?: string | null;
+        };
+        /** @description One message of a conversation. */
+        ChatMessage: {
+            /** @description The text, or OpenAI's list of parts of which `text` parts are used. */
+            content: string;
+            /** @description `system`, `user`, `assistant` (others: 400, param messages). */
+            role: string;
+        };
+        /** @description `POST /v1/completions`' body (OpenAI's legacy completions): one prompt string. */
+        CompletionRequest: {
+            /** Format: int32 */
+            max_tokens?: number | null;
+            /** @description A plugin id or an alias whose plugin offers `completions`. */
+            model: string;
+            prompt: string;
+            /** Format: int64 */
+            seed?: number | null;
+            stop?: Record<string, never> | null;
+            stream?: boolean | null;
+            stream_options?: components["schemas"]["StreamOptions"] | null;
+            /** Format: double */
+            temperature?: number | null;
+            /** Format: double */
+            top_p?: number | null;
+            user?: string | null;
+        };
         /** @description A condition as the REST API shows it. */
         ConditionInfo: {
             last_transition_time: string;
@@ -422,6 +530,13 @@ export interface components {
              *     ]
              */
             scopes: components["schemas"]["ScopeName"][];
+            /**
+             * Format: int32
+             * @description Prompt plus completion tokens the key may use per minute (429 `rate_limit_exceeded`
+             *     beyond, with Retry-After). Absent: no limit.
+             * @example 10000
+             */
+            tokens_per_minute?: number | null;
         };
         /** @description What `POST /api/keys` answers: the key itself, this once. */
         CreatedKey: {
@@ -431,6 +546,8 @@ export interface components {
             /** @description The bearer token. Only its hash is stored: it is never shown again. */
             key: string;
             scopes: string[];
+            /** Format: int32 */
+            tokens_per_minute?: number | null;
         };
         /**
          * @description `POST /v1/embeddings`' body (OpenAI's). Fields other than `model` reach the plugin's
@@ -499,6 +616,16 @@ export interface components {
             scopes: string[];
             /** @description `file` (the key file, which the API edits) or `env` (BKG_API_KEY, which it cannot). */
             source: string;
+            /**
+             * Format: int32
+             * @description Prompt plus completion tokens the key may use per minute; absent: no limit.
+             */
+            tokens_per_minute?: number | null;
+            /**
+             * @description Tokens the key has used through this gateway process (generation capabilities, as the
+             *     plugins report them); in memory, like `last_used_at`.
+             */
+            usage: components["schemas"]["Usage"];
         };
         /**
          * @description One message on the live WebSockets `/ws/plugins` and `/ws/plugins/{id}` (subprotocol bkg.v1),
@@ -712,6 +839,11 @@ export interface components {
          * @example invoke:echo
          */
         ScopeName: string;
+        /** @description `stream_options`, with `stream: true` only. */
+        StreamOptions: {
+            /** @description One more chunk before `[DONE]` with `usage` and no choices. */
+            include_usage?: boolean | null;
+        };
         /**
          * @description Resource use of one runtime process, or of a plugin summed over its replicas
          *     (the seed's PluginTelemetry).
@@ -823,6 +955,13 @@ export interface components {
              * @description When it was taken: milliseconds since the Unix epoch.
              */
             time_ms: number;
+        };
+        /** @description Tokens of one answer or one key, as OpenAI's `usage` names them. */
+        Usage: {
+            /** Format: int64 */
+            completion_tokens: number;
+            /** Format: int64 */
+            prompt_tokens: number;
         };
         /** @description What `GET /api/whoami` answers. */
         WhoAmI: {
@@ -1215,6 +1354,62 @@ export interface operations {
             504: components["responses"]["Timeout"];
         };
     };
+    invoke_stream: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description Plugin id (metadata.name) or alias
+                 * @example llm
+                 */
+                id: string;
+            };
+            cookie?: never;
+        };
+        /** @description A streaming capability and its payload, validated against the capability's input schema */
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "capability": "chat",
+                 *       "payload": {
+                 *         "max_tokens": 16,
+                 *         "messages": [
+                 *           {
+                 *             "content": "Hello",
+                 *             "role": "user"
+                 *           }
+                 *         ]
+                 *       }
+                 *     }
+                 */
+                "application/json": components["schemas"]["InvokeRequest"];
+            };
+        };
+        responses: {
+            /** @description The capability's values, one JSON document per line (NDJSON), each relayed as the plugin yields it. For generation: `{"text"}` lines, then `{"finish_reason", "usage", "model"}`. An error after the stream started is the last line, `{"error": <problem>}` */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/x-ndjson": string;
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            413: components["responses"]["TooLarge"];
+            422: components["responses"]["PluginRefused"];
+            429: components["responses"]["RateLimited"];
+            500: components["responses"]["PluginFailed"];
+            502: components["responses"]["BadGateway"];
+            503: components["responses"]["Unavailable"];
+            504: components["responses"]["Timeout"];
+        };
+    };
     logs: {
         parameters: {
             query?: {
@@ -1449,6 +1644,255 @@ export interface operations {
                      *     }
                      */
                     "application/json": Record<string, never>;
+                };
+            };
+        };
+    };
+    chat_completions: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "max_tokens": 16,
+                 *       "messages": [
+                 *         {
+                 *           "content": "Hello",
+                 *           "role": "user"
+                 *         }
+                 *       ],
+                 *       "model": "llm"
+                 *     }
+                 */
+                "application/json": components["schemas"]["ChatCompletionRequest"];
+            };
+        };
+        responses: {
+            /** @description OpenAI's `chat.completion`; with `stream: true`, `text/event-stream` of `chat.completion.chunk` events (the first delta carries the role, the last the finish_reason; with include_usage one more with `usage` and no choices), then `data: [DONE]`. An error after the stream started is a `data: {"error": …}` event that ends it */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": Record<string, never>;
+                    "text/event-stream": string;
+                };
+            };
+            /** @description Malformed JSON, an unsupported parameter, or input the model refuses (unknown role, max_tokens beyond the context, a prompt too long): param names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No key, or a key that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key may not call this model */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No plugin or alias of that name (code model_not_found), or it has no chat capability */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is larger than the gateway accepts */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limit or the key's tokens per minute used up, or the plugin is overloaded (Retry-After) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The plugin failed */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The plugin's answer could not be relayed */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No ready replica (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The plugin did not answer in time */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    completions: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "max_tokens": 8,
+                 *       "model": "llm",
+                 *       "prompt": "The capital of France is"
+                 *     }
+                 */
+                "application/json": components["schemas"]["CompletionRequest"];
+            };
+        };
+        responses: {
+            /** @description OpenAI's `text_completion`; with `stream: true`, `text/event-stream` of `text_completion` chunks, then `data: [DONE]` */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": Record<string, never>;
+                    "text/event-stream": string;
+                };
+            };
+            /** @description Malformed JSON, an unsupported parameter, or input the model refuses: param names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No key, or a key that is not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key may not call this model */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No plugin or alias of that name (code model_not_found), or it has no completions capability */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is larger than the gateway accepts */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limit or the key's tokens per minute used up, or the plugin is overloaded (Retry-After) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The plugin failed */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The plugin's answer could not be relayed */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No ready replica (Retry-After) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The plugin did not answer in time */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };

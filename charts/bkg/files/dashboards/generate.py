@@ -315,6 +315,17 @@ def overview():
                    targets(("sum by (plugin) (bkg_gateway_invoke_in_flight)", "{{plugin}}")), w=8),
         timeseries("Requests per API key", "Authenticated API requests (all routes) per second, by key id.", "reqps",
                    targets((f"sum by (key_id) (rate(bkg_gateway_api_key_requests_total[{RATE}]))", "{{key_id}}")), w=8),
+        row("Text generation"),
+        timeseries("Tokens per second", "Prompt and completion tokens of generation answers (whole and streamed) per second, per plugin, as the plugins report their usage.", "short",
+                   targets((f"sum by (plugin, kind) (rate(bkg_gateway_tokens_total[{RATE}]))", "{{plugin}} {{kind}}")), w=8, links=DRILL_DOWN),
+        timeseries("Time to first token p50 / p99", "From the gateway taking a streamed call to relaying its first text, per plugin.", "s",
+                   targets(*quantiles("bkg_gateway_time_to_first_token_seconds", "", "plugin", "{{plugin}}", qs=(0.5, 0.99))), w=8),
+        timeseries("Inter-token latency p50 / p99", "Time between two texts of a stream the gateway relays, per plugin.", "s",
+                   targets(*quantiles("bkg_gateway_inter_token_latency_seconds", "", "plugin", "{{plugin}}", qs=(0.5, 0.99))), w=8),
+        timeseries("Generation calls in flight", "Calls (open streams included, until they end or their client goes away) the gateway is serving now, for plugins that generate tokens.", "short",
+                   targets(("sum by (plugin) (bkg_gateway_invoke_in_flight) and on (plugin) sum by (plugin) (bkg_gateway_tokens_total)", "{{plugin}}")), w=12),
+        timeseries("Tokens per API key", "Prompt plus completion tokens per second by key id (what tokens_per_minute limits).", "short",
+                   targets((f"sum by (key_id) (rate(bkg_gateway_api_key_tokens_total[{RATE}]))", "{{key_id}}")), w=12),
         row("Resources"),
         timeseries("CPU per plugin", "CPU time of all runtimes of a plugin (1 = one core).", "percentunit",
                    targets((f"sum by (plugin) (rate(process_cpu_seconds_total[{RATE}]) * {runtime_join()})", "{{plugin}}")), w=8),
@@ -427,8 +438,10 @@ def candle():
         timeseries("GPU memory used", "Framebuffer memory of Candle pods (DCGM exporter with pod mapping; empty on CPU or without it).", "mbytes",
                    targets((gpu_used(), "{{plugin}} {{pod}} GPU {{gpu}}"))),
     ]
-    # A plugin is a Candle plugin when its runtime exports the Candle series.
-    plugins = "query_result(group by (plugin) (bkg_runtime_ready and on (job, instance) bkg_candle_queue_depth))"
+    # A plugin is a Candle embeddings plugin when its runtime has run embedding batches (a Candle
+    # plugin serving a causal LM exports the series too, but never fills them).
+    plugins = ("query_result(group by (plugin) (bkg_runtime_ready and on (job, instance)"
+               " (bkg_candle_batch_size_count > 0)))")
     return dashboard("bkg-candle", "bkg / Candle embeddings",
                      "Candle plugins: dynamic batching, queue, forward-pass latency and memory.",
                      panels,
