@@ -146,3 +146,44 @@ export async function* chatEvents(body: ReadableStream<Uint8Array>): AsyncGenera
 export function isAbort(e: unknown): boolean {
   return (e instanceof DOMException || e instanceof Error) && e.name === 'AbortError';
 }
+
+/** The sampling form as typed: empty fields are the plugin's defaults. */
+export interface SamplingForm {
+  temperature: string;
+  top_p: string;
+  max_tokens: string;
+  seed: string;
+  /** One stop sequence per line. */
+  stop: string;
+}
+
+export const EMPTY_SAMPLING: SamplingForm = { temperature: '', top_p: '', max_tokens: '', seed: '', stop: '' };
+
+/** Checks the form the way OpenAI's API bounds it; an error names the field. */
+export function parseSampling(form: SamplingForm): { params: SamplingParams } | { error: string } {
+  const params: SamplingParams = {};
+  const num = (name: keyof SamplingForm, min: number, max: number, integer: boolean): number | string | undefined => {
+    const text = form[name].trim();
+    if (!text) return undefined;
+    const n = Number(text);
+    if (!Number.isFinite(n) || (integer && !Number.isInteger(n))) return `${name} must be ${integer ? 'a whole number' : 'a number'}.`;
+    if (n < min || n > max) return `${name} must be between ${min} and ${max}.`;
+    return n;
+  };
+  const fields: [keyof SamplingForm & keyof SamplingParams, number, number, boolean][] = [
+    ['temperature', 0, 2, false],
+    ['top_p', 0, 1, false],
+    ['max_tokens', 1, 1_000_000, true],
+    ['seed', -(2 ** 53 - 1), 2 ** 53 - 1, true],
+  ];
+  for (const [name, min, max, integer] of fields) {
+    const v = num(name, min, max, integer);
+    if (typeof v === 'string') return { error: v };
+    if (v !== undefined) (params as Record<string, number>)[name] = v;
+  }
+  // Stop sequences are taken as typed (a leading space can matter); only empty lines are dropped.
+  const stop = form.stop.split('\n').filter((s) => s.length > 0);
+  if (stop.length > 4) return { error: 'stop takes at most 4 sequences.' };
+  if (stop.length) params.stop = stop;
+  return { params };
+}
