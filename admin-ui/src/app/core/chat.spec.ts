@@ -1,7 +1,7 @@
 import { TestBed } from '@angular/core/testing';
 import { provideRouter } from '@angular/router';
 import { ApiService } from './api.service';
-import { ChatError, ChatEvent, chatEvents, chatRequest } from './chat';
+import { ChatError, ChatEvent, EMPTY_SAMPLING, chatEvents, chatRequest, parseSampling } from './chat';
 import { SessionKey } from './session-key';
 import { chunk, streamOf, usageChunk } from './testing';
 
@@ -105,5 +105,21 @@ describe('ApiService.chat', () => {
       status: 400,
       message: 'max_tokens must be at least 1',
     });
+  });
+});
+
+describe('parseSampling', () => {
+  it('sends only the fields typed, as numbers, and stop sequences as typed', () => {
+    expect(parseSampling(EMPTY_SAMPLING)).toEqual({ params: {} });
+    expect(parseSampling({ temperature: '0.7', top_p: '0.9', max_tokens: '64', seed: '-3', stop: ' Human:\n\n###' })).toEqual({
+      params: { temperature: 0.7, top_p: 0.9, max_tokens: 64, seed: -3, stop: [' Human:', '###'] },
+    });
+  });
+
+  it('names the field that is out of range or not a number', () => {
+    expect(parseSampling({ ...EMPTY_SAMPLING, temperature: '3' })).toEqual({ error: 'temperature must be between 0 and 2.' });
+    expect(parseSampling({ ...EMPTY_SAMPLING, max_tokens: '1.5' })).toEqual({ error: 'max_tokens must be a whole number.' });
+    expect(parseSampling({ ...EMPTY_SAMPLING, max_tokens: '0' })).toEqual({ error: 'max_tokens must be between 1 and 1000000.' });
+    expect(parseSampling({ ...EMPTY_SAMPLING, stop: 'a\nb\nc\nd\ne' })).toEqual({ error: 'stop takes at most 4 sequences.' });
   });
 });
