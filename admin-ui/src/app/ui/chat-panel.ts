@@ -59,7 +59,7 @@ interface Turn {
             @let a = t.answer();
             <li class="flex flex-col items-start gap-1" data-testid="chat-turn" [attr.data-state]="a.state">
               <div class="max-w-[85%] rounded-lg bg-slate-100 px-3 py-2 text-sm whitespace-pre-wrap text-slate-900" data-testid="chat-answer">
-                <span class="sr-only">Assistant: </span>{{ a.content }}@if (a.state === 'streaming') {<span class="spinner ml-1 align-middle" aria-hidden="true"></span>}
+                <span class="sr-only">Assistant: </span><span data-testid="chat-text">{{ a.content }}</span>@if (a.state === 'streaming') {<span class="spinner ml-1 align-middle" aria-hidden="true"></span>}
                 @if (a.state === 'done' && !a.content) {<span class="text-slate-600 italic">(empty answer)</span>}
               </div>
               @if (a.error) {
