@@ -409,7 +409,7 @@ try {
     const deltas = chunks.filter((c) => c.choices?.[0]?.delta?.content).length;
     if (shown !== text) throw new Error(`the page shows ${JSON.stringify(shown)}, the stream says ${JSON.stringify(text)}`);
     if (usage !== `${u.prompt_tokens} prompt + ${u.completion_tokens} completion tokens`) throw new Error(`usage shown: ${usage}; sent: ${JSON.stringify(u)}`);
-    if (finish !== reason) throw new Error(`finish shown: ${finish}; sent: ${reason}`);
+    if (finish !== `finish: ${reason}`) throw new Error(`finish shown: ${finish}; sent: ${reason}`);
     const growing = new Set((await page.evaluate(() => window.__chatTexts)).filter(Boolean));
     console.log(`        ${u.completion_tokens} tokens in ${deltas} deltas, finish ${reason}; the bubble showed ${growing.size} different texts; ${await turn.getByTestId('chat-stats').innerText()}`);
     await page.screenshot({ path: path.join(ART, 'playground-chat.png'), fullPage: true });

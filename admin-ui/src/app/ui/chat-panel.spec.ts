@@ -91,7 +91,7 @@ describe('ChatPanel', () => {
     await settle();
     expect(q('chat-turn')!.getAttribute('data-state')).toBe('done');
     expect(q('chat-usage')!.textContent).toBe('9 prompt + 3 completion tokens');
-    expect(q('chat-finish')!.textContent).toBe('stop');
+    expect(q('chat-finish')!.textContent).toBe('finish: stop');
     expect(q('chat-ttft')!.textContent).toMatch(/first token \d+ ms/);
     expect(q('chat-log')!.getAttribute('aria-busy')).toBe('false');
     expect(el.querySelector('[data-testid=chat-error]')).toBeNull();
@@ -105,8 +105,8 @@ describe('ChatPanel', () => {
     await settle();
     expect(q('chat-usage')).toBeNull();
     expect(q('chat-tps')).toBeNull();
-    expect(q('chat-stats')!.textContent).toContain('usage not reported');
-    expect(q('chat-finish')!.textContent).toBe('length');
+    expect(q('chat-stats')!.textContent).toMatch(/^usage not reported · finish: length · first token \d+ ms$/);
+    expect(q('chat-finish')!.textContent).toBe('finish: length');
   });
 
   it('Stop aborts the request and keeps what arrived', async () => {
@@ -119,7 +119,7 @@ describe('ChatPanel', () => {
     expect(streams[0].aborted).toBe(true);
     expect(q('chat-turn')!.getAttribute('data-state')).toBe('stopped');
     expect(q('chat-answer')!.textContent).toContain('Once upon');
-    expect(q('chat-stats')!.textContent).toContain('stopped');
+    expect(q('chat-stats')!.textContent).toMatch(/^stopped · first token \d+ ms$/);
     expect(q('chat-usage')).toBeNull();
     expect(q('chat-finish')).toBeNull();
     expect((q('chat-stop') as HTMLButtonElement).disabled).toBe(true);
@@ -143,6 +143,8 @@ describe('ChatPanel', () => {
     await say('first');
     expect(q('chat-error')!.textContent).toBe("The model 'llm' is stopped");
     expect(q('chat-turn')!.getAttribute('data-state')).toBe('error');
+    expect(q('chat-answer')).toBeNull(); // no empty bubble
+    expect(q('chat-stats')!.textContent).toBe('not sent with the next message');
 
     await say('second');
     // The failed turn got no answer: it is not sent again.

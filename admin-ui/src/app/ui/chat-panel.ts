@@ -58,25 +58,18 @@ interface Turn {
             </li>
             @let a = t.answer();
             <li class="flex flex-col items-start gap-1" data-testid="chat-turn" [attr.data-state]="a.state">
-              <div class="max-w-[85%] rounded-lg bg-slate-100 px-3 py-2 text-sm whitespace-pre-wrap text-slate-900" data-testid="chat-answer">
-                <span class="sr-only">Assistant: </span><span data-testid="chat-text">{{ a.content }}</span>@if (a.state === 'streaming') {<span class="spinner ml-1 align-middle" aria-hidden="true"></span>}
-                @if (a.state === 'done' && !a.content) {<span class="text-slate-600 italic">(empty answer)</span>}
-              </div>
+              @if (a.content || a.state === 'streaming' || a.state === 'done') {
+                <div class="max-w-[85%] rounded-lg border border-slate-200 bg-slate-50 px-3 py-2 text-sm whitespace-pre-wrap text-slate-900" data-testid="chat-answer">
+                  <span class="sr-only">Assistant: </span><span data-testid="chat-text">{{ a.content }}</span>@if (a.state === 'streaming') {<span class="spinner ml-1 align-middle" aria-hidden="true"></span>}
+                  @if (a.state === 'done' && !a.content) {<span class="text-slate-600 italic">(empty answer)</span>}
+                </div>
+              }
               @if (a.error) {
                 <p role="alert" class="text-sm text-red-800" data-testid="chat-error">{{ a.error }}</p>
               }
               @if (a.state !== 'streaming') {
                 <p class="text-xs text-slate-600" data-testid="chat-stats">
-                  @if (a.usage; as u) {
-                    <span data-testid="chat-usage">{{ u.prompt_tokens }} prompt + {{ u.completion_tokens }} completion tokens</span>
-                  } @else if (a.state === 'done') {
-                    <span>usage not reported</span>
-                  }
-                  @if (a.finish) {<span> · finish: <span class="font-mono" data-testid="chat-finish">{{ a.finish }}</span></span>}
-                  @if (a.state === 'stopped') {<span> · stopped</span>}
-                  @if (a.ttftMs !== undefined) {<span data-testid="chat-ttft"> · first token {{ ms(a.ttftMs) }}</span>}
-                  @if (a.tokensPerSecond !== undefined) {<span data-testid="chat-tps" title="Completion tokens after the first, over the time from the first token to the last"> · {{ a.tokensPerSecond.toFixed(1) }} tokens/s</span>}
-                  @if (!a.content && a.state !== 'done') {<span> · not sent with the next message</span>}
+                  @for (part of stats(a); track part.id) {@if (!$first) {<span aria-hidden="true"> · </span>}<span [attr.data-testid]="part.id" [attr.title]="part.title">{{ part.text }}</span>}
                 </p>
               }
             </li>
@@ -181,6 +174,21 @@ export class ChatPanel {
 
   protected ms(ms: number): string {
     return ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(2)} s`;
+  }
+
+  /** The answer's facts, each only when the stream carried it or the browser measured it. */
+  protected stats(a: Answer): { id: string; text: string; title?: string }[] {
+    const out: { id: string; text: string; title?: string }[] = [];
+    if (a.usage) out.push({ id: 'chat-usage', text: `${a.usage.prompt_tokens} prompt + ${a.usage.completion_tokens} completion tokens` });
+    else if (a.state === 'done') out.push({ id: 'chat-no-usage', text: 'usage not reported' });
+    if (a.finish) out.push({ id: 'chat-finish', text: `finish: ${a.finish}` });
+    if (a.state === 'stopped') out.push({ id: 'chat-stopped', text: 'stopped' });
+    if (a.ttftMs !== undefined) out.push({ id: 'chat-ttft', text: `first token ${this.ms(a.ttftMs)}`, title: 'From Send to the first token, measured in this browser' });
+    if (a.tokensPerSecond !== undefined) {
+      out.push({ id: 'chat-tps', text: `${a.tokensPerSecond.toFixed(1)} tokens/s`, title: 'Completion tokens after the first, over the time from the first token to the last' });
+    }
+    if (!a.content && a.state !== 'done') out.push({ id: 'chat-not-resent', text: 'not sent with the next message' });
+    return out;
   }
 
   /** The conversation as the model sees it: earlier turns with an answer, then the new message. */
