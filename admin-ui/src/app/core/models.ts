@@ -48,7 +48,7 @@ export type EveryStatusListed = Never<Exclude<PluginStatus, (typeof PLUGIN_STATU
  */
 export interface KeyTokenFields {
   usage?: TokenUsageCount;
-  /** Tokens per minute this key may use on the OpenAI routes; null or absent: no limit. */
+  /** Prompt plus completion tokens this key may use per minute; null or absent: no limit. */
   tokens_per_minute?: number | null;
 }
 

@@ -108,7 +108,7 @@ const COMMON_SCOPES = ['read', 'invoke', 'admin'] as const;
           <div>
             <label for="key-tpm" class="label">Tokens per minute (optional)</label>
             <input id="key-tpm" type="number" min="1" step="1" class="input" [value]="tpm()" (input)="tpm.set($any($event.target).value)" data-testid="key-tpm-input" />
-            <p class="mt-0.5 text-xs text-slate-600">Limits the tokens this key may use per minute on the chat and completion routes. Empty: no limit.</p>
+            <p class="mt-0.5 text-xs text-slate-600">Prompt plus completion tokens this key may use per minute; beyond that, calls are refused (429) until the minute allows more. Empty: no limit.</p>
           </div>
           <div>
             <label for="key-description" class="label">Description (optional)</label>
