@@ -3,8 +3,10 @@
 //   node e2e/run.mjs            the real test: bkg up --ui-dir serves the UI, BKG_API_KEY set
 //   node e2e/run.mjs --static   development: a Node server serves the UI and proxies to bkg up
 //
-// The stack runs config/plugins plus `echo-auto`, the echo manifest autoscaled between 0 and 4
-// replicas (written into a temporary plugins folder), for the plugin page's Scaling section.
+// The stack runs config/plugins plus, written into a temporary plugins folder: `echo-auto`, the echo
+// manifest autoscaled between 0 and 4 replicas, for the plugin page's Scaling section; and
+// `tiny-chat`, Candle serving the tiny random-weight Llama of plugins/candle/testdata/tiny/llama-chat,
+// for the playground's chat view (OpenAI's /v1/chat/completions, streamed).
 //
 // Prints one line per check and a closing "N passed, N failed" line; screenshots go to artifacts/.
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -57,7 +59,36 @@ async function assertLabelled(page) {
   if (missing.length) throw new Error(`controls without a label:\n${missing.join('\n')}`);
 }
 
-/** config/plugins, and echo-auto: the echo manifest with spec.scaling (0–4, idle to zero after 3 s). */
+/** The tiny Llama (2 layers, 64 wide, 256 positions): fast on CPU; random weights, so its text is gibberish. */
+const TINY_LLM = path.join(REPO, 'plugins/candle/testdata/tiny/llama-chat');
+
+/** A Candle plugin generating with the tiny Llama: `chat` is what the playground's chat view needs. */
+function tinyChatManifest() {
+  return `apiVersion: bkg.rs/v1alpha1
+kind: Plugin
+metadata:
+  name: tiny-chat
+spec:
+  implementation: candle
+  displayName: Tiny chat
+  version: 0.1.0
+  description: A tiny random-weight Llama for the admin UI's browser test of the chat view.
+  author: bkg
+  replicas: 1
+  capabilities:
+    - id: chat
+      name: Chat
+      description: OpenAI chat completions, whole or streamed.
+      streaming: true
+  config:
+    model:
+      path: ${JSON.stringify(TINY_LLM)}
+    device: cpu
+    dtype: f32
+`;
+}
+
+/** config/plugins; echo-auto: the echo manifest with spec.scaling (0–4, idle to zero after 3 s); tiny-chat. */
 function pluginsDir() {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'bkg-ui-e2e-'));
   const src = path.join(REPO, 'config/plugins');
@@ -72,6 +103,7 @@ function pluginsDir() {
     );
   if (!auto.includes('name: echo-auto') || !auto.includes('scaling:')) throw new Error('config/plugins/echo.yaml changed: update pluginsDir() in e2e/run.mjs');
   writeFileSync(path.join(dir, 'echo-auto.yaml'), auto);
+  writeFileSync(path.join(dir, 'tiny-chat.yaml'), tinyChatManifest());
   return dir;
 }
 
@@ -318,6 +350,72 @@ try {
     await assertLabelled(page);
   });
 
+  await check('chat: the tiny model streams an answer into the chat view, with its usage, finish reason and timings', async () => {
+    const auth = { authorization: `Bearer ${API_KEY}` };
+    await waitFor(async () => (await (await fetch(`${stack.gateway}/api/plugins/tiny-chat`, { headers: auth })).json()).status === 'running', 60_000, 'tiny-chat running');
+    await page.goto(`${stack.base}/playground?plugin=tiny-chat&capability=chat`);
+    await page.getByRole('heading', { name: 'Chat with Tiny chat' }).waitFor();
+    if ((await page.getByTestId('pg-capability').inputValue()) !== 'chat') throw new Error('the deep link did not select chat');
+    await page.getByLabel('System prompt (optional)').fill('You are a test.');
+    await page.getByLabel('temperature').fill('0');
+    await page.getByLabel('max_tokens').fill('24');
+    // Every change of the answer bubble while it streams, as the user would see it.
+    await page.evaluate(() => {
+      window.__chatTexts = [];
+      const log = document.querySelector('[data-testid=chat-log]');
+      new MutationObserver(() => {
+        const a = [...log.querySelectorAll('[data-testid=chat-text]')].at(-1);
+        if (a) window.__chatTexts.push(a.textContent);
+      }).observe(log, { subtree: true, childList: true, characterData: true });
+    });
+    await page.getByLabel('Message', { exact: true }).fill('Hello, tiny model!');
+    const sent = page.waitForRequest((r) => r.method() === 'POST' && r.url().endsWith('/v1/chat/completions'));
+    const answered = page.waitForResponse((r) => r.url().endsWith('/v1/chat/completions'));
+    await page.getByLabel('Message', { exact: true }).press('Enter');
+    const body = (await sent).postDataJSON();
+    const want = {
+      model: 'tiny-chat',
+      messages: [
+        { role: 'system', content: 'You are a test.' },
+        { role: 'user', content: 'Hello, tiny model!' },
+      ],
+      temperature: 0,
+      max_tokens: 24,
+      stream: true,
+      stream_options: { include_usage: true },
+    };
+    if (JSON.stringify(body) !== JSON.stringify(want)) throw new Error(`sent ${JSON.stringify(body)}`);
+    const response = await answered;
+    if (response.status() !== 200 || !/text\/event-stream/.test(response.headers()['content-type'] ?? '')) {
+      throw new Error(`answer ${response.status()} ${response.headers()['content-type']}: ${await response.text()}`);
+    }
+    const turn = page.getByTestId('chat-turn').last();
+    await page.locator('[data-testid=chat-turn][data-state=done]').waitFor({ timeout: 30_000 });
+    const shown = await turn.getByTestId('chat-text').textContent();
+    const usage = await turn.getByTestId('chat-usage').textContent();
+    const finish = await turn.getByTestId('chat-finish').textContent();
+    await turn.getByTestId('chat-ttft').filter({ hasText: /first token \d/ }).waitFor();
+
+    // The same request from here, read as raw server-sent events: greedy decoding gives the same
+    // tokens, so the page must show exactly this text, these counts and this finish reason.
+    const raw = await fetch(`${stack.gateway}/v1/chat/completions`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify(want) });
+    const events = (await raw.text()).split('\n\n').map((e) => e.trim()).filter(Boolean).map((e) => e.replace(/^data: /, ''));
+    if (events.at(-1) !== '[DONE]') throw new Error(`the stream did not end with [DONE]: ${events.at(-1)}`);
+    const chunks = events.slice(0, -1).map((e) => JSON.parse(e));
+    const text = chunks.map((c) => c.choices?.[0]?.delta?.content ?? '').join('');
+    const reason = chunks.map((c) => c.choices?.[0]?.finish_reason).find(Boolean);
+    const u = chunks.find((c) => c.usage)?.usage;
+    if (!u) throw new Error('the stream has no usage chunk');
+    const deltas = chunks.filter((c) => c.choices?.[0]?.delta?.content).length;
+    if (shown !== text) throw new Error(`the page shows ${JSON.stringify(shown)}, the stream says ${JSON.stringify(text)}`);
+    if (usage !== `${u.prompt_tokens} prompt + ${u.completion_tokens} completion tokens`) throw new Error(`usage shown: ${usage}; sent: ${JSON.stringify(u)}`);
+    if (finish !== `finish: ${reason}`) throw new Error(`finish shown: ${finish}; sent: ${reason}`);
+    const growing = new Set((await page.evaluate(() => window.__chatTexts)).filter(Boolean));
+    console.log(`        ${u.completion_tokens} tokens in ${deltas} deltas, finish ${reason}; the bubble showed ${growing.size} different texts; ${await turn.getByTestId('chat-stats').innerText()}`);
+    await page.screenshot({ path: path.join(ART, 'playground-chat.png'), fullPage: true });
+    await assertLabelled(page);
+  });
+
   await check('a key created on the Keys page works at once and is refused (401) after revoke', async () => {
     await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Keys', exact: true }).click();
     await page.waitForURL(/\/keys$/);
@@ -325,11 +423,22 @@ try {
     const id = `e2e-${Date.now()}`;
     await page.getByTestId('key-id').fill(id);
     await page.getByTestId('key-scope-invoke').check();
+    await page.getByLabel('Tokens per minute (optional)').fill('6000');
     await page.getByTestId('key-create').click();
     const secret = await page.getByTestId('key-secret').inputValue();
     if (!/^bkg_[A-Za-z0-9]{40}$/.test(secret)) throw new Error(`not a key: ${secret}`);
     const row = page.locator(`[data-testid=key-row][data-key="${id}"]`);
     await row.filter({ hasText: 'read, invoke' }).waitFor();
+    await row.getByTestId('key-tpm').filter({ hasText: /^\s*6,000\/min\s*$/ }).waitFor();
+    await row.getByTestId('key-usage').filter({ hasText: /^\s*0 prompt\s*0 completion\s*$/ }).waitFor();
+    // The session's key (BKG_API_KEY) chatted in the check before: its usage counts those tokens.
+    const keysNow = await (await fetch(`${stack.gateway}/api/keys`, { headers: { authorization: `Bearer ${API_KEY}` } })).json();
+    const mine = keysNow.find((k) => k.id === 'bootstrap');
+    if (!(mine?.usage?.completion_tokens > 0)) throw new Error(`GET /api/keys: the session's key has no completion tokens: ${JSON.stringify(mine)}`);
+    const usageCell = page.locator('[data-testid=key-row][data-key=bootstrap] [data-testid=key-usage]');
+    const shownUsage = (await usageCell.innerText()).replace(/\s+/g, ' ').trim();
+    const fmt = (n) => n.toLocaleString('en-US');
+    if (shownUsage !== `${fmt(mine.usage.prompt_tokens)} prompt ${fmt(mine.usage.completion_tokens)} completion`) throw new Error(`bootstrap's usage shown: ${shownUsage}; listed: ${JSON.stringify(mine.usage)}`);
     if ((await page.locator('[data-testid=keys-table]').innerText()).includes(secret)) throw new Error('the table shows the key');
     const invoke = () =>
       fetch(`${stack.gateway}/api/plugins/echo/invoke`, {

@@ -3,7 +3,7 @@
 // The real path: `bkg up --port 0 --plugins config/plugins --ui-dir admin-ui/dist/admin-ui/browser`
 // with BKG_API_KEY set; the gateway serves the UI and the API on one origin.
 // For development against a gateway without --ui-dir, `startStack({ staticServer: true })` serves
-// the built UI from a tiny Node server that proxies /api, /ws and /healthz to the gateway.
+// the built UI from a tiny Node server that proxies /api, /v1, /ws and /healthz to the gateway.
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import http from 'node:http';
@@ -121,10 +121,10 @@ const TYPES = {
   '.txt': 'text/plain',
 };
 
-/** Serves DIST with SPA fallback; proxies /api, /ws, /healthz and /metrics to the gateway. */
+/** Serves DIST with SPA fallback; proxies /api, /v1 (OpenAI routes), /ws, /healthz and /metrics to the gateway. */
 export function serveStatic(gateway, port = 0) {
   const target = new URL(gateway);
-  const proxied = (url) => /^\/(api|ws|healthz|metrics)(\/|$|\?)/.test(url);
+  const proxied = (url) => /^\/(api|v1|ws|healthz|metrics)(\/|$|\?)/.test(url);
   const server = http.createServer((req, res) => {
     if (proxied(req.url)) {
       const upstream = http.request(

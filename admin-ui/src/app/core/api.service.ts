@@ -1,5 +1,6 @@
 import { Injectable, inject } from '@angular/core';
 import { ApiError } from './api-error';
+import { ChatError, ChatEvent, ChatRequest, chatErrorFromBody, chatEvents, isAbort } from './chat';
 import { CreateKey, CreatedKey, KeyInfo, Logs, Overview, PluginAction, PluginInfo, Telemetry, TelemetryHistory, WhoAmI } from './models';
 import { SessionKey } from './session-key';
 
@@ -48,6 +49,33 @@ export class ApiService {
 
   invoke(id: string, capability: string, payload: unknown): Promise<unknown> {
     return this.request('POST', `/api/plugins/${encodeURIComponent(id)}/invoke`, { capability, payload });
+  }
+
+  /**
+   * `POST /v1/chat/completions` streamed: the answer's events as they arrive. Throws a ChatError (the
+   * OpenAI error's message) for a refused call or an error event, and the AbortError of `signal`.
+   */
+  async *chat(body: ChatRequest, signal?: AbortSignal): AsyncGenerator<ChatEvent> {
+    const headers: Record<string, string> = { accept: 'text/event-stream', 'content-type': 'application/json' };
+    const token = this.session.key();
+    if (token) headers['authorization'] = `Bearer ${token}`;
+    let response: Response;
+    try {
+      response = await fetch('/v1/chat/completions', { method: 'POST', headers, body: JSON.stringify(body), signal });
+    } catch (e) {
+      if (isAbort(e)) throw e;
+      throw new ChatError(`Gateway unreachable: ${e instanceof Error ? e.message : String(e)}`, 0);
+    }
+    if (!response.ok) {
+      const error = chatErrorFromBody(response.status, response.statusText, await response.text());
+      if (response.status === 401) this.session.expired(error.message);
+      throw error;
+    }
+    if (!response.body || !(response.headers.get('content-type') ?? '').includes('text/event-stream')) {
+      const text = await response.text();
+      throw new ChatError(`Expected a text/event-stream answer, got ${response.headers.get('content-type') ?? 'no content type'}: ${text.slice(0, 200)}`, response.status);
+    }
+    yield* chatEvents(response.body);
   }
 
   keys(): Promise<KeyInfo[]> {

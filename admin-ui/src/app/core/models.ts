@@ -26,8 +26,8 @@ export type FieldError = Schemas['FieldError'];
 export type Problem = Schemas['Problem'];
 export type InvokeRequest = Schemas['InvokeRequest'];
 export type WhoAmI = Schemas['WhoAmI'];
-export type KeyInfo = Schemas['KeyInfo'];
-export type CreateKey = Schemas['CreateKey'];
+export type KeyInfo = Schemas['KeyInfo'] & KeyTokenFields;
+export type CreateKey = Schemas['CreateKey'] & Pick<KeyTokenFields, 'tokens_per_minute'>;
 export type CreatedKey = Schemas['CreatedKey'];
 /** One message on the WebSockets /ws/plugins and /ws/plugins/{id}, told apart by `type`. */
 export type LiveMessage = Schemas['LiveMessage'];
@@ -39,6 +39,23 @@ type Never<T extends never> = T;
 export type EveryStatusListed = Never<Exclude<PluginStatus, (typeof PLUGIN_STATUSES)[number]>>;
 
 // UI-only types.
+
+/**
+ * What `GET /api/keys` gains with the OpenAI routes: the key's generated-token usage and its limit
+ * (`POST /api/keys` takes the limit). Optional here so an older gateway, which sends neither, shows
+ * "not reported" rather than zeros; once api.d.ts is regenerated from a gateway that has them, the
+ * generated fields take over (an intersection with these stays compatible) and this can go.
+ */
+export interface KeyTokenFields {
+  usage?: TokenUsageCount;
+  /** Prompt plus completion tokens this key may use per minute; null or absent: no limit. */
+  tokens_per_minute?: number | null;
+}
+
+export interface TokenUsageCount {
+  prompt_tokens: number;
+  completion_tokens: number;
+}
 
 export type Scope = 'read' | 'invoke' | 'admin' | string;
 

@@ -81,3 +81,53 @@ export function fakeFetch(routes: Record<string, (init?: RequestInit) => { statu
   };
   return { fn: fn as typeof fetch, calls };
 }
+
+/** A body that delivers `chunks` one read at a time (strings as UTF-8, or raw bytes). */
+export function streamOf(chunks: (string | Uint8Array)[]): ReadableStream<Uint8Array> {
+  const enc = new TextEncoder();
+  let i = 0;
+  return new ReadableStream<Uint8Array>({
+    pull(controller) {
+      if (i === chunks.length) return controller.close();
+      const c = chunks[i++];
+      controller.enqueue(typeof c === 'string' ? enc.encode(c) : c);
+    },
+  });
+}
+
+/**
+ * A streamed answer the test writes to as it goes, as `fetch` gives it: aborting `signal` errors the
+ * body with an AbortError, as browsers do.
+ */
+export function liveStream(signal?: AbortSignal | null) {
+  const enc = new TextEncoder();
+  let controller!: ReadableStreamDefaultController<Uint8Array>;
+  const body = new ReadableStream<Uint8Array>({ start: (c) => void (controller = c) });
+  let cancelled = false;
+  signal?.addEventListener('abort', () => {
+    if (!cancelled) controller.error(new DOMException('The operation was aborted.', 'AbortError'));
+    cancelled = true;
+  });
+  return {
+    body,
+    get aborted() {
+      return cancelled;
+    },
+    write(text: string) {
+      controller.enqueue(enc.encode(text));
+    },
+    close() {
+      controller.close();
+    },
+  };
+}
+
+/** One OpenAI chat.completion.chunk as an SSE event. */
+export function chunk(delta: { role?: string; content?: string }, finish: string | null = null): string {
+  return `data: ${JSON.stringify({ id: 'c1', object: 'chat.completion.chunk', created: 1, model: 'llm', choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
+}
+
+/** The last chunk of a stream with include_usage. */
+export function usageChunk(prompt: number, completion: number): string {
+  return `data: ${JSON.stringify({ id: 'c1', object: 'chat.completion.chunk', created: 1, model: 'llm', choices: [], usage: { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion } })}\n\n`;
+}

@@ -1,6 +1,7 @@
 import { ChangeDetectionStrategy, Component, OnInit, inject, signal } from '@angular/core';
 import { ApiService } from '../core/api.service';
 import { AuthStore } from '../core/auth.store';
+import { formatCount } from '../core/format';
 import { CreatedKey, KeyInfo } from '../core/models';
 import { ProblemView } from '../ui/problem-view';
 
@@ -29,6 +30,8 @@ const COMMON_SCOPES = ['read', 'invoke', 'admin'] as const;
                 <th scope="col" class="py-1.5 pr-3">Created</th>
                 <th scope="col" class="py-1.5 pr-3">Last used</th>
                 <th scope="col" class="py-1.5 pr-3">Expires</th>
+                <th scope="col" class="py-1.5 pr-3">Tokens used</th>
+                <th scope="col" class="py-1.5 pr-3">Token limit</th>
                 <th scope="col" class="py-1.5"><span class="sr-only">Actions</span></th>
               </tr>
             </thead>
@@ -48,6 +51,16 @@ const COMMON_SCOPES = ['read', 'invoke', 'admin'] as const;
                     @if (k.expired) {<span class="font-semibold text-red-800">expired</span> }
                     {{ when(k.expires_at) || 'never' }}
                   </td>
+                  <td class="py-1.5 pr-3 tabular-nums" data-testid="key-usage">
+                    @if (k.usage; as u) {
+                      <span class="block">{{ count(u.prompt_tokens) }} prompt</span> <span class="block">{{ count(u.completion_tokens) }} completion</span>
+                    } @else {
+                      <span class="text-slate-600">not reported</span>
+                    }
+                  </td>
+                  <td class="py-1.5 pr-3 tabular-nums" data-testid="key-tpm">
+                    @if (k.tokens_per_minute != null) {{{ count(k.tokens_per_minute) }}/min} @else {none}
+                  </td>
                   <td class="py-1.5 text-right whitespace-nowrap">
                     @if (confirming() === k.id) {
                       <span class="mr-2" role="status">Revoke {{ k.id }}?</span>
@@ -59,7 +72,7 @@ const COMMON_SCOPES = ['read', 'invoke', 'admin'] as const;
                   </td>
                 </tr>
               } @empty {
-                <tr><td colspan="6" class="py-2 text-slate-700">No keys.</td></tr>
+                <tr><td colspan="8" class="py-2 text-slate-700">No keys.</td></tr>
               }
             </tbody>
           </table>
@@ -91,6 +104,11 @@ const COMMON_SCOPES = ['read', 'invoke', 'admin'] as const;
           <div>
             <label for="key-expires" class="label">Expires (optional, your time zone)</label>
             <input id="key-expires" type="datetime-local" class="input" [value]="expires()" (input)="expires.set($any($event.target).value)" data-testid="key-expires" />
+          </div>
+          <div>
+            <label for="key-tpm" class="label">Tokens per minute (optional)</label>
+            <input id="key-tpm" type="number" min="1" step="1" class="input" [value]="tpm()" (input)="tpm.set($any($event.target).value)" data-testid="key-tpm-input" />
+            <p class="mt-0.5 text-xs text-slate-600">Prompt plus completion tokens this key may use per minute; beyond that, calls are refused (429) until the minute allows more. Empty: no limit.</p>
           </div>
           <div>
             <label for="key-description" class="label">Description (optional)</label>
@@ -136,6 +154,8 @@ export class KeysPage implements OnInit {
   protected readonly more = signal('');
   protected readonly expires = signal('');
   protected readonly description = signal('');
+  protected readonly tpm = signal('');
+  protected readonly count = formatCount;
 
   async ngOnInit(): Promise<void> {
     await this.refresh();
@@ -177,6 +197,14 @@ export class KeysPage implements OnInit {
       }
       expires_at = at.toISOString();
     }
+    let tokens_per_minute: number | undefined;
+    if (this.tpm().trim()) {
+      tokens_per_minute = Number(this.tpm());
+      if (!Number.isInteger(tokens_per_minute) || tokens_per_minute < 1) {
+        this.createError.set(new Error('The tokens per minute must be a whole number, at least 1.'));
+        return;
+      }
+    }
     this.busy.set(true);
     this.created.set(null);
     this.copied.set('');
@@ -186,12 +214,14 @@ export class KeysPage implements OnInit {
         scopes,
         expires_at,
         description: this.description().trim() || undefined,
+        ...(tokens_per_minute !== undefined && { tokens_per_minute }),
       });
       this.created.set(made);
       this.createError.set(null);
       this.id.set('');
       this.description.set('');
       this.expires.set('');
+      this.tpm.set('');
       await this.refresh();
     } catch (e) {
       this.createError.set(e);

@@ -112,6 +112,41 @@ describe('PlaygroundPage', () => {
     expect(api['invoke']).toHaveBeenCalledWith('candle', 'model.infer', { input: ['a', 'b'] });
   });
 
+  it('a deep link to a chat capability opens the chat view; other capabilities offer it', async () => {
+    api = {
+      plugins: vi.fn().mockResolvedValue([
+        plugin({
+          id: 'llm',
+          name: 'Tiny Llama',
+          capabilities: [
+            { id: 'completions', name: 'Completions', input_schema: { type: 'object' }, streaming: true },
+            { id: 'chat', name: 'Chat', input_schema: { type: 'object' }, streaming: true },
+          ],
+        }),
+      ]),
+      whoami: vi.fn().mockResolvedValue({ key_id: 'k', scopes: ['read', 'invoke'] }),
+    };
+    TestBed.configureTestingModule({ imports: [PlaygroundPage], providers: [provideRouter([]), { provide: ApiService, useValue: api }] });
+    await TestBed.inject(AuthStore).signIn('k');
+    const fixture = TestBed.createComponent(PlaygroundPage);
+    fixture.componentRef.setInput('plugin', 'llm');
+    fixture.componentRef.setInput('capability', 'chat');
+    await fixture.whenStable();
+    await new Promise((r) => setTimeout(r, 0));
+    await fixture.whenStable();
+    const el = fixture.nativeElement as HTMLElement;
+    expect((el.querySelector('[data-testid=pg-capability]') as HTMLSelectElement).value).toBe('chat');
+    expect(el.querySelector('app-chat-panel h2')!.textContent).toContain('Chat with Tiny Llama');
+    expect(el.querySelector('[data-testid=pg-send]')).toBeNull();
+
+    fixture.componentRef.setInput('capability', 'completions');
+    await fixture.whenStable();
+    expect(el.querySelector('app-chat-panel')).toBeNull();
+    (el.querySelector('[data-testid=pg-open-chat]') as HTMLButtonElement).click();
+    await fixture.whenStable();
+    expect(el.querySelector('app-chat-panel')).not.toBeNull();
+  });
+
   it('keeps what the user typed when a live status push replaces the plugin', async () => {
     const { el, fixture, send } = await render();
     (el.querySelector('[data-testid=mode-json]') as HTMLInputElement).click();

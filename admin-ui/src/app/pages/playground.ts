@@ -1,4 +1,5 @@
 import { ChangeDetectionStrategy, Component, OnInit, computed, inject, input, linkedSignal, signal } from '@angular/core';
+import { NgTemplateOutlet } from '@angular/common';
 import { Router } from '@angular/router';
 import { ApiService } from '../core/api.service';
 import { AuthStore } from '../core/auth.store';
@@ -6,8 +7,12 @@ import { compactJson, findEmbeddings } from '../core/embeddings';
 import { Capability, PluginInfo } from '../core/models';
 import { PluginsStore } from '../core/plugins.store';
 import { FormField, buildPayload, examplePayload, formFields, formValues } from '../core/schema';
+import { ChatPanel } from '../ui/chat-panel';
 import { ProblemView } from '../ui/problem-view';
 import { SchemaView } from '../ui/schema-view';
+
+/** The capability id that text-generating plugins serve OpenAI's chat completions under. */
+const CHAT = 'chat';
 
 interface InvokeResult {
   ok: boolean;
@@ -19,141 +24,154 @@ interface InvokeResult {
 
 @Component({
   selector: 'app-playground',
-  imports: [ProblemView, SchemaView],
+  imports: [ChatPanel, NgTemplateOutlet, ProblemView, SchemaView],
   changeDetection: ChangeDetectionStrategy.OnPush,
   template: `
     <h1 class="mb-4 text-2xl font-bold">Invoke playground</h1>
-    <div class="grid grid-cols-1 gap-6 lg:grid-cols-2">
-      <section class="card space-y-4" aria-labelledby="req-title">
-        <h2 id="req-title" class="section-title">Request</h2>
-        <div class="grid grid-cols-1 gap-3 sm:grid-cols-2">
-          <div>
-            <label for="pg-plugin" class="label">Plugin</label>
-            <select id="pg-plugin" class="input" [value]="pluginId()" (change)="choosePlugin($any($event.target).value)" data-testid="pg-plugin">
-              @for (p of invocable(); track p.id) {
-                <option [value]="p.id" [selected]="p.id === pluginId()">{{ p.name }} ({{ p.status }})</option>
-              }
-            </select>
-          </div>
-          <div>
-            <label for="pg-cap" class="label">Capability</label>
-            <select id="pg-cap" class="input" [value]="capId()" (change)="chooseCapability($any($event.target).value)" data-testid="pg-capability">
-              @for (c of capabilities(); track c.id) {
-                <option [value]="c.id" [selected]="c.id === capId()">{{ c.name }} ({{ c.id }})</option>
-              }
-            </select>
-          </div>
+    <ng-template #pickers>
+      <div class="grid grid-cols-1 gap-3 sm:grid-cols-2">
+        <div>
+          <label for="pg-plugin" class="label">Plugin</label>
+          <select id="pg-plugin" class="input" [value]="pluginId()" (change)="choosePlugin($any($event.target).value)" data-testid="pg-plugin">
+            @for (p of invocable(); track p.id) {
+              <option [value]="p.id" [selected]="p.id === pluginId()">{{ p.name }} ({{ p.status }})</option>
+            }
+          </select>
         </div>
-        @if (selectedPlugin()?.status !== 'running' && selectedPlugin()) {
-          <p class="rounded bg-amber-50 p-2 text-sm text-amber-900" role="status">The plugin is {{ selectedPlugin()!.status }}; the call will likely fail.</p>
-        }
-        @if (capability(); as c) {
-          @if (c.description) {<p class="text-sm text-slate-700">{{ c.description }}</p>}
-          <details class="text-sm"><summary class="cursor-pointer text-blue-800">Input schema</summary><app-schema-view [schema]="c.input_schema" label="Input" /></details>
-
-          <fieldset class="flex gap-4 text-sm">
-            <legend class="sr-only">Payload editor</legend>
-            <label class="flex items-center gap-1.5"><input #formRadio type="radio" name="mode" value="form" [checked]="mode() === 'form'" [disabled]="!fields()" (change)="setMode('form'); formRadio.checked = mode() === 'form'; jsonRadio.checked = mode() === 'json'" data-testid="mode-form" /> Form</label>
-            <label class="flex items-center gap-1.5"><input #jsonRadio type="radio" name="mode" value="json" [checked]="mode() === 'json'" (change)="setMode('json')" data-testid="mode-json" /> Raw JSON</label>
-          </fieldset>
-
-          @if (mode() === 'form' && fields(); as fs) {
-            <div class="space-y-3">
-              @for (f of fs; track f.name) {
-                <div>
-                  @if (f.kind === 'string-list') {
-                    <fieldset [attr.data-testid]="'list-' + f.name">
-                      <legend class="label">{{ f.name }}@if (f.required) {<span class="text-red-700" aria-hidden="true"> *</span>}</legend>
-                      <ol class="space-y-1">
-                        @for (item of list(f.name); track $index; let i = $index) {
-                          <li class="flex gap-2">
-                            <input [id]="i === 0 ? 'f-' + f.name : null" type="text" class="input" [value]="item" (input)="setItem(f.name, i, $any($event.target).value)" [attr.aria-label]="f.name + ' item ' + (i + 1)" />
-                            <button type="button" class="btn" (click)="removeItem(f.name, i)" [attr.aria-label]="'Remove ' + f.name + ' item ' + (i + 1)">✕</button>
-                          </li>
-                        }
-                      </ol>
-                      <button type="button" class="btn mt-1 text-sm" (click)="addItem(f.name)">Add {{ f.name }} item</button>
-                      @if (f.description) {<p class="mt-0.5 text-xs text-slate-600">{{ f.description }}</p>}
-                    </fieldset>
-                  } @else if (f.kind === 'boolean') {
-                    <label class="flex items-center gap-2 text-sm font-medium"><input type="checkbox" [id]="'f-' + f.name" [checked]="values()[f.name] === true" (change)="set(f.name, $any($event.target).checked)" /> {{ f.name }}</label>
-                  } @else {
-                    <label [for]="'f-' + f.name" class="label">{{ f.name }}@if (f.required) {<span class="text-red-700" aria-hidden="true"> *</span>}</label>
-                    @switch (f.kind) {
-                      @case ('enum') {
-                        <select [id]="'f-' + f.name" class="input" [value]="str(f.name)" (change)="set(f.name, $any($event.target).value)" [required]="f.required">
-                          <option value="">(none)</option>
-                          @for (o of f.options; track $index) {<option [value]="'' + o">{{ o }}</option>}
-                        </select>
-                      }
-                      @case ('integer') {
-                        <input [id]="'f-' + f.name" type="number" step="1" class="input" [attr.min]="f.minimum" [attr.max]="f.maximum" [value]="str(f.name)" (input)="set(f.name, $any($event.target).value)" [required]="f.required" />
-                      }
-                      @case ('number') {
-                        <input [id]="'f-' + f.name" type="number" step="any" class="input" [attr.min]="f.minimum" [attr.max]="f.maximum" [value]="str(f.name)" (input)="set(f.name, $any($event.target).value)" [required]="f.required" />
-                      }
-                      @case ('string') {
-                        <input [id]="'f-' + f.name" type="text" class="input" [value]="str(f.name)" (input)="set(f.name, $any($event.target).value)" [required]="f.required" />
-                      }
-                      @default {
-                        <textarea [id]="'f-' + f.name" class="input h-20 font-mono text-xs" [value]="str(f.name)" (input)="set(f.name, $any($event.target).value)" [required]="f.required"></textarea>
-                      }
-                    }
-                    <p class="mt-0.5 text-xs text-slate-600">
-                      {{ f.description }}
-                      @if (f.kind === 'json') { JSON value. }
-                    </p>
-                  }
-                </div>
-              }
-            </div>
-          } @else {
-            <div>
-              <label for="pg-json" class="label">Payload (JSON)</label>
-              <textarea id="pg-json" class="input h-48 font-mono text-xs" spellcheck="false" [value]="raw()" (input)="raw.set($any($event.target).value)" data-testid="pg-json"></textarea>
-            </div>
-          }
-          @if (inputError()) {
-            <p role="alert" class="text-sm text-red-800">{{ inputError() }}</p>
-          }
-          <button type="button" class="btn btn-primary" [disabled]="sending() || !auth.canInvoke(pluginId(), capId())" (click)="send()" data-testid="pg-send">
-            @if (sending()) {<span class="spinner" aria-hidden="true"></span> Sending…} @else {Send}
-          </button>
-          @if (!auth.canInvoke(pluginId(), capId())) {
-            <p class="text-sm text-slate-700">Your key may not invoke this capability.</p>
-          }
-        } @else {
-          <p class="text-sm text-slate-700">No plugin with capabilities to invoke.</p>
-        }
+        <div>
+          <label for="pg-cap" class="label">Capability</label>
+          <select id="pg-cap" class="input" [value]="capId()" (change)="chooseCapability($any($event.target).value)" data-testid="pg-capability">
+            @for (c of capabilities(); track c.id) {
+              <option [value]="c.id" [selected]="c.id === capId()">{{ c.name }} ({{ c.id }})</option>
+            }
+          </select>
+        </div>
+      </div>
+      @if (selectedPlugin()?.status !== 'running' && selectedPlugin()) {
+        <p class="rounded bg-amber-50 p-2 text-sm text-amber-900" role="status">The plugin is {{ selectedPlugin()!.status }}; the call will likely fail.</p>
+      }
+    </ng-template>
+    @if (chatMode()) {
+      <section class="card mb-6 space-y-3" aria-label="Plugin and capability">
+        <ng-container [ngTemplateOutlet]="pickers" />
       </section>
+      <app-chat-panel [plugin]="pluginId()" [pluginName]="selectedPlugin()?.name ?? ''" [canSend]="auth.canInvoke(pluginId(), capId())" />
+    } @else {
+      <div class="grid grid-cols-1 gap-6 lg:grid-cols-2">
+        <section class="card space-y-4" aria-labelledby="req-title">
+          <h2 id="req-title" class="section-title">Request</h2>
+          <ng-container [ngTemplateOutlet]="pickers" />
+          @if (capability(); as c) {
+            @if (c.description) {<p class="text-sm text-slate-700">{{ c.description }}</p>}
+            @if (chatCapable()) {
+              <p class="text-sm text-slate-700">This plugin can chat: <button type="button" class="btn text-sm" (click)="chooseCapability('chat')" data-testid="pg-open-chat">Open the chat</button></p>
+            }
+            <details class="text-sm"><summary class="cursor-pointer text-blue-800">Input schema</summary><app-schema-view [schema]="c.input_schema" label="Input" /></details>
 
-      <section class="card" aria-labelledby="res-title" aria-live="polite">
-        <h2 id="res-title" class="section-title">Response</h2>
-        @if (result(); as r) {
-          <p class="mb-2 text-sm" data-testid="pg-latency">
-            <span class="font-semibold" [class]="r.ok ? 'text-emerald-800' : 'text-red-800'">{{ r.ok ? 'OK' : 'Failed' }}</span>
-            in <span class="tabular-nums">{{ r.ms.toFixed(1) }} ms</span>
-          </p>
-          @if (r.ok) {
-            @if (embeddings(); as e) {
-              <div class="mb-3" data-testid="pg-embeddings">
-                <p class="text-sm font-semibold">{{ e.vectors.length }} embedding{{ e.vectors.length === 1 ? '' : 's' }} of dimension {{ e.vectors[0].dim }}@if (e.model) { · {{ e.model }}}</p>
-                <ul class="mt-1 space-y-1 font-mono text-xs">
-                  @for (v of e.vectors.slice(0, 20); track v.index) {
-                    <li>#{{ v.index }} [{{ nums(v.head) }}, …, {{ nums(v.tail) }}] <span class="text-slate-600">dim {{ v.dim }}, ‖v‖ {{ v.norm.toFixed(3) }}</span></li>
-                  }
-                </ul>
+            <fieldset class="flex gap-4 text-sm">
+              <legend class="sr-only">Payload editor</legend>
+              <label class="flex items-center gap-1.5"><input #formRadio type="radio" name="mode" value="form" [checked]="mode() === 'form'" [disabled]="!fields()" (change)="setMode('form'); formRadio.checked = mode() === 'form'; jsonRadio.checked = mode() === 'json'" data-testid="mode-form" /> Form</label>
+              <label class="flex items-center gap-1.5"><input #jsonRadio type="radio" name="mode" value="json" [checked]="mode() === 'json'" (change)="setMode('json')" data-testid="mode-json" /> Raw JSON</label>
+            </fieldset>
+
+            @if (mode() === 'form' && fields(); as fs) {
+              <div class="space-y-3">
+                @for (f of fs; track f.name) {
+                  <div>
+                    @if (f.kind === 'string-list') {
+                      <fieldset [attr.data-testid]="'list-' + f.name">
+                        <legend class="label">{{ f.name }}@if (f.required) {<span class="text-red-700" aria-hidden="true"> *</span>}</legend>
+                        <ol class="space-y-1">
+                          @for (item of list(f.name); track $index; let i = $index) {
+                            <li class="flex gap-2">
+                              <input [id]="i === 0 ? 'f-' + f.name : null" type="text" class="input" [value]="item" (input)="setItem(f.name, i, $any($event.target).value)" [attr.aria-label]="f.name + ' item ' + (i + 1)" />
+                              <button type="button" class="btn" (click)="removeItem(f.name, i)" [attr.aria-label]="'Remove ' + f.name + ' item ' + (i + 1)">✕</button>
+                            </li>
+                          }
+                        </ol>
+                        <button type="button" class="btn mt-1 text-sm" (click)="addItem(f.name)">Add {{ f.name }} item</button>
+                        @if (f.description) {<p class="mt-0.5 text-xs text-slate-600">{{ f.description }}</p>}
+                      </fieldset>
+                    } @else if (f.kind === 'boolean') {
+                      <label class="flex items-center gap-2 text-sm font-medium"><input type="checkbox" [id]="'f-' + f.name" [checked]="values()[f.name] === true" (change)="set(f.name, $any($event.target).checked)" /> {{ f.name }}</label>
+                    } @else {
+                      <label [for]="'f-' + f.name" class="label">{{ f.name }}@if (f.required) {<span class="text-red-700" aria-hidden="true"> *</span>}</label>
+                      @switch (f.kind) {
+                        @case ('enum') {
+                          <select [id]="'f-' + f.name" class="input" [value]="str(f.name)" (change)="set(f.name, $any($event.target).value)" [required]="f.required">
+                            <option value="">(none)</option>
+                            @for (o of f.options; track $index) {<option [value]="'' + o">{{ o }}</option>}
+                          </select>
+                        }
+                        @case ('integer') {
+                          <input [id]="'f-' + f.name" type="number" step="1" class="input" [attr.min]="f.minimum" [attr.max]="f.maximum" [value]="str(f.name)" (input)="set(f.name, $any($event.target).value)" [required]="f.required" />
+                        }
+                        @case ('number') {
+                          <input [id]="'f-' + f.name" type="number" step="any" class="input" [attr.min]="f.minimum" [attr.max]="f.maximum" [value]="str(f.name)" (input)="set(f.name, $any($event.target).value)" [required]="f.required" />
+                        }
+                        @case ('string') {
+                          <input [id]="'f-' + f.name" type="text" class="input" [value]="str(f.name)" (input)="set(f.name, $any($event.target).value)" [required]="f.required" />
+                        }
+                        @default {
+                          <textarea [id]="'f-' + f.name" class="input h-20 font-mono text-xs" [value]="str(f.name)" (input)="set(f.name, $any($event.target).value)" [required]="f.required"></textarea>
+                        }
+                      }
+                      <p class="mt-0.5 text-xs text-slate-600">
+                        {{ f.description }}
+                        @if (f.kind === 'json') { JSON value. }
+                      </p>
+                    }
+                  </div>
+                }
+              </div>
+            } @else {
+              <div>
+                <label for="pg-json" class="label">Payload (JSON)</label>
+                <textarea id="pg-json" class="input h-48 font-mono text-xs" spellcheck="false" [value]="raw()" (input)="raw.set($any($event.target).value)" data-testid="pg-json"></textarea>
               </div>
             }
-            <pre class="mono max-h-[32rem] overflow-auto rounded bg-slate-100 p-2" data-testid="pg-response">{{ responseText() }}</pre>
+            @if (inputError()) {
+              <p role="alert" class="text-sm text-red-800">{{ inputError() }}</p>
+            }
+            <button type="button" class="btn btn-primary" [disabled]="sending() || !auth.canInvoke(pluginId(), capId())" (click)="send()" data-testid="pg-send">
+              @if (sending()) {<span class="spinner" aria-hidden="true"></span> Sending…} @else {Send}
+            </button>
+            @if (!auth.canInvoke(pluginId(), capId())) {
+              <p class="text-sm text-slate-700">Your key may not invoke this capability.</p>
+            }
           } @else {
-            <app-problem [error]="r.error" />
+            <p class="text-sm text-slate-700">No plugin with capabilities to invoke.</p>
           }
-        } @else {
-          <p class="text-sm text-slate-700">Send a request to see the answer here.</p>
-        }
-      </section>
-    </div>
+        </section>
+
+        <section class="card" aria-labelledby="res-title" aria-live="polite">
+          <h2 id="res-title" class="section-title">Response</h2>
+          @if (result(); as r) {
+            <p class="mb-2 text-sm" data-testid="pg-latency">
+              <span class="font-semibold" [class]="r.ok ? 'text-emerald-800' : 'text-red-800'">{{ r.ok ? 'OK' : 'Failed' }}</span>
+              in <span class="tabular-nums">{{ r.ms.toFixed(1) }} ms</span>
+            </p>
+            @if (r.ok) {
+              @if (embeddings(); as e) {
+                <div class="mb-3" data-testid="pg-embeddings">
+                  <p class="text-sm font-semibold">{{ e.vectors.length }} embedding{{ e.vectors.length === 1 ? '' : 's' }} of dimension {{ e.vectors[0].dim }}@if (e.model) { · {{ e.model }}}</p>
+                  <ul class="mt-1 space-y-1 font-mono text-xs">
+                    @for (v of e.vectors.slice(0, 20); track v.index) {
+                      <li>#{{ v.index }} [{{ nums(v.head) }}, …, {{ nums(v.tail) }}] <span class="text-slate-600">dim {{ v.dim }}, ‖v‖ {{ v.norm.toFixed(3) }}</span></li>
+                    }
+                  </ul>
+                </div>
+              }
+              <pre class="mono max-h-[32rem] overflow-auto rounded bg-slate-100 p-2" data-testid="pg-response">{{ responseText() }}</pre>
+            } @else {
+              <app-problem [error]="r.error" />
+            }
+          } @else {
+            <p class="text-sm text-slate-700">Send a request to see the answer here.</p>
+          }
+        </section>
+      </div>
+    }
   `,
 })
 export class PlaygroundPage implements OnInit {
@@ -180,6 +198,10 @@ export class PlaygroundPage implements OnInit {
     const wanted = this.capability_();
     return caps.find((c) => c.id === wanted)?.id ?? caps[0]?.id ?? '';
   });
+  /** The `chat` capability is selected: the chat view (OpenAI's streamed chat route) replaces the invoke form. */
+  protected readonly chatMode = computed(() => this.capId() === CHAT);
+  /** Another capability is selected, but the plugin can chat. */
+  protected readonly chatCapable = computed(() => !this.chatMode() && this.capabilities().some((c) => c.id === CHAT));
   /**
    * The selected capability. Live `status` pushes replace the plugin object many times a minute; equal by
    * content, so the editors below (linked to it) keep what the user typed until the schema really changes.
