@@ -24,12 +24,13 @@ keeps them.
 
     python3 -m venv /work/.venv-models
     /work/.venv-models/bin/pip install torch transformers==5.25.0 tokenizers gguf==0.19.0
-    /work/.venv-models/bin/python scripts/candle/make_tiny_lms.py
+    /work/.venv-models/bin/python scripts/candle/make_tiny_lms.py [NAME ...]   # e.g. qwen3-chat
 """
 
 import json
 import os
 import shutil
+import sys
 
 import gguf
 import numpy as np
@@ -152,6 +153,15 @@ def qwen2_config(vocab, eos):
         rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True, initializer_range=0.2,
         bos_token_id=eos, eos_token_id=eos, use_sliding_window=False, sliding_window=256,
         max_window_layers=2,
+    )
+
+
+def qwen3_config(vocab, eos):
+    return transformers.Qwen3Config(
+        vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=256,
+        rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True, initializer_range=0.2,
+        bos_token_id=eos, eos_token_id=eos, use_sliding_window=False, attention_bias=False,
     )
 
 
@@ -281,6 +291,8 @@ def greedy(model, ids):
 
 
 def make(name, cls, config, tok, special_map, template, chat=CHAT, gguf_arch=None):
+    if ONLY and name not in ONLY:
+        return
     d = os.path.join(OUT, name)
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d)
@@ -333,6 +345,8 @@ def main():
     eos = tok.token_to_id("<|im_end|>")
     make("qwen2-chat", transformers.Qwen2ForCausalLM, qwen2_config(tok.get_vocab_size(), eos), tok,
          {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}, CHATML, gguf_arch="qwen2")
+    make("qwen3-chat", transformers.Qwen3ForCausalLM, qwen3_config(tok.get_vocab_size(), eos), tok,
+         {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}, CHATML)
 
     llama = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
     tok = tokenizer(llama)
@@ -360,6 +374,9 @@ def main():
          {"bos_token": "<bos>", "eos_token": "<end_of_turn>", "pad_token": "<pad>", "unk_token": "<unk>"},
          GEMMA, chat=CHAT_USER)
 
+
+# Names given on the command line: make only those (the others' committed files stay as they are).
+ONLY = set(sys.argv[1:])
 
 if __name__ == "__main__":
     main()

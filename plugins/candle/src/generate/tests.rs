@@ -13,8 +13,9 @@ use tokio::sync::mpsc::unbounded_channel;
 use super::sampling::Sampler;
 use super::*;
 
-const MODELS: [&str; 5] = [
+const MODELS: [&str; 6] = [
     "qwen2-chat",
+    "qwen3-chat",
     "llama-chat",
     "mistral-chat",
     "phi3-chat",
