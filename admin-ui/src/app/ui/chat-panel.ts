@@ -263,8 +263,14 @@ export class ChatPanel {
   }
 }
 
-/** Decoding speed: the tokens after the first over the time they took; unknown without usage or two deltas. */
+/**
+ * Below this span the deltas came in one network read or so (a fast model, a buffering proxy): their
+ * arrival times say nothing about decoding speed, so no rate is shown.
+ */
+const MIN_RATE_SPAN_MS = 50;
+
+/** Decoding speed: the tokens after the first over the time they took; unknown without usage or a measurable span. */
 function rate(usage: TokenUsage | undefined, first: number | undefined, last: number | undefined): number | undefined {
-  if (!usage || first === undefined || last === undefined || last <= first || usage.completion_tokens < 2) return undefined;
+  if (!usage || first === undefined || last === undefined || last - first < MIN_RATE_SPAN_MS || usage.completion_tokens < 2) return undefined;
   return (usage.completion_tokens - 1) / ((last - first) / 1000);
 }
