@@ -489,3 +489,59 @@ impl std::fmt::Debug for Decoder {
         f.debug_struct("Decoder").field("cfg", &self.cfg).finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Llama 3.1/3.2's scaled RoPE frequencies, as transformers 5.25 computes them
+    /// (`ROPE_INIT_FUNCTIONS["llama3"]` for this config).
+    #[test]
+    fn llama3_rope_scaling_matches_transformers() {
+        let c = Config::from_json(&json!({
+            "model_type": "llama", "vocab_size": 10, "hidden_size": 64, "intermediate_size": 128,
+            "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 4,
+            "head_dim": 16, "max_position_embeddings": 131072,
+            "rope_parameters": {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0, "original_max_position_embeddings": 8192,
+                "rope_theta": 500000.0}
+        }))
+        .unwrap();
+        let expected = [
+            1.0,
+            0.193_922_76,
+            0.037_606_03,
+            0.007_292_665,
+            0.000_429_556_7,
+            8.570_256e-6,
+            1.661_967_4e-6,
+            3.222_933e-7,
+        ];
+        for (got, want) in c.inv_freq().iter().zip(expected) {
+            assert!((got - want).abs() <= want * 1e-5, "{got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn configs_it_cannot_run_are_refused_naming_the_field() {
+        let base = json!({"model_type": "llama", "vocab_size": 10, "hidden_size": 64,
+            "intermediate_size": 128, "num_hidden_layers": 1, "num_attention_heads": 4,
+            "max_position_embeddings": 64});
+        let with = |k: &str, v: Value| {
+            let mut c = base.clone();
+            c[k] = v;
+            Config::from_json(&c).unwrap_err()
+        };
+        assert!(with("hidden_act", json!("gelu")).starts_with("hidden_act"));
+        assert!(with("num_key_value_heads", json!(3)).contains("num_key_value_heads"));
+        assert!(
+            with("rope_scaling", json!({"rope_type": "yarn", "factor": 4.0}))
+                .starts_with("rope_scaling")
+        );
+        assert!(with("model_type", json!("gpt2")).contains("gpt2"));
+        let mut c = base.clone();
+        c.as_object_mut().unwrap().remove("vocab_size");
+        assert!(Config::from_json(&c).unwrap_err().starts_with("vocab_size"));
+    }
+}
