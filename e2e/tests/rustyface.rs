@@ -12,14 +12,25 @@ use bkg_e2e::{Stack, repo_root};
 use image::ImageFormat;
 use serde_json::{Value, json};
 
-/// rustface's package directory (its `test.png`), from `cargo metadata`.
+/// rustface's package directory (its `test.png`), from `cargo metadata`: offline and filtered
+/// to the host (a build never downloads other platforms' packages).
 fn rustface_package() -> PathBuf {
+    let rustc = std::process::Command::new(std::env::var("RUSTC").unwrap_or("rustc".into()))
+        .arg("-vV")
+        .output()
+        .expect("rustc -vV");
+    let host = String::from_utf8_lossy(&rustc.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
+        .expect("rustc -vV names the host");
     let out = std::process::Command::new(env!("CARGO"))
         .args([
             "metadata",
             "--format-version",
             "1",
             "--offline",
+            "--filter-platform",
+            &host,
             "--manifest-path",
         ])
         .arg(repo_root().join("Cargo.toml"))

@@ -27,14 +27,25 @@ async fn started(config: Value) -> Box<dyn Plugin> {
 }
 
 /// Where cargo unpacked the `rustface` package this crate builds against (its `test.png`
-/// and model), from `cargo metadata` so no path is guessed.
+/// and model), from `cargo metadata` so no path is guessed. Offline, and filtered to the host:
+/// packages of other platforms (Windows-only crates) are never downloaded by a build.
 fn rustface_package() -> PathBuf {
+    let rustc = std::process::Command::new(std::env::var("RUSTC").unwrap_or("rustc".into()))
+        .arg("-vV")
+        .output()
+        .expect("rustc -vV");
+    let host = String::from_utf8_lossy(&rustc.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
+        .expect("rustc -vV names the host");
     let out = std::process::Command::new(env!("CARGO"))
         .args([
             "metadata",
             "--format-version",
             "1",
             "--offline",
+            "--filter-platform",
+            &host,
             "--manifest-path",
         ])
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
