@@ -28,6 +28,26 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The venv's Python with `openai`; fails (never skips) when setup has not installed it.
+pub fn python_with_openai() -> PathBuf {
+    let python = repo_root().join(".tools/venv/bin/python");
+    let found = Command::new(&python)
+        .args(["-c", "import openai; print(openai.__version__)"])
+        .output();
+    match found {
+        Ok(out) if out.status.success() => python,
+        Ok(out) => panic!(
+            "the openai Python package is missing from {}: run scripts/setup.sh (make test does)\n{}",
+            python.display(),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => panic!(
+            "no Python venv at {} ({e}): run scripts/setup.sh (make test does)",
+            python.display()
+        ),
+    }
+}
+
 /// The bootstrap admin key every test stack accepts (`BKG_API_KEY`).
 pub const ADMIN_KEY: &str = "bkg_e2eAdminKey0123456789abcdefghijklmnopqr";
 

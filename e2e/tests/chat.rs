@@ -14,28 +14,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bkg_e2e::{ADMIN_KEY, Stack, repo_root};
+use bkg_e2e::{ADMIN_KEY, Stack, python_with_openai, repo_root};
 use serde_json::{Value, json};
-
-/// The venv's Python with `openai`; fails (never skips) when setup has not installed it.
-fn python_with_openai() -> std::path::PathBuf {
-    let python = repo_root().join(".tools/venv/bin/python");
-    let found = Command::new(&python)
-        .args(["-c", "import openai; print(openai.__version__)"])
-        .output();
-    match found {
-        Ok(out) if out.status.success() => python,
-        Ok(out) => panic!(
-            "the openai Python package is missing from {}: run scripts/setup.sh (make test does)\n{}",
-            python.display(),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-        Err(e) => panic!(
-            "no Python venv at {} ({e}): run scripts/setup.sh (make test does)",
-            python.display()
-        ),
-    }
-}
 
 const CLIENT: &str = r#"
 import json, sys

@@ -224,10 +224,7 @@ impl Upstream {
         if conn.usable() {
             self.checkin(addr, conn);
         }
-        let problem = parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+        let problem = is_problem(&parts.headers);
         Ok(Answer {
             status: parts.status,
             problem,
@@ -244,10 +241,7 @@ impl Upstream {
     pub async fn post_stream(&self, addr: SocketAddr, call: &Call<'_>) -> Result<Streamed, Error> {
         let (conn, response) = self.send(addr, call).await?;
         let (parts, body) = response.into_parts();
-        let problem = parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+        let problem = is_problem(&parts.headers);
         Ok(Streamed {
             status: parts.status,
             problem,
@@ -379,6 +373,13 @@ fn build(addr: SocketAddr, call: &Call<'_>) -> Result<Request<Body>, Error> {
         headers.insert(name, value);
     }
     Ok(request)
+}
+
+/// The runtime answered with a problem document (`application/problem+json`).
+fn is_problem(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()))
 }
 
 #[cfg(test)]

@@ -210,9 +210,9 @@ const PREFILL_BUDGET: usize = 512;
 
 fn run(model: &LanguageModel, limits: Limits, rx: &Receiver<GenerateRequest>, c: &Counters) {
     let mut active: Vec<Sequence> = Vec::new();
-    // Conversations whose prompt runs in the next step.
-    let mut joining: Vec<Sequence> = Vec::new();
     loop {
+        // Conversations whose prompt runs in this step.
+        let mut joining: Vec<Sequence> = Vec::new();
         // Join: block while idle; otherwise take new prompts while room and budget allow
         // (always at least one, however long).
         let mut budget = PREFILL_BUDGET;
