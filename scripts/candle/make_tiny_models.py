@@ -155,6 +155,16 @@ def qwen2_config():
     )
 
 
+def mpnet_config(**kw):
+    # transformers counts MPNet positions from 2 whatever pad_token_id is (padding_idx is fixed
+    # at 1, MPNet's <pad>); the longest sentence (~60 tokens) reaches the logarithmic
+    # relative-position buckets (distances of 8 and more).
+    c = dict(COMMON, vocab_size=len(vocab()), max_position_embeddings=66, hidden_act="gelu",
+             initializer_range=0.2, pad_token_id=1, layer_norm_eps=1e-5)
+    c.update(kw)
+    return transformers.MPNetConfig(**c)
+
+
 def modernbert_config(**kw):
     # Three layers, a global one every second: layer 1 attends within a window of 8 tokens, so
     # the longer sentences exercise the sliding-window mask.
@@ -290,6 +300,8 @@ def main():
     # Mean-pooled head (the default is cls): the less common path gets the test.
     cross_encoder("modernbert-rerank", transformers.ModernBertForSequenceClassification(
         modernbert_config(num_labels=1, classifier_pooling="mean")), roberta_tok)
+    embedder("mpnet-embed", transformers.MPNetModel(mpnet_config(), add_pooling_layer=False), roberta_tok,
+             "mean", True)
     print(f"wrote {OUT} with transformers {transformers.__version__}, torch {torch.__version__}", file=sys.stderr)
 
 

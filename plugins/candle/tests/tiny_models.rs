@@ -101,6 +101,7 @@ const EMBEDDERS: &[&str] = &[
     "modernbert-embed",
     "qwen3-embed",
     "qwen2-embed",
+    "mpnet-embed",
 ];
 
 #[test]
@@ -448,7 +449,8 @@ fn unknown_model_types_and_mismatched_weights_fail_to_load_with_the_reason() {
         "modernbert-embed",
         "modernbert-rerank",
         "xlm-roberta-rerank",
-    ] {
+        "mpnet-embed",
+        ] {
         let d = broken(name, |c| c["intermediate_size"] = json!(48));
         let e = load_error(d.path());
         assert!(matches!(e, Error::Weights { .. }), "{name}: {e}");

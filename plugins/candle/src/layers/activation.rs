@@ -14,6 +14,9 @@ pub enum HiddenAct {
     GeluTanh,
     #[serde(rename = "relu")]
     Relu,
+    /// SiLU (swish), the gate of SwiGLU feed-forwards (NomicBERT).
+    #[serde(alias = "swish", rename = "silu")]
+    Silu,
 }
 
 impl HiddenAct {
@@ -22,6 +25,7 @@ impl HiddenAct {
             Self::Gelu => xs.gelu_erf(),
             Self::GeluTanh => xs.gelu(),
             Self::Relu => xs.relu(),
+            Self::Silu => candle_nn::ops::silu(xs),
         }
     }
 }

@@ -75,10 +75,26 @@ impl AttentionLayout {
         })
     }
 
+    /// The padded sequence length `L` (positional tables for one batch are `[L, ·]`).
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
     /// Rows × columns of the rectangular attention problem (for padding statistics).
     pub fn padded_tokens(&self) -> usize {
         self.batch * self.max_len
     }
+}
+
+/// What some encoders add to plain scaled dot-product attention, in the padded layout where
+/// every sequence's positions are `0..L`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PositionTerms<'a> {
+    /// `[1, heads, L, L]`, added to the scores (MPNet's relative position bias).
+    pub bias: Option<&'a Tensor>,
+    /// `cos` and `sin`, `[L, head_dim / 2]`: rotary positions applied to Q and K, halves
+    /// rotated (GPT-NeoX / Llama layout).
+    pub rope: Option<(&'a Tensor, &'a Tensor)>,
 }
 
 /// `qkv`: `[T, 3·heads·head_dim]` (Q, K, V stacked per row) → context `[T, heads·head_dim]`.
@@ -87,6 +103,17 @@ pub fn packed_attention(
     layout: &AttentionLayout,
     heads: usize,
     head_dim: usize,
+) -> Result<Tensor> {
+    packed_attention_with(qkv, layout, heads, head_dim, PositionTerms::default())
+}
+
+/// [`packed_attention`] with a score bias or rotary positions.
+pub fn packed_attention_with(
+    qkv: &Tensor,
+    layout: &AttentionLayout,
+    heads: usize,
+    head_dim: usize,
+    terms: PositionTerms<'_>,
 ) -> Result<Tensor> {
     let (b, l) = (layout.batch, layout.max_len);
     let hidden = heads * head_dim;
@@ -97,10 +124,17 @@ pub fn packed_attention(
     let x = padded.reshape((b, l, 3, heads, head_dim))?;
     let scale = 1.0 / (head_dim as f64).sqrt();
     // [B, H, L, D] each; scaling Q first touches T·D values instead of L² scores.
-    let q = (x.i((.., .., 0))?.transpose(1, 2)?.contiguous()? * scale)?;
-    let k = x.i((.., .., 1))?.transpose(1, 2)?.contiguous()?;
+    let mut q = (x.i((.., .., 0))?.transpose(1, 2)?.contiguous()? * scale)?;
+    let mut k = x.i((.., .., 1))?.transpose(1, 2)?.contiguous()?;
     let v = x.i((.., .., 2))?.transpose(1, 2)?.contiguous()?;
-    let scores = q.matmul(&k.transpose(D::Minus2, D::Minus1)?)?;
+    if let Some((cos, sin)) = terms.rope {
+        q = candle_nn::rotary_emb::rope(&q, cos, sin)?;
+        k = candle_nn::rotary_emb::rope(&k, cos, sin)?;
+    }
+    let mut scores = q.matmul(&k.transpose(D::Minus2, D::Minus1)?)?;
+    if let Some(bias) = terms.bias {
+        scores = scores.broadcast_add(bias)?;
+    }
     let scores = match &layout.gather {
         Some(g) => scores.broadcast_add(&g.mask)?,
         None => scores,

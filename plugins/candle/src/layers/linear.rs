@@ -43,6 +43,22 @@ impl Linear {
         Self::from_parts(&weight, bias, w.packing())
     }
 
+    /// Loads `{name}.weight`, and `{name}.bias` when `bias` (otherwise a zero bias).
+    pub fn load_opt_bias(
+        w: &Weights,
+        name: &str,
+        in_dim: usize,
+        out_dim: usize,
+        bias: bool,
+    ) -> Result<Self> {
+        if bias {
+            return Self::load(w, name, in_dim, out_dim);
+        }
+        let weight = w.get(&format!("{name}.weight"), &[out_dim, in_dim])?;
+        let zeros = Tensor::zeros(out_dim, weight.dtype(), weight.device())?;
+        Self::from_parts(&weight, zeros, w.packing())
+    }
+
     /// Stacks several layers that read the same input into one (e.g. Q, K and V), so the
     /// input is read once and the kernel sees one larger, more efficient matmul.
     pub fn fuse(parts: &[(Tensor, Tensor)], packing: Packing) -> Result<Self> {

@@ -4,6 +4,7 @@
 //!  config.json ──▶ ModelConfig { arch (by model_type), task (by architectures[0]) }
 //!                    ├─ bert         ─▶ bert::BertModel (ours: packed, AVX-512 kernels)
 //!                    ├─ xlm-roberta  ─▶ bert::BertModel with RoBERTa positions
+//!                    ├─ mpnet        ─▶ mpnet::MpNet (ours, packed, + relative position bias)
 //!                    ├─ modernbert   ─▶ candle-transformers, through padded::Padded (+ mask)
 //!                    ├─ qwen2/qwen3  ─▶ candle-transformers, through padded::Padded
 //!                    └─ task: Embed, or Classify{labels} ─▶ head::ClassifierHead on [CLS]
@@ -17,6 +18,7 @@ mod bert;
 pub(crate) mod decoder;
 mod head;
 mod modernbert;
+mod mpnet;
 mod padded;
 mod qwen2;
 mod qwen3;
@@ -33,7 +35,7 @@ use crate::layers::Weights;
 use crate::pooling::Pooling;
 
 /// The `model_type`s [`ModelConfig::from_json`] accepts, for error messages.
-pub const SUPPORTED: &str = "bert, xlm-roberta, modernbert, qwen2, qwen3";
+pub const SUPPORTED: &str = "bert, xlm-roberta, mpnet, modernbert, qwen2, qwen3";
 
 /// A batch of token sequences stacked end to end, without padding.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -111,9 +113,21 @@ pub trait EmbeddingModel: Send + Sync {
 pub enum Architecture {
     Bert(BertConfig),
     XlmRoberta(BertConfig),
+    MpNet(Box<mpnet::Config>),
     ModernBert(Box<modernbert::Config>, ModernBertHead),
     Qwen2(Box<qwen2::Config>),
     Qwen3(Box<qwen3::Config>),
+}
+
+impl Architecture {
+    /// Whether a `*ForSequenceClassification` checkpoint of this family loads (its head is in
+    /// [`head`]).
+    fn has_classifier_head(&self) -> bool {
+        matches!(
+            self,
+            Self::Bert(_) | Self::XlmRoberta(_) | Self::ModernBert(..)
+        )
+    }
 }
 
 /// What the checkpoint is for, from `architectures`: a `*ForSequenceClassification` head
@@ -204,6 +218,7 @@ impl ModelConfig {
             "xlm-roberta" | "roberta" => {
                 Architecture::XlmRoberta(xlm_roberta::config(value).map_err(bad)?)
             }
+            "mpnet" => Architecture::MpNet(Box::new(mpnet::config(value).map_err(bad)?)),
             "modernbert" => {
                 let head = modernbert::head_config(&value);
                 Architecture::ModernBert(Box::new(modernbert::config(value).map_err(bad)?), head)
@@ -212,7 +227,7 @@ impl ModelConfig {
             "qwen3" => Architecture::Qwen3(Box::new(qwen3::config(value).map_err(bad)?)),
             _ => return Err(Error::UnsupportedArchitecture(model_type)),
         };
-        if task != Task::Embed && matches!(arch, Architecture::Qwen2(_) | Architecture::Qwen3(_)) {
+        if task != Task::Embed && !arch.has_classifier_head() {
             return Err(Error::Config(format!(
                 "config.json: a sequence-classification head on {model_type} is not supported \
                  (only on bert, xlm-roberta and modernbert)"
@@ -225,6 +240,7 @@ impl ModelConfig {
         match self.arch {
             Architecture::Bert(_) => "bert",
             Architecture::XlmRoberta(_) => "xlm-roberta",
+            Architecture::MpNet(_) => "mpnet",
             Architecture::ModernBert(..) => "modernbert",
             Architecture::Qwen2(_) => "qwen2",
             Architecture::Qwen3(_) => "qwen3",
@@ -247,6 +263,7 @@ impl ModelConfig {
         let encoder: Box<dyn EmbeddingModel> = match &self.arch {
             Architecture::Bert(c) => Box::new(BertModel::load(c, weights, device)?),
             Architecture::XlmRoberta(c) => Box::new(BertModel::load(c, weights, device)?),
+            Architecture::MpNet(c) => Box::new(mpnet::MpNet::load(c, weights, device)?),
             Architecture::ModernBert(c, _) => {
                 Box::new(modernbert::ModernBert::load(c, weights, device)?)
             }
@@ -287,6 +304,7 @@ fn guess_model_type(config: &Value) -> Option<String> {
         [
             ("Bert", "bert"),
             ("XLMRoberta", "xlm-roberta"),
+            ("MPNet", "mpnet"),
             ("ModernBert", "modernbert"),
             ("Qwen2", "qwen2"),
             ("Qwen3", "qwen3"),
