@@ -165,6 +165,16 @@ def mpnet_config(**kw):
     return transformers.MPNetConfig(**c)
 
 
+def mistral_config():
+    # A 16-token sliding window: the longest sentence runs past it.
+    return transformers.MistralConfig(
+        vocab_size=len(vocab()), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+        rope_theta=10000.0, rms_norm_eps=1e-6, tie_word_embeddings=False, initializer_range=0.2,
+        pad_token_id=0, sliding_window=16,
+    )
+
+
 def modernbert_config(**kw):
     # Three layers, a global one every second: layer 1 attends within a window of 8 tokens, so
     # the longer sentences exercise the sliding-window mask.
@@ -302,6 +312,8 @@ def main():
         modernbert_config(num_labels=1, classifier_pooling="mean")), roberta_tok)
     embedder("mpnet-embed", transformers.MPNetModel(mpnet_config(), add_pooling_layer=False), roberta_tok,
              "mean", True)
+    embedder("mistral-embed", transformers.MistralModel(mistral_config()), decoder_tok, "lasttoken", True,
+             prompts={"query": "instruct: search\nquery: "}, default_prompt=None)
     print(f"wrote {OUT} with transformers {transformers.__version__}, torch {torch.__version__}", file=sys.stderr)
 
 

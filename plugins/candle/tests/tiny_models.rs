@@ -102,6 +102,7 @@ const EMBEDDERS: &[&str] = &[
     "qwen3-embed",
     "qwen2-embed",
     "mpnet-embed",
+    "mistral-embed",
 ];
 
 #[test]
@@ -450,7 +451,8 @@ fn unknown_model_types_and_mismatched_weights_fail_to_load_with_the_reason() {
         "modernbert-rerank",
         "xlm-roberta-rerank",
         "mpnet-embed",
-        ] {
+        "mistral-embed",
+    ] {
         let d = broken(name, |c| c["intermediate_size"] = json!(48));
         let e = load_error(d.path());
         assert!(matches!(e, Error::Weights { .. }), "{name}: {e}");

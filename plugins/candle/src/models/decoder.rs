@@ -1,9 +1,9 @@
-//! What the candle-transformers models (qwen2, qwen3, modernbert) share: reading their `config.json` whichever
+//! What the candle-transformers models (qwen2, qwen3, mistral, modernbert) share: reading their `config.json` whichever
 //! transformers version wrote it, and loading candle-transformers' models from our checkpoint.
 
 use std::collections::HashMap;
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde_json::Value;
 
@@ -65,6 +65,16 @@ pub fn normalize_config(mut value: Value) -> Value {
 /// A VarBuilder over the checkpoint, every tensor under `model.` as candle-transformers
 /// expects (embedding checkpoints are saved from the bare model, without the prefix).
 pub fn var_builder(w: &Weights, device: &Device, dtype: DType) -> Result<VarBuilder<'static>> {
+    var_builder_with(w, device, dtype, |_| Ok(()))
+}
+
+/// [`var_builder`], with `extra` adding or adjusting tensors (names under `model.`) first.
+pub fn var_builder_with(
+    w: &Weights,
+    device: &Device,
+    dtype: DType,
+    extra: impl FnOnce(&mut HashMap<String, Tensor>) -> Result<()>,
+) -> Result<VarBuilder<'static>> {
     let tensors =
         candle_core::safetensors::load(w.path(), &Device::Cpu).map_err(|e| Error::Weights {
             path: w.path().to_owned(),
@@ -79,6 +89,8 @@ pub fn var_builder(w: &Weights, device: &Device, dtype: DType) -> Result<VarBuil
             },
         )
         .collect();
+    let mut tensors = tensors;
+    extra(&mut tensors)?;
     Ok(VarBuilder::from_tensors(tensors, dtype, device))
 }
 

@@ -7,6 +7,7 @@
 //!                    ├─ mpnet        ─▶ mpnet::MpNet (ours, packed, + relative position bias)
 //!                    ├─ modernbert   ─▶ candle-transformers, through padded::Padded (+ mask)
 //!                    ├─ qwen2/qwen3  ─▶ candle-transformers, through padded::Padded
+//!                    ├─ mistral      ─▶ candle-transformers' qwen2 network, zero Q/K/V biases
 //!                    └─ task: Embed, or Classify{labels} ─▶ head::ClassifierHead on [CLS]
 //! ```
 //!
@@ -17,6 +18,7 @@
 mod bert;
 pub(crate) mod decoder;
 mod head;
+mod mistral;
 mod modernbert;
 mod mpnet;
 mod padded;
@@ -35,7 +37,7 @@ use crate::layers::Weights;
 use crate::pooling::Pooling;
 
 /// The `model_type`s [`ModelConfig::from_json`] accepts, for error messages.
-pub const SUPPORTED: &str = "bert, xlm-roberta, mpnet, modernbert, qwen2, qwen3";
+pub const SUPPORTED: &str = "bert, xlm-roberta, mpnet, modernbert, qwen2, qwen3, mistral";
 
 /// A batch of token sequences stacked end to end, without padding.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -117,6 +119,7 @@ pub enum Architecture {
     ModernBert(Box<modernbert::Config>, ModernBertHead),
     Qwen2(Box<qwen2::Config>),
     Qwen3(Box<qwen3::Config>),
+    Mistral(Box<qwen2::Config>),
 }
 
 impl Architecture {
@@ -225,6 +228,9 @@ impl ModelConfig {
             }
             "qwen2" => Architecture::Qwen2(Box::new(qwen2::config(value).map_err(bad)?)),
             "qwen3" => Architecture::Qwen3(Box::new(qwen3::config(value).map_err(bad)?)),
+            "mistral" => Architecture::Mistral(Box::new(mistral::config(value).map_err(|e| {
+                Error::Config(format!("config.json ({model_type}): {e}"))
+            })?)),
             _ => return Err(Error::UnsupportedArchitecture(model_type)),
         };
         if task != Task::Embed && !arch.has_classifier_head() {
@@ -244,6 +250,7 @@ impl ModelConfig {
             Architecture::ModernBert(..) => "modernbert",
             Architecture::Qwen2(_) => "qwen2",
             Architecture::Qwen3(_) => "qwen3",
+            Architecture::Mistral(_) => "mistral",
         }
     }
 
@@ -251,7 +258,9 @@ impl ModelConfig {
     /// their last token, encoders are averaged.
     pub fn default_pooling(&self) -> Pooling {
         match self.arch {
-            Architecture::Qwen2(_) | Architecture::Qwen3(_) => Pooling::LastToken,
+            Architecture::Qwen2(_) | Architecture::Qwen3(_) | Architecture::Mistral(_) => {
+                Pooling::LastToken
+            }
             _ => Pooling::Mean,
         }
     }
@@ -269,6 +278,7 @@ impl ModelConfig {
             }
             Architecture::Qwen2(c) => Box::new(qwen2::Qwen2::load(c, weights, device, dtype)?),
             Architecture::Qwen3(c) => Box::new(qwen3::Qwen3::load(c, weights, device, dtype)?),
+            Architecture::Mistral(c) => Box::new(mistral::load(c, weights, device, dtype)?),
         };
         let head = match (&self.task, &self.arch) {
             (Task::Embed, _) => None,
@@ -308,6 +318,7 @@ fn guess_model_type(config: &Value) -> Option<String> {
             ("ModernBert", "modernbert"),
             ("Qwen2", "qwen2"),
             ("Qwen3", "qwen3"),
+            ("Mistral", "mistral"),
         ]
         .iter()
         .find(|(prefix, _)| a.starts_with(prefix))

@@ -4,6 +4,7 @@
 use std::sync::Mutex;
 
 use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
 use candle_transformers::models::qwen2::Model;
 use serde_json::Value;
 
@@ -26,17 +27,29 @@ pub struct Qwen2 {
     hidden: usize,
     max_positions: usize,
     device: Device,
+    architecture: &'static str,
 }
 
 impl Qwen2 {
     pub fn load(c: &Config, w: &Weights, device: &Device, dtype: DType) -> Result<Self> {
-        let model =
-            Model::new(c, var_builder(w, device, dtype)?).map_err(|e| weights_error(w, e))?;
+        Self::from_var_builder(c, w, var_builder(w, device, dtype)?, device, "qwen2")
+    }
+
+    /// The network over weights already gathered (Mistral's, with zero Q/K/V biases).
+    pub fn from_var_builder(
+        c: &Config,
+        w: &Weights,
+        vb: VarBuilder<'static>,
+        device: &Device,
+        architecture: &'static str,
+    ) -> Result<Self> {
+        let model = Model::new(c, vb).map_err(|e| weights_error(w, e))?;
         Ok(Self {
             template: Mutex::new(model),
             hidden: c.hidden_size,
             max_positions: c.max_position_embeddings,
             device: device.clone(),
+            architecture,
         })
     }
 }
@@ -73,6 +86,6 @@ impl EmbeddingModel for Qwen2 {
     }
 
     fn architecture(&self) -> &'static str {
-        "qwen2"
+        self.architecture
     }
 }
