@@ -165,6 +165,23 @@ def mpnet_config(**kw):
     return transformers.MPNetConfig(**c)
 
 
+def gte_config():
+    # Rotary positions (no table) up to 128; a small rope base so the tiny head_dim of 8 turns.
+    return transformers.GteConfig(
+        **COMMON, vocab_size=len(vocab()), max_position_embeddings=128, hidden_act="gelu",
+        initializer_range=0.2, pad_token_id=0, type_vocab_size=1, layer_norm_eps=1e-12,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+    )
+
+
+def nomic_bert_config():
+    return transformers.NomicBertConfig(
+        **COMMON, vocab_size=len(vocab()), max_position_embeddings=128, hidden_act="silu",
+        initializer_range=0.2, pad_token_id=0, type_vocab_size=2, layer_norm_eps=1e-12,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000.0},
+    )
+
+
 def mistral_config():
     # A 16-token sliding window: the longest sentence runs past it.
     return transformers.MistralConfig(
@@ -314,6 +331,9 @@ def main():
              "mean", True)
     embedder("mistral-embed", transformers.MistralModel(mistral_config()), decoder_tok, "lasttoken", True,
              prompts={"query": "instruct: search\nquery: "}, default_prompt=None)
+    embedder("gte-embed", transformers.GteModel(gte_config()), bert_tok, "cls", True)
+    embedder("nomic-bert-embed", transformers.NomicBertModel(nomic_bert_config()), bert_tok, "mean", True,
+             prompts={"query": "search_query: ", "document": "search_document: "}, default_prompt="document")
     print(f"wrote {OUT} with transformers {transformers.__version__}, torch {torch.__version__}", file=sys.stderr)
 
 

@@ -103,6 +103,8 @@ const EMBEDDERS: &[&str] = &[
     "qwen2-embed",
     "mpnet-embed",
     "mistral-embed",
+    "gte-embed",
+    "nomic-bert-embed",
 ];
 
 #[test]
@@ -452,6 +454,8 @@ fn unknown_model_types_and_mismatched_weights_fail_to_load_with_the_reason() {
         "xlm-roberta-rerank",
         "mpnet-embed",
         "mistral-embed",
+        "gte-embed",
+        "nomic-bert-embed",
     ] {
         let d = broken(name, |c| c["intermediate_size"] = json!(48));
         let e = load_error(d.path());

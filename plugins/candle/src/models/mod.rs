@@ -5,6 +5,8 @@
 //!                    ├─ bert         ─▶ bert::BertModel (ours: packed, AVX-512 kernels)
 //!                    ├─ xlm-roberta  ─▶ bert::BertModel with RoBERTa positions
 //!                    ├─ mpnet        ─▶ mpnet::MpNet (ours, packed, + relative position bias)
+//!                    ├─ gte          ─▶ rope_encoder::RopeEncoder (ours, packed, rotary, GLU)
+//!                    ├─ nomic_bert   ─▶ rope_encoder::RopeEncoder, no biases, SiLU
 //!                    ├─ modernbert   ─▶ candle-transformers, through padded::Padded (+ mask)
 //!                    ├─ qwen2/qwen3  ─▶ candle-transformers, through padded::Padded
 //!                    ├─ mistral      ─▶ candle-transformers' qwen2 network, zero Q/K/V biases
@@ -17,13 +19,16 @@
 
 mod bert;
 pub(crate) mod decoder;
+mod gte;
 mod head;
 mod mistral;
 mod modernbert;
 mod mpnet;
+mod nomic_bert;
 mod padded;
 mod qwen2;
 mod qwen3;
+mod rope_encoder;
 mod xlm_roberta;
 
 use candle_core::{DType, Device, Tensor};
@@ -37,7 +42,8 @@ use crate::layers::Weights;
 use crate::pooling::Pooling;
 
 /// The `model_type`s [`ModelConfig::from_json`] accepts, for error messages.
-pub const SUPPORTED: &str = "bert, xlm-roberta, mpnet, modernbert, qwen2, qwen3, mistral";
+pub const SUPPORTED: &str =
+    "bert, xlm-roberta, mpnet, gte, nomic_bert, modernbert, qwen2, qwen3, mistral";
 
 /// A batch of token sequences stacked end to end, without padding.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -116,6 +122,8 @@ pub enum Architecture {
     Bert(BertConfig),
     XlmRoberta(BertConfig),
     MpNet(Box<mpnet::Config>),
+    /// gte and nomic_bert.
+    Rope(Box<rope_encoder::Config>),
     ModernBert(Box<modernbert::Config>, ModernBertHead),
     Qwen2(Box<qwen2::Config>),
     Qwen3(Box<qwen3::Config>),
@@ -222,15 +230,26 @@ impl ModelConfig {
                 Architecture::XlmRoberta(xlm_roberta::config(value).map_err(bad)?)
             }
             "mpnet" => Architecture::MpNet(Box::new(mpnet::config(value).map_err(bad)?)),
+            "gte" | "nomic_bert" => {
+                let read = match model_type.as_str() {
+                    "gte" => gte::config,
+                    _ => nomic_bert::config,
+                };
+                Architecture::Rope(Box::new(
+                    read(value)
+                        .map_err(|e| Error::Config(format!("config.json ({model_type}): {e}")))?,
+                ))
+            }
             "modernbert" => {
                 let head = modernbert::head_config(&value);
                 Architecture::ModernBert(Box::new(modernbert::config(value).map_err(bad)?), head)
             }
             "qwen2" => Architecture::Qwen2(Box::new(qwen2::config(value).map_err(bad)?)),
             "qwen3" => Architecture::Qwen3(Box::new(qwen3::config(value).map_err(bad)?)),
-            "mistral" => Architecture::Mistral(Box::new(mistral::config(value).map_err(|e| {
-                Error::Config(format!("config.json ({model_type}): {e}"))
-            })?)),
+            "mistral" => Architecture::Mistral(Box::new(
+                mistral::config(value)
+                    .map_err(|e| Error::Config(format!("config.json ({model_type}): {e}")))?,
+            )),
             _ => return Err(Error::UnsupportedArchitecture(model_type)),
         };
         if task != Task::Embed && !arch.has_classifier_head() {
@@ -247,6 +266,7 @@ impl ModelConfig {
             Architecture::Bert(_) => "bert",
             Architecture::XlmRoberta(_) => "xlm-roberta",
             Architecture::MpNet(_) => "mpnet",
+            Architecture::Rope(ref c) => c.architecture,
             Architecture::ModernBert(..) => "modernbert",
             Architecture::Qwen2(_) => "qwen2",
             Architecture::Qwen3(_) => "qwen3",
@@ -273,6 +293,7 @@ impl ModelConfig {
             Architecture::Bert(c) => Box::new(BertModel::load(c, weights, device)?),
             Architecture::XlmRoberta(c) => Box::new(BertModel::load(c, weights, device)?),
             Architecture::MpNet(c) => Box::new(mpnet::MpNet::load(c, weights, device)?),
+            Architecture::Rope(c) => Box::new(rope_encoder::RopeEncoder::load(c, weights, device)?),
             Architecture::ModernBert(c, _) => {
                 Box::new(modernbert::ModernBert::load(c, weights, device)?)
             }
@@ -315,6 +336,8 @@ fn guess_model_type(config: &Value) -> Option<String> {
             ("Bert", "bert"),
             ("XLMRoberta", "xlm-roberta"),
             ("MPNet", "mpnet"),
+            ("Gte", "gte"),
+            ("NomicBert", "nomic_bert"),
             ("ModernBert", "modernbert"),
             ("Qwen2", "qwen2"),
             ("Qwen3", "qwen3"),

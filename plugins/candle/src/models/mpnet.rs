@@ -101,7 +101,10 @@ impl MpNet {
                 c.hidden_size, c.num_attention_heads
             )));
         }
-        w.detect_prefix("embeddings.word_embeddings.weight", &["", "mpnet.", "model."]);
+        w.detect_prefix(
+            "embeddings.word_embeddings.weight",
+            &["", "mpnet.", "model."],
+        );
         let h = c.hidden_size;
         let eps = c.layer_norm_eps;
         let layers = (0..c.num_hidden_layers)
@@ -193,9 +196,7 @@ impl EmbeddingModel for MpNet {
             .add(&self.position.index_select(&self.index(&positions)?, 0)?)?;
         let mut xs = self.embed_norm.forward(&xs)?;
         let layout = AttentionLayout::new(&batch.offsets, xs.dtype(), &self.device)?;
-        let bias = self
-            .position_bias(layout.max_len())?
-            .to_dtype(xs.dtype())?;
+        let bias = self.position_bias(layout.max_len())?.to_dtype(xs.dtype())?;
         let terms = PositionTerms {
             bias: Some(&bias),
             rope: None,

@@ -1,0 +1,248 @@
+//! The network GTE and NomicBERT share (transformers' `GteModel`, `NomicBertModel`): BERT's post-LayerNorm layers with rotary positions instead of a
+//! position table and a gated feed-forward, `down(act(gate(x)) · up(x))`. The families differ
+//! in biases (GTE's Q/K/V/O and down projections have them, NomicBERT's none), the activation
+//! (GELU, SiLU), the rotary base and their tensors' names; [`super::gte`] and
+//! [`super::nomic_bert`] read their configs into [`Config`]. Checkpoints keep the original
+//! fused layout (Q/K/V in one tensor, gate and up in one or two), which transformers also
+//! writes back on save.
+//!
+//! Our own code (candle-transformers has no GTE, and its `nomic_bert` is a second copy of
+//! the same network on padded batches), on the packed batch like [`super::bert`]: dense layers
+//! on the packed rows with the CPU kernels, attention on the padded layout with rotary Q, K.
+
+use candle_core::{D, DType, Device, Tensor};
+
+use super::{EmbeddingModel, PackedBatch};
+use crate::error::{Error, Result};
+use crate::layers::{
+    AttentionLayout, HiddenAct, LayerNorm, Linear, PositionTerms, Weights, packed_attention_with,
+};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub architecture: &'static str,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    pub hidden_act: HiddenAct,
+    pub max_position_embeddings: usize,
+    /// 0: no token-type table (gte-base-en-v1.5).
+    pub type_vocab_size: usize,
+    pub layer_norm_eps: f64,
+    pub rope_theta: f64,
+    /// Q/K/V/O and the down projection carry biases.
+    pub bias: bool,
+    pub names: Names,
+}
+
+/// Where a family keeps each tensor; `{l}` stands for the layer's prefix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Names {
+    pub embed_norm: &'static str,
+    pub layer: &'static str,
+    pub qkv: &'static str,
+    pub attn_out: &'static str,
+    pub attn_norm: &'static str,
+    /// One `[2·intermediate, hidden]` tensor, up then gate (GTE), or up and gate apart.
+    pub up_gate: UpGate,
+    pub down: &'static str,
+    pub mlp_norm: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum UpGate {
+    Fused(&'static str),
+    Apart {
+        up: &'static str,
+        gate: &'static str,
+    },
+}
+
+/// `rope_parameters.rope_theta` (transformers 5) or `rope_theta`, refusing the scaled rotary
+/// variants this network does not compute.
+pub fn rope_theta(value: &serde_json::Value, default: f64) -> std::result::Result<f64, String> {
+    let params = value.get("rope_parameters");
+    if let Some(kind) = params
+        .and_then(|p| p.get("rope_type"))
+        .and_then(serde_json::Value::as_str)
+        && kind != "default"
+    {
+        return Err(format!(
+            "rope_parameters.rope_type {kind:?} is not supported (only \"default\")"
+        ));
+    }
+    Ok(params
+        .and_then(|p| p.get("rope_theta"))
+        .or_else(|| value.get("rope_theta"))
+        .and_then(serde_json::Value::as_f64)
+        .unwrap_or(default))
+}
+
+struct Layer {
+    qkv: Linear,
+    attn_out: Linear,
+    attn_norm: LayerNorm,
+    /// Up and gate projections stacked: `[tokens, 2·intermediate]`.
+    up_gate: Linear,
+    down: Linear,
+    mlp_norm: LayerNorm,
+}
+
+pub struct RopeEncoder {
+    word: Tensor,
+    token_type: Option<Tensor>,
+    embed_norm: LayerNorm,
+    layers: Vec<Layer>,
+    act: HiddenAct,
+    heads: usize,
+    head_dim: usize,
+    hidden: usize,
+    intermediate: usize,
+    max_positions: usize,
+    /// `[head_dim / 2]`, `1 / theta^(2i / head_dim)` as transformers computes it in f32.
+    inv_freq: Vec<f32>,
+    architecture: &'static str,
+    device: Device,
+}
+
+impl RopeEncoder {
+    pub fn load(c: &Config, w: &mut Weights, device: &Device) -> Result<Self> {
+        if c.num_attention_heads == 0 || !c.hidden_size.is_multiple_of(c.num_attention_heads) {
+            return Err(Error::Config(format!(
+                "hidden_size {} is not divisible by num_attention_heads {}",
+                c.hidden_size, c.num_attention_heads
+            )));
+        }
+        w.detect_prefix(
+            "embeddings.word_embeddings.weight",
+            &["", "new.", "bert.", "model."],
+        );
+        let (h, i) = (c.hidden_size, c.intermediate_size);
+        let eps = c.layer_norm_eps;
+        let linear =
+            |name: &str, n_in: usize, n_out: usize, bias: bool| -> Result<(Tensor, Tensor)> {
+                let weight = w.get(&format!("{name}.weight"), &[n_out, n_in])?;
+                let bias = match bias {
+                    true => w.get(&format!("{name}.bias"), &[n_out])?,
+                    false => Tensor::zeros(n_out, weight.dtype(), weight.device())?,
+                };
+                Ok((weight, bias))
+            };
+        let n = &c.names;
+        let layers = (0..c.num_hidden_layers)
+            .map(|l| {
+                let p = format!("{}.{l}", n.layer);
+                let at = |name: &str| format!("{p}.{name}");
+                let up_gate = match n.up_gate {
+                    UpGate::Fused(name) => linear(&at(name), h, 2 * i, false)?,
+                    UpGate::Apart { up, gate } => {
+                        let (u, ub) = linear(&at(up), h, i, false)?;
+                        let (g, gb) = linear(&at(gate), h, i, false)?;
+                        (Tensor::cat(&[u, g], 0)?, Tensor::cat(&[ub, gb], 0)?)
+                    }
+                };
+                Ok(Layer {
+                    qkv: Linear::fuse(&[linear(&at(n.qkv), h, 3 * h, c.bias)?], w.packing())?,
+                    attn_out: Linear::fuse(&[linear(&at(n.attn_out), h, h, c.bias)?], w.packing())?,
+                    attn_norm: LayerNorm::load(w, &at(n.attn_norm), h, eps)?,
+                    up_gate: Linear::fuse(&[up_gate], w.packing())?,
+                    down: Linear::fuse(&[linear(&at(n.down), i, h, c.bias)?], w.packing())?,
+                    mlp_norm: LayerNorm::load(w, &at(n.mlp_norm), h, eps)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let head_dim = h / c.num_attention_heads;
+        let inv_freq = (0..head_dim)
+            .step_by(2)
+            .map(|k| 1.0 / (c.rope_theta as f32).powf(k as f32 / head_dim as f32))
+            .collect();
+        Ok(Self {
+            word: w.get("embeddings.word_embeddings.weight", &[c.vocab_size, h])?,
+            token_type: match c.type_vocab_size {
+                0 => None,
+                n => Some(w.get("embeddings.token_type_embeddings.weight", &[n, h])?),
+            },
+            embed_norm: LayerNorm::load(w, n.embed_norm, h, eps)?,
+            layers,
+            act: c.hidden_act,
+            heads: c.num_attention_heads,
+            head_dim,
+            hidden: h,
+            intermediate: i,
+            max_positions: c.max_position_embeddings,
+            inv_freq,
+            architecture: c.architecture,
+            device: device.clone(),
+        })
+    }
+
+    fn index(&self, values: &[u32]) -> Result<Tensor> {
+        Ok(Tensor::from_slice(values, values.len(), &self.device)?)
+    }
+
+    /// `cos` and `sin`, `[len, head_dim / 2]`, in `dtype`.
+    fn rope_tables(&self, len: usize, dtype: DType) -> Result<(Tensor, Tensor)> {
+        let angles: Vec<f32> = (0..len)
+            .flat_map(|p| self.inv_freq.iter().map(move |f| p as f32 * f))
+            .collect();
+        let angles = Tensor::from_vec(angles, (len, self.inv_freq.len()), &self.device)?;
+        Ok((
+            angles.cos()?.to_dtype(dtype)?,
+            angles.sin()?.to_dtype(dtype)?,
+        ))
+    }
+}
+
+impl EmbeddingModel for RopeEncoder {
+    fn forward(&self, batch: &PackedBatch) -> Result<Tensor> {
+        if batch.max_len() > self.max_positions {
+            return Err(Error::InvalidInput(format!(
+                "a sequence of {} tokens exceeds the model's {} positions",
+                batch.max_len(),
+                self.max_positions
+            )));
+        }
+        let mut xs = self.word.index_select(&self.index(&batch.input_ids)?, 0)?;
+        if let Some(types) = &self.token_type {
+            xs = xs.add(&types.index_select(&self.index(&batch.type_ids)?, 0)?)?;
+        }
+        let mut xs = self.embed_norm.forward(&xs)?;
+        let layout = AttentionLayout::new(&batch.offsets, xs.dtype(), &self.device)?;
+        let (cos, sin) = self.rope_tables(layout.max_len(), xs.dtype())?;
+        let terms = PositionTerms {
+            bias: None,
+            rope: Some((&cos, &sin)),
+        };
+        for layer in &self.layers {
+            let qkv = layer.qkv.forward(&xs)?;
+            let ctx = packed_attention_with(&qkv, &layout, self.heads, self.head_dim, terms)?;
+            xs = layer
+                .attn_norm
+                .forward_residual(&layer.attn_out.forward(&ctx)?, &xs)?;
+            let up_gate = layer.up_gate.forward(&xs)?;
+            let up = up_gate.narrow(D::Minus1, 0, self.intermediate)?;
+            let gate = self.act.forward(&up_gate.narrow(
+                D::Minus1,
+                self.intermediate,
+                self.intermediate,
+            )?)?;
+            let ff = layer.down.forward(&(gate * up)?)?;
+            xs = layer.mlp_norm.forward_residual(&ff, &xs)?;
+        }
+        Ok(xs)
+    }
+
+    fn hidden_size(&self) -> usize {
+        self.hidden
+    }
+
+    fn max_positions(&self) -> usize {
+        self.max_positions
+    }
+
+    fn architecture(&self) -> &'static str {
+        self.architecture
+    }
+}
