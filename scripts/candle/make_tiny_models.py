@@ -20,13 +20,22 @@ side batches, pads and packs however it likes and must still match.
     /work/.venv-models/bin/python scripts/candle/make_tiny_models.py
 
 Needs no network: the tokenizer is a small WordPiece vocabulary built here with `tokenizers`.
+
+    make_tiny_models.py bench OUT TOKENIZER_DIR
+
+writes instead, for scripts/candle/bench-families.sh, one random-weight model per new family at
+all-MiniLM-L6-v2's size (hidden 384, 6 layers, 12 heads, feed-forward 1536, vocab 30522) under
+OUT/<family>/, with the tokenizer of TOKENIZER_DIR (all-MiniLM-L6-v2's): random weights cost the
+same per token as trained ones. Never committed (~90 MB each).
 """
 
 import inspect
 import json
+import math
 import os
 import shutil
 import sys
+import types
 
 import torch
 import transformers
@@ -203,6 +212,106 @@ def modernbert_config(**kw):
     )
 
 
+class JinaBertV2(torch.nn.Module):
+    """JinaBERT v2 (jina-embeddings-v2-*), written here because transformers has no class for it
+    (the published models run jinaai's remote code, which this script does not download). It
+    follows that code's forward and its tensor names: BERT's post-LayerNorm encoder without a
+    position table, ALiBi biases -slope_h * |i - j| on the attention scores, and a gated
+    feed-forward LayerNorm(x + wo(gelu(g) * r)) with [g, r] = gated_layers(x)."""
+
+    def __init__(self, c):
+        super().__init__()
+        nn = torch.nn
+        h, i, self.heads = c["hidden_size"], c["intermediate_size"], c["num_attention_heads"]
+        eps = c["layer_norm_eps"]
+        self.inter = i
+        self.embeddings = nn.Module()
+        self.embeddings.word_embeddings = nn.Embedding(c["vocab_size"], h)
+        self.embeddings.token_type_embeddings = nn.Embedding(c["type_vocab_size"], h)
+        self.embeddings.LayerNorm = nn.LayerNorm(h, eps=eps)
+        self.encoder = nn.Module()
+        self.encoder.layer = nn.ModuleList()
+        for _ in range(c["num_hidden_layers"]):
+            layer = nn.Module()
+            layer.attention = nn.Module()
+            layer.attention.self = nn.Module()
+            for n in ["query", "key", "value"]:
+                setattr(layer.attention.self, n, nn.Linear(h, h))
+            layer.attention.output = nn.Module()
+            layer.attention.output.dense = nn.Linear(h, h)
+            layer.attention.output.LayerNorm = nn.LayerNorm(h, eps=eps)
+            layer.mlp = nn.Module()
+            layer.mlp.gated_layers = nn.Linear(h, 2 * i, bias=False)
+            layer.mlp.wo = nn.Linear(i, h)
+            layer.mlp.layernorm = nn.LayerNorm(h, eps=eps)
+            self.encoder.layer.append(layer)
+        for p in self.parameters():
+            torch.nn.init.normal_(p, std=c["initializer_range"])
+        for m in self.modules():
+            if isinstance(m, nn.LayerNorm):
+                torch.nn.init.ones_(m.weight)
+                torch.nn.init.zeros_(m.bias)
+
+    @staticmethod
+    def slopes(n):
+        def power_of_2(n):
+            start = 2 ** (-(2 ** -(math.log2(n) - 3)))
+            return [start * start**i for i in range(n)]
+        if math.log2(n).is_integer():
+            return power_of_2(n)
+        closest = 2 ** math.floor(math.log2(n))
+        return power_of_2(closest) + JinaBertV2.slopes(2 * closest)[0::2][: n - closest]
+
+    def forward(self, input_ids, token_type_ids):
+        e = self.embeddings
+        x = e.LayerNorm(e.word_embeddings(input_ids) + e.token_type_embeddings(token_type_ids))
+        b, n, _ = x.shape
+        d = x.shape[-1] // self.heads
+        pos = torch.arange(n)
+        alibi = -torch.tensor(self.slopes(self.heads))[:, None, None] * (pos[None, :] - pos[:, None]).abs()
+        for layer in self.encoder.layer:
+            a = layer.attention.self
+            q, k, v = (getattr(a, p)(x).view(b, n, self.heads, d).transpose(1, 2) for p in ["query", "key", "value"])
+            scores = q @ k.transpose(-1, -2) / math.sqrt(d) + alibi[None]
+            ctx = (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, n, -1)
+            o = layer.attention.output
+            x = o.LayerNorm(o.dense(ctx) + x)
+            gr = layer.mlp.gated_layers(x)
+            ff = layer.mlp.wo(torch.nn.functional.gelu(gr[..., : self.inter]) * gr[..., self.inter:])
+            x = layer.mlp.layernorm(ff + x)
+        return types.SimpleNamespace(last_hidden_state=x)
+
+
+def jina_bert_config():
+    return dict(COMMON, vocab_size=len(vocab()), model_type="bert", architectures=["JinaBertModel"],
+                position_embedding_type="alibi", feed_forward_type="geglu", hidden_act="gelu",
+                max_position_embeddings=128, type_vocab_size=2, layer_norm_eps=1e-12, pad_token_id=0,
+                initializer_range=0.2)
+
+
+@torch.no_grad()
+def jina_bert(name, tok):
+    """Saves JinaBertV2 in the published checkpoints' layout, then embeds like `embedder`."""
+    config = jina_bert_config()
+    model = JinaBertV2(config).eval()
+    d = os.path.join(OUT, name)
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(d, "model.safetensors"))
+    json.dump(config, open(os.path.join(d, "config.json"), "w"), indent=2)
+    tok.save(os.path.join(d, "tokenizer.json"))
+    write_st_files(d, "mean", True)
+
+    def embed(text):
+        i, t = ids(tok, text)
+        v = pool(model(i, t).last_hidden_state, "mean")
+        return torch.nn.functional.normalize(v, dim=0).tolist()
+
+    json.dump({"sentences": SENTENCES, "embeddings": [embed(s) for s in SENTENCES]},
+              open(os.path.join(d, "reference.json"), "w"))
+
+
 def pool(hidden, mode):
     h = hidden[0]
     if mode == "mean":
@@ -214,7 +323,7 @@ def pool(hidden, mode):
     raise ValueError(mode)
 
 
-def write_st_files(d, mode, normalize, prompts=None, default_prompt=None, max_seq_length=None):
+def write_st_files(d, mode, normalize, prompts=None, default_prompt=None, max_seq_length=None, dim=32):
     mods = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
@@ -226,7 +335,7 @@ def write_st_files(d, mode, normalize, prompts=None, default_prompt=None, max_se
     os.makedirs(os.path.join(d, "1_Pooling"), exist_ok=True)
     keys = ["cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens", "weightedmean_tokens", "lasttoken"]
     flag = {"mean": "mean_tokens", "cls": "cls_token", "lasttoken": "lasttoken"}[mode]
-    pc = {"word_embedding_dimension": 32}
+    pc = {"word_embedding_dimension": dim}
     pc.update({f"pooling_mode_{k}": k == flag for k in keys})
     json.dump(pc, open(os.path.join(d, "1_Pooling", "config.json"), "w"), indent=2)
     if max_seq_length:
@@ -334,8 +443,42 @@ def main():
     embedder("gte-embed", transformers.GteModel(gte_config()), bert_tok, "cls", True)
     embedder("nomic-bert-embed", transformers.NomicBertModel(nomic_bert_config()), bert_tok, "mean", True,
              prompts={"query": "search_query: ", "document": "search_document: "}, default_prompt="document")
+    jina_bert("jina-bert-embed", bert_tok)
     print(f"wrote {OUT} with transformers {transformers.__version__}, torch {torch.__version__}", file=sys.stderr)
 
 
+BENCH = dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536,
+             vocab_size=30522, initializer_range=0.02)
+
+
+def bench_models(out, tokenizer_dir):
+    """MiniLM-sized random models of the families added after BERT, for the speed comparison."""
+    torch.manual_seed(17)
+    models = {
+        "mpnet": (transformers.MPNetModel(transformers.MPNetConfig(**BENCH, max_position_embeddings=514),
+                                          add_pooling_layer=False), "mean"),
+        "gte": (transformers.GteModel(transformers.GteConfig(**BENCH, max_position_embeddings=512,
+                                                             type_vocab_size=1, pad_token_id=0)), "cls"),
+        "nomic_bert": (transformers.NomicBertModel(transformers.NomicBertConfig(
+            **BENCH, max_position_embeddings=512, pad_token_id=0)), "mean"),
+        "mistral": (transformers.MistralModel(transformers.MistralConfig(
+            **BENCH, num_key_value_heads=4, max_position_embeddings=512, sliding_window=None,
+            pad_token_id=0, tie_word_embeddings=False)), "lasttoken"),
+    }
+    for name, (model, mode) in models.items():
+        d = os.path.join(out, name)
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d)
+        model.eval().save_pretrained(d, safe_serialization=True)
+        for f in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"]:
+            if os.path.exists(os.path.join(tokenizer_dir, f)):
+                shutil.copy(os.path.join(tokenizer_dir, f), d)
+        write_st_files(d, mode, True, max_seq_length=256, dim=384)
+        print(d, file=sys.stderr)
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["bench"]:
+        bench_models(sys.argv[2], sys.argv[3])
+    else:
+        main()

@@ -105,6 +105,7 @@ const EMBEDDERS: &[&str] = &[
     "mistral-embed",
     "gte-embed",
     "nomic-bert-embed",
+    "jina-bert-embed",
 ];
 
 #[test]
@@ -456,6 +457,7 @@ fn unknown_model_types_and_mismatched_weights_fail_to_load_with_the_reason() {
         "mistral-embed",
         "gte-embed",
         "nomic-bert-embed",
+        "jina-bert-embed",
     ] {
         let d = broken(name, |c| c["intermediate_size"] = json!(48));
         let e = load_error(d.path());

@@ -4,6 +4,7 @@
 //!  config.json ──▶ ModelConfig { arch (by model_type), task (by architectures[0]) }
 //!                    ├─ bert         ─▶ bert::BertModel (ours: packed, AVX-512 kernels)
 //!                    ├─ xlm-roberta  ─▶ bert::BertModel with RoBERTa positions
+//!                    ├─ bert + alibi ─▶ jina_bert::JinaBert (ours, packed, + ALiBi, GLU)
 //!                    ├─ mpnet        ─▶ mpnet::MpNet (ours, packed, + relative position bias)
 //!                    ├─ gte          ─▶ rope_encoder::RopeEncoder (ours, packed, rotary, GLU)
 //!                    ├─ nomic_bert   ─▶ rope_encoder::RopeEncoder, no biases, SiLU
@@ -21,6 +22,7 @@ mod bert;
 pub(crate) mod decoder;
 mod gte;
 mod head;
+mod jina_bert;
 mod mistral;
 mod modernbert;
 mod mpnet;
@@ -42,8 +44,7 @@ use crate::layers::Weights;
 use crate::pooling::Pooling;
 
 /// The `model_type`s [`ModelConfig::from_json`] accepts, for error messages.
-pub const SUPPORTED: &str =
-    "bert, xlm-roberta, mpnet, gte, nomic_bert, modernbert, qwen2, qwen3, mistral";
+pub const SUPPORTED: &str = "bert, jina-bert (bert with alibi), xlm-roberta, mpnet, gte, nomic_bert, modernbert, qwen2, qwen3, mistral";
 
 /// A batch of token sequences stacked end to end, without padding.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -122,6 +123,7 @@ pub enum Architecture {
     Bert(BertConfig),
     XlmRoberta(BertConfig),
     MpNet(Box<mpnet::Config>),
+    JinaBert(Box<jina_bert::Config>),
     /// gte and nomic_bert.
     Rope(Box<rope_encoder::Config>),
     ModernBert(Box<modernbert::Config>, ModernBertHead),
@@ -225,6 +227,14 @@ impl ModelConfig {
         let task = Task::from_config(&value)?;
         let bad = |e: serde_json::Error| Error::Config(format!("config.json ({model_type}): {e}"));
         let arch = match model_type.as_str() {
+            "bert" | "jina-bert" | "jina_bert"
+                if model_type != "bert" || jina_bert::is_jina(&value) =>
+            {
+                Architecture::JinaBert(Box::new(
+                    jina_bert::config(value)
+                        .map_err(|e| Error::Config(format!("config.json (JinaBERT): {e}")))?,
+                ))
+            }
             "bert" => Architecture::Bert(serde_json::from_value(value).map_err(bad)?),
             "xlm-roberta" | "roberta" => {
                 Architecture::XlmRoberta(xlm_roberta::config(value).map_err(bad)?)
@@ -266,6 +276,7 @@ impl ModelConfig {
             Architecture::Bert(_) => "bert",
             Architecture::XlmRoberta(_) => "xlm-roberta",
             Architecture::MpNet(_) => "mpnet",
+            Architecture::JinaBert(_) => "jina-bert",
             Architecture::Rope(ref c) => c.architecture,
             Architecture::ModernBert(..) => "modernbert",
             Architecture::Qwen2(_) => "qwen2",
@@ -293,6 +304,7 @@ impl ModelConfig {
             Architecture::Bert(c) => Box::new(BertModel::load(c, weights, device)?),
             Architecture::XlmRoberta(c) => Box::new(BertModel::load(c, weights, device)?),
             Architecture::MpNet(c) => Box::new(mpnet::MpNet::load(c, weights, device)?),
+            Architecture::JinaBert(c) => Box::new(jina_bert::JinaBert::load(c, weights, device)?),
             Architecture::Rope(c) => Box::new(rope_encoder::RopeEncoder::load(c, weights, device)?),
             Architecture::ModernBert(c, _) => {
                 Box::new(modernbert::ModernBert::load(c, weights, device)?)
@@ -336,6 +348,7 @@ fn guess_model_type(config: &Value) -> Option<String> {
             ("Bert", "bert"),
             ("XLMRoberta", "xlm-roberta"),
             ("MPNet", "mpnet"),
+            ("JinaBert", "jina-bert"),
             ("Gte", "gte"),
             ("NomicBert", "nomic_bert"),
             ("ModernBert", "modernbert"),
