@@ -556,4 +556,7 @@ try {
 
 console.log(`admin-ui e2e: screenshots in ${path.relative(REPO, ART)}/`);
 console.log(`${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`);
-process.exit(failed ? 1 : 0);
+// A skipped check or a UI that fell back to polling proves less than the run claims: both fail it.
+if (skipped) console.log(`admin-ui e2e: FAIL: ${skipped} check(s) skipped (the gateway under test lacks auth)`);
+if (!wsOn) console.log('admin-ui e2e: FAIL: the gateway offered no WebSocket, so the UI was tested on its polling fallback');
+process.exit(failed || skipped || !wsOn ? 1 : 0);
