@@ -228,6 +228,17 @@ impl ApiServer {
             .map(|s| s.object.clone())
     }
 
+    /// Every stored object of a collection (`"apps/v1", "deployments"`), all namespaces.
+    pub fn objects(&self, api_version: &str, plural: &str) -> Vec<Value> {
+        self.state()
+            .store
+            .objects
+            .iter()
+            .filter(|(k, _)| k.api_version == api_version && k.plural == plural)
+            .map(|(_, s)| s.object.clone())
+            .collect()
+    }
+
     /// Every request so far, in order.
     pub fn requests(&self) -> Vec<Call> {
         self.state().requests.clone()
@@ -252,11 +263,11 @@ impl ApiServer {
         });
     }
 
-    /// Writes the status of the object at `path`, as its controller would (the Deployment
-    /// controller, for a Deployment).
+    /// Replaces the status of the object at `path`, as its controller does with a PUT to
+    /// `/status` (the Deployment controller, for a Deployment).
     pub fn set_status(&self, path: &str, status: Value) -> Value {
         self.write(|store| {
-            store.patch_merge(&path_key(path), &json!({"status": status}), Some("status"))
+            store.replace(&path_key(path), json!({"status": status}), Some("status"))
         })
         .expect("set status")
     }
