@@ -32,6 +32,35 @@ pub struct LeaseConfig {
     pub duration: Duration,
     /// How often the holder renews (well under `duration`).
     pub renew: Duration,
+    /// Where the Lease's timestamps come from.
+    pub clock: Clock,
+}
+
+/// The time written into and compared with the Lease. The system clock in production; tests
+/// anchor it to tokio's clock, so a paused runtime moves Lease time and timers together.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Clock {
+    origin: Option<(Timestamp, tokio::time::Instant)>,
+}
+
+impl Clock {
+    /// `at` now, then advancing with `tokio::time`.
+    pub fn tokio(at: Timestamp) -> Self {
+        Self {
+            origin: Some((at, tokio::time::Instant::now())),
+        }
+    }
+
+    pub fn now(&self) -> Timestamp {
+        match self.origin {
+            None => Timestamp::now(),
+            Some((at, started)) => {
+                let elapsed =
+                    SignedDuration::try_from(started.elapsed()).unwrap_or(SignedDuration::MAX);
+                at.saturating_add(elapsed).unwrap_or(at)
+            }
+        }
+    }
 }
 
 impl LeaseConfig {
@@ -42,6 +71,7 @@ impl LeaseConfig {
             identity,
             duration: Duration::from_secs(15),
             renew: Duration::from_secs(5),
+            clock: Clock::default(),
         }
     }
 }
@@ -91,7 +121,7 @@ fn spec_for(cfg: &LeaseConfig, old: Option<&LeaseSpec>, now: Timestamp) -> Lease
 /// One attempt to take or renew the lease. `Ok(true)`: we hold it now.
 pub async fn try_acquire(client: &Client, cfg: &LeaseConfig) -> Result<bool> {
     let api: Api<Lease> = Api::namespaced(client.clone(), &cfg.namespace);
-    let now = Timestamp::now();
+    let now = cfg.clock.now();
     let existing = api
         .get_opt(&cfg.name)
         .await

@@ -244,7 +244,8 @@ impl ApiServer {
         self.state().requests.clone()
     }
 
-    /// While cut off, `identity`'s requests are answered 503 (a partitioned replica).
+    /// While cut off, `identity`'s requests are answered 503 and its watches end (a partitioned
+    /// replica).
     pub fn cut_off(&self, identity: &str, cut: bool) {
         let mut st = self.state();
         if cut {
@@ -363,7 +364,7 @@ impl ApiServer {
                         .get("resourceVersion")
                         .and_then(|rv| rv.parse().ok())
                         .unwrap_or(0);
-                    return self.watch(target, since, selector);
+                    return self.watch(identity, target, since, selector);
                 }
                 Ok(self.list(&target, &selector))
             }
@@ -439,6 +440,7 @@ impl ApiServer {
     /// A watch: the logged changes after `since`, then live ones, one JSON line each.
     fn watch(
         &self,
+        identity: &str,
         target: Target,
         since: u64,
         selector: Vec<(String, String)>,
@@ -458,8 +460,11 @@ impl ApiServer {
             // A lagging watch ends; the watcher lists again.
             rx.recv().await.ok().map(|c| (c, rx))
         });
+        // A watch of an identity that is cut off ends with its next event.
+        let (server, identity) = (self.clone(), identity.to_owned());
         let frames = futures::stream::iter(replay)
             .chain(live)
+            .take_while(move |_| std::future::ready(!server.state().cut_off.contains(&identity)))
             .filter(move |c| std::future::ready(target.matches(&c.key, &c.object, &selector)))
             .map(|c| {
                 let mut line = serde_json::to_vec(&json!({"type": c.type_, "object": c.object}))

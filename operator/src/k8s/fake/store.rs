@@ -231,6 +231,22 @@ impl Store {
 
     /// Stamps the server's metadata on `object` and records the change.
     fn commit(&mut self, key: &Key, mut stored: Stored, old: Option<&Value>) -> Value {
+        // A write that changes nothing (a repeated apply) keeps the resourceVersion and sends
+        // no watch event, as the API server does: otherwise every controller would loop.
+        if let Some(old) = old {
+            stored.owners.retain(|o| !o.fields.is_empty());
+            let mut same = stored.object.clone();
+            if let Some(meta) = same["metadata"].as_object_mut() {
+                meta.insert(
+                    "managedFields".into(),
+                    managed_fields(&key.api_version, &stored.owners),
+                );
+            }
+            if same == *old {
+                self.objects.insert(key.clone(), stored);
+                return old.clone();
+            }
+        }
         let rv = self.next_rv();
         let generation = match old {
             None => 1,

@@ -136,11 +136,30 @@ async fn a_stale_resource_version_is_a_conflict() {
         .await
         .expect_err("exists");
     assert!(matches!(err, kube::Error::Api(s) if s.code == 409));
-    api.replace("l", &PostParams::default(), &created)
+    let mut renewed = created.clone();
+    renewed.spec = Some(k8s_openapi::api::coordination::v1::LeaseSpec {
+        holder_identity: Some("a".into()),
+        ..Default::default()
+    });
+    let stored = api
+        .replace("l", &PostParams::default(), &renewed)
         .await
         .expect("fresh");
+    assert_ne!(
+        stored.metadata.resource_version,
+        created.metadata.resource_version
+    );
+    // Written again unchanged: a no-op keeps the resourceVersion.
+    let again = api
+        .replace("l", &PostParams::default(), &stored)
+        .await
+        .expect("no-op");
+    assert_eq!(
+        again.metadata.resource_version,
+        stored.metadata.resource_version
+    );
     let err = api
-        .replace("l", &PostParams::default(), &created)
+        .replace("l", &PostParams::default(), &renewed)
         .await
         .expect_err("stale");
     assert!(matches!(err, kube::Error::Api(s) if s.code == 409 && s.reason == "Conflict"));
