@@ -129,16 +129,9 @@ async fn one_replica_leads_and_the_other_takes_over_when_its_lease_expires() {
         "the standby keeps trying for the Lease"
     );
 
-    // The leader is cut off: it cannot renew; once the Lease expires the standby takes it.
+    // The leader is cut off: it cannot renew. It stops before its Lease expires (no two leaders
+    // at once); then the standby takes the Lease and reconciles.
     server.cut_off(leader, true);
-    until("the standby holds the Lease", || {
-        holder(&server).as_deref() == Some(standby)
-    })
-    .await;
-    until("the new leader reconciles", || {
-        reconcile_writes(&server, standby) > 0
-    })
-    .await;
     let lost = tokio::time::timeout(GUARD, &mut leader_replica.task)
         .await
         .expect("the old leader stops")
@@ -147,6 +140,20 @@ async fn one_replica_leads_and_the_other_takes_over_when_its_lease_expires() {
         lost.expect_err("leadership lost").to_string(),
         "leader election: leadership lost"
     );
+    assert_eq!(
+        holder(&server).as_deref(),
+        Some(leader),
+        "the old leader stopped only after the standby took over"
+    );
+    assert_eq!(reconcile_writes(&server, standby), 0);
+    until("the standby holds the Lease", || {
+        holder(&server).as_deref() == Some(standby)
+    })
+    .await;
+    until("the new leader reconciles", || {
+        reconcile_writes(&server, standby) > 0
+    })
+    .await;
     // Reachable again, the old leader sends nothing more: it stopped, it does not reconcile.
     server.cut_off(leader, false);
     let before = server

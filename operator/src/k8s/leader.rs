@@ -4,7 +4,7 @@
 //!  acquire: GET lease ─ 404 ─▶ POST (holder = me)
 //!                     └ held by someone else and fresh ─▶ wait, retry
 //!                     └ mine, or expired ─▶ PUT with resourceVersion (409 = someone was faster)
-//!  hold:    renew every `renew` ; if renewing fails for `duration` ─▶ leadership lost ─▶ stop
+//!  hold:    renew every `renew` ; if renewing fails for `duration - renew` ─▶ leadership lost ─▶ stop
 //!  release: on shutdown, clear the holder so a standby takes over at once
 //! ```
 //!
@@ -171,18 +171,22 @@ pub async fn acquire(client: &Client, cfg: &LeaseConfig) {
     }
 }
 
-/// Renews the lease until renewing has failed for a whole lease duration; returns then, because
-/// another replica may already lead.
+/// Renews the lease until renewing has failed for the renew deadline (the lease duration less
+/// one renew interval, as client-go's `renewDeadline`); returns then, so this replica stops
+/// before its Lease can expire and a standby take over (no two leaders at once).
 pub async fn hold(client: Client, cfg: LeaseConfig) -> Error {
+    let deadline = cfg.duration.saturating_sub(cfg.renew);
+    // When the last renewal that succeeded was sent: the Lease's renewTime is no earlier.
     let mut last_ok = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(cfg.renew).await;
+        let attempt = tokio::time::Instant::now();
         match try_acquire(&client, &cfg).await {
-            Ok(true) => last_ok = tokio::time::Instant::now(),
+            Ok(true) => last_ok = attempt,
             Ok(false) => return Error::Lease(format!("lease {} taken over", cfg.name)),
             Err(e) => tracing::warn!(error = %e, "renewing the lease"),
         }
-        if last_ok.elapsed() >= cfg.duration {
+        if last_ok.elapsed() >= deadline {
             return Error::Lease(format!("could not renew lease {} in time", cfg.name));
         }
     }
