@@ -53,7 +53,7 @@ impl Cluster {
         Api::namespaced(self.server.client("kubectl"), namespace)
     }
 
-    /// Creates the Plugin as `kubectl apply` would.
+    /// Creates the Plugin as `kubectl create` would (the server assigns uid and generation).
     async fn create(&self, plugin: &Plugin) {
         let ns = plugin.metadata.namespace.clone().unwrap_or_default();
         let mut plugin = plugin.clone();

@@ -93,7 +93,6 @@ async fn apply_merges_tracks_owners_and_refuses_a_conflict_unless_forced() {
 #[tokio::test]
 async fn status_and_main_resource_are_written_separately() {
     let server = ApiServer::default();
-    let api: Api<Lease> = Api::namespaced(server.client("t"), "default");
     let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "d"}, "spec": {"replicas": 1}, "status": {"replicas": 9}});
     let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
@@ -118,7 +117,6 @@ async fn status_and_main_resource_are_written_separately() {
     assert_eq!(stored["spec"]["replicas"], 1, "spec untouched by /status");
     assert_eq!(stored["status"], json!({"replicas": 1, "readyReplicas": 1}));
     assert_eq!(stored["metadata"]["generation"], 1);
-    let _ = api;
 }
 
 #[tokio::test]
