@@ -56,7 +56,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
     components(
         responses(
             BadRequest, NotFound, Conflict, TooLarge, PluginRefused, RateLimited, PluginFailed,
-            BadGateway, Unavailable, Timeout
+            BadGateway, Unavailable, Timeout, UnsupportedMediaType
         ),
         schemas(
         PluginInfo, Capability, Instance, ResourcesInfo, ScalingInfo, ScaleEvent, ConditionInfo, InvokeRequest,
@@ -287,6 +287,15 @@ mod tests {
             "504",
         ] {
             assert!(invoke.get(code).is_some(), "invoke lacks {code}");
+        }
+        // Every response reference resolves (openapi-typescript refuses a dangling one).
+        let text = doc.to_string();
+        for name in text.split("\"#/components/responses/").skip(1) {
+            let name = &name[..name.find('"').expect("closing quote")];
+            assert!(
+                doc["components"]["responses"].get(name).is_some(),
+                "response {name} is referenced but not declared"
+            );
         }
         // Files: as the raw body, or as a form's file part.
         let bodies = &doc["paths"]["/api/plugins/{id}/invoke"]["post"]["requestBody"]["content"];
