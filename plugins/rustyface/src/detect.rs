@@ -270,7 +270,11 @@ mod tests {
 
     fn jpeg(width: u32, height: u32) -> Vec<u8> {
         let img = RgbImage::from_fn(width, height, |x, y| {
-            Rgb([(x * 7 % 256) as u8, (y * 5 % 256) as u8, ((x ^ y) % 256) as u8])
+            Rgb([
+                (x * 7 % 256) as u8,
+                (y * 5 % 256) as u8,
+                ((x ^ y) % 256) as u8,
+            ])
         });
         let mut out = Vec::new();
         img.write_to(&mut Cursor::new(&mut out), ImageFormat::Jpeg)
@@ -295,7 +299,10 @@ mod tests {
     #[test]
     fn bad_images_are_refused_naming_the_field() {
         let jpeg = jpeg(64, 48);
-        assert!(decode("image", &jpeg, 1 << 20).is_ok(), "a whole JPEG decodes");
+        assert!(
+            decode("image", &jpeg, 1 << 20).is_ok(),
+            "a whole JPEG decodes"
+        );
         // The image crate alone takes the cut-off JPEG as whole (grey where data is missing).
         assert!(image::load_from_memory(&jpeg[..jpeg.len() * 2 / 3]).is_ok());
         let cases: Vec<(&str, Vec<u8>)> = vec![
@@ -304,7 +311,10 @@ mod tests {
             ("truncated", png(64, 64)[..60].to_vec()),
             ("gif", b"GIF89a\x01\x00\x01\x00\x00\x00\x00;".to_vec()),
             ("truncated jpeg", jpeg[..jpeg.len() * 2 / 3].to_vec()),
-            ("jpeg without its end marker", jpeg[..jpeg.len() - 2].to_vec()),
+            (
+                "jpeg without its end marker",
+                jpeg[..jpeg.len() - 2].to_vec(),
+            ),
         ];
         for (name, bytes) in cases {
             let err = decode("image", &bytes, 1 << 20)
