@@ -200,6 +200,11 @@ fn jpeg_complete(b: &[u8]) -> bool {
 
 /// Runs the SeetaFace detector on a grayscale image. Images too small for its window have no
 /// face it could find.
+///
+/// rustface 0.1.7 stores `min_face_size` but never applies it (the line that would bound its
+/// image pyramid is commented out), so every size down to its 20 px window is searched and
+/// reported. We drop the boxes narrower or shorter than `min_face_size` here, so the option means
+/// what its schema says; it saves no detection time.
 pub fn detect(model: &Model, gray: &GrayImage, params: Params) -> Vec<Face> {
     let (width, height) = gray.dimensions();
     if width < MIN_SIDE || height < MIN_SIDE {
@@ -214,6 +219,10 @@ pub fn detect(model: &Model, gray: &GrayImage, params: Params) -> Vec<Face> {
     detector
         .detect(&image)
         .into_iter()
+        .filter(|face| {
+            let b = face.bbox();
+            b.width().min(b.height()) >= params.min_face_size
+        })
         .map(|face| {
             let b = face.bbox();
             Face {
