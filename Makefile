@@ -8,7 +8,7 @@ CARGO ?= cargo
 PORT ?= $(or $(BKG_PORT),43119)
 PLUGINS ?= $(or $(BKG_PLUGINS),config/plugins)
 
-.PHONY: help up test deps deps-run deps-test build build-release lint unit e2e test-cluster checks check-cuda crd config-schemas bench-gateway bench-flood
+.PHONY: help up test deps deps-run deps-test build build-release lint unit e2e test-cluster checks check-cuda crd config-schemas bench-gateway bench-flood bench-faces
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}' \
@@ -80,6 +80,9 @@ bench-gateway: ## Echo through the gateway vs directly against the runtime (wrk)
 
 bench-activation: ## Activation latency from zero replicas, echo and Candle (p50/p99 of 20)
 	@scripts/bench-activation.sh
+
+bench-faces: ## Face detection (RustyFace) images/s and p50/p99 at 1 and 8 clients: in-process rustface, runtime, gateway
+	@scripts/bench-faces.sh
 
 bench-flood: ## 10,000 keyless idle connections against bkg up at ulimit -n 1024
 	@scripts/bench-flood.sh

@@ -22,5 +22,10 @@ export async function newPage(browser, { width = 1280, height = 900 } = {}) {
     if (m.type() === 'error') errors.push(`console: ${m.text()}`);
   });
   page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
-  return { context, page, errors };
+  // Chromium's console line about a failed fetch has no URL: these say which request it was.
+  const failures = [];
+  page.on('response', (r) => {
+    if (r.status() >= 400) failures.push(`${r.status()} ${r.request().method()} ${r.url()}`);
+  });
+  return { context, page, errors, failures };
 }

@@ -6,10 +6,12 @@
 // The stack runs config/plugins plus, written into a temporary plugins folder: `echo-auto`, the echo
 // manifest autoscaled between 0 and 4 replicas, for the plugin page's Scaling section; and
 // `tiny-chat`, Candle serving the tiny random-weight Llama of plugins/candle/testdata/tiny/llama-chat,
-// for the playground's chat view (OpenAI's /v1/chat/completions, streamed).
+// for the playground's chat view (OpenAI's /v1/chat/completions, streamed). RustyFace
+// (config/plugins/rustyface.yaml) takes the playground's image upload.
 //
 // Prints one line per check and a closing "N passed, N failed" line; screenshots go to artifacts/.
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { launch, newPage } from './browser.mjs';
@@ -111,6 +113,18 @@ function pluginsDir() {
 // here so the history has several samples within the test.
 process.env.BKG_TELEMETRY_INTERVAL_MS ??= '250';
 
+/** rustface's own test image (its package directory, found offline with cargo metadata, as the Rust e2e test does). */
+function rustfaceTestImage() {
+  const host = /host: (\S+)/.exec(spawnSync('rustc', ['-vV'], { encoding: 'utf8' }).stdout)[1];
+  const meta = spawnSync('cargo', ['metadata', '--format-version', '1', '--offline', '--filter-platform', host, '--manifest-path', path.join(REPO, 'Cargo.toml')], {
+    encoding: 'utf8',
+    maxBuffer: 64 << 20,
+  });
+  const pkg = JSON.parse(meta.stdout).packages.find((p) => p.name === 'rustface');
+  if (!pkg) throw new Error(`rustface not in cargo metadata: ${meta.stderr}`);
+  return path.join(path.dirname(pkg.manifest_path), 'test.png');
+}
+
 async function invoke(gateway, plugin, capability, payload) {
   const r = await fetch(`${gateway}/api/plugins/${plugin}/invoke`, {
     method: 'POST',
@@ -137,7 +151,7 @@ const plugins = pluginsDir();
 const keysDir = mkdtempSync(path.join(os.tmpdir(), 'bkg-ui-e2e-keys-'));
 const stack = await startStack({ apiKey: API_KEY, staticServer, plugins, keysFile: path.join(keysDir, 'keys.yaml') });
 const browser = await launch();
-const { page, errors } = await newPage(browser);
+const { page, errors, failures } = await newPage(browser);
 page.setDefaultTimeout(T);
 const authOn = (await fetch(`${stack.gateway}/api/plugins`)).status === 401;
 const wsOn = await wsAvailable(stack.gateway, API_KEY);
@@ -350,6 +364,62 @@ try {
     await assertLabelled(page);
   });
 
+  await check('faces: an image dropped on the playground and one picked with the file picker are sent as files; the boxes drawn equal the API\'s faces', async () => {
+    const auth = { authorization: `Bearer ${API_KEY}` };
+    await waitFor(async () => (await (await fetch(`${stack.gateway}/api/plugins/rustyface`, { headers: auth })).json()).status === 'running', 60_000, 'rustyface running');
+    const png = readFileSync(rustfaceTestImage());
+    // What the API answers for the same image sent as a raw image/png body.
+    const api = await fetch(`${stack.gateway}/api/plugins/rustyface/invoke?capability=face.detect`, { method: 'POST', headers: { ...auth, 'content-type': 'image/png' }, body: png });
+    if (api.status !== 200) throw new Error(`raw image/png: ${api.status} ${await api.text()}`);
+    const expected = (await api.json()).faces.length;
+    if (expected < 20) throw new Error(`the API found ${expected} faces in rustface's test image`);
+    // And as a form (Node's own FormData) with score_threshold 15: fewer faces.
+    const form = new FormData();
+    form.append('score_threshold', '15');
+    form.append('image', new Blob([png], { type: 'image/png' }), 'test.png');
+    const big = await fetch(`${stack.gateway}/api/plugins/rustyface/invoke?capability=face.detect`, { method: 'POST', headers: auth, body: form });
+    if (big.status !== 200) throw new Error(`multipart: ${big.status} ${await big.text()}`);
+    const expectedLarge = (await big.json()).faces.length;
+    if (!(expectedLarge > 0 && expectedLarge < expected)) throw new Error(`score_threshold 15 kept ${expectedLarge} faces, 2.0 ${expected}`);
+
+    await page.goto(`${stack.base}/playground?plugin=rustyface&capability=face.detect`);
+    const drawn = async (how, expected) => {
+      const sent = page.waitForRequest((r) => r.method() === 'POST' && r.url().includes('/api/plugins/rustyface/invoke?capability=face.detect'));
+      await page.getByTestId('pg-send').click();
+      const req = await sent;
+      if (!(req.headers()['content-type'] ?? '').startsWith('multipart/form-data')) throw new Error(`${how}: sent ${req.headers()['content-type']}`);
+      await page.getByTestId('face-count').filter({ hasText: `${expected} faces` }).waitFor();
+      await page.getByTestId('face-image').evaluate((img) => img.decode());
+      // Every box lies over the shown image and has a size there.
+      const geometry = await page.evaluate(() => {
+        const img = document.querySelector('[data-testid=face-image]').getBoundingClientRect();
+        const boxes = [...document.querySelectorAll('[data-testid=face-box]')].map((b) => b.getBoundingClientRect());
+        return { img: [img.left, img.top, img.right, img.bottom, img.width], boxes: boxes.map((b) => [b.left, b.top, b.right, b.bottom, b.width, b.height]) };
+      });
+      if (geometry.boxes.length !== expected) throw new Error(`${how}: ${geometry.boxes.length} boxes drawn, the API found ${expected}`);
+      const [l, t, r, b] = geometry.img;
+      const outside = geometry.boxes.filter(([bl, bt, br, bb, w, h]) => w < 2 || h < 2 || bl < l - 1 || bt < t - 1 || br > r + 1 || bb > b + 1);
+      if (outside.length) throw new Error(`${how}: boxes not over the image ${JSON.stringify(geometry.img)}: ${JSON.stringify(outside.slice(0, 3))}`);
+      const rows = await page.locator('[data-testid=face-list] tbody tr').count();
+      if (rows !== expected) throw new Error(`${how}: ${rows} rows in the face list, ${expected} faces`);
+    };
+    // Drag and drop: the file as a browser's drop event carries it.
+    await page.getByTestId('image-drop').evaluate((zone, b64) => {
+      const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+      const dt = new DataTransfer();
+      dt.items.add(new File([bytes], 'test.png', { type: 'image/png' }));
+      zone.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+    }, png.toString('base64'));
+    await page.getByTestId('image-preview').waitFor();
+    await drawn('drop', expected);
+    await page.screenshot({ path: path.join(ART, 'playground-faces.png'), fullPage: true });
+    // The file picker, with score_threshold as a form field: the API's fewer, surer faces.
+    await page.locator('#f-score_threshold').fill('15');
+    await page.locator('#f-image').setInputFiles(rustfaceTestImage());
+    await drawn('file picker', expectedLarge);
+    await assertLabelled(page);
+  });
+
   await check('chat: the tiny model streams an answer into the chat view, with its usage, finish reason and timings', async () => {
     const auth = { authorization: `Bearer ${API_KEY}` };
     await waitFor(async () => (await (await fetch(`${stack.gateway}/api/plugins/tiny-chat`, { headers: auth })).json()).status === 'running', 60_000, 'tiny-chat running');
@@ -545,7 +615,7 @@ try {
         !(!authOn && /status of 404/.test(e)) &&
         !(!wsOn && /WebSocket connection to .*\/ws\/plugins/.test(e)),
     );
-    if (unexpected.length) throw new Error(unexpected.join('\n'));
+    if (unexpected.length) throw new Error(`${unexpected.join('\n')}\nfailed requests: ${failures.filter((f) => !/^(400|401) /.test(f)).join('; ')}`);
   });
 } finally {
   await browser.close();
@@ -556,4 +626,7 @@ try {
 
 console.log(`admin-ui e2e: screenshots in ${path.relative(REPO, ART)}/`);
 console.log(`${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`);
-process.exit(failed ? 1 : 0);
+// A skipped check or a UI that fell back to polling proves less than the run claims: both fail it.
+if (skipped) console.log(`admin-ui e2e: FAIL: ${skipped} check(s) skipped (the gateway under test lacks auth)`);
+if (!wsOn) console.log('admin-ui e2e: FAIL: the gateway offered no WebSocket, so the UI was tested on its polling fallback');
+process.exit(failed || skipped || !wsOn ? 1 : 0);

@@ -3,6 +3,11 @@
 //! as a data: URL, and as a raw `image/jpeg` body, with the boxes rustface's detector finds
 //! when run directly; a payload that is not an image is a 422 naming `image`, a media type the
 //! capability does not declare a 415, and the plugin keeps serving.
+//!
+//! The test image itself (PNG) as a `multipart/form-data` upload and as a raw `image/png` body
+//! answers the same faces; bad input (a truncated JPEG, a PNG that declares 100000×100000
+//! pixels, empty bodies, media types the capability does not take) is a 4xx naming the
+//! problem, and both the plugin and the gateway keep serving.
 
 use std::io::Cursor;
 use std::path::PathBuf;
@@ -211,5 +216,238 @@ fn rustyface_detects_faces_through_the_gateway() {
     assert_eq!(
         (annotated.width(), annotated.height()),
         (decoded.width(), decoded.height())
+    );
+}
+
+/// A form as a browser sends it: the text fields, then the file part.
+fn form(boundary: &str, file: &[u8], media: &str, fields: &[(&str, &str)]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"test\"\r\nContent-Type: {media}\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(file);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    body
+}
+
+/// CRC-32 (ISO-HDLC, PNG's chunk checksum).
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A PNG bomb: a valid header declaring `width`×`height` RGB pixels and a few bytes of data.
+fn png_bomb(width: u32, height: u32) -> Vec<u8> {
+    let chunk = |out: &mut Vec<u8>, kind: &[u8], data: &[u8]| {
+        out.extend_from_slice(&u32::try_from(data.len()).expect("len").to_be_bytes());
+        let mut typed = kind.to_vec();
+        typed.extend_from_slice(data);
+        out.extend_from_slice(&typed);
+        out.extend_from_slice(&crc32(&typed).to_be_bytes());
+    };
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&width.to_be_bytes());
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit RGB, deflate, no interlace
+    chunk(&mut png, b"IHDR", &ihdr);
+    // A zlib stream of zeros: what would inflate to the whole image if it went on.
+    chunk(
+        &mut png,
+        b"IDAT",
+        &[0x78, 0x9c, 0x63, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01],
+    );
+    chunk(&mut png, b"IEND", &[]);
+    png
+}
+
+#[test]
+fn rustyface_takes_forms_and_raw_png_and_refuses_bad_images() {
+    // The crate's test image as it is (2 MB, under the gateway's 2 MiB body limit).
+    let png = std::fs::read(rustface_package().join("test.png")).expect("rustface's test.png");
+    let expected = reference(&png);
+    assert!(expected.len() >= 20, "rustface itself finds {expected:?}");
+
+    let manifest = std::fs::read_to_string(repo_root().join("config/plugins/rustyface.yaml"))
+        .expect("manifest");
+    let stack = Stack::start(&[("rustyface.yaml", &manifest)]);
+    stack.wait_running("rustyface");
+    let post = |content_type: &str, query: &str, body: Vec<u8>| {
+        let r = stack
+            .http
+            .post(format!("{}/api/plugins/rustyface/invoke{query}", stack.url))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .expect("POST");
+        bkg_e2e::Response::from(r)
+    };
+    let detect = "?capability=face.detect";
+    let boundary = "----bkgE2eBoundary7MA4YWxkTrZu0gW";
+    let multipart = format!("multipart/form-data; boundary={boundary}");
+
+    let raw = post("image/png", detect, png.clone());
+    assert_eq!(raw.status, 200, "{:#}", raw.body);
+    assert_eq!(boxes(&raw.body), expected);
+    // The same image as a form upload, with an option as a text field: the same faces and
+    // scores (score_threshold 2.0 is the manifest's default).
+    let upload = post(
+        &multipart,
+        detect,
+        form(boundary, &png, "image/png", &[("score_threshold", "2.0")]),
+    );
+    assert_eq!(upload.status, 200, "{:#}", upload.body);
+    assert_eq!(upload.body, raw.body);
+    // The capability as a form field; a higher score_threshold keeps fewer faces. (rustface
+    // 0.1.7 ignores min_face_size: its pyramid's max scale is commented out upstream.)
+    let fewer = post(
+        &multipart,
+        "",
+        form(
+            boundary,
+            &png,
+            "image/png",
+            &[("capability", "face.detect"), ("score_threshold", "15")],
+        ),
+    );
+    assert_eq!(fewer.status, 200, "{:#}", fewer.body);
+    let kept = boxes(&fewer.body);
+    assert!(
+        !kept.is_empty() && kept.len() < expected.len(),
+        "{:#}",
+        fewer.body
+    );
+
+    // Bad input, each a 4xx problem naming what is wrong.
+    let mut jpeg = Vec::new();
+    image::load_from_memory(&png)
+        .expect("png")
+        .to_rgb8()
+        .write_to(&mut Cursor::new(&mut jpeg), ImageFormat::Jpeg)
+        .expect("jpeg");
+    let truncated = jpeg[..jpeg.len() / 3].to_vec();
+    let bomb = png_bomb(100_000, 100_000);
+    let text = "hello, not an image".as_bytes().to_vec();
+    let cases: Vec<(&str, bkg_e2e::Response, u16, &str)> = vec![
+        (
+            "truncated JPEG",
+            post("image/jpeg", detect, truncated.clone()),
+            422,
+            "`image`",
+        ),
+        (
+            "truncated JPEG in a form",
+            post(&multipart, detect, form(boundary, &truncated, "image/jpeg", &[])),
+            422,
+            "`image`",
+        ),
+        (
+            "PNG bomb",
+            post("image/png", detect, bomb.clone()),
+            422,
+            "10000000000 pixels",
+        ),
+        (
+            "PNG bomb in a form",
+            post(&multipart, detect, form(boundary, &bomb, "image/png", &[])),
+            422,
+            "10000000000 pixels",
+        ),
+        ("empty raw body", post("image/png", detect, Vec::new()), 400, "empty"),
+        (
+            "empty file part",
+            post(&multipart, detect, form(boundary, &[], "image/png", &[])),
+            400,
+            "empty",
+        ),
+        (
+            "empty base64",
+            post(
+                "application/json",
+                "",
+                json!({"capability": "face.detect", "payload": {"image": ""}})
+                    .to_string()
+                    .into_bytes(),
+            ),
+            400,
+            "/image",
+        ),
+        (
+            "text as a form's file",
+            post(&multipart, detect, form(boundary, &text, "text/plain", &[])),
+            415,
+            "text/plain",
+        ),
+        (
+            "text/plain body",
+            post("text/plain", detect, text.clone()),
+            400,
+            "JSON",
+        ),
+        (
+            "form without a file",
+            post(
+                &multipart,
+                detect,
+                format!("--{boundary}\r\nContent-Disposition: form-data; name=\"min_face_size\"\r\n\r\n40\r\n--{boundary}--\r\n").into_bytes(),
+            ),
+            400,
+            "no file part",
+        ),
+        (
+            "malformed form",
+            post(&multipart, detect, format!("--{boundary}\r\ngarbage").into_bytes()),
+            400,
+            "malformed",
+        ),
+        (
+            "option that is not an integer",
+            post(
+                &multipart,
+                detect,
+                form(boundary, &png, "image/png", &[("min_face_size", "big")]),
+            ),
+            400,
+            "min_face_size",
+        ),
+    ];
+    for (what, r, status, says) in cases {
+        assert_eq!(r.status, status, "{what}: {:#}", r.body);
+        assert!(r.body.to_string().contains(says), "{what}: {:#}", r.body);
+    }
+
+    // Both keep serving: the same answer as before.
+    let again = post("image/png", detect, png);
+    assert_eq!(again.status, 200, "{:#}", again.body);
+    assert_eq!(again.body, raw.body);
+    assert!(
+        stack
+            .http
+            .get(format!("{}/healthz", stack.url))
+            .send()
+            .expect("healthz")
+            .status()
+            .is_success()
     );
 }

@@ -276,12 +276,20 @@ pub async fn logs(
     }))
 }
 
-#[utoipa::path(post, path = "/api/plugins/{id}/invoke", tag = "invoke", params(("id" = String, Path, description = "Plugin id (metadata.name)", example = "echo")),
-    request_body(content = InvokeRequest, description = "The capability and its payload, validated against the capability's input schema",
-        example = json!({"capability": "echo", "payload": {"text": "hello"}})),
+#[utoipa::path(post, path = "/api/plugins/{id}/invoke", tag = "invoke", params(("id" = String, Path, description = "Plugin id (metadata.name)", example = "echo"),
+        ("capability" = Option<String>, Query, description = "The capability, for an image or multipart body (a JSON body names it inside)", example = "face.detect")),
+    request_body(description = "The capability and its payload, validated against the capability's input schema. \
+        A capability whose input schema has a property with `contentEncoding: base64` and a `contentMediaType` (RustyFace's `image`: `image/*`) \
+        also takes the file itself: as the raw body with that Content-Type, or as a multipart/form-data form whose file part becomes that \
+        property (base64) and whose other fields become the payload's options, typed by the schema. Either way the capability comes from \
+        ?capability= (or the form's `capability` field). A media type no property declares is a 415, a form without a file part a 400",
+        content((InvokeRequest = "application/json", example = json!({"capability": "echo", "payload": {"text": "hello"}})),
+            (inline(crate::openapi::MultipartInvoke) = "multipart/form-data"),
+            ("image/*"), ("application/octet-stream"))),
     responses((status = 200, description = "The capability's output (any JSON)", body = serde_json::Value),
         (status = 400, response = crate::openapi::BadRequest), (status = 404, response = crate::openapi::NotFound),
         (status = 413, response = crate::openapi::TooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
         (status = 422, response = crate::openapi::PluginRefused),
         (status = 429, response = crate::openapi::RateLimited),
         (status = 500, response = crate::openapi::PluginFailed), (status = 502, response = crate::openapi::BadGateway),

@@ -56,7 +56,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
     components(
         responses(
             BadRequest, NotFound, Conflict, TooLarge, PluginRefused, RateLimited, PluginFailed,
-            BadGateway, Unavailable, Timeout
+            BadGateway, Unavailable, Timeout, UnsupportedMediaType
         ),
         schemas(
         PluginInfo, Capability, Instance, ResourcesInfo, ScalingInfo, ScaleEvent, ConditionInfo, InvokeRequest,
@@ -99,6 +99,19 @@ pub struct WhoAmI {
     pub key_id: String,
     /// `read`, `invoke`, `invoke:<plugin>[/<capability>]`, `manage:<plugin>` or `admin`.
     pub scopes: Vec<String>,
+}
+
+/// A `multipart/form-data` invoke: one file part, and the capability's other payload fields as
+/// text fields (`min_face_size=40`, `annotate=true`), converted to the types the input schema
+/// declares. The gateway forwards it as the JSON invoke it stands for.
+#[derive(ToSchema)]
+pub struct MultipartInvoke {
+    /// The file, sent with a filename (any part name, or the name of the base64 property). Its
+    /// Content-Type must be one the capability declares (`contentMediaType`).
+    #[schema(content_media_type = "application/octet-stream")]
+    pub file: Vec<u8>,
+    /// The capability, when the query does not name it.
+    pub capability: Option<String>,
 }
 
 /// One message on the live WebSockets `/ws/plugins` and `/ws/plugins/{id}` (subprotocol bkg.v1),
@@ -224,6 +237,7 @@ problem_responses! {
     BadGateway => problem("The plugin's answer could not be relayed");
     Unavailable => problem_with_retry("The plugin has no ready replica (starting, stopped or in error)");
     Timeout => problem("The plugin did not answer within its timeout");
+    UnsupportedMediaType => problem("The capability declares no property for the body's (or the file part's) media type");
 }
 
 #[cfg(test)]
@@ -269,10 +283,31 @@ mod tests {
         assert!(!paths.contains_key("/metrics"));
         let invoke = &doc["paths"]["/api/plugins/{id}/invoke"]["post"]["responses"];
         for code in [
-            "200", "400", "401", "403", "404", "413", "422", "429", "500", "502", "503", "504",
+            "200", "400", "401", "403", "404", "413", "415", "422", "429", "500", "502", "503",
+            "504",
         ] {
             assert!(invoke.get(code).is_some(), "invoke lacks {code}");
         }
+        // Every response reference resolves (openapi-typescript refuses a dangling one).
+        let text = doc.to_string();
+        for name in text.split("\"#/components/responses/").skip(1) {
+            let name = &name[..name.find('"').expect("closing quote")];
+            assert!(
+                doc["components"]["responses"].get(name).is_some(),
+                "response {name} is referenced but not declared"
+            );
+        }
+        // Files: as the raw body, or as a form's file part.
+        let bodies = &doc["paths"]["/api/plugins/{id}/invoke"]["post"]["requestBody"]["content"];
+        for media in ["application/json", "multipart/form-data", "image/*"] {
+            assert!(bodies.get(media).is_some(), "invoke takes no {media}");
+        }
+        assert!(
+            bodies["multipart/form-data"]["schema"]["properties"]
+                .get("file")
+                .is_some(),
+            "{bodies:#}"
+        );
         assert_eq!(
             doc["components"]["responses"]["RateLimited"]["headers"]["Retry-After"]["schema"]["type"],
             "integer"

@@ -28,7 +28,7 @@ pub fn raw_media_type(headers: &HeaderMap) -> Option<String> {
 }
 
 /// The value of `name` in a query string, percent-decoded.
-fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+pub(super) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     query?.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         (k == name).then(|| {
@@ -80,26 +80,7 @@ pub fn envelope(
             "a {media} body names its capability in the query: ?capability=<id>"
         ))
     })?;
-    let unsupported = |detail: String| ApiError::Body {
-        status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        detail,
-    };
-    let Some(spec) = capabilities.iter().find(|c| c.id == capability) else {
-        return Err(ApiError::UnknownCapability {
-            plugin: plugin.to_owned(),
-            capability,
-        });
-    };
-    let field = spec
-        .input_schema
-        .as_ref()
-        .and_then(|s| binary_property(s, media))
-        .ok_or_else(|| {
-            unsupported(format!(
-                "{plugin}/{capability} does not accept {media} bodies: send JSON, or declare a \
-                 property with contentEncoding base64 and a contentMediaType covering it"
-            ))
-        })?;
+    let (_, field) = declared(capabilities, plugin, &capability, media)?;
     if body.is_empty() {
         return Err(ApiError::BadRequest(format!(
             "the {media} body is empty: `{field}` needs the bytes"
@@ -108,6 +89,32 @@ pub fn envelope(
     let encoded = base64::engine::general_purpose::STANDARD.encode(body);
     let envelope = json!({"capability": capability, "payload": {field: encoded}});
     Ok(Bytes::from(envelope.to_string()))
+}
+
+/// The input schema of `capability` and its property that takes `media` as base64: a 404 for
+/// a capability the plugin does not have, a 415 when no property declares the media type.
+pub(super) fn declared<'c>(
+    capabilities: &'c [bkg_core::CapabilitySpec],
+    plugin: &str,
+    capability: &str,
+    media: &str,
+) -> Result<(&'c Value, &'c str), ApiError> {
+    let Some(spec) = capabilities.iter().find(|c| c.id == capability) else {
+        return Err(ApiError::UnknownCapability {
+            plugin: plugin.to_owned(),
+            capability: capability.to_owned(),
+        });
+    };
+    spec.input_schema
+        .as_ref()
+        .and_then(|s| Some((s, binary_property(s, media)?)))
+        .ok_or_else(|| ApiError::Body {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            detail: format!(
+                "{plugin}/{capability} does not accept {media} bodies: send JSON, or declare a \
+                 property with contentEncoding base64 and a contentMediaType covering it"
+            ),
+        })
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //! ```text
 //!  POST /api/plugins/{id}/invoke
 //!   ─▶ request id, trace context ─▶ key and scope ─▶ find plugin ─▶ read and parse body
-//!      (a raw `image/*` body: wrapped as the JSON invoke its capability declares, binary.rs)
+//!      (a raw `image/*` body or a multipart form: wrapped as the JSON invoke its capability
+//!      declares, binary.rs and multipart.rs)
 //!   ─▶ capability (and the key's scope for it: invoke, or manage for a management one)
 //!   ─▶ rate limit, charged the call's cost ─▶ validate payload
 //!   ─▶ a ready instance, round robin ─▶ POST /v1/invoke/{capability} ─▶ relay the answer
@@ -20,6 +21,7 @@
 mod binary;
 mod cost;
 mod forward;
+mod multipart;
 mod schema;
 pub(crate) mod stream;
 mod trace;
@@ -270,12 +272,25 @@ where
     trace.plugin(&id);
     let in_flight = state.metrics.in_flight(&id);
     let body = read_body(body, headers, state.config.max_body_bytes).await?;
-    // A raw image body is the JSON invoke its capability declares for it (binary.rs).
-    let body = match binary::raw_media_type(headers) {
-        Some(media) => {
-            binary::envelope(&route.plugin.spec.capabilities, &id, query, &media, &body)?
+    // A raw image body or a multipart form is the JSON invoke its capability declares for it
+    // (binary.rs, multipart.rs).
+    let capabilities = &route.plugin.spec.capabilities;
+    let body = match (
+        binary::raw_media_type(headers),
+        multipart::boundary(headers),
+    ) {
+        (Some(media), _) => binary::envelope(capabilities, &id, query, &media, &body)?,
+        (None, Some(boundary)) => {
+            Box::pin(multipart::envelope(
+                capabilities,
+                &id,
+                query,
+                boundary?,
+                body,
+            ))
+            .await?
         }
-        None => body,
+        (None, None) => body,
     };
     let request = Envelope::parse(&body)?;
     let payload = request.payload.unwrap_or(RawValue::NULL);

@@ -4,7 +4,7 @@
 //!  acquire: GET lease ─ 404 ─▶ POST (holder = me)
 //!                     └ held by someone else and fresh ─▶ wait, retry
 //!                     └ mine, or expired ─▶ PUT with resourceVersion (409 = someone was faster)
-//!  hold:    renew every `renew` ; if renewing fails for `duration` ─▶ leadership lost ─▶ stop
+//!  hold:    renew every `renew` ; if renewing fails for `duration - renew` ─▶ leadership lost ─▶ stop
 //!  release: on shutdown, clear the holder so a standby takes over at once
 //! ```
 //!
@@ -32,6 +32,35 @@ pub struct LeaseConfig {
     pub duration: Duration,
     /// How often the holder renews (well under `duration`).
     pub renew: Duration,
+    /// Where the Lease's timestamps come from.
+    pub clock: Clock,
+}
+
+/// The time written into and compared with the Lease. The system clock in production; tests
+/// anchor it to tokio's clock, so a paused runtime moves Lease time and timers together.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Clock {
+    origin: Option<(Timestamp, tokio::time::Instant)>,
+}
+
+impl Clock {
+    /// `at` now, then advancing with `tokio::time`.
+    pub fn tokio(at: Timestamp) -> Self {
+        Self {
+            origin: Some((at, tokio::time::Instant::now())),
+        }
+    }
+
+    pub fn now(&self) -> Timestamp {
+        match self.origin {
+            None => Timestamp::now(),
+            Some((at, started)) => {
+                let elapsed =
+                    SignedDuration::try_from(started.elapsed()).unwrap_or(SignedDuration::MAX);
+                at.saturating_add(elapsed).unwrap_or(at)
+            }
+        }
+    }
 }
 
 impl LeaseConfig {
@@ -42,6 +71,7 @@ impl LeaseConfig {
             identity,
             duration: Duration::from_secs(15),
             renew: Duration::from_secs(5),
+            clock: Clock::default(),
         }
     }
 }
@@ -91,7 +121,7 @@ fn spec_for(cfg: &LeaseConfig, old: Option<&LeaseSpec>, now: Timestamp) -> Lease
 /// One attempt to take or renew the lease. `Ok(true)`: we hold it now.
 pub async fn try_acquire(client: &Client, cfg: &LeaseConfig) -> Result<bool> {
     let api: Api<Lease> = Api::namespaced(client.clone(), &cfg.namespace);
-    let now = Timestamp::now();
+    let now = cfg.clock.now();
     let existing = api
         .get_opt(&cfg.name)
         .await
@@ -141,18 +171,22 @@ pub async fn acquire(client: &Client, cfg: &LeaseConfig) {
     }
 }
 
-/// Renews the lease until renewing has failed for a whole lease duration; returns then, because
-/// another replica may already lead.
+/// Renews the lease until renewing has failed for the renew deadline (the lease duration less
+/// one renew interval, as client-go's `renewDeadline`); returns then, so this replica stops
+/// before its Lease can expire and a standby take over (no two leaders at once).
 pub async fn hold(client: Client, cfg: LeaseConfig) -> Error {
+    let deadline = cfg.duration.saturating_sub(cfg.renew);
+    // When the last renewal that succeeded was sent: the Lease's renewTime is no earlier.
     let mut last_ok = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(cfg.renew).await;
+        let attempt = tokio::time::Instant::now();
         match try_acquire(&client, &cfg).await {
-            Ok(true) => last_ok = tokio::time::Instant::now(),
+            Ok(true) => last_ok = attempt,
             Ok(false) => return Error::Lease(format!("lease {} taken over", cfg.name)),
             Err(e) => tracing::warn!(error = %e, "renewing the lease"),
         }
-        if last_ok.elapsed() >= cfg.duration {
+        if last_ok.elapsed() >= deadline {
             return Error::Lease(format!("could not renew lease {} in time", cfg.name));
         }
     }

@@ -19,6 +19,10 @@ pub mod status;
 pub mod validate;
 
 #[cfg(test)]
+mod election_tests;
+#[cfg(test)]
+pub(crate) mod fake;
+#[cfg(test)]
 pub(crate) mod fixtures;
 #[cfg(test)]
 mod tests;

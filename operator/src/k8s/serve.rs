@@ -42,6 +42,15 @@ pub async fn operate(
     let client = Client::try_default()
         .await
         .map_err(|e| Error::kube("connect to the API server", e))?;
+    run(client, config, shutdown).await
+}
+
+/// [`operate`] with a given client (tests pass one on the API double).
+pub async fn run(
+    client: Client,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     let mut registry = Registry::default();
     let metrics = Metrics::default().register(&mut registry);
     let shared = Arc::new(Shared { registry });
@@ -71,6 +80,7 @@ pub async fn operate(
     });
 
     let (lost_tx, lost_rx) = watch::channel(false);
+    let mut renewing = None;
     if let Some(lease) = &config.lease {
         tokio::select! {
             () = leader::acquire(&client, lease) => {}
@@ -78,11 +88,11 @@ pub async fn operate(
         }
         metrics.leader.set(1);
         let (client, lease) = (client.clone(), lease.clone());
-        tokio::spawn(async move {
+        renewing = Some(tokio::spawn(async move {
             let e = leader::hold(client, lease).await;
             tracing::error!(error = %e, "leadership lost; stopping");
             let _ = lost_tx.send(true);
-        });
+        }));
     }
     let ctx = Arc::new(Context::new(
         client.clone(),
@@ -104,6 +114,11 @@ pub async fn operate(
         }
     }
     if let Some(lease) = &config.lease {
+        // Stop renewing first: a renewal after the release would take the Lease back.
+        if let Some(renewing) = renewing {
+            renewing.abort();
+            let _ = renewing.await;
+        }
         leader::release(&client, lease).await;
         metrics.leader.set(0);
     }

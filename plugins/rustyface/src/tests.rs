@@ -173,6 +173,29 @@ async fn finds_the_faces_of_rustfaces_test_image_like_the_crate_itself() {
         got.len()
     );
     assert!(strict.iter().all(|f| f.score >= 10.0 && got.contains(f)));
+
+    // A larger minimum face size leaves exactly the default's faces at least that large (rustface
+    // itself ignores the setting and would answer all 29).
+    let large = plugin
+        .invoke(
+            FACE_DETECT,
+            json!({"image": b64(&bytes), "min_face_size": 55}),
+            ctx(),
+        )
+        .await
+        .expect("detect");
+    let mut large = faces_of(&large);
+    by_position(&mut large);
+    let expected: Vec<Face> = got
+        .iter()
+        .filter(|f| f.width.min(f.height) >= 55)
+        .cloned()
+        .collect();
+    assert!(
+        !expected.is_empty() && expected.len() < got.len(),
+        "the test image should have faces on both sides of 55 px: {got:?}"
+    );
+    assert_eq!(large, expected);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -181,7 +204,7 @@ async fn an_image_without_faces_has_none_and_can_be_annotated() {
     let mut jpeg = Vec::new();
     img.write_to(&mut Cursor::new(&mut jpeg), ImageFormat::Jpeg)
         .expect("jpeg");
-    let plugin = started(json!({"min_face_size": 40})).await;
+    let plugin = started(json!({"min_face_size": 55})).await;
     let out = plugin
         .invoke(
             FACE_DETECT,

@@ -1084,6 +1084,15 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
+        /** @description The capability declares no property for the body's (or the file part's) media type */
+        UnsupportedMediaType: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
     };
     parameters: never;
     requestBodies: never;
@@ -1306,7 +1315,13 @@ export interface operations {
     };
     invoke: {
         parameters: {
-            query?: never;
+            query?: {
+                /**
+                 * @description The capability, for an image or multipart body (a JSON body names it inside)
+                 * @example face.detect
+                 */
+                capability?: string;
+            };
             header?: never;
             path: {
                 /**
@@ -1317,7 +1332,7 @@ export interface operations {
             };
             cookie?: never;
         };
-        /** @description The capability and its payload, validated against the capability's input schema */
+        /** @description The capability and its payload, validated against the capability's input schema. A capability whose input schema has a property with `contentEncoding: base64` and a `contentMediaType` (RustyFace's `image`: `image/*`) also takes the file itself: as the raw body with that Content-Type, or as a multipart/form-data form whose file part becomes that property (base64) and whose other fields become the payload's options, typed by the schema. Either way the capability comes from ?capability= (or the form's `capability` field). A media type no property declares is a 415, a form without a file part a 400 */
         requestBody: {
             content: {
                 /**
@@ -1329,6 +1344,17 @@ export interface operations {
                  *     }
                  */
                 "application/json": components["schemas"]["InvokeRequest"];
+                "application/octet-stream": unknown;
+                "image/*": unknown;
+                "multipart/form-data": {
+                    /** @description The capability, when the query does not name it. */
+                    capability?: string | null;
+                    /**
+                     * @description The file, sent with a filename (any part name, or the name of the base64 property). Its
+                     *     Content-Type must be one the capability declares (`contentMediaType`).
+                     */
+                    file: number[];
+                };
             };
         };
         responses: {
@@ -1346,6 +1372,7 @@ export interface operations {
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
             413: components["responses"]["TooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
             422: components["responses"]["PluginRefused"];
             429: components["responses"]["RateLimited"];
             500: components["responses"]["PluginFailed"];

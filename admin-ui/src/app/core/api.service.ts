@@ -52,6 +52,17 @@ export class ApiService {
   }
 
   /**
+   * An invoke with a file, as `multipart/form-data`: the gateway puts the file part in the property the
+   * capability declares for its media type (base64) and types the other fields by the input schema.
+   */
+  invokeFile(id: string, capability: string, file: Blob, filename: string, fields: [string, string][]): Promise<unknown> {
+    const form = new FormData();
+    for (const [name, value] of fields) form.append(name, value);
+    form.append('file', file, filename);
+    return this.request('POST', `/api/plugins/${encodeURIComponent(id)}/invoke?capability=${encodeURIComponent(capability)}`, form);
+  }
+
+  /**
    * `POST /v1/chat/completions` streamed: the answer's events as they arrive. Throws a ChatError (the
    * OpenAI error's message) for a refused call or an error event, and the AbortError of `signal`.
    */
@@ -94,13 +105,15 @@ export class ApiService {
     const headers: Record<string, string> = { accept: 'application/json, application/problem+json' };
     const token = key ?? this.session.key();
     if (token) headers['authorization'] = `Bearer ${token}`;
-    if (body !== undefined) headers['content-type'] = 'application/json';
+    // A form sets its own content type (with the boundary).
+    const form = body instanceof FormData;
+    if (body !== undefined && !form) headers['content-type'] = 'application/json';
     let response: Response;
     try {
       response = await fetch(path, {
         method,
         headers,
-        body: body === undefined ? undefined : JSON.stringify(body),
+        body: body === undefined ? undefined : form ? body : JSON.stringify(body),
       });
     } catch (e) {
       throw ApiError.network(e instanceof Error ? e.message : String(e));

@@ -164,4 +164,134 @@ describe('PlaygroundPage', () => {
     await send();
     expect(api['invoke']).toHaveBeenCalledWith('candle', 'model.infer', { input: ['typed by the user'] });
   });
+
+  describe('a capability that takes an image', () => {
+    async function renderFaces() {
+      api = {
+        invoke: vi.fn(),
+        invokeFile: vi.fn(),
+        plugins: vi.fn().mockResolvedValue([
+          plugin({
+            id: 'rustyface',
+            name: 'RustyFace',
+            capabilities: [
+              {
+                id: 'face.detect',
+                name: 'Detect faces',
+                input_schema: {
+                  type: 'object',
+                  required: ['image'],
+                  properties: {
+                    image: { type: 'string', contentEncoding: 'base64', contentMediaType: 'image/*' },
+                    min_face_size: { type: 'integer', minimum: 20 },
+                    annotate: { type: 'boolean' },
+                  },
+                },
+                output_schema: true,
+              },
+            ],
+          }),
+        ]),
+        whoami: vi.fn().mockResolvedValue({ key_id: 'k', scopes: ['read', 'invoke'] }),
+      };
+      TestBed.configureTestingModule({ imports: [PlaygroundPage], providers: [provideRouter([]), { provide: ApiService, useValue: api }] });
+      await TestBed.inject(AuthStore).signIn('k');
+      const fixture = TestBed.createComponent(PlaygroundPage);
+      await fixture.whenStable();
+      await new Promise((r) => setTimeout(r, 0));
+      await fixture.whenStable();
+      const el = fixture.nativeElement as HTMLElement;
+      const send = async () => {
+        (el.querySelector('[data-testid=pg-send]') as HTMLButtonElement).click();
+        await new Promise((r) => setTimeout(r, 0));
+        await fixture.whenStable();
+      };
+      /** Drops `file` on the drop zone, as a browser's drop event carries it. */
+      const drop = async (file: File) => {
+        const event = new Event('drop', { bubbles: true, cancelable: true }) as Event & { dataTransfer: unknown };
+        Object.defineProperty(event, 'dataTransfer', { value: { files: [file] } });
+        el.querySelector('[data-testid=image-drop]')!.dispatchEvent(event);
+        await fixture.whenStable();
+      };
+      return { fixture, el, send, drop };
+    }
+
+    beforeEach(() => {
+      // jsdom has no object URLs.
+      let n = 0;
+      URL.createObjectURL = vi.fn(() => `blob:test/${++n}`);
+      URL.revokeObjectURL = vi.fn();
+    });
+
+    it('offers a file picker instead of a text field, and asks for an image before sending', async () => {
+      const { el, send } = await renderFaces();
+      const picker = el.querySelector('#f-image') as HTMLInputElement;
+      expect(picker.type).toBe('file');
+      expect(picker.accept).toBe('image/*');
+      expect((picker.labels ?? [])[0]?.textContent).toContain('image');
+      await send();
+      expect(api['invokeFile']).not.toHaveBeenCalled();
+      expect(el.textContent).toContain('Choose an image for image');
+    });
+
+    it('sends a dropped image as a file with the typed options, and draws the returned boxes over it', async () => {
+      const { el, fixture, send, drop } = await renderFaces();
+      await drop(new File(['not an image'], 'notes.txt', { type: 'text/plain' }));
+      expect(el.querySelector('[data-testid=image-drop] [role=alert]')!.textContent).toContain('takes image/*');
+      const png = new File([new Uint8Array([0x89, 0x50, 0x4e, 0x47])], 'faces.png', { type: 'image/png' });
+      await drop(png);
+      expect((el.querySelector('[data-testid=image-preview]') as HTMLImageElement).src).toBe('blob:test/1');
+      const min = el.querySelector('#f-min_face_size') as HTMLInputElement;
+      min.value = '40';
+      min.dispatchEvent(new Event('input'));
+      (el.querySelector('#f-annotate') as HTMLInputElement).click();
+      await fixture.whenStable();
+      api['invokeFile'].mockResolvedValue({
+        faces: [
+          { x: 100, y: 50, width: 200, height: 100, score: 12.345 },
+          { x: 500, y: 300, width: 100, height: 100, score: 3 },
+        ],
+        width: 1000,
+        height: 500,
+      });
+      await send();
+      expect(api['invokeFile']).toHaveBeenCalledWith('rustyface', 'face.detect', png, 'faces.png', [
+        ['min_face_size', '40'],
+        ['annotate', 'true'],
+      ]);
+      expect(api['invoke']).not.toHaveBeenCalled();
+      expect((el.querySelector('[data-testid=face-image]') as HTMLImageElement).src).toBe('blob:test/1');
+      const boxes = [...el.querySelectorAll<HTMLElement>('[data-testid=face-box]')];
+      expect(boxes.map((b) => [b.style.left, b.style.top, b.style.width, b.style.height])).toEqual([
+        ['10%', '10%', '20%', '20%'],
+        ['50%', '60%', '10%', '20%'],
+      ]);
+      expect(el.querySelector('[data-testid=face-count]')!.textContent).toContain('2 faces in 1000×500');
+      const rows = [...el.querySelectorAll('[data-testid=face-list] tbody tr')].map((r) => r.textContent);
+      expect(rows[0]).toContain('12.35');
+      expect(rows).toHaveLength(2);
+    });
+
+    it('the file picker works like a drop; raw JSON still sends base64 and shows it with the boxes', async () => {
+      const { el, fixture, send } = await renderFaces();
+      const picker = el.querySelector('#f-image') as HTMLInputElement;
+      const jpeg = new File([new Uint8Array([0xff, 0xd8])], 'a.jpg', { type: 'image/jpeg' });
+      Object.defineProperty(picker, 'files', { value: [jpeg] });
+      picker.dispatchEvent(new Event('change'));
+      await fixture.whenStable();
+      expect(el.querySelector('[data-testid=image-name]')!.textContent).toBe('a.jpg');
+
+      (el.querySelector('[data-testid=mode-json]') as HTMLInputElement).click();
+      await fixture.whenStable();
+      const raw = el.querySelector('[data-testid=pg-json]') as HTMLTextAreaElement;
+      raw.value = '{"image": "/9g="}';
+      raw.dispatchEvent(new Event('input'));
+      api['invoke'].mockResolvedValue({ faces: [], width: 2, height: 2 });
+      await send();
+      expect(api['invoke']).toHaveBeenCalledWith('rustyface', 'face.detect', { image: '/9g=' });
+      expect((el.querySelector('[data-testid=face-image]') as HTMLImageElement).getAttribute('src')).toBe('data:image/*;base64,/9g=');
+      expect(el.querySelector('[data-testid=face-count]')!.textContent).toContain('0 faces');
+      expect(el.querySelectorAll('[data-testid=face-box]')).toHaveLength(0);
+    });
+  });
 });

@@ -4,10 +4,13 @@ import { Router } from '@angular/router';
 import { ApiService } from '../core/api.service';
 import { AuthStore } from '../core/auth.store';
 import { compactJson, findEmbeddings } from '../core/embeddings';
+import { detections, formOptions, imageInput } from '../core/media';
 import { Capability, PluginInfo } from '../core/models';
 import { PluginsStore } from '../core/plugins.store';
 import { FormField, buildPayload, examplePayload, formFields, formValues } from '../core/schema';
 import { ChatPanel } from '../ui/chat-panel';
+import { FaceBoxes } from '../ui/face-boxes';
+import { ImageDrop } from '../ui/image-drop';
 import { ProblemView } from '../ui/problem-view';
 import { SchemaView } from '../ui/schema-view';
 
@@ -20,11 +23,13 @@ interface InvokeResult {
   response?: unknown;
   error?: unknown;
   at: Date;
+  /** The image sent (object URL or data: URL), to draw the answer's boxes over. */
+  image?: string | null;
 }
 
 @Component({
   selector: 'app-playground',
-  imports: [ChatPanel, NgTemplateOutlet, ProblemView, SchemaView],
+  imports: [ChatPanel, FaceBoxes, ImageDrop, NgTemplateOutlet, ProblemView, SchemaView],
   changeDetection: ChangeDetectionStrategy.OnPush,
   template: `
     <h1 class="mb-4 text-2xl font-bold">Invoke playground</h1>
@@ -78,7 +83,13 @@ interface InvokeResult {
               <div class="space-y-3">
                 @for (f of fs; track f.name) {
                   <div>
-                    @if (f.kind === 'string-list') {
+                    @if (f.name === imageIn()?.name) {
+                      <app-image-drop [accept]="imageIn()!.accept" [label]="f.name" [inputId]="'f-' + f.name" [required]="f.required" (picked)="pickImage($event)" />
+                      @if (image(); as img) {
+                        <img [src]="img.url" alt="The image to send" class="mt-2 max-h-40 rounded border border-slate-300" data-testid="image-preview" />
+                      }
+                      @if (f.description) {<p class="mt-0.5 text-xs text-slate-600">{{ f.description }}</p>}
+                    } @else if (f.kind === 'string-list') {
                       <fieldset [attr.data-testid]="'list-' + f.name">
                         <legend class="label">{{ f.name }}@if (f.required) {<span class="text-red-700" aria-hidden="true"> *</span>}</legend>
                         <ol class="space-y-1">
@@ -152,6 +163,9 @@ interface InvokeResult {
               in <span class="tabular-nums">{{ r.ms.toFixed(1) }} ms</span>
             </p>
             @if (r.ok) {
+              @if (faces(); as d) {
+                <app-face-boxes [src]="r.image ?? null" [detections]="d" />
+              }
               @if (embeddings(); as e) {
                 <div class="mb-3" data-testid="pg-embeddings">
                   <p class="text-sm font-semibold">{{ e.vectors.length }} embedding{{ e.vectors.length === 1 ? '' : 's' }} of dimension {{ e.vectors[0].dim }}@if (e.model) { · {{ e.model }}}</p>
@@ -233,6 +247,18 @@ export class PlaygroundPage implements OnInit {
     const r = this.result();
     return r?.ok ? findEmbeddings(r.response) : null;
   });
+  /** The input property that takes an image (contentEncoding base64, contentMediaType image/…): a file picker in the form. */
+  protected readonly imageIn = computed(() => imageInput(this.capability()?.input_schema));
+  /** The image picked for it; a new capability starts without one. */
+  protected readonly image = linkedSignal<{ file: File; url: string } | null>(() => {
+    this.capability();
+    return null;
+  });
+  /** A face detector's answer (`faces` with boxes, `width`, `height`): drawn over the image sent. */
+  protected readonly faces = computed(() => {
+    const r = this.result();
+    return r?.ok ? detections(r.response) : null;
+  });
   protected readonly responseText = computed(() => compactJson(this.result()?.response));
 
   async ngOnInit(): Promise<void> {
@@ -310,17 +336,36 @@ export class PlaygroundPage implements OnInit {
     this.values.update((v) => ({ ...v, [name]: value }));
   }
 
+  protected pickImage(file: File): void {
+    const old = this.image();
+    // The old preview may still be the one a shown result draws on: keep its URL until replaced.
+    if (old && old.url !== this.result()?.image) URL.revokeObjectURL(old.url);
+    this.image.set({ file, url: URL.createObjectURL(file) });
+  }
+
   protected nums(xs: number[]): string {
     return xs.map((x) => x.toFixed(4)).join(', ');
   }
 
   private payload(): unknown {
-    if (this.mode() === 'form' && this.fields()) return buildPayload(this.fields()!, this.values());
+    const fields = this.fields();
+    if (this.mode() === 'form' && fields) {
+      const image = this.imageIn()?.name;
+      return buildPayload(fields.filter((f) => f.name !== image), this.values());
+    }
     try {
       return JSON.parse(this.raw());
     } catch (e) {
       throw new Error(`The payload is not valid JSON: ${e instanceof Error ? e.message : e}`);
     }
+  }
+
+  /** The image a JSON payload carries in the image property (base64 or a data: URL), to show with the answer. */
+  private jsonImage(payload: unknown): string | null {
+    const name = this.imageIn()?.name;
+    const v = name && payload && typeof payload === 'object' ? (payload as Record<string, unknown>)[name] : undefined;
+    if (typeof v !== 'string' || !v) return null;
+    return v.startsWith('data:') ? v : `data:image/*;base64,${v}`;
   }
 
   protected async send(): Promise<void> {
@@ -331,12 +376,22 @@ export class PlaygroundPage implements OnInit {
       this.inputError.set(e instanceof Error ? e.message : String(e));
       return;
     }
+    // In the form, an image input is a file: sent as multipart/form-data with the other fields.
+    const imageIn = this.mode() === 'form' ? this.imageIn() : null;
+    const image = this.image();
+    if (imageIn && !image) {
+      this.inputError.set(`Choose an image for ${imageIn.name} (file picker or drop).`);
+      return;
+    }
     this.inputError.set(null);
     this.sending.set(true);
     const started = performance.now();
+    const shown = imageIn ? image!.url : this.jsonImage(payload);
     try {
-      const response = await this.api.invoke(this.pluginId(), this.capId(), payload);
-      this.result.set({ ok: true, ms: performance.now() - started, response, at: new Date() });
+      const response = imageIn
+        ? await this.api.invokeFile(this.pluginId(), this.capId(), image!.file, image!.file.name, formOptions(payload as Record<string, unknown>, imageIn.name))
+        : await this.api.invoke(this.pluginId(), this.capId(), payload);
+      this.result.set({ ok: true, ms: performance.now() - started, response, at: new Date(), image: shown });
     } catch (error) {
       this.result.set({ ok: false, ms: performance.now() - started, error, at: new Date() });
     } finally {
