@@ -92,23 +92,23 @@ fn object_form<'a>(
             "unknown field (a tensor has `shape`, `data` and optionally `dtype`)",
         ));
     }
-    if let Some(dtype) = obj.get("dtype") {
-        if dtype.as_str() != Some(spec.dtype.name()) {
-            return Err(Error::field(
-                &format!("{at}/dtype"),
-                format!(
-                    "the model's {} is {}, not {dtype}",
-                    spec.name,
-                    spec.dtype.name()
-                ),
-            ));
-        }
+    if let Some(dtype) = obj.get("dtype")
+        && dtype.as_str() != Some(spec.dtype.name())
+    {
+        return Err(Error::field(
+            &format!("{at}/dtype"),
+            format!(
+                "the model's {} is {}, not {dtype}",
+                spec.name,
+                spec.dtype.name()
+            ),
+        ));
     }
     let shape_at = format!("{at}/shape");
     let shape = match obj.get("shape") {
         Some(Value::Array(dims)) => dims
             .iter()
-            .map(|d| bkg_plugin_api::as_u64(d))
+            .map(bkg_plugin_api::as_u64)
             .collect::<Option<Vec<u64>>>()
             .ok_or_else(|| Error::field(&shape_at, "must be an array of non-negative integers"))?,
         Some(_) => {
