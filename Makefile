@@ -8,7 +8,7 @@ CARGO ?= cargo
 PORT ?= $(or $(BKG_PORT),43119)
 PLUGINS ?= $(or $(BKG_PLUGINS),config/plugins)
 
-.PHONY: help up test deps deps-run deps-test build build-release lint unit e2e test-cluster checks check-cuda crd config-schemas bench-gateway bench-flood bench-faces
+.PHONY: help up test deps deps-run deps-test build build-release lint unit e2e test-cluster checks check-cuda crd config-schemas bench-gateway bench-flood bench-faces bench-brainml
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}' \
@@ -71,7 +71,7 @@ crd: ## Regenerate crds/ (and the Helm chart's copy) from the Rust types
 	cp crds/plugins.bkg.rs.yaml charts/bkg/files/crds/plugins.bkg.rs.yaml
 
 config-schemas: ## Regenerate plugins/*/config.schema.json from the plugins' config types
-	for p in echo candle rustyface; do \
+	for p in echo candle rustyface brainml; do \
 	  $(CARGO) run -q --locked -p bkg-plugin-runtime -- --plugin $$p --config-schema > plugins/$$p/config.schema.json; \
 	done
 
@@ -83,6 +83,9 @@ bench-activation: ## Activation latency from zero replicas, echo and Candle (p50
 
 bench-faces: ## Face detection (RustyFace) images/s and p50/p99 at 1 and 8 clients: in-process rustface, runtime, gateway
 	@scripts/bench-faces.sh
+
+bench-brainml: ## brainml predictions/s through the runtime vs onnxruntime in-process, same models
+	@scripts/brainml/bench.sh
 
 bench-flood: ## 10,000 keyless idle connections against bkg up at ulimit -n 1024
 	@scripts/bench-flood.sh

@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1.10
 #
 # ghcr.io/bkg-rs/plugin-runtime: the CPU plugin runtime (`plugin-runtime`, crate bkg-plugin-runtime)
-# with every compiled-in plugin (echo, candle, rustyface). The operator runs it with
+# with every compiled-in plugin (echo, candle, rustyface, brainml). The operator runs it with
 # `--plugin <implementation> --id <name>` and mounts the model cache, config and /tmp.
 # Build from the repository root with BuildKit:
 #
@@ -15,7 +15,7 @@
 FROM docker.io/library/rust:1.95.0-slim-bookworm AS build
 # The plugins compiled in (cargo features of bkg-plugin-runtime): `--build-arg PLUGINS=echo`
 # makes an echo-only image without Candle.
-ARG PLUGINS=echo,candle,rustyface
+ARG PLUGINS=echo,candle,rustyface,brainml
 WORKDIR /src
 # Every workspace member and [patch] crate (vendor/) must be present for cargo to load the
 # workspace (checked by dockerfile_check.py against `cargo metadata` and Cargo.toml).
@@ -46,7 +46,7 @@ FROM gcr.io/distroless/cc-debian12:nonroot
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 LABEL org.opencontainers.image.title="bkg-plugin-runtime" \
-      org.opencontainers.image.description="bkg plugin runtime (CPU): hosts one plugin (echo, candle embeddings, rustyface face detection) behind the bkg.plugin/v1 HTTP protocol" \
+      org.opencontainers.image.description="bkg plugin runtime (CPU): hosts one plugin (echo, candle embeddings, rustyface face detection, brainml ONNX models) behind the bkg.plugin/v1 HTTP protocol" \
       org.opencontainers.image.source="https://github.com/bkg-rs/bkg" \
       org.opencontainers.image.url="https://github.com/bkg-rs/bkg" \
       org.opencontainers.image.documentation="https://github.com/bkg-rs/bkg/blob/main/docs/IMAGES.md" \

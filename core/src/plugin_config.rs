@@ -38,6 +38,10 @@ const SCHEMAS: &[(&str, &str)] = &[
         "rustyface",
         include_str!("../../plugins/rustyface/config.schema.json"),
     ),
+    (
+        "brainml",
+        include_str!("../../plugins/brainml/config.schema.json"),
+    ),
 ];
 
 /// The field path every error of this check starts with.
@@ -246,6 +250,26 @@ mod tests {
         );
         assert!(!fields("rustyface", json!({"min_face_sise": 40})).is_empty());
         assert!(!fields("rustyface", json!({"pyramid_scale_factor": 1.0})).is_empty());
+        // brainml: its samples pass (a path, or a Hub file); no model, a misspelt source key
+        // and zero workers are refused.
+        assert!(fields("brainml", json!({"model": {"path": "plugins/brainml/testdata/iris_forest.onnx"}, "queue_capacity": 64, "workers": 2})).is_empty());
+        assert!(
+            fields(
+                "brainml",
+                json!({"model": {"model_id": "org/model", "file": "model.onnx"}})
+            )
+            .is_empty()
+        );
+        assert!(!validate("brainml", None).is_empty());
+        assert!(!fields("brainml", json!({"model": {"paht": "m.onnx"}})).is_empty());
+        assert_eq!(
+            fields(
+                "brainml",
+                json!({"model": {"path": "m.onnx"}, "workers": 0})
+            )[0]
+            .0,
+            "spec.config.workers"
+        );
     }
 
     #[test]

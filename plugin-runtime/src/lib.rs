@@ -50,6 +50,11 @@ pub fn implementations() -> Vec<Implementation> {
             name: "rustyface",
             create: bkg_plugin_rustyface::new_plugin,
         },
+        #[cfg(feature = "brainml")]
+        Implementation {
+            name: "brainml",
+            create: bkg_plugin_brainml::new_plugin,
+        },
     ]
 }
 
@@ -200,6 +205,7 @@ pub async fn run(
         let _ = stop_tx.send(true);
         return Err(Error::Start(e));
     }
+    state.refresh_capabilities();
     state.set_ready(true);
     tracing::info!(plugin_id = %config.plugin_id, "ready");
 

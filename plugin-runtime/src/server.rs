@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -37,7 +37,9 @@ pub struct AppState(Arc<Inner>);
 struct Inner {
     config: Config,
     plugin: Arc<dyn Plugin>,
-    capabilities: Vec<Capability>,
+    /// What `/v1/info` reports; read again after the plugin starts ([`AppState::refresh_capabilities`]).
+    capabilities: RwLock<Vec<Capability>>,
+    /// The ids invokes may name, fixed when the state is made (the metric series are per id).
     capability_ids: HashSet<String>,
     logs: LogBuffer,
     registry: Registry,
@@ -60,20 +62,7 @@ impl AppState {
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
         plugin.register_metrics(&mut registry);
-        let capabilities: Vec<Capability> = plugin
-            .capabilities()
-            .into_iter()
-            .map(|c| Capability {
-                id: c.id,
-                name: c.name,
-                description: c.description,
-                input_schema: c.input_schema,
-                output_schema: c.output_schema,
-                management: c.management,
-                cost: c.cost.map(wire_cost),
-                streaming: c.streaming,
-            })
-            .collect();
+        let capabilities = wire_capabilities(plugin.as_ref());
         let capability_ids: HashSet<String> = capabilities.iter().map(|c| c.id.clone()).collect();
         let series = InvokeSeries::new(
             &metrics,
@@ -90,7 +79,7 @@ impl AppState {
             slots: Arc::new(Semaphore::new(config.max_concurrency.max(1))),
             config,
             plugin,
-            capabilities,
+            capabilities: RwLock::new(capabilities),
             capability_ids,
             logs,
             registry,
@@ -104,6 +93,27 @@ impl AppState {
             started: Instant::now(),
             cpu: Mutex::new(CpuSampler::new()),
         }))
+    }
+
+    /// Reads the plugin's capabilities again: a plugin may know its schemas only once started
+    /// (brainml derives them from the model it loaded). Called after a successful start, before
+    /// readiness, so the gateway (which asks ready instances) sees the final ones. The ids stay
+    /// those read at construction; a plugin whose ids change is logged and keeps the old ids.
+    pub fn refresh_capabilities(&self) {
+        let fresh = wire_capabilities(self.0.plugin.as_ref());
+        let ids: HashSet<String> = fresh.iter().map(|c| c.id.clone()).collect();
+        if ids != self.0.capability_ids {
+            tracing::warn!(
+                before = ?self.0.capability_ids,
+                after = ?ids,
+                "the plugin's capability ids changed at start; invokes accept only the first ones"
+            );
+        }
+        *self
+            .0
+            .capabilities
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = fresh;
     }
 
     /// Flips readiness; `/readyz` and invokes follow it.
@@ -126,6 +136,24 @@ impl AppState {
         self.0.errors.fetch_add(1, Ordering::Relaxed);
         *self.0.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(message);
     }
+}
+
+/// The plugin's capabilities in the protocol's shape.
+fn wire_capabilities(plugin: &dyn Plugin) -> Vec<Capability> {
+    plugin
+        .capabilities()
+        .into_iter()
+        .map(|c| Capability {
+            id: c.id,
+            name: c.name,
+            description: c.description,
+            input_schema: c.input_schema,
+            output_schema: c.output_schema,
+            management: c.management,
+            cost: c.cost.map(wire_cost),
+            streaming: c.streaming,
+        })
+        .collect()
 }
 
 /// The protocol's routes.
@@ -212,7 +240,11 @@ async fn info(State(state): State<AppState>) -> axum::Json<RuntimeInfo> {
         implementation: s.config.implementation.clone(),
         implementation_version: s.plugin.version().to_owned(),
         ready: state.is_ready(),
-        capabilities: s.capabilities.clone(),
+        capabilities: s
+            .capabilities
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone(),
         details: s.plugin.details(),
     })
 }
@@ -376,6 +408,8 @@ async fn invoke_inner(
     if stream
         && !s
             .capabilities
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
             .iter()
             .any(|c| c.id == capability && c.streaming)
     {
