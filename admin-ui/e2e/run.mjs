@@ -420,6 +420,34 @@ try {
     await assertLabelled(page);
   });
 
+  await check("brainml: the playground's form comes from the model's inputs and sends the tensor as {shape, data}", async () => {
+    await page.goto(`${stack.base}/playground?plugin=brainml&capability=predict`);
+    const field = page.locator('[id="f-inputs.X"]');
+    await field.waitFor();
+    const hint = await page.getByTestId('tensor-hint').first().textContent();
+    if (!/float32 \[N, 4\]/.test(hint ?? '')) throw new Error(`the tensor's hint reads ${hint}`);
+    await field.fill('5.1 3.5 1.4 0.2\n6.7 3.0 5.2 2.3');
+    const sent = page.waitForRequest((r) => r.method() === 'POST' && r.url().endsWith('/api/plugins/brainml/invoke'));
+    await page.getByTestId('pg-send').click();
+    const body = (await sent).postDataJSON();
+    const want = { inputs: { X: { shape: [2, 4], data: [5.1, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3] } } };
+    if (JSON.stringify(body.payload) !== JSON.stringify(want)) throw new Error(`sent ${JSON.stringify(body.payload)}`);
+    // The answer shown is the model's: the same labels as the API gives for the same payload.
+    const r = await fetch(`${stack.gateway}/api/plugins/brainml/invoke`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${API_KEY}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ capability: 'predict', payload: want }),
+    });
+    const labels = (await r.json()).outputs.label.data;
+    if (!r.ok || labels.length !== 2) throw new Error(`the API answered ${r.status} with labels ${labels}`);
+    await page.getByTestId('pg-response').filter({ hasText: '"label"' }).waitFor();
+    const shown = JSON.parse(await page.getByTestId('pg-response').textContent());
+    if (JSON.stringify(shown.outputs.label.data) !== JSON.stringify(labels)) {
+      throw new Error(`the playground shows labels ${JSON.stringify(shown.outputs?.label?.data)}, the API ${JSON.stringify(labels)}`);
+    }
+    await page.screenshot({ path: path.join(ART, 'playground-brainml.png'), fullPage: true });
+  });
+
   await check('chat: the tiny model streams an answer into the chat view, with its usage, finish reason and timings', async () => {
     const auth = { authorization: `Bearer ${API_KEY}` };
     await waitFor(async () => (await (await fetch(`${stack.gateway}/api/plugins/tiny-chat`, { headers: auth })).json()).status === 'running', 60_000, 'tiny-chat running');

@@ -84,4 +84,54 @@ describe('schema forms', () => {
     expect(buildPayload(fields, back.values)).toEqual({ input: ['one'], model: 'm', encoding_format: 'float', normalize: true });
     expect(formValues(fields, [1])).toBeNull();
   });
+
+  // brainml's predict schema, as the plugin derives it from the iris forest and the CNN.
+  const tensor = (name: string, dtype: string, shape: (number | string)[]) => ({
+    description: `${name}: ${dtype} [${shape.join(', ')}]`,
+    'x-dtype': dtype,
+    'x-shape': shape,
+    oneOf: [{ type: 'object', required: ['shape', 'data'] }, { type: 'array' }],
+  });
+  const predict = {
+    type: 'object',
+    required: ['inputs'],
+    additionalProperties: false,
+    properties: {
+      inputs: {
+        type: 'object',
+        required: ['X'],
+        additionalProperties: false,
+        properties: { X: tensor('X', 'float32', ['N', 4]), mask: tensor('mask', 'int64', [2]) },
+      },
+      outputs: { type: 'array', items: { enum: ['label', 'probabilities'] }, uniqueItems: true },
+    },
+  };
+
+  it("makes each of a model's input tensors a field and sends {shape, data}, the dynamic dimension from the count", () => {
+    const fields = formFields(predict)!;
+    expect(fields.map((f) => [f.name, f.kind, f.required])).toEqual([
+      ['inputs.X', 'tensor', true],
+      ['inputs.mask', 'tensor', false],
+      ['outputs', 'json', false],
+    ]);
+    expect(fields[0]).toMatchObject({ dtype: 'float32', shape: ['N', 4], path: ['inputs', 'X'] });
+    expect(buildPayload(fields, { 'inputs.X': '5.1 3.5 1.4 0.2\n6.7, 3.0, 5.2, 2.3', 'inputs.mask': '[1, 0]' })).toEqual({
+      inputs: { X: { shape: [2, 4], data: [5.1, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3] }, mask: { shape: [2], data: [1, 0] } },
+    });
+    expect(() => buildPayload(fields, { 'inputs.X': '1 2 3' })).toThrow('3 values do not fill [N, 4] (a multiple of 4 needed)');
+    expect(() => buildPayload(fields, { 'inputs.X': '1 2 3 4', 'inputs.mask': '1 0.5' })).toThrow('0.5 is not an integer (int64)');
+    expect(() => buildPayload(fields, { 'inputs.X': '1 2 x 4' })).toThrow('"x" is not a number');
+    expect(() => buildPayload(fields, { 'inputs.mask': '1 0' })).toThrow('inputs.X is required');
+  });
+
+  it('maps a tensor payload back to rows, from {shape, data} or nested arrays', () => {
+    const fields = formFields(predict)!;
+    const flat = formValues(fields, { inputs: { X: { shape: [2, 4], data: [1, 2, 3, 4, 5, 6, 7, 8] } }, outputs: ['label'] })!;
+    expect(flat.values).toEqual({ 'inputs.X': '1 2 3 4\n5 6 7 8', outputs: '["label"]' });
+    expect(flat.unknown).toEqual([]);
+    const nested = formValues(fields, { inputs: { X: [[1, 2, 3, 4]] }, extra: 1 })!;
+    expect(nested.values).toEqual({ 'inputs.X': '1 2 3 4' });
+    expect(nested.unknown).toEqual(['extra']);
+    expect(buildPayload(fields, flat.values)).toEqual({ inputs: { X: { shape: [2, 4], data: [1, 2, 3, 4, 5, 6, 7, 8] } }, outputs: ['label'] });
+  });
 });

@@ -3,7 +3,7 @@
 
 type Obj = Record<string, unknown>;
 
-export type FieldKind = 'string' | 'text' | 'number' | 'integer' | 'boolean' | 'enum' | 'string-list' | 'json';
+export type FieldKind = 'string' | 'text' | 'number' | 'integer' | 'boolean' | 'enum' | 'string-list' | 'json' | 'tensor';
 
 /** One input of a form generated from a JSON schema property. */
 export interface FormField {
@@ -15,6 +15,11 @@ export interface FormField {
   minimum?: number;
   maximum?: number;
   default?: unknown;
+  /** Where the value goes in the payload when not at `name` (a tensor: `['inputs', 'X']`). */
+  path?: string[];
+  /** A tensor's element type and shape (numbers fixed, names dynamic), from `x-dtype`/`x-shape`. */
+  dtype?: string;
+  shape?: (number | string)[];
 }
 
 function asObj(s: unknown): Obj | null {
@@ -75,9 +80,11 @@ export function formFields(schema: unknown): FormField[] | null {
   const props = asObj(root['properties']);
   if (!props || Object.keys(props).length === 0) return null;
   const required = new Set(Array.isArray(root['required']) ? (root['required'] as string[]) : []);
-  return Object.entries(props).map(([name, raw]) => {
+  return Object.entries(props).flatMap(([name, raw]): FormField[] => {
     const s = asObj(raw) ?? {};
-    return {
+    const tensors = tensorFields(name, s);
+    if (tensors) return tensors;
+    return [{
       name,
       kind: fieldKind(s),
       required: required.has(name),
@@ -86,8 +93,83 @@ export function formFields(schema: unknown): FormField[] | null {
       minimum: typeof s['minimum'] === 'number' ? (s['minimum'] as number) : undefined,
       maximum: typeof s['maximum'] === 'number' ? (s['maximum'] as number) : undefined,
       default: s['default'],
-    };
+    }];
   });
+}
+
+/**
+ * An object whose every property declares `x-dtype` and `x-shape` (brainml's named input tensors,
+ * derived from the model): one tensor field per property, its value a list of numbers.
+ */
+function tensorFields(parent: string, schema: Obj): FormField[] | null {
+  const props = asObj(schema['properties']);
+  if (!props || Object.keys(props).length === 0) return null;
+  const entries = Object.entries(props).map(([name, raw]) => [name, asObj(raw) ?? {}] as const);
+  if (!entries.every(([, t]) => typeof t['x-dtype'] === 'string' && Array.isArray(t['x-shape']))) return null;
+  const required = new Set(Array.isArray(schema['required']) ? (schema['required'] as string[]) : []);
+  return entries.map(([name, t]) => ({
+    name: `${parent}.${name}`,
+    kind: 'tensor',
+    required: required.has(name),
+    // The description repeats dtype and shape, which the tensor's own hint shows.
+    path: [parent, name],
+    dtype: t['x-dtype'] as string,
+    shape: t['x-shape'] as (number | string)[],
+  }));
+}
+
+/**
+ * A tensor typed as numbers (spaces, commas, brackets or new lines between them), row-major, as
+ * `{shape, data}`: fixed dimensions from the schema, the one dynamic dimension from the count.
+ */
+function tensorValue(f: FormField, text: string): { shape: number[]; data: (number | boolean)[] } {
+  const tokens = text.split(/[\s,;[\]]+/).filter((t) => t.length > 0);
+  const isBool = f.dtype === 'bool';
+  const isInt = !isBool && !!f.dtype && /int/.test(f.dtype);
+  const data = tokens.map((t) => {
+    if (isBool) {
+      if (t === 'true' || t === '1') return true;
+      if (t === 'false' || t === '0') return false;
+      throw new Error(`${f.name}: "${t}" is not a boolean`);
+    }
+    const n = Number(t);
+    if (!Number.isFinite(n)) throw new Error(`${f.name}: "${t}" is not a number`);
+    if (isInt && !Number.isInteger(n)) throw new Error(`${f.name}: ${t} is not an integer (${f.dtype})`);
+    return n;
+  });
+  const shape = f.shape ?? [data.length];
+  const fixed = shape.reduce<number>((p, d) => (typeof d === 'number' ? p * d : p), 1);
+  const dynamic = shape.filter((d) => typeof d !== 'number').length;
+  if (dynamic > 1) throw new Error(`${f.name} has ${dynamic} dynamic dimensions: give its shape in raw JSON`);
+  const rest = fixed === 0 ? 0 : data.length / fixed;
+  if (dynamic === 0 ? data.length !== fixed : !Number.isInteger(rest) || rest < 1) {
+    throw new Error(`${f.name}: ${data.length} values do not fill [${shape.join(', ')}] (a multiple of ${fixed} needed)`);
+  }
+  return { shape: shape.map((d) => (typeof d === 'number' ? d : rest)), data };
+}
+
+/** The tensor's values as text, one row (the first dimension) per line. */
+function tensorText(f: FormField, v: unknown): string {
+  const o = asObj(v);
+  const flat = (x: unknown): unknown[] => (Array.isArray(x) ? x.flatMap(flat) : [x]);
+  const data = o && Array.isArray(o['data']) ? (o['data'] as unknown[]) : flat(v);
+  const shape = o && Array.isArray(o['shape']) ? (o['shape'] as number[]) : f.shape;
+  const row = (shape ?? []).slice(1).reduce<number>((p, d) => (typeof d === 'number' ? p * d : p), 1);
+  const lines: string[] = [];
+  for (let i = 0; i < data.length; i += Math.max(row, 1)) lines.push(data.slice(i, i + Math.max(row, 1)).map(String).join(' '));
+  return lines.join('\n');
+}
+
+function setAt(out: Record<string, unknown>, path: string[], value: unknown) {
+  let o = out;
+  for (const key of path.slice(0, -1)) o = (asObj(o[key]) ?? (o[key] = {})) as Record<string, unknown>;
+  o[path[path.length - 1]] = value;
+}
+
+function getAt(p: Obj, path: string[]): unknown {
+  let v: unknown = p;
+  for (const key of path) v = asObj(v)?.[key];
+  return v;
 }
 
 /**
@@ -114,6 +196,9 @@ export function buildPayload(fields: FormField[], values: Record<string, unknown
       continue;
     }
     switch (f.kind) {
+      case 'tensor':
+        setAt(out, f.path ?? [f.name], tensorValue(f, text));
+        break;
       case 'integer':
       case 'number': {
         const n = Number(text);
@@ -155,12 +240,15 @@ export function formValues(fields: FormField[], payload: unknown): { values: Rec
   const p = asObj(payload);
   if (!p) return null;
   const values: Record<string, unknown> = {};
-  const byName = new Map(fields.map((f) => [f.name, f]));
-  const unknown = Object.keys(p).filter((k) => !byName.has(k));
+  const known = new Set(fields.map((f) => (f.path ? f.path[0] : f.name)));
+  const unknown = Object.keys(p).filter((k) => !known.has(k));
   for (const f of fields) {
-    const v = p[f.name];
+    const v = f.path ? getAt(p, f.path) : p[f.name];
     if (v === undefined) continue;
     switch (f.kind) {
+      case 'tensor':
+        values[f.name] = tensorText(f, v);
+        break;
       case 'boolean':
         values[f.name] = v === true;
         break;

@@ -130,6 +130,7 @@ interface InvokeResult {
                       <p class="mt-0.5 text-xs text-slate-600">
                         {{ f.description }}
                         @if (f.kind === 'json') { JSON value. }
+                        @if (f.kind === 'tensor') { <span data-testid="tensor-hint">{{ f.dtype }} [{{ f.shape?.join(', ') }}]: the values row-major, one row per line; {{ tensorHint(f) }}</span> }
                       </p>
                     }
                   </div>
@@ -341,6 +342,11 @@ export class PlaygroundPage implements OnInit {
     // The old preview may still be the one a shown result draws on: keep its URL until replaced.
     if (old && old.url !== this.result()?.image) URL.revokeObjectURL(old.url);
     this.image.set({ file, url: URL.createObjectURL(file) });
+  }
+
+  protected tensorHint(f: FormField): string {
+    const dynamic = (f.shape ?? []).find((d) => typeof d !== 'number');
+    return dynamic === undefined ? 'every value is needed.' : `${dynamic} follows from the count.`;
   }
 
   protected nums(xs: number[]): string {
