@@ -171,7 +171,8 @@ async fn the_invoke_timeout_answers_504() {
 }
 
 // On a paused clock the two slow calls hold the slot and the queue place until nothing but
-// their sleeps is left to run: the third call is answered before that, or not at once.
+// their sleeps is left to run. The third call is refused while both are still in (the gauge
+// read after its answer says so): it never waited for a slot.
 #[tokio::test(start_paused = true)]
 async fn admission_is_bounded_and_refuses_at_once() {
     let mut config = config();
@@ -194,21 +195,16 @@ async fn admission_is_bounded_and_refuses_at_once() {
             tokio::task::yield_now().await;
         }
         assert_eq!(seen, 2, "the two slow calls never got in");
-        let started = tokio::time::Instant::now();
         let answer = call(&state, "POST", "/v1/invoke/echo", "{}").await;
-        (answer, started.elapsed(), gauge().await)
+        (answer, gauge().await)
     });
     assert_eq!(a.0, StatusCode::OK);
     assert_eq!(b.0, StatusCode::OK);
-    let ((status, retry, body), waited, still_in) = c;
+    let ((status, retry, body), still_in) = c;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body:#}");
     assert_eq!(body["type"], "https://bkg.rs/problems/overloaded");
     assert_eq!(retry.as_deref(), Some("1"));
     assert_eq!(still_in, 2, "refused while both slow calls were still in");
-    assert!(
-        waited < Duration::from_millis(400),
-        "refusal must not wait for a slot (paused clock moved {waited:?})"
-    );
 }
 
 #[tokio::test]
