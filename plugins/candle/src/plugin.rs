@@ -10,7 +10,8 @@
 //!                      ──▶ swap; the old model drains and stops
 //! ```
 
-use std::sync::{Arc, RwLock};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 
 use bkg_plugin_api::{
@@ -18,6 +19,7 @@ use bkg_plugin_api::{
     async_trait,
 };
 use candle_core::Device;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use crate::batcher::Batcher;
@@ -246,15 +248,19 @@ impl CandlePlugin {
             )));
         }
         let truncate = req.truncate.unwrap_or_else(|| self.read().config.truncate);
-        let encoder = loaded.embedder.encoder();
-        let encoded: Vec<Encoded> = match loaded.embedder.prompt(req.prompt_name.as_deref())? {
-            None => encoder.encode_all(&req.texts, truncate)?,
+        let prefix = loaded
+            .embedder
+            .prompt(req.prompt_name.as_deref())?
+            .map(str::to_owned);
+        let texts = req.texts;
+        let encoded: Vec<Encoded> = tokenized(&loaded, move |encoder| match prefix {
+            None => encoder.encode_all(&texts, truncate),
             Some(prefix) => {
-                let prompted: Vec<String> =
-                    req.texts.iter().map(|t| format!("{prefix}{t}")).collect();
-                encoder.encode_all(&prompted, truncate)?
+                let prompted: Vec<String> = texts.iter().map(|t| format!("{prefix}{t}")).collect();
+                encoder.encode_all(&prompted, truncate)
             }
-        };
+        })
+        .await?;
         let truncated: Vec<bool> = encoded.iter().map(|e| e.truncated).collect();
         let prompt_tokens = encoded.iter().map(Encoded::len).sum();
         let mut vectors = loaded.batcher.embed(encoded, Some(deadline)).await?;
@@ -282,8 +288,8 @@ impl CandlePlugin {
         capability: &str,
         payload: Value,
         ctx: &InvokeContext,
-    ) -> Result<Value, PluginError> {
-        match capability {
+    ) -> Result<Box<RawValue>, PluginError> {
+        let value: Value = match capability {
             schema::INFER => {
                 let req = schema::parse_infer(payload)?;
                 let (loaded, e) = self
@@ -298,7 +304,7 @@ impl CandlePlugin {
                         ctx.deadline,
                     )
                     .await?;
-                Ok(schema::infer_response(loaded.embedder.info(), e))
+                return Ok(schema::infer_response(loaded.embedder.info(), e));
             }
             schema::EMBEDDINGS => {
                 let req = schema::parse_openai(payload)?;
@@ -314,33 +320,35 @@ impl CandlePlugin {
                         ctx.deadline,
                     )
                     .await?;
-                Ok(schema::openai_response(
+                return Ok(schema::openai_response(
                     loaded.embedder.info(),
                     e,
                     req.encoding_format,
-                ))
+                ));
             }
             scoring::RERANK => {
                 let max = self.read().config.max_rerank_texts;
                 let req = scoring::parse_rerank(payload, max)?;
                 let loaded = self.serving(scoring::RERANK)?;
                 let truncate = req.truncate.unwrap_or_else(|| self.read().config.truncate);
-                let encoder = loaded.embedder.encoder();
-                let pairs = req
-                    .texts
-                    .iter()
-                    .enumerate()
-                    .map(|(i, t)| {
-                        encoder
-                            .encode_pair(&req.query, t, truncate)
-                            .map_err(|e| match e {
-                                Error::InvalidInput(m) => {
-                                    Error::InvalidInput(format!("texts[{i}]: {m}"))
-                                }
-                                other => other,
-                            })
-                    })
-                    .collect::<Result<Vec<_>>>()?;
+                let (query, texts) = (req.query.clone(), req.texts.clone());
+                let pairs = tokenized(&loaded, move |encoder| {
+                    texts
+                        .iter()
+                        .enumerate()
+                        .map(|(i, t)| {
+                            encoder
+                                .encode_pair(&query, t, truncate)
+                                .map_err(|e| match e {
+                                    Error::InvalidInput(m) => {
+                                        Error::InvalidInput(format!("texts[{i}]: {m}"))
+                                    }
+                                    other => other,
+                                })
+                        })
+                        .collect::<Result<Vec<_>>>()
+                })
+                .await?;
                 let logits = loaded.batcher.embed(pairs, Some(ctx.deadline)).await?;
                 Ok(scoring::rerank_response(&req, &logits))
             }
@@ -349,14 +357,15 @@ impl CandlePlugin {
                 let req = scoring::parse_classify(payload, max)?;
                 let loaded = self.serving(scoring::CLASSIFY)?;
                 let truncate = req.truncate.unwrap_or_else(|| self.read().config.truncate);
-                let encoded = loaded
-                    .embedder
-                    .encoder()
-                    .encode_all(&req.inputs, truncate)
-                    .map_err(|e| match e {
-                        Error::InvalidInput(m) => Error::InvalidInput(format!("inputs: {m}")),
-                        other => other,
-                    })?;
+                let inputs = req.inputs.clone();
+                let encoded = tokenized(&loaded, move |encoder| {
+                    encoder.encode_all(&inputs, truncate)
+                })
+                .await
+                .map_err(|e| match e {
+                    Error::InvalidInput(m) => Error::InvalidInput(format!("inputs: {m}")),
+                    other => other,
+                })?;
                 let logits = loaded.batcher.embed(encoded, Some(ctx.deadline)).await?;
                 Ok(scoring::classify_response(
                     &req,
@@ -408,8 +417,48 @@ impl CandlePlugin {
                 Ok(json!({"unloaded": name}))
             }
             other => Err(PluginError::UnknownCapability(other.to_owned())),
-        }
+        }?;
+        serde_json::value::to_raw_value(&value)
+            .map_err(|e| PluginError::failed(format!("the answer cannot be encoded: {e}")))
     }
+}
+
+/// Tokenizes on the tokenization threads, off tokio's workers (as TEI's tokenization
+/// workers): while one request's texts are tokenized there, the async workers go on reading
+/// requests and writing answers, and concurrent requests tokenize on all cores at once.
+/// rayon's pool does the scheduling; it is a pool of its own, apart from the global one the
+/// forward pass runs on, sized to the cores this process may use.
+async fn tokenized<T: Send + 'static>(
+    loaded: &Arc<Loaded>,
+    job: impl FnOnce(&crate::tokenize::Encoder) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
+    let pool = POOL.get_or_init(|| {
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("tokenize-{i}"))
+            .build()
+            .inspect_err(
+                |e| tracing::warn!(error = %e, "no tokenization threads; tokenizing in place"),
+            )
+            .ok()
+    });
+    let embedder = Arc::clone(&loaded.embedder);
+    let Some(pool) = pool else {
+        return job(embedder.encoder());
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    pool.spawn(move || {
+        // A panic would abort the process from a rayon thread: it drops `tx` instead, and the
+        // request gets an error.
+        let answer = std::panic::catch_unwind(AssertUnwindSafe(|| job(embedder.encoder())));
+        if let Ok(answer) = answer {
+            let _ = tx.send(answer);
+        }
+    });
+    rx.await
+        .map_err(|_| Error::Inference("tokenization stopped before answering".into()))?
 }
 
 #[async_trait]
@@ -461,6 +510,22 @@ impl Plugin for CandlePlugin {
         payload: Value,
         ctx: InvokeContext,
     ) -> Result<Value, PluginError> {
+        let answer = self.invoke_inner(capability, payload, &ctx).await?;
+        serde_json::from_str(answer.get())
+            .map_err(|e| PluginError::failed(format!("the answer cannot be read back: {e}")))
+    }
+
+    /// Embeddings are answered as JSON text written from typed structs (`schema`), never as
+    /// a [`Value`] tree with a node per float.
+    async fn invoke_raw(
+        &self,
+        capability: &str,
+        payload: &RawValue,
+        ctx: InvokeContext,
+    ) -> Result<Box<RawValue>, PluginError> {
+        let payload: Value = serde_json::from_str(payload.get()).map_err(|e| {
+            PluginError::InvalidInput(format!("the payload is not valid JSON: {e}"))
+        })?;
         self.invoke_inner(capability, payload, &ctx).await
     }
 

@@ -2,7 +2,8 @@
 
 use base64::Engine as _;
 use bkg_plugin_api::{CapabilityDescriptor, Cost, CostUnit};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::config::ModelSource;
@@ -291,15 +292,45 @@ pub struct Embedded {
     pub normalized: bool,
 }
 
-pub fn infer_response(info: &ModelInfo, e: Embedded) -> Value {
-    json!({
-        "model": info.name,
-        "dimensions": e.vectors.first().map_or(info.dimensions, Vec::len),
-        "embeddings": e.vectors,
-        "truncated": e.truncated,
-        "normalized": e.normalized,
-        "usage": {"prompt_tokens": e.prompt_tokens},
+/// Answers are written straight to JSON text from typed structs: each float is formatted
+/// once, as the shortest text that reads back as the same `f32` (`0.1`, not the
+/// `0.10000000149011612` an `f32` widened into a [`Value`] prints), with no [`Value`] node
+/// allocated per number. For 384 dimensions that halves the body and the work per sentence
+/// (docs/BENCHMARKS.md, "CPU-side work per sentence").
+#[derive(Serialize)]
+struct InferAnswer<'a> {
+    model: &'a str,
+    dimensions: usize,
+    embeddings: &'a [Vec<f32>],
+    truncated: &'a [bool],
+    normalized: bool,
+    usage: Usage,
+}
+
+#[derive(Serialize)]
+struct Usage {
+    prompt_tokens: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    total_tokens: Option<usize>,
+}
+
+pub fn infer_response(info: &ModelInfo, e: Embedded) -> Box<RawValue> {
+    raw(&InferAnswer {
+        model: &info.name,
+        dimensions: e.vectors.first().map_or(info.dimensions, Vec::len),
+        embeddings: &e.vectors,
+        truncated: &e.truncated,
+        normalized: e.normalized,
+        usage: Usage {
+            prompt_tokens: e.prompt_tokens,
+            total_tokens: None,
+        },
     })
+}
+
+fn raw(answer: &impl Serialize) -> Box<RawValue> {
+    // Strings, integers, bools and finite or non-finite floats (`null`) always serialize.
+    serde_json::value::to_raw_value(answer).expect("an answer of plain fields serializes")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -349,33 +380,133 @@ fn dimensions(v: Option<&Value>) -> Result<Option<usize>> {
     }
 }
 
-pub fn openai_response(info: &ModelInfo, e: Embedded, format: EncodingFormat) -> Value {
-    let data: Vec<Value> = e
+#[derive(Serialize)]
+struct OpenAiAnswer<'a> {
+    object: &'static str,
+    data: Vec<OpenAiEmbedding<'a>>,
+    model: &'a str,
+    usage: Usage,
+}
+
+#[derive(Serialize)]
+struct OpenAiEmbedding<'a> {
+    object: &'static str,
+    index: usize,
+    embedding: Vector<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Vector<'a> {
+    Float(&'a [f32]),
+    /// Little-endian `f32` bytes, as OpenAI's `encoding_format: "base64"`.
+    Base64(String),
+}
+
+pub fn openai_response(info: &ModelInfo, e: Embedded, format: EncodingFormat) -> Box<RawValue> {
+    let data = e
         .vectors
-        .into_iter()
+        .iter()
         .enumerate()
-        .map(|(index, v)| {
-            let embedding = match format {
-                EncodingFormat::Float => json!(v),
+        .map(|(index, v)| OpenAiEmbedding {
+            object: "embedding",
+            index,
+            embedding: match format {
+                EncodingFormat::Float => Vector::Float(v),
                 EncodingFormat::Base64 => {
                     let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-                    json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+                    Vector::Base64(base64::engine::general_purpose::STANDARD.encode(bytes))
                 }
-            };
-            json!({"object": "embedding", "index": index, "embedding": embedding})
+            },
         })
         .collect();
-    json!({
-        "object": "list",
-        "data": data,
-        "model": info.name,
-        "usage": {"prompt_tokens": e.prompt_tokens, "total_tokens": e.prompt_tokens},
+    raw(&OpenAiAnswer {
+        object: "list",
+        data,
+        model: &info.name,
+        usage: Usage {
+            prompt_tokens: e.prompt_tokens,
+            total_tokens: Some(e.prompt_tokens),
+        },
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn info() -> ModelInfo {
+        ModelInfo {
+            name: "m".into(),
+            architecture: "bert",
+            dimensions: 3,
+            max_seq_length: 8,
+            pooling: crate::pooling::Pooling::Mean,
+            normalize: false,
+            dtype: "f32",
+            device: "cpu".into(),
+            kernels: "candle",
+            capabilities: vec![],
+            labels: vec![],
+            prompts: vec![],
+            default_prompt_name: None,
+        }
+    }
+
+    /// Floats go out as the shortest text that reads back as the same `f32`, in both shapes.
+    #[test]
+    fn answers_write_each_float_once_and_exactly() {
+        let vectors = vec![
+            vec![0.1f32, -0.033468, 1e-7],
+            vec![f32::MIN_POSITIVE, 3.0, -0.0],
+        ];
+        let embedded = || Embedded {
+            vectors: vectors.clone(),
+            truncated: vec![false, true],
+            prompt_tokens: 7,
+            normalized: false,
+        };
+        let infer = infer_response(&info(), embedded());
+        assert!(
+            infer
+                .get()
+                .contains(r#""embeddings":[[0.1,-0.033468,1e-7],[1.1754944e-38,3.0,-0.0]]"#),
+            "{infer}"
+        );
+        let back: Value = serde_json::from_str(infer.get()).expect("json");
+        assert_eq!(back["dimensions"], 3);
+        assert_eq!(back["truncated"], json!([false, true]));
+        assert_eq!(back["usage"], json!({"prompt_tokens": 7}));
+        for (row, v) in vectors.iter().enumerate() {
+            for (i, x) in v.iter().enumerate() {
+                let read = back["embeddings"][row][i].as_f64().expect("number") as f32;
+                assert_eq!(read.to_bits(), x.to_bits(), "[{row}][{i}]");
+            }
+        }
+        let openai = openai_response(&info(), embedded(), EncodingFormat::Float);
+        let back: Value = serde_json::from_str(openai.get()).expect("json");
+        assert_eq!(back["object"], "list");
+        assert_eq!(back["model"], "m");
+        assert_eq!(
+            back["usage"],
+            json!({"prompt_tokens": 7, "total_tokens": 7})
+        );
+        assert_eq!(back["data"][1]["object"], "embedding");
+        assert_eq!(back["data"][1]["index"], 1);
+        assert_eq!(
+            back["data"][0]["embedding"],
+            json!([0.1f64, -0.033468, 1e-7])
+        );
+        let b64 = openai_response(&info(), embedded(), EncodingFormat::Base64);
+        let back: Value = serde_json::from_str(b64.get()).expect("json");
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(back["data"][0]["embedding"].as_str().expect("base64"))
+            .expect("decodes");
+        assert_eq!(
+            bytes,
+            [0.1f32, -0.033468, 1e-7].map(f32::to_le_bytes).concat()
+        );
+    }
 
     #[test]
     fn input_is_a_string_or_list_of_strings() {

@@ -78,9 +78,10 @@ impl Encoder {
     }
 
     fn encode_input(&self, input: tokenizers::EncodeInput<'_>, truncate: bool) -> Result<Encoded> {
+        // `encode_fast` skips the character offsets, which nothing here reads.
         let enc = self
             .tokenizer
-            .encode(input, true)
+            .encode_fast(input, true)
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
         let truncated = !enc.get_overflowing().is_empty();
         if truncated && !truncate {
