@@ -131,6 +131,55 @@ fn every_embedder_matches_transformers_in_f32_on_both_cpu_paths() {
     }
 }
 
+/// transformers has no JinaBERT class: the reference comes from our PyTorch transcription of
+/// jinaai's remote code (`make_tiny_models.py`). candle-transformers' `jina_bert` is another,
+/// independent transcription of the same code (it takes no attention mask, so one unpadded
+/// text at a time): it must agree with the reference and with ours, so a misreading of ALiBi
+/// or of the gated feed-forward would have to be made twice, the same way, to pass.
+#[test]
+fn jina_bert_agrees_with_candle_transformers_transcription() {
+    use candle_core::Module as _;
+    use candle_transformers::models::jina_bert;
+    let name = "jina-bert-embed";
+    let dir = dir(name);
+    let r: EmbedRef = reference(name);
+    let config: jina_bert::Config =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).expect("config"))
+            .expect("candle-transformers reads the config");
+    let device = candle_core::Device::Cpu;
+    let bytes = std::fs::read(dir.join("model.safetensors")).expect("weights");
+    let vb =
+        candle_nn::VarBuilder::from_buffered_safetensors(bytes, candle_core::DType::F32, &device)
+            .expect("weights");
+    let theirs = jina_bert::BertModel::new(vb, &config).expect("candle-transformers loads it");
+    let tokenizer =
+        tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).expect("tokenizer");
+    let ours = Embedder::load(&dir, name.into(), &LoadOptions::default()).unwrap();
+    for (s, want) in r.sentences.iter().zip(&r.embeddings) {
+        let ids = tokenizer
+            .encode(s.as_str(), true)
+            .expect("tokens")
+            .get_ids()
+            .to_vec();
+        let n = ids.len();
+        let input = candle_core::Tensor::from_vec(ids, (1, n), &device).expect("ids");
+        let hidden = theirs.forward(&input).expect("forward");
+        // sentence-transformers' mean pooling and Normalize (the model's modules.json).
+        let mean: Vec<f32> = hidden
+            .mean(1)
+            .and_then(|t| t.squeeze(0))
+            .and_then(|t| t.to_vec1())
+            .expect("pooled");
+        let norm = mean.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let candle_transformers: Vec<f32> = mean.iter().map(|x| x / norm).collect();
+        let vs_reference = cosine(&candle_transformers, want);
+        let vs_ours = cosine(&candle_transformers, &ours.embed(&[s], true).unwrap()[0]);
+        println!("{s:?}: cosine to the reference {vs_reference:.7}, to ours {vs_ours:.7}");
+        assert!(vs_reference >= 0.9999, "{s:?}: {vs_reference}");
+        assert!(vs_ours >= 0.9999, "{s:?}: {vs_ours}");
+    }
+}
+
 #[test]
 fn embedders_stay_close_in_bf16() {
     for name in EMBEDDERS {
