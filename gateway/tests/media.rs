@@ -11,10 +11,7 @@ use std::sync::{Arc, Mutex};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use base64::Engine as _;
-use bkg_core::Plugin;
-use bkg_core::wire::Instance;
-use bkg_gateway::auth::{KeyFile, KeyStore, generate};
-use bkg_gateway::backend::PluginView;
+use bkg_gateway::auth::generate;
 use bkg_gateway::{AppState, Config};
 use serde_json::{Value, json};
 
@@ -38,12 +35,7 @@ async fn runtime() -> (String, Seen) {
             },
         ),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, seen)
+    (common::serve(app).await, seen)
 }
 
 const FACES: &str = r#"
@@ -77,28 +69,10 @@ struct Stand {
 async fn stand() -> Stand {
     let (url, seen) = runtime().await;
     let dir = tempfile::tempdir().expect("dir");
-    let path = dir.path().join("keys.yaml");
     let (admin, a) = generate("admin", &["admin".to_owned()]).expect("key");
     let (echo_only, e) = generate("echo-only", &["invoke:faces/echo".to_owned()]).expect("key");
-    let file = KeyFile { keys: vec![a, e] };
-    std::fs::write(&path, serde_yaml::to_string(&file).expect("yaml")).expect("write");
-    let keys = KeyStore::load(Some(path), None).expect("load");
-    let plugin: Plugin = serde_yaml::from_str(FACES).expect("plugin");
-    let view = PluginView {
-        plugin,
-        generation: 1,
-        manifest_error: None,
-        instances: vec![Instance {
-            name: "faces-0".into(),
-            state: "running".into(),
-            ready: true,
-            endpoint: Some(url),
-            pid: None,
-            restarts: 0,
-            started_at: None,
-            last_error: None,
-        }],
-    };
+    let keys = common::key_store(dir.path(), vec![a, e]);
+    let view = common::view(FACES, &url);
     let config = Config {
         max_body_bytes: 4096,
         ..Config::default()

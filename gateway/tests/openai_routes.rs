@@ -8,10 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use bkg_core::Plugin;
-use bkg_core::wire::Instance;
-use bkg_gateway::auth::{KeyFile, KeyStore, generate};
-use bkg_gateway::backend::PluginView;
+use bkg_gateway::auth::generate;
 use bkg_gateway::{AppState, Config, router};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -60,31 +57,7 @@ async fn runtime() -> (String, Seen) {
             },
         ),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, seen)
-}
-
-fn view(manifest: &str, endpoint: &str) -> PluginView {
-    let plugin: Plugin = serde_yaml::from_str(manifest).expect("plugin");
-    PluginView {
-        plugin,
-        generation: 1,
-        manifest_error: None,
-        instances: vec![Instance {
-            name: "p-0".into(),
-            state: "running".into(),
-            ready: true,
-            endpoint: Some(endpoint.to_owned()),
-            pid: None,
-            restarts: 0,
-            started_at: None,
-            last_error: None,
-        }],
-    }
+    (common::serve(app).await, seen)
 }
 
 /// `embed` offers embeddings (rate limited to a burst of 2 per key) and rerank, under the
@@ -111,13 +84,10 @@ struct Stand {
 async fn stand() -> Stand {
     let (url, seen) = runtime().await;
     let dir = tempfile::tempdir().expect("dir");
-    let path = dir.path().join("keys.yaml");
     let (admin, a) = generate("admin", &["admin".to_owned()]).expect("key");
     let (other_only, o) = generate("other-only", &["invoke:other".to_owned()]).expect("key");
-    let file = KeyFile { keys: vec![a, o] };
-    std::fs::write(&path, serde_yaml::to_string(&file).expect("yaml")).expect("write");
-    let keys = KeyStore::load(Some(path), None).expect("load");
-    let backend = common::Fixed(vec![view(EMBED, &url), view(OTHER, &url)]);
+    let keys = common::key_store(dir.path(), vec![a, o]);
+    let backend = common::Fixed(vec![common::view(EMBED, &url), common::view(OTHER, &url)]);
     let config = Config {
         max_body_bytes: 4096,
         ..Config::default()

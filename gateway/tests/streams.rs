@@ -10,10 +10,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::http::StatusCode;
-use bkg_core::Plugin;
-use bkg_core::wire::Instance;
-use bkg_gateway::auth::{KeyFile, KeyStore, generate};
-use bkg_gateway::backend::PluginView;
+use bkg_gateway::auth::generate;
 use bkg_gateway::{AppState, Config, router};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -55,12 +52,7 @@ async fn runtime(feed: Feed) -> String {
                 )
             }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    url
+    common::serve(app).await
 }
 
 const LLM: &str = concat!(
@@ -81,30 +73,11 @@ async fn stand() -> Stand {
     let feed: Feed = Arc::default();
     let url = runtime(feed.clone()).await;
     let dir = tempfile::tempdir().expect("dir");
-    let path = dir.path().join("keys.yaml");
     let (admin, a) = generate("admin", &["admin".to_owned()]).expect("key");
     let (limited, mut l) = generate("limited", &["invoke:llm".to_owned()]).expect("key");
     l.tokens_per_minute = Some(5);
-    let file = KeyFile { keys: vec![a, l] };
-    std::fs::write(&path, serde_yaml::to_string(&file).expect("yaml")).expect("write");
-    let keys = KeyStore::load(Some(path), None).expect("load");
-    let plugin: Plugin = serde_yaml::from_str(LLM).expect("plugin");
-    let view = PluginView {
-        plugin,
-        generation: 1,
-        manifest_error: None,
-        instances: vec![Instance {
-            name: "llm-0".into(),
-            state: "running".into(),
-            ready: true,
-            endpoint: Some(url),
-            pid: None,
-            restarts: 0,
-            started_at: None,
-            last_error: None,
-        }],
-    };
-    let backend = common::Fixed(vec![view]);
+    let keys = common::key_store(dir.path(), vec![a, l]);
+    let backend = common::Fixed(vec![common::view(LLM, &url)]);
     Stand {
         state: AppState::new(Config::default(), Arc::new(backend), Arc::new(keys)),
         admin,

@@ -1,12 +1,15 @@
-//! What the gateway's integration tests share: a backend with fixed plugins and one way to
-//! send a request through the router and read the answer.
+//! What the gateway's integration tests share: a backend with fixed plugins, runtime
+//! stand-ins served on loopback, key files, and one way to send a request through the router
+//! and read the answer.
 //!
 //! Each test binary uses a part of it, so unused items are expected here.
 #![allow(dead_code)]
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Request, StatusCode};
-use bkg_core::wire::LogLine;
+use bkg_core::Plugin;
+use bkg_core::wire::{Instance, LogLine};
+use bkg_gateway::auth::{KeyEntry, KeyFile, KeyStore};
 use bkg_gateway::backend::{Backend, BackendError, PluginView};
 use bkg_gateway::{AppState, router};
 use http_body_util::BodyExt;
@@ -42,6 +45,47 @@ impl Backend for Fixed {
     async fn logs(&self, _: &str, _: usize) -> Result<Vec<LogLine>, BackendError> {
         Ok(Vec::new())
     }
+}
+
+/// Serves `app` (a runtime stand-in) on a loopback port for the rest of the test; its URL.
+pub async fn serve(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+/// The plugin of `manifest` with one ready instance at `endpoint`.
+pub fn view(manifest: &str, endpoint: &str) -> PluginView {
+    let plugin: Plugin = serde_yaml::from_str(manifest).expect("plugin");
+    PluginView {
+        instances: vec![Instance {
+            name: format!("{}-0", plugin.id()),
+            state: "running".into(),
+            ready: true,
+            endpoint: Some(endpoint.to_owned()),
+            pid: None,
+            restarts: 0,
+            started_at: None,
+            last_error: None,
+        }],
+        plugin,
+        generation: 1,
+        manifest_error: None,
+    }
+}
+
+/// A key file in `dir` holding `keys`, loaded.
+pub fn key_store(dir: &std::path::Path, keys: Vec<KeyEntry>) -> KeyStore {
+    let path = dir.join("keys.yaml");
+    std::fs::write(
+        &path,
+        serde_yaml::to_string(&KeyFile { keys }).expect("yaml"),
+    )
+    .expect("write");
+    KeyStore::load(Some(path), None).expect("load")
 }
 
 /// A JSON request with a bearer key (none when `key` is empty).
