@@ -27,8 +27,12 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::layers::{Linear, Weights};
 
-/// The `model_type`s this decoder runs.
+/// The `model_type`s this decoder generates with.
 pub const MODEL_TYPES: &[&str] = &["llama", "qwen2", "qwen3"];
+
+/// The `model_type`s it embeds with ([`crate::models::causal`]): Mistral too, whose sliding
+/// window the attention mask applies.
+pub const EMBEDDING_MODEL_TYPES: &[&str] = &["llama", "qwen2", "qwen3", "mistral"];
 
 /// Llama 3's RoPE frequency scaling (`rope_scaling.rope_type == "llama3"`).
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -60,15 +64,27 @@ pub struct Config {
     pub qk_norm: bool,
     pub tie_word_embeddings: bool,
     pub max_positions: usize,
+    /// Mistral's sliding window: query position p sees keys p − window < t ≤ p.
+    pub window: Option<usize>,
 }
 
 impl Config {
-    /// Reads a Hugging Face `config.json` of a supported `model_type`; the error names the field.
+    /// Reads a Hugging Face `config.json` of a `model_type` it generates with; the error
+    /// names the field.
     pub fn from_json(c: &Value) -> std::result::Result<Self, String> {
+        Self::read(c, MODEL_TYPES)
+    }
+
+    /// Reads the `config.json` of a decoder embedder (`EMBEDDING_MODEL_TYPES`).
+    pub fn for_embeddings(c: &Value) -> std::result::Result<Self, String> {
+        Self::read(c, EMBEDDING_MODEL_TYPES)
+    }
+
+    fn read(c: &Value, model_types: &[&str]) -> std::result::Result<Self, String> {
         let model_type = c.get("model_type").and_then(Value::as_str).unwrap_or("");
-        if !MODEL_TYPES.contains(&model_type) {
+        if !model_types.contains(&model_type) {
             return Err(format!(
-                "model_type {model_type:?} is not one of {MODEL_TYPES:?}"
+                "model_type {model_type:?} is not one of {model_types:?}"
             ));
         }
         let num = |k: &str| -> std::result::Result<usize, String> {
@@ -148,6 +164,11 @@ impl Config {
             qk_norm: model_type == "qwen3",
             tie_word_embeddings: flag("tie_word_embeddings").unwrap_or(false),
             max_positions,
+            // Mistral applies `sliding_window` whenever it is set (a number).
+            window: (model_type == "mistral")
+                .then(|| num("sliding_window").ok())
+                .flatten()
+                .filter(|w| *w > 0),
         })
     }
 
@@ -215,7 +236,8 @@ pub struct Decoder {
     embed: Tensor,
     layers: Vec<Layer>,
     norm: RmsNorm,
-    lm_head: Linear,
+    /// None when loaded to embed ([`Decoder::load_without_head`]).
+    lm_head: Option<Linear>,
     /// `[max_positions, head_dim / 2]`.
     cos: Tensor,
     sin: Tensor,
@@ -228,6 +250,17 @@ const KV_CHUNK: usize = 128;
 
 impl Decoder {
     pub fn load(cfg: Config, mut w: Weights) -> Result<Self> {
+        Self::load_inner(cfg, &mut w, true)
+    }
+
+    /// The network without its output layer, for [`Decoder::hidden_states`] (embedding
+    /// checkpoints such as Qwen3-Embedding carry none, and a tied one would be a second copy
+    /// of the embedding table).
+    pub fn load_without_head(cfg: Config, w: &mut Weights) -> Result<Self> {
+        Self::load_inner(cfg, w, false)
+    }
+
+    fn load_inner(cfg: Config, w: &mut Weights, with_head: bool) -> Result<Self> {
         w.detect_prefix("embed_tokens.weight", &["model.", ""]);
         let (h, d) = (cfg.hidden_size, cfg.head_dim);
         let (q_out, kv_out) = (cfg.heads * d, cfg.kv_heads * d);
@@ -299,11 +332,20 @@ impl Decoder {
         }
         let embed = w.get("embed_tokens.weight", &[cfg.vocab_size, h])?;
         // Small models tie the output layer to the embedding (and may not say so).
-        let head_weight = match cfg.tie_word_embeddings || !w.contains_exact("lm_head.weight") {
-            true => embed.clone(),
-            false => w.get_exact("lm_head.weight", &[cfg.vocab_size, h])?,
+        let lm_head = match with_head {
+            false => None,
+            true => {
+                let head_weight =
+                    match cfg.tie_word_embeddings || !w.contains_exact("lm_head.weight") {
+                        true => embed.clone(),
+                        false => w.get_exact("lm_head.weight", &[cfg.vocab_size, h])?,
+                    };
+                Some(Linear::fuse(
+                    &[(head_weight, zeros(cfg.vocab_size)?)],
+                    packing,
+                )?)
+            }
         };
-        let lm_head = Linear::fuse(&[(head_weight, zeros(cfg.vocab_size)?)], packing)?;
         let inv_freq = cfg.inv_freq();
         let half = inv_freq.len();
         let inv_freq = Tensor::from_vec(inv_freq, (1, half), &device)?;
@@ -341,6 +383,34 @@ impl Decoder {
     /// token picked last), all in one pass; returns the next token's logits of each,
     /// `[conversations, vocab]` in f32.
     pub fn forward(&self, caches: &mut [&mut Cache], tokens: &[&[u32]]) -> Result<Tensor> {
+        let Some(lm_head) = &self.lm_head else {
+            return Err(Error::Inference(
+                "this decoder was loaded without its output layer".into(),
+            ));
+        };
+        let (xs, spans) = self.layers_forward(caches, tokens)?;
+        // Only the last row of each conversation picks a token.
+        let last: Vec<u32> = spans.iter().map(|(s, n)| (s + n - 1) as u32).collect();
+        let last = Tensor::from_vec(last, spans.len(), &self.device)?;
+        let xs = self.norm.forward(&xs.index_select(&last, 0)?)?;
+        Ok(lm_head.forward(&xs)?.to_dtype(DType::F32)?)
+    }
+
+    /// The final hidden state (after the last norm) of every token of every sequence, packed:
+    /// `[total tokens, hidden]`, each sequence run from position 0 with causal attention.
+    pub fn hidden_states(&self, tokens: &[&[u32]]) -> Result<Tensor> {
+        let mut caches: Vec<Cache> = tokens.iter().map(|_| self.cache()).collect();
+        let mut caches: Vec<&mut Cache> = caches.iter_mut().collect();
+        let (xs, _) = self.layers_forward(&mut caches, tokens)?;
+        Ok(self.norm.forward(&xs)?)
+    }
+
+    /// Every layer over the packed rows; the rows and each conversation's (start, len).
+    fn layers_forward(
+        &self,
+        caches: &mut [&mut Cache],
+        tokens: &[&[u32]],
+    ) -> Result<(Tensor, Vec<(usize, usize)>)> {
         if caches.len() != tokens.len() || tokens.iter().any(|t| t.is_empty()) {
             return Err(Error::InvalidInput(
                 "every conversation in a step needs at least one token".into(),
@@ -385,11 +455,7 @@ impl Decoder {
                 (candle_nn::ops::silu(&gate_up.narrow(1, 0, n)?)? * gate_up.narrow(1, n, n)?)?;
             xs = (xs + layer.down.forward(&act)?)?;
         }
-        // Only the last row of each conversation picks a token.
-        let last: Vec<u32> = spans.iter().map(|(s, n)| (s + n - 1) as u32).collect();
-        let last = Tensor::from_vec(last, spans.len(), &self.device)?;
-        let xs = self.norm.forward(&xs.index_select(&last, 0)?)?;
-        Ok(self.lm_head.forward(&xs)?.to_dtype(DType::F32)?)
+        Ok((xs, spans))
     }
 
     /// Self-attention of every conversation over its own cache; `xs`: the normed rows.
@@ -447,12 +513,15 @@ impl Decoder {
             let (keys, values) = (keys.squeeze(0)?, values.squeeze(0)?);
             let total = keys.dim(1)?;
             let mut scores = (q.matmul(&keys.t()?)? * scale)?;
-            if n > 1 {
-                // Causal: query row j (at position total - n + j) sees keys up to it.
+            let window = self.cfg.window.filter(|w| *w < total);
+            if n > 1 || window.is_some() {
+                // Causal: query row j (at position p = total - n + j) sees keys up to it, and
+                // within a sliding window only those after p − window.
                 let mask: Vec<f32> = (0..n)
                     .flat_map(|j| {
+                        let p = total - n + j;
                         (0..total).map(move |t| {
-                            if t > total - n + j {
+                            if t > p || window.is_some_and(|w| t + w <= p) {
                                 f32::NEG_INFINITY
                             } else {
                                 0.0

@@ -19,6 +19,7 @@
 //! them once, and pooling and heads downstream never know the difference.
 
 mod bert;
+mod causal;
 pub(crate) mod decoder;
 mod gte;
 mod head;
@@ -127,10 +128,14 @@ pub enum Architecture {
     /// gte and nomic_bert.
     Rope(Box<rope_encoder::Config>),
     ModernBert(Box<modernbert::Config>, ModernBertHead),
-    Qwen2(Box<qwen2::Config>),
-    Qwen3(Box<qwen3::Config>),
-    Mistral(Box<qwen2::Config>),
+    /// Decoders: candle-transformers' config, and ours for the packed decoder on CPUs with
+    /// our kernels (none when it cannot run this config).
+    Qwen2(Box<qwen2::Config>, Option<Box<DecoderConfig>>),
+    Qwen3(Box<qwen3::Config>, Option<Box<DecoderConfig>>),
+    Mistral(Box<qwen2::Config>, Option<Box<DecoderConfig>>),
 }
+
+type DecoderConfig = crate::generate::decoder::Config;
 
 impl Architecture {
     /// Whether a `*ForSequenceClassification` checkpoint of this family loads (its head is in
@@ -254,12 +259,23 @@ impl ModelConfig {
                 let head = modernbert::head_config(&value);
                 Architecture::ModernBert(Box::new(modernbert::config(value).map_err(bad)?), head)
             }
-            "qwen2" => Architecture::Qwen2(Box::new(qwen2::config(value).map_err(bad)?)),
-            "qwen3" => Architecture::Qwen3(Box::new(qwen3::config(value).map_err(bad)?)),
-            "mistral" => Architecture::Mistral(Box::new(
-                mistral::config(value)
-                    .map_err(|e| Error::Config(format!("config.json ({model_type}): {e}")))?,
-            )),
+            "qwen2" | "qwen3" | "mistral" => {
+                let packed = DecoderConfig::for_embeddings(&value).ok().map(Box::new);
+                match model_type.as_str() {
+                    "qwen2" => {
+                        Architecture::Qwen2(Box::new(qwen2::config(value).map_err(bad)?), packed)
+                    }
+                    "qwen3" => {
+                        Architecture::Qwen3(Box::new(qwen3::config(value).map_err(bad)?), packed)
+                    }
+                    _ => Architecture::Mistral(
+                        Box::new(mistral::config(value).map_err(|e| {
+                            Error::Config(format!("config.json ({model_type}): {e}"))
+                        })?),
+                        packed,
+                    ),
+                }
+            }
             _ => return Err(Error::UnsupportedArchitecture(model_type)),
         };
         if task != Task::Embed && !arch.has_classifier_head() {
@@ -279,9 +295,9 @@ impl ModelConfig {
             Architecture::JinaBert(_) => "jina-bert",
             Architecture::Rope(ref c) => c.architecture,
             Architecture::ModernBert(..) => "modernbert",
-            Architecture::Qwen2(_) => "qwen2",
-            Architecture::Qwen3(_) => "qwen3",
-            Architecture::Mistral(_) => "mistral",
+            Architecture::Qwen2(..) => "qwen2",
+            Architecture::Qwen3(..) => "qwen3",
+            Architecture::Mistral(..) => "mistral",
         }
     }
 
@@ -289,7 +305,7 @@ impl ModelConfig {
     /// their last token, encoders are averaged.
     pub fn default_pooling(&self) -> Pooling {
         match self.arch {
-            Architecture::Qwen2(_) | Architecture::Qwen3(_) | Architecture::Mistral(_) => {
+            Architecture::Qwen2(..) | Architecture::Qwen3(..) | Architecture::Mistral(..) => {
                 Pooling::LastToken
             }
             _ => Pooling::Mean,
@@ -309,9 +325,16 @@ impl ModelConfig {
             Architecture::ModernBert(c, _) => {
                 Box::new(modernbert::ModernBert::load(c, weights, device)?)
             }
-            Architecture::Qwen2(c) => Box::new(qwen2::Qwen2::load(c, weights, device, dtype)?),
-            Architecture::Qwen3(c) => Box::new(qwen3::Qwen3::load(c, weights, device, dtype)?),
-            Architecture::Mistral(c) => Box::new(mistral::load(c, weights, device, dtype)?),
+            Architecture::Qwen2(_, Some(c))
+            | Architecture::Qwen3(_, Some(c))
+            | Architecture::Mistral(_, Some(c))
+                if weights.packing() != crate::layers::Packing::None =>
+            {
+                Box::new(causal::PackedDecoder::load(c, weights, self.model_type())?)
+            }
+            Architecture::Qwen2(c, _) => Box::new(qwen2::Qwen2::load(c, weights, device, dtype)?),
+            Architecture::Qwen3(c, _) => Box::new(qwen3::Qwen3::load(c, weights, device, dtype)?),
+            Architecture::Mistral(c, _) => Box::new(mistral::load(c, weights, device, dtype)?),
         };
         let head = match (&self.task, &self.arch) {
             (Task::Embed, _) => None,
