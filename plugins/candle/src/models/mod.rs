@@ -9,8 +9,10 @@
 //!                    ├─ gte          ─▶ rope_encoder::RopeEncoder (ours, packed, rotary, GLU)
 //!                    ├─ nomic_bert   ─▶ rope_encoder::RopeEncoder, no biases, SiLU
 //!                    ├─ modernbert   ─▶ candle-transformers, through padded::Padded (+ mask)
-//!                    ├─ qwen2/qwen3  ─▶ candle-transformers, through padded::Padded
-//!                    ├─ mistral      ─▶ candle-transformers' qwen2 network, zero Q/K/V biases
+//!                    ├─ qwen2/qwen3/ ─▶ causal::PackedDecoder (ours, the generation decoder:
+//!                    │  mistral          packed, AVX-512) on CPUs with our kernels; elsewhere
+//!                    │                   candle-transformers through padded::Padded (mistral:
+//!                    │                   its qwen2 network with zero Q/K/V biases)
 //!                    └─ task: Embed, or Classify{labels} ─▶ head::ClassifierHead on [CLS]
 //! ```
 //!
