@@ -1,6 +1,7 @@
 //! The plugin's errors and how they map onto the protocol's.
 
 use bkg_plugin_api::PluginError;
+use bkg_plugin_api::worker_pool;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -32,6 +33,19 @@ impl Error {
     /// An invalid field, named first (as a JSON pointer into the payload) so callers see which.
     pub fn field(pointer: &str, message: impl std::fmt::Display) -> Self {
         Self::InvalidInput(format!("`{pointer}`: {message}"))
+    }
+}
+
+impl From<worker_pool::Error> for Error {
+    fn from(e: worker_pool::Error) -> Self {
+        match e {
+            worker_pool::Error::Full => Self::QueueFull,
+            worker_pool::Error::Stopped => Self::Unloaded,
+            worker_pool::Error::Panicked => {
+                Self::Inference("the model panicked on this input".into())
+            }
+            worker_pool::Error::Expired => Self::Inference(e.to_string()),
+        }
     }
 }
 
