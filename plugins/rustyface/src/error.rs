@@ -1,6 +1,7 @@
 //! The plugin's errors and how they map onto the protocol's.
 
 use bkg_plugin_api::PluginError;
+use bkg_plugin_api::worker_pool;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -10,7 +11,7 @@ pub enum Error {
     /// Every place in the queue is taken (429).
     #[error("the detection queue is full")]
     QueueFull,
-    /// The detection thread is gone (503).
+    /// The detection threads are gone (503).
     #[error("the detector is not running")]
     Unloaded,
     /// Detection itself failed (500).
@@ -24,6 +25,19 @@ impl Error {
     /// An invalid field, named first so callers see which one.
     pub fn field(field: &str, message: impl std::fmt::Display) -> Self {
         Self::InvalidInput(format!("`{field}`: {message}"))
+    }
+}
+
+impl From<worker_pool::Error> for Error {
+    fn from(e: worker_pool::Error) -> Self {
+        match e {
+            worker_pool::Error::Full => Self::QueueFull,
+            worker_pool::Error::Stopped => Self::Unloaded,
+            worker_pool::Error::Panicked => {
+                Self::Inference("the detector panicked on this image".into())
+            }
+            worker_pool::Error::Expired => Self::Inference(e.to_string()),
+        }
     }
 }
 
