@@ -31,22 +31,35 @@ use std::time::Instant;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
-/// Why a job got no answer from its work. A plugin maps each onto its own error (its queue-full
-/// error is the protocol's `Overloaded`, a 429).
+/// Why a job got no answer from its work. Each is one of the protocol's errors
+/// (`From<Error> for PluginError`): a full queue is `Overloaded` (429), stopped workers
+/// `NotReady` (503), an expired or panicked job `Failed` (500).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     /// Every place in the queue is taken; refused without waiting.
     #[error("the queue is full")]
     Full,
     /// The workers are gone (the pool was dropped, or no worker thread runs).
-    #[error("the workers are not running")]
+    #[error("the worker threads are not running")]
     Stopped,
     /// The job's deadline passed before a worker took it, so it was not run.
     #[error("the deadline passed before a worker was free")]
     Expired,
     /// The work panicked; the worker caught it and serves the next job.
-    #[error("the work panicked")]
+    #[error("the work panicked on this input")]
     Panicked,
+}
+
+impl From<Error> for crate::PluginError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Full => Self::Overloaded {
+                retry_after_secs: 1,
+            },
+            Error::Stopped => Self::NotReady(e.to_string()),
+            Error::Expired | Error::Panicked => Self::failed(e.to_string()),
+        }
+    }
 }
 
 struct Job<J, R> {

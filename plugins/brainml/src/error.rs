@@ -16,12 +16,10 @@ pub enum Error {
     /// The model could not be fetched (a start error that may pass: the Hub, the network).
     #[error("{0}")]
     Fetch(String),
-    /// Every place in the queue is taken (429).
-    #[error("the inference queue is full")]
-    QueueFull,
-    /// The inference threads are gone (503).
-    #[error("the model is not running")]
-    Unloaded,
+    /// The worker pool refused or lost the request: full (429), stopped (503), expired or
+    /// panicked (500).
+    #[error(transparent)]
+    Pool(#[from] worker_pool::Error),
     /// Inference itself failed (500).
     #[error("inference failed: {0}")]
     Inference(String),
@@ -36,28 +34,12 @@ impl Error {
     }
 }
 
-impl From<worker_pool::Error> for Error {
-    fn from(e: worker_pool::Error) -> Self {
-        match e {
-            worker_pool::Error::Full => Self::QueueFull,
-            worker_pool::Error::Stopped => Self::Unloaded,
-            worker_pool::Error::Panicked => {
-                Self::Inference("the model panicked on this input".into())
-            }
-            worker_pool::Error::Expired => Self::Inference(e.to_string()),
-        }
-    }
-}
-
 impl From<Error> for PluginError {
     fn from(e: Error) -> Self {
         match e {
             Error::InvalidInput(m) => PluginError::InvalidInput(m),
             Error::Model(m) => PluginError::Config(m),
-            Error::QueueFull => PluginError::Overloaded {
-                retry_after_secs: 1,
-            },
-            Error::Unloaded => PluginError::NotReady(e.to_string()),
+            Error::Pool(e) => e.into(),
             Error::Fetch(_) | Error::Inference(_) => PluginError::failed(e.to_string()),
         }
     }

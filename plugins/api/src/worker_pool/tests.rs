@@ -161,3 +161,22 @@ async fn a_dropped_pool_answers_queued_jobs_then_stops() {
     assert_eq!(within("job 1", first.answer()).await, Ok(10));
     assert_eq!(within("job 2", queued.answer()).await, Ok(20));
 }
+
+#[test]
+fn each_refusal_is_the_protocols_error() {
+    use crate::PluginError;
+    assert!(matches!(
+        PluginError::from(Error::Full),
+        PluginError::Overloaded {
+            retry_after_secs: 1
+        }
+    ));
+    assert!(matches!(
+        PluginError::from(Error::Stopped),
+        PluginError::NotReady(_)
+    ));
+    for e in [Error::Expired, Error::Panicked] {
+        assert_eq!(PluginError::from(e.clone()).to_string(), e.to_string());
+        assert_eq!(PluginError::from(e).category(), "failed");
+    }
+}
