@@ -365,6 +365,22 @@ impl Plugin for RustyFace {
         }
         Ok(out)
     }
+
+    fn details(&self) -> Map<String, Value> {
+        let mut details = Map::new();
+        if let Some(s) = self.started.get() {
+            details.insert("workers".into(), json!(s.queue.workers()));
+        }
+        details
+    }
+
+    fn telemetry(&self) -> Map<String, Value> {
+        let mut t = Map::new();
+        if let Some(s) = self.started.get() {
+            t.insert("queue_depth".into(), json!(s.queue.depth()));
+        }
+        t
+    }
 }
 
 #[cfg(test)]

@@ -302,6 +302,8 @@ async fn detects_on_the_configured_workers() {
             (json!(160), json!([]))
         );
     }
+    assert_eq!(plugin.details()["workers"], json!(2));
+    assert_eq!(plugin.telemetry()["queue_depth"], json!(0));
 }
 
 #[test]
