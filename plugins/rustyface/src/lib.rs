@@ -16,6 +16,7 @@
 //! `queue_capacity` images are accepted and not yet answered (the rest are a 429 at once, never
 //! a backlog), on `workers` threads (by default one per CPU the process may use). rustface's
 //! detector is not `Sync`, so each thread keeps its own copy of the model.
+//!
 //! Everything a caller can get wrong (not an image, truncated, too many pixels, parameters
 //! rustface would panic on) is a 422 naming the field.
 
