@@ -241,9 +241,16 @@ mod tests {
             fields("echo", json!({"startupDelayMs": -1}))[0].0,
             "spec.config.startupDelayMs"
         );
-        // rustyface: its samples pass; a minimum face smaller than rustface allows, an unknown
-        // key and a pyramid factor of 1 are refused before any process starts.
+        // rustyface: its samples pass, with a worker count or the default (null); a minimum face
+        // smaller than rustface allows, an unknown key, a pyramid factor of 1 and zero workers
+        // are refused before any process starts.
         assert!(fields("rustyface", json!({"min_face_size": 40, "score_threshold": 2.0, "max_pixels": 12000000, "queue_capacity": 16})).is_empty());
+        assert!(fields("rustyface", json!({"workers": 4})).is_empty());
+        assert!(fields("rustyface", json!({"workers": null})).is_empty());
+        assert_eq!(
+            fields("rustyface", json!({"workers": 0}))[0].0,
+            "spec.config.workers"
+        );
         assert_eq!(
             fields("rustyface", json!({"min_face_size": 10}))[0].0,
             "spec.config.min_face_size"

@@ -6,9 +6,12 @@
 //!
 //! A plugin crate depends on this crate only: never on the runtime, axum or kube. The runtime
 //! owns HTTP, timeouts, concurrency limits, metrics exposition and logs; a plugin owns its
-//! capabilities and their work.
+//! capabilities and their work. [`worker_pool`] is the one piece of work most plugins share:
+//! blocking inference on their own threads behind a bounded queue.
 
 #![forbid(unsafe_code)]
+
+pub mod worker_pool;
 
 use std::time::Instant;
 

@@ -1,6 +1,7 @@
 //! The plugin's errors and how they map onto the protocol's.
 
 use bkg_plugin_api::PluginError;
+use bkg_plugin_api::worker_pool;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -15,12 +16,10 @@ pub enum Error {
     /// The model could not be fetched (a start error that may pass: the Hub, the network).
     #[error("{0}")]
     Fetch(String),
-    /// Every place in the queue is taken (429).
-    #[error("the inference queue is full")]
-    QueueFull,
-    /// The inference threads are gone (503).
-    #[error("the model is not running")]
-    Unloaded,
+    /// The worker pool refused or lost the request: full (429), stopped (503), expired or
+    /// panicked (500).
+    #[error(transparent)]
+    Pool(#[from] worker_pool::Error),
     /// Inference itself failed (500).
     #[error("inference failed: {0}")]
     Inference(String),
@@ -40,10 +39,7 @@ impl From<Error> for PluginError {
         match e {
             Error::InvalidInput(m) => PluginError::InvalidInput(m),
             Error::Model(m) => PluginError::Config(m),
-            Error::QueueFull => PluginError::Overloaded {
-                retry_after_secs: 1,
-            },
-            Error::Unloaded => PluginError::NotReady(e.to_string()),
+            Error::Pool(e) => e.into(),
             Error::Fetch(_) | Error::Inference(_) => PluginError::failed(e.to_string()),
         }
     }

@@ -9,9 +9,14 @@
 //!  start: model.path / Hub file ──▶ bytes ──▶ Model::load (checks, tract optimize) ──▶ Signature
 //!                                                                  │
 //!            capabilities(): predict's input/output schemas ◀──────┤
-//!  invoke: payload ──tensor::parse_input (422 naming /inputs/X)──▶ Queue (429 when full)
-//!                                             ──▶ worker threads: plan.run ──▶ outputs JSON
+//!  invoke: payload ──tensor::parse_input (422 naming /inputs/X)──▶ WorkerPool (429 when full)
+//!                                             ──▶ `workers` threads: plan.run ──▶ outputs JSON
 //! ```
+//!
+//! Inference runs on the plugin API's [`WorkerPool`]: at most `queue_capacity` requests are
+//! accepted and not yet answered (the rest are a 429 at once), on `workers` OS threads, never
+//! on tokio's. The plan is shared: tract's `SimplePlan::run` takes `&self` and keeps each run's
+//! state on the calling thread.
 //!
 //! The schemas `predict` reports are derived from the model's signature once it is loaded, so
 //! the runtime reads the capabilities again after `start` and the gateway validates payloads
@@ -21,7 +26,6 @@
 
 mod error;
 mod model;
-mod queue;
 mod schema;
 pub mod signature;
 mod source;
@@ -30,10 +34,12 @@ mod tensor;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
+use bkg_plugin_api::worker_pool::WorkerPool;
 use bkg_plugin_api::{
     CapabilityDescriptor, InvokeContext, Plugin, PluginError, StartContext, async_trait,
 };
 use serde_json::{Map, Value, json};
+use tract_onnx::prelude::Tensor;
 
 pub use error::Error;
 pub use model::Model;
@@ -118,9 +124,12 @@ pub fn predict_descriptor(signature: Option<&signature::Signature>) -> Capabilit
     }
 }
 
+/// The inference queue: input tensors in, the model's outputs (or its error) out.
+type Queue = WorkerPool<Vec<Tensor>, Result<Vec<Tensor>, Error>>;
+
 struct Started {
     model: Arc<Model>,
-    queue: queue::Queue,
+    queue: Queue,
     source: String,
 }
 
@@ -132,10 +141,7 @@ struct Brainml {
 impl Brainml {
     /// Checks the payload against the signature and builds the input tensors (in the model's
     /// order) and the indices of the outputs asked for.
-    fn prepare(
-        model: &Model,
-        payload: &Value,
-    ) -> Result<(Vec<tract_onnx::prelude::Tensor>, Vec<usize>), Error> {
+    fn prepare(model: &Model, payload: &Value) -> Result<(Vec<Tensor>, Vec<usize>), Error> {
         let Value::Object(payload) = payload else {
             return Err(Error::field(
                 "/",
@@ -258,8 +264,11 @@ impl Plugin for Brainml {
         .map_err(|e| PluginError::failed(format!("the model loader stopped: {e}")))?
         .map_err(PluginError::from)?;
         let model = Arc::new(model);
-        let queue = queue::Queue::spawn(Arc::clone(&model), config.workers, config.queue_capacity)
-            .map_err(PluginError::from)?;
+        let queue = WorkerPool::spawn("bkg-brainml", config.workers, config.queue_capacity, |_| {
+            let model = Arc::clone(&model);
+            move |inputs| model.run(inputs)
+        })
+        .map_err(|e| Error::Inference(format!("cannot start an inference thread: {e}")))?;
         tracing::info!(
             plugin_id = %ctx.plugin_id,
             model = %path.display(),
@@ -291,7 +300,11 @@ impl Plugin for Brainml {
             .get()
             .ok_or_else(|| PluginError::NotReady("no model is loaded".into()))?;
         let (inputs, wanted) = Self::prepare(&started.model, &payload)?;
-        let outputs = started.queue.run(inputs, Some(ctx.deadline)).await?;
+        let outputs = started
+            .queue
+            .run(inputs, Some(ctx.deadline))
+            .await
+            .map_err(Error::from)??;
         let mut answer = Map::new();
         for ix in wanted {
             let (Some(spec), Some(tensor)) =

@@ -361,17 +361,25 @@ fn relative_paths_resolve_against_the_model_root() {
     );
 }
 
+/// The pool's behaviour is `bkg_plugin_api::worker_pool`'s to test; here, that the plugin runs
+/// on it with the configured workers.
 #[tokio::test]
-async fn a_full_queue_refuses_at_the_door() {
-    let bytes = std::fs::read(testdata("iris_forest.onnx")).expect("model");
-    let model = Arc::new(Model::load(&bytes, "iris").expect("load"));
-    let queue = queue::Queue::spawn(model, 1, 0).expect("spawn");
-    let err = queue.run(Vec::new(), None).await.expect_err("full");
-    assert!(matches!(err, Error::QueueFull));
-    assert!(matches!(
-        PluginError::from(err),
-        PluginError::Overloaded { .. }
-    ));
+async fn predicts_on_the_configured_workers() {
+    let reference = reference("iris_forest");
+    let plugin = start(json!({
+        "model": {"path": testdata("iris_forest.onnx")},
+        "workers": 3,
+        "queue_capacity": 3,
+    }))
+    .await
+    .expect("start");
+    // Three calls in the queue at once: its capacity, all answered.
+    let call = || plugin.invoke(PREDICT, payload(&reference), ctx());
+    let (a, b, c) = tokio::join!(call(), call(), call());
+    for answer in [a, b, c] {
+        assert_matches(&answer.expect("predict"), &reference);
+    }
+    assert_eq!(plugin.telemetry()["queue_depth"], json!(0));
 }
 
 /// The committed schema (read by the operator and `bkg up`) is this type's schema.

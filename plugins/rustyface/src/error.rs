@@ -1,18 +1,17 @@
 //! The plugin's errors and how they map onto the protocol's.
 
 use bkg_plugin_api::PluginError;
+use bkg_plugin_api::worker_pool;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The request cannot be used (422): the message starts with the field, in backticks.
     #[error("{0}")]
     InvalidInput(String),
-    /// Every place in the queue is taken (429).
-    #[error("the detection queue is full")]
-    QueueFull,
-    /// The detection thread is gone (503).
-    #[error("the detector is not running")]
-    Unloaded,
+    /// The worker pool refused or lost the request: full (429), stopped (503), expired or
+    /// panicked (500).
+    #[error(transparent)]
+    Pool(#[from] worker_pool::Error),
     /// Detection itself failed (500).
     #[error("detection failed: {0}")]
     Inference(String),
@@ -31,10 +30,7 @@ impl From<Error> for PluginError {
     fn from(e: Error) -> Self {
         match e {
             Error::InvalidInput(m) => PluginError::InvalidInput(m),
-            Error::QueueFull => PluginError::Overloaded {
-                retry_after_secs: 1,
-            },
-            Error::Unloaded => PluginError::NotReady(e.to_string()),
+            Error::Pool(e) => e.into(),
             Error::Inference(_) => PluginError::failed(e.to_string()),
         }
     }

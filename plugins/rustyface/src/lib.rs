@@ -5,8 +5,18 @@
 //! | `face.detect` | an image (JPEG, PNG or WebP; base64 or a `data:` URL in `image`) → `{faces: [{x, y, width, height, score}], width, height}`, and with `annotate: true` the image as a PNG with the boxes drawn |
 //!
 //! The model (`model/seeta_fd_frontal_v1.0.bin`, the one the `rustface` crate ships) is
-//! compiled in, so the plugin needs no download and no mounted file. Detection runs on its
-//! own thread behind a bounded queue ([`queue`]): a full queue is a 429, never a backlog.
+//! compiled in, so the plugin needs no download and no mounted file.
+//!
+//! ```text
+//!  invoke ──params, base64 (422 naming the field)──▶ WorkerPool (429 when full)
+//!         ──▶ `workers` threads, each with its own detector: decode → detect → annotate?
+//! ```
+//!
+//! Detection runs on the plugin API's [`WorkerPool`], never on tokio's workers: at most
+//! `queue_capacity` images are accepted and not yet answered (the rest are a 429 at once, never
+//! a backlog), on `workers` threads (by default one per CPU the process may use). rustface's
+//! detector is not `Sync`, so each thread keeps its own copy of the model.
+//!
 //! Everything a caller can get wrong (not an image, truncated, too many pixels, parameters
 //! rustface would panic on) is a 422 naming the field.
 
@@ -14,11 +24,11 @@
 
 mod detect;
 mod error;
-mod queue;
 
 use std::sync::OnceLock;
 
 use base64::Engine as _;
+use bkg_plugin_api::worker_pool::WorkerPool;
 use bkg_plugin_api::{
     CapabilityDescriptor, InvokeContext, Plugin, PluginError, StartContext, async_trait,
 };
@@ -63,6 +73,10 @@ pub struct RustyFaceConfig {
     /// Images accepted and not yet answered; more are refused with 429.
     #[schemars(range(min = 1))]
     pub queue_capacity: usize,
+    /// Detector threads, each running one image at a time with its own detector; absent or
+    /// null: one per CPU the process may use.
+    #[schemars(range(min = 1, max = 64))]
+    pub workers: Option<usize>,
 }
 
 impl Default for RustyFaceConfig {
@@ -75,9 +89,13 @@ impl Default for RustyFaceConfig {
             slide_window_step: p.slide_window_step,
             max_pixels: 40_000_000,
             queue_capacity: 32,
+            workers: None,
         }
     }
 }
+
+/// At most this many detector threads: each holds a copy of the model and decoded images.
+const MAX_WORKERS: usize = 64;
 
 impl RustyFaceConfig {
     fn params(&self) -> Params {
@@ -88,6 +106,52 @@ impl RustyFaceConfig {
             slide_window_step: self.slide_window_step,
         }
     }
+
+    /// The detector threads to run: `workers`, or one per CPU the process may use.
+    fn workers(&self) -> usize {
+        self.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map_or(1, usize::from)
+                .min(MAX_WORKERS)
+        })
+    }
+}
+
+/// What one call asks of a detector thread.
+struct Request {
+    image: Vec<u8>,
+    params: Params,
+    annotate: bool,
+}
+
+/// What the detector found.
+struct Detection {
+    faces: Vec<Face>,
+    width: u32,
+    height: u32,
+    /// The annotated PNG, when asked for.
+    annotated: Option<Vec<u8>>,
+}
+
+/// The detection queue: one image in, its faces (or why not) out.
+type Queue = WorkerPool<Request, Result<Detection, Error>>;
+
+/// One detector thread's work: decode, detect, annotate when asked.
+fn process(model: &rustface::Model, request: Request, max_pixels: u64) -> Result<Detection, Error> {
+    let decoded = detect::decode("image", &request.image, max_pixels)?;
+    let (width, height) = decoded.gray.dimensions();
+    let faces = detect::detect(model, &decoded.gray, request.params);
+    let annotated = if request.annotate {
+        Some(detect::annotate(decoded.rgb, &faces)?)
+    } else {
+        None
+    };
+    Ok(Detection {
+        faces,
+        width,
+        height,
+        annotated,
+    })
 }
 
 /// The JSON Schema of `spec.config` (draft 2020-12), as `plugins/rustyface/config.schema.json`
@@ -148,7 +212,7 @@ pub fn output_schema() -> Value {
 }
 
 struct Started {
-    queue: queue::Queue,
+    queue: Queue,
     defaults: Params,
 }
 
@@ -227,13 +291,27 @@ impl Plugin for RustyFace {
                 "`queue_capacity` and `max_pixels` must be at least 1".into(),
             ));
         }
+        if config
+            .workers
+            .is_some_and(|w| !(1..=MAX_WORKERS).contains(&w))
+        {
+            return Err(PluginError::Config(format!(
+                "`workers` must be 1 to {MAX_WORKERS}"
+            )));
+        }
         let model = rustface::read_model(MODEL)
             .map_err(|e| PluginError::failed(format!("cannot read the SeetaFace model: {e}")))?;
-        let queue = queue::Queue::spawn(model, config.queue_capacity, config.max_pixels)
-            .map_err(PluginError::from)?;
+        let (workers, max_pixels) = (config.workers(), config.max_pixels);
+        // rustface panics on inputs it considers illegal; the pool answers such a panic as
+        // an error and the thread serves on.
+        let queue = Queue::spawn("bkg-rustyface", workers, config.queue_capacity, |_| {
+            let model = model.clone();
+            move |request| process(&model, request, max_pixels)
+        })
+        .map_err(|e| Error::Inference(format!("cannot start the detector threads: {e}")))?;
         // A second start keeps the first detector: the runtime starts a plugin once per process.
         let _ = self.started.set(Started { queue, defaults });
-        tracing::info!(plugin_id = %ctx.plugin_id, ?config, "rustyface plugin started");
+        tracing::info!(plugin_id = %ctx.plugin_id, ?config, workers, "rustyface plugin started");
         Ok(())
     }
 
@@ -266,15 +344,16 @@ impl Plugin for RustyFace {
             Some(_) => return Err(Error::field("annotate", "must be a boolean").into()),
         };
         let params = params(&payload, started.defaults)?;
+        let request = Request {
+            image,
+            params,
+            annotate,
+        };
         let detection = started
             .queue
-            .detect(queue::Request {
-                image,
-                params,
-                annotate,
-                deadline: Some(ctx.deadline),
-            })
-            .await?;
+            .run(request, Some(ctx.deadline))
+            .await
+            .map_err(Error::from)??;
         tracing::debug!(request_id = %ctx.request_id, faces = detection.faces.len(), "detected");
         let mut out = json!({
             "faces": detection.faces,
@@ -286,6 +365,22 @@ impl Plugin for RustyFace {
                 Value::String(base64::engine::general_purpose::STANDARD.encode(png));
         }
         Ok(out)
+    }
+
+    fn details(&self) -> Map<String, Value> {
+        let mut details = Map::new();
+        if let Some(s) = self.started.get() {
+            details.insert("workers".into(), json!(s.queue.workers()));
+        }
+        details
+    }
+
+    fn telemetry(&self) -> Map<String, Value> {
+        let mut t = Map::new();
+        if let Some(s) = self.started.get() {
+            t.insert("queue_depth".into(), json!(s.queue.depth()));
+        }
+        t
     }
 }
 

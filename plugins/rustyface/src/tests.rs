@@ -283,24 +283,35 @@ async fn bad_input_is_a_422_naming_the_field_and_the_plugin_keeps_serving() {
     assert!(matches!(err, PluginError::UnknownCapability(_)));
 }
 
-#[tokio::test]
-async fn a_full_queue_refuses_at_the_door() {
-    let model = rustface::read_model(MODEL).expect("model");
-    let queue = queue::Queue::spawn(model, 0, 1).expect("spawn");
-    let err = queue
-        .detect(queue::Request {
-            image: Vec::new(),
-            params: Params::default(),
-            annotate: false,
-            deadline: None,
-        })
-        .await
-        .expect_err("full");
-    assert!(matches!(err, Error::QueueFull));
-    assert!(matches!(
-        PluginError::from(err),
-        PluginError::Overloaded { .. }
-    ));
+/// The pool's behaviour is `bkg_plugin_api::worker_pool`'s to test; here, that the plugin
+/// detects on the configured workers.
+#[tokio::test(flavor = "multi_thread")]
+async fn detects_on_the_configured_workers() {
+    let img = RgbImage::from_fn(160, 120, |x, y| Rgb([(x % 256) as u8, (y % 256) as u8, 90]));
+    let mut png = Vec::new();
+    img.write_to(&mut Cursor::new(&mut png), ImageFormat::Png)
+        .expect("png");
+    let plugin = started(json!({"workers": 2, "queue_capacity": 2})).await;
+    // Two images in the queue at once, its capacity: both answered.
+    let call = || plugin.invoke(FACE_DETECT, json!({"image": b64(&png)}), ctx());
+    let (a, b) = tokio::join!(call(), call());
+    for out in [a, b] {
+        let out = out.expect("detect");
+        assert_eq!(
+            (out["width"].clone(), out["faces"].clone()),
+            (json!(160), json!([]))
+        );
+    }
+    assert_eq!(plugin.details()["workers"], json!(2));
+    assert_eq!(plugin.telemetry()["queue_depth"], json!(0));
+}
+
+#[test]
+fn the_default_is_one_worker_per_cpu() {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    assert_eq!(RustyFaceConfig::default().workers(), cpus.min(64));
+    let two: RustyFaceConfig = serde_json::from_value(json!({"workers": 2})).expect("config");
+    assert_eq!(two.workers(), 2);
 }
 
 #[tokio::test]
@@ -309,6 +320,8 @@ async fn a_config_rustface_would_panic_on_is_refused_at_start() {
         json!({"min_face_size": 5}),
         json!({"pyramid_scale_factor": 1.5}),
         json!({"queue_capacity": 0}),
+        json!({"workers": 0}),
+        json!({"workers": 65}),
         json!({"unknown": 1}),
     ] {
         let err = new_plugin()
