@@ -88,10 +88,11 @@ requests, seconds, cpu = int(requests), float(seconds), float(after) - float(bef
 # What a symbol's self time counts as; the first pattern that matches wins.
 CATEGORIES = [
     ("tokenization", r"tokenizers::|fancy_regex|regex|aho_corasick|unicode_normali|unicode_categor|onig|esaxx|tokenize::"),
-    ("JSON", r"serde_json|serde::|ryu::|itoa::|schema::|base64|RawValue"),
-    ("forward", r"gemm|candle|kernels::|layers::|models::|pooling::|engine::|half::|matmul|bf16|f16|avx512|\[\.\] _ZN9"),
-    ("HTTP + runtime", r"hyper|tokio|axum|tower|h2::|http::|mio::|bytes::|bkg_plugin_runtime|epoll|tcp|sock|\[k\]"),
-    ("allocator + copies", r"malloc|free|memcpy|memmove|memset|realloc|_int_|cfree|alloc::"),
+    ("JSON", r"serde_json|serde::|ryu::|zmij|itoa::|schema::|base64|RawValue"),
+    ("forward", r"gemm|candle|kernels::|layers::|models::|pooling::|engine::|half::|matmul|bf16|f16|avx512"),
+    ("kernel: network, scheduling, syscalls", r"\[k\]"),
+    ("HTTP + runtime", r"hyper|tokio|axum|tower|h2::|http::|mio::|bytes::|bkg_plugin_runtime|epoll|syscall"),
+    ("allocator + copies", r"malloc|free|memcpy|memmove|memset|realloc|_int_|calloc|alloc::"),
     ("batching + threads", r"batcher|rayon|crossbeam|sched_yield|futex|std::sync|parking"),
 ]
 shares = {name: 0.0 for name, _ in CATEGORIES}
