@@ -192,13 +192,7 @@ impl BertModel {
 
 impl EmbeddingModel for BertModel {
     fn forward(&self, batch: &PackedBatch) -> Result<Tensor> {
-        if batch.max_len() > self.max_positions {
-            return Err(Error::InvalidInput(format!(
-                "a sequence of {} tokens exceeds the model's {} positions",
-                batch.max_len(),
-                self.max_positions
-            )));
-        }
+        super::post_norm::check_len(batch, self.max_positions)?;
         let e = &self.embeddings;
         let positions = match self.position_offset {
             0 => self.index(&batch.positions)?,

@@ -12,7 +12,7 @@
 use candle_core::Tensor;
 
 use super::{EmbeddingModel, PackedBatch};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::generate::decoder::{Config, Decoder};
 use crate::layers::Weights;
 
@@ -32,13 +32,7 @@ impl PackedDecoder {
 
 impl EmbeddingModel for PackedDecoder {
     fn forward(&self, batch: &PackedBatch) -> Result<Tensor> {
-        let max = self.max_positions();
-        if batch.max_len() > max {
-            return Err(Error::InvalidInput(format!(
-                "a sequence of {} tokens exceeds the model's {max} positions",
-                batch.max_len(),
-            )));
-        }
+        super::post_norm::check_len(batch, self.max_positions())?;
         let tokens: Vec<&[u32]> = batch
             .offsets
             .windows(2)

@@ -9,15 +9,14 @@
 //! takes no attention mask (so padded batches would attend to padding) and builds its ALiBi
 //! table for all `max_position_embeddings` at load (8192² per head for the v2 models).
 
-use candle_core::{D, Device, Tensor};
+use candle_core::{Device, Tensor};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::post_norm::{FeedForward, Heads, PostNormLayer, check_len, lookup};
 use super::{EmbeddingModel, PackedBatch};
-use crate::error::{Error, Result};
-use crate::layers::{
-    AttentionLayout, HiddenAct, LayerNorm, Linear, PositionTerms, Weights, packed_attention_with,
-};
+use crate::error::Result;
+use crate::layers::{AttentionLayout, HiddenAct, LayerNorm, Linear, PositionTerms, Weights};
 
 /// The subset of a JinaBERT v2 `config.json` the forward pass needs.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -93,39 +92,22 @@ fn slopes(heads: usize) -> Vec<f64> {
     s
 }
 
-struct Layer {
-    qkv: Linear,
-    attn_out: Linear,
-    attn_norm: LayerNorm,
-    /// Gate then the rest: `[tokens, 2·intermediate]`.
-    gated: Linear,
-    wo: Linear,
-    mlp_norm: LayerNorm,
-}
-
 pub struct JinaBert {
     word: Tensor,
     token_type: Tensor,
     embed_norm: LayerNorm,
     slopes: Vec<f64>,
-    layers: Vec<Layer>,
+    layers: Vec<PostNormLayer>,
     act: HiddenAct,
-    heads: usize,
-    head_dim: usize,
+    heads: Heads,
     hidden: usize,
-    intermediate: usize,
     max_positions: usize,
     device: Device,
 }
 
 impl JinaBert {
     pub fn load(c: &Config, w: &mut Weights, device: &Device) -> Result<Self> {
-        if c.num_attention_heads == 0 || !c.hidden_size.is_multiple_of(c.num_attention_heads) {
-            return Err(Error::Config(format!(
-                "hidden_size {} is not divisible by num_attention_heads {}",
-                c.hidden_size, c.num_attention_heads
-            )));
-        }
+        let heads = Heads::new(c.hidden_size, c.num_attention_heads)?;
         w.detect_prefix(
             "embeddings.word_embeddings.weight",
             &["", "bert.", "model."],
@@ -142,7 +124,7 @@ impl JinaBert {
                         w.get(&format!("{name}.bias"), &[h])?,
                     ))
                 };
-                Ok(Layer {
+                Ok(PostNormLayer {
                     qkv: Linear::fuse(
                         &[part("query")?, part("key")?, part("value")?],
                         w.packing(),
@@ -154,15 +136,19 @@ impl JinaBert {
                         h,
                         eps,
                     )?,
-                    gated: Linear::load_opt_bias(
-                        w,
-                        &format!("{p}.mlp.gated_layers"),
-                        h,
-                        2 * i,
-                        false,
-                    )?,
-                    wo: Linear::load(w, &format!("{p}.mlp.wo"), i, h)?,
-                    mlp_norm: LayerNorm::load(w, &format!("{p}.mlp.layernorm"), h, eps)?,
+                    ff: FeedForward::Gated {
+                        fused: Linear::load_opt_bias(
+                            w,
+                            &format!("{p}.mlp.gated_layers"),
+                            h,
+                            2 * i,
+                            false,
+                        )?,
+                        down: Linear::load(w, &format!("{p}.mlp.wo"), i, h)?,
+                        intermediate: i,
+                        gate_first: true,
+                    },
+                    ff_norm: LayerNorm::load(w, &format!("{p}.mlp.layernorm"), h, eps)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -176,17 +162,11 @@ impl JinaBert {
             slopes: slopes(c.num_attention_heads),
             layers,
             act: c.act,
-            heads: c.num_attention_heads,
-            head_dim: h / c.num_attention_heads,
+            heads,
             hidden: h,
-            intermediate: i,
             max_positions: c.max_position_embeddings,
             device: device.clone(),
         })
-    }
-
-    fn index(&self, values: &[u32]) -> Result<Tensor> {
-        Ok(Tensor::from_slice(values, values.len(), &self.device)?)
     }
 
     /// `[1, heads, len, len]`: `−slope_h · |i − j|`.
@@ -202,7 +182,7 @@ impl JinaBert {
             .collect();
         Ok(Tensor::from_vec(
             bias,
-            (1, self.heads, len, len),
+            (1, self.heads.heads, len, len),
             &self.device,
         )?)
     }
@@ -210,21 +190,12 @@ impl JinaBert {
 
 impl EmbeddingModel for JinaBert {
     fn forward(&self, batch: &PackedBatch) -> Result<Tensor> {
-        if batch.max_len() > self.max_positions {
-            return Err(Error::InvalidInput(format!(
-                "a sequence of {} tokens exceeds the model's {} positions",
-                batch.max_len(),
-                self.max_positions
-            )));
-        }
-        let xs = self
-            .word
-            .index_select(&self.index(&batch.input_ids)?, 0)?
-            .add(
-                &self
-                    .token_type
-                    .index_select(&self.index(&batch.type_ids)?, 0)?,
-            )?;
+        check_len(batch, self.max_positions)?;
+        let xs = lookup(&self.word, &batch.input_ids, &self.device)?.add(&lookup(
+            &self.token_type,
+            &batch.type_ids,
+            &self.device,
+        )?)?;
         let mut xs = self.embed_norm.forward(&xs)?;
         let layout = AttentionLayout::new(&batch.offsets, xs.dtype(), &self.device)?;
         let bias = self.alibi(layout.max_len())?.to_dtype(xs.dtype())?;
@@ -233,18 +204,7 @@ impl EmbeddingModel for JinaBert {
             rope: None,
         };
         for layer in &self.layers {
-            let qkv = layer.qkv.forward(&xs)?;
-            let ctx = packed_attention_with(&qkv, &layout, self.heads, self.head_dim, terms)?;
-            xs = layer
-                .attn_norm
-                .forward_residual(&layer.attn_out.forward(&ctx)?, &xs)?;
-            let gated = layer.gated.forward(&xs)?;
-            let gate = self
-                .act
-                .forward(&gated.narrow(D::Minus1, 0, self.intermediate)?)?;
-            let rest = gated.narrow(D::Minus1, self.intermediate, self.intermediate)?;
-            let ff = layer.wo.forward(&(gate * rest)?)?;
-            xs = layer.mlp_norm.forward_residual(&ff, &xs)?;
+            xs = layer.forward(&xs, &layout, self.heads, terms, self.act)?;
         }
         Ok(xs)
     }

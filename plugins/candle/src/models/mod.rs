@@ -31,6 +31,7 @@ mod modernbert;
 mod mpnet;
 mod nomic_bert;
 mod padded;
+mod post_norm;
 mod qwen2;
 mod qwen3;
 mod rope_encoder;

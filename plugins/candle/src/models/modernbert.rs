@@ -12,7 +12,7 @@ pub use candle_transformers::models::modernbert::Config;
 use super::decoder::{var_builder, weights_error};
 use super::padded::Padded;
 use super::{EmbeddingModel, ModernBertHead, PackedBatch};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::layers::Weights;
 use crate::pooling::Pooling;
 
@@ -85,13 +85,7 @@ impl ModernBert {
 
 impl EmbeddingModel for ModernBert {
     fn forward(&self, batch: &PackedBatch) -> Result<Tensor> {
-        if batch.max_len() > self.max_positions {
-            return Err(Error::InvalidInput(format!(
-                "a sequence of {} tokens exceeds the model's {} positions",
-                batch.max_len(),
-                self.max_positions
-            )));
-        }
+        super::post_norm::check_len(batch, self.max_positions)?;
         let padded = Padded::right(batch, self.pad_id, &self.device)?;
         let hidden = self.model.forward(&padded.ids, &padded.mask)?;
         padded.unpad(&hidden)

@@ -10,11 +10,10 @@ use candle_core::{Device, Tensor};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::post_norm::{FeedForward, Heads, PostNormLayer, check_len, lookup};
 use super::{EmbeddingModel, PackedBatch};
-use crate::error::{Error, Result};
-use crate::layers::{
-    AttentionLayout, HiddenAct, LayerNorm, Linear, PositionTerms, Weights, packed_attention_with,
-};
+use crate::error::Result;
+use crate::layers::{AttentionLayout, HiddenAct, LayerNorm, Linear, PositionTerms, Weights};
 
 /// The subset of an MPNet `config.json` the forward pass needs.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -67,15 +66,6 @@ fn bucket(relative: i64, num_buckets: usize) -> u32 {
     ret as u32
 }
 
-struct Layer {
-    qkv: Linear,
-    attn_out: Linear,
-    attn_norm: LayerNorm,
-    intermediate: Linear,
-    output: Linear,
-    out_norm: LayerNorm,
-}
-
 pub struct MpNet {
     word: Tensor,
     position: Tensor,
@@ -83,10 +73,9 @@ pub struct MpNet {
     /// `[buckets, heads]`.
     relative_bias: Tensor,
     buckets: usize,
-    layers: Vec<Layer>,
+    layers: Vec<PostNormLayer>,
     act: HiddenAct,
-    heads: usize,
-    head_dim: usize,
+    heads: Heads,
     hidden: usize,
     max_positions: usize,
     position_offset: u32,
@@ -95,12 +84,7 @@ pub struct MpNet {
 
 impl MpNet {
     pub fn load(c: &Config, w: &mut Weights, device: &Device) -> Result<Self> {
-        if c.num_attention_heads == 0 || !c.hidden_size.is_multiple_of(c.num_attention_heads) {
-            return Err(Error::Config(format!(
-                "hidden_size {} is not divisible by num_attention_heads {}",
-                c.hidden_size, c.num_attention_heads
-            )));
-        }
+        let heads = Heads::new(c.hidden_size, c.num_attention_heads)?;
         w.detect_prefix(
             "embeddings.word_embeddings.weight",
             &["", "mpnet.", "model."],
@@ -117,18 +101,25 @@ impl MpNet {
                         w.get(&format!("{name}.bias"), &[h])?,
                     ))
                 };
-                Ok(Layer {
+                Ok(PostNormLayer {
                     qkv: Linear::fuse(&[part("q")?, part("k")?, part("v")?], w.packing())?,
                     attn_out: Linear::load(w, &format!("{p}.attention.attn.o"), h, h)?,
                     attn_norm: LayerNorm::load(w, &format!("{p}.attention.LayerNorm"), h, eps)?,
-                    intermediate: Linear::load(
-                        w,
-                        &format!("{p}.intermediate.dense"),
-                        h,
-                        c.intermediate_size,
-                    )?,
-                    output: Linear::load(w, &format!("{p}.output.dense"), c.intermediate_size, h)?,
-                    out_norm: LayerNorm::load(w, &format!("{p}.output.LayerNorm"), h, eps)?,
+                    ff: FeedForward::Plain {
+                        up: Linear::load(
+                            w,
+                            &format!("{p}.intermediate.dense"),
+                            h,
+                            c.intermediate_size,
+                        )?,
+                        down: Linear::load(
+                            w,
+                            &format!("{p}.output.dense"),
+                            c.intermediate_size,
+                            h,
+                        )?,
+                    },
+                    ff_norm: LayerNorm::load(w, &format!("{p}.output.LayerNorm"), h, eps)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -147,8 +138,7 @@ impl MpNet {
             buckets: c.relative_attention_num_buckets,
             layers,
             act: c.hidden_act,
-            heads: c.num_attention_heads,
-            head_dim: h / c.num_attention_heads,
+            heads,
             hidden: h,
             max_positions: c
                 .max_position_embeddings
@@ -158,42 +148,31 @@ impl MpNet {
         })
     }
 
-    fn index(&self, values: &[u32]) -> Result<Tensor> {
-        Ok(Tensor::from_slice(values, values.len(), &self.device)?)
-    }
-
     /// `[1, heads, len, len]`: the bias of key `j` for query `i`.
     fn position_bias(&self, len: usize) -> Result<Tensor> {
         let ids: Vec<u32> = (0..len as i64)
             .flat_map(|i| (0..len as i64).map(move |j| (i, j)))
             .map(|(i, j)| bucket(j - i, self.buckets))
             .collect();
-        Ok(self
-            .relative_bias
-            .index_select(&self.index(&ids)?, 0)?
+        Ok(lookup(&self.relative_bias, &ids, &self.device)?
             .t()?
-            .reshape((1, self.heads, len, len))?)
+            .reshape((1, self.heads.heads, len, len))?)
     }
 }
 
 impl EmbeddingModel for MpNet {
     fn forward(&self, batch: &PackedBatch) -> Result<Tensor> {
-        if batch.max_len() > self.max_positions {
-            return Err(Error::InvalidInput(format!(
-                "a sequence of {} tokens exceeds the model's {} positions",
-                batch.max_len(),
-                self.max_positions
-            )));
-        }
+        check_len(batch, self.max_positions)?;
         let positions: Vec<u32> = batch
             .positions
             .iter()
             .map(|p| p + self.position_offset)
             .collect();
-        let xs = self
-            .word
-            .index_select(&self.index(&batch.input_ids)?, 0)?
-            .add(&self.position.index_select(&self.index(&positions)?, 0)?)?;
+        let xs = lookup(&self.word, &batch.input_ids, &self.device)?.add(&lookup(
+            &self.position,
+            &positions,
+            &self.device,
+        )?)?;
         let mut xs = self.embed_norm.forward(&xs)?;
         let layout = AttentionLayout::new(&batch.offsets, xs.dtype(), &self.device)?;
         let bias = self.position_bias(layout.max_len())?.to_dtype(xs.dtype())?;
@@ -202,15 +181,7 @@ impl EmbeddingModel for MpNet {
             rope: None,
         };
         for layer in &self.layers {
-            let qkv = layer.qkv.forward(&xs)?;
-            let ctx = packed_attention_with(&qkv, &layout, self.heads, self.head_dim, terms)?;
-            xs = layer
-                .attn_norm
-                .forward_residual(&layer.attn_out.forward(&ctx)?, &xs)?;
-            let ff = layer.intermediate.forward_act(&xs, Some(self.act))?;
-            xs = layer
-                .out_norm
-                .forward_residual(&layer.output.forward(&ff)?, &xs)?;
+            xs = layer.forward(&xs, &layout, self.heads, terms, self.act)?;
         }
         Ok(xs)
     }

@@ -13,7 +13,7 @@ pub use candle_transformers::models::qwen2::Config;
 use super::decoder::{normalize_config, var_builder, weights_error};
 use super::padded::Padded;
 use super::{EmbeddingModel, PackedBatch};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::layers::Weights;
 
 pub fn config(value: Value) -> serde_json::Result<Config> {
@@ -56,13 +56,7 @@ impl Qwen2 {
 
 impl EmbeddingModel for Qwen2 {
     fn forward(&self, batch: &PackedBatch) -> Result<Tensor> {
-        if batch.max_len() > self.max_positions {
-            return Err(Error::InvalidInput(format!(
-                "a sequence of {} tokens exceeds the model's {} positions",
-                batch.max_len(),
-                self.max_positions
-            )));
-        }
+        super::post_norm::check_len(batch, self.max_positions)?;
         let padded = Padded::right(batch, 0, &self.device)?;
         let mut model = self
             .template

@@ -10,13 +10,12 @@
 //! the same network on padded batches), on the packed batch like [`super::bert`]: dense layers
 //! on the packed rows with the CPU kernels, attention on the padded layout with rotary Q, K.
 
-use candle_core::{D, DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
+use super::post_norm::{FeedForward, Heads, PostNormLayer, check_len, lookup};
 use super::{EmbeddingModel, PackedBatch};
-use crate::error::{Error, Result};
-use crate::layers::{
-    AttentionLayout, HiddenAct, LayerNorm, Linear, PositionTerms, Weights, packed_attention_with,
-};
+use crate::error::Result;
+use crate::layers::{AttentionLayout, HiddenAct, LayerNorm, Linear, PositionTerms, Weights};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -80,26 +79,14 @@ pub fn rope_theta(value: &serde_json::Value, default: f64) -> std::result::Resul
         .unwrap_or(default))
 }
 
-struct Layer {
-    qkv: Linear,
-    attn_out: Linear,
-    attn_norm: LayerNorm,
-    /// Up and gate projections stacked: `[tokens, 2·intermediate]`.
-    up_gate: Linear,
-    down: Linear,
-    mlp_norm: LayerNorm,
-}
-
 pub struct RopeEncoder {
     word: Tensor,
     token_type: Option<Tensor>,
     embed_norm: LayerNorm,
-    layers: Vec<Layer>,
+    layers: Vec<PostNormLayer>,
     act: HiddenAct,
-    heads: usize,
-    head_dim: usize,
+    heads: Heads,
     hidden: usize,
-    intermediate: usize,
     max_positions: usize,
     /// `[head_dim / 2]`, `1 / theta^(2i / head_dim)` as transformers computes it in f32.
     inv_freq: Vec<f32>,
@@ -109,12 +96,7 @@ pub struct RopeEncoder {
 
 impl RopeEncoder {
     pub fn load(c: &Config, w: &mut Weights, device: &Device) -> Result<Self> {
-        if c.num_attention_heads == 0 || !c.hidden_size.is_multiple_of(c.num_attention_heads) {
-            return Err(Error::Config(format!(
-                "hidden_size {} is not divisible by num_attention_heads {}",
-                c.hidden_size, c.num_attention_heads
-            )));
-        }
+        let heads = Heads::new(c.hidden_size, c.num_attention_heads)?;
         w.detect_prefix(
             "embeddings.word_embeddings.weight",
             &["", "new.", "bert.", "model."],
@@ -143,17 +125,21 @@ impl RopeEncoder {
                         (Tensor::cat(&[u, g], 0)?, Tensor::cat(&[ub, gb], 0)?)
                     }
                 };
-                Ok(Layer {
+                Ok(PostNormLayer {
                     qkv: Linear::fuse(&[linear(&at(n.qkv), h, 3 * h, c.bias)?], w.packing())?,
                     attn_out: Linear::fuse(&[linear(&at(n.attn_out), h, h, c.bias)?], w.packing())?,
                     attn_norm: LayerNorm::load(w, &at(n.attn_norm), h, eps)?,
-                    up_gate: Linear::fuse(&[up_gate], w.packing())?,
-                    down: Linear::fuse(&[linear(&at(n.down), i, h, c.bias)?], w.packing())?,
-                    mlp_norm: LayerNorm::load(w, &at(n.mlp_norm), h, eps)?,
+                    ff: FeedForward::Gated {
+                        fused: Linear::fuse(&[up_gate], w.packing())?,
+                        down: Linear::fuse(&[linear(&at(n.down), i, h, c.bias)?], w.packing())?,
+                        intermediate: i,
+                        gate_first: false,
+                    },
+                    ff_norm: LayerNorm::load(w, &at(n.mlp_norm), h, eps)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let head_dim = h / c.num_attention_heads;
+        let head_dim = heads.head_dim;
         let inv_freq = (0..head_dim)
             .step_by(2)
             .map(|k| 1.0 / (c.rope_theta as f32).powf(k as f32 / head_dim as f32))
@@ -167,19 +153,13 @@ impl RopeEncoder {
             embed_norm: LayerNorm::load(w, n.embed_norm, h, eps)?,
             layers,
             act: c.hidden_act,
-            heads: c.num_attention_heads,
-            head_dim,
+            heads,
             hidden: h,
-            intermediate: i,
             max_positions: c.max_position_embeddings,
             inv_freq,
             architecture: c.architecture,
             device: device.clone(),
         })
-    }
-
-    fn index(&self, values: &[u32]) -> Result<Tensor> {
-        Ok(Tensor::from_slice(values, values.len(), &self.device)?)
     }
 
     /// `cos` and `sin`, `[len, head_dim / 2]`, in `dtype`.
@@ -197,16 +177,10 @@ impl RopeEncoder {
 
 impl EmbeddingModel for RopeEncoder {
     fn forward(&self, batch: &PackedBatch) -> Result<Tensor> {
-        if batch.max_len() > self.max_positions {
-            return Err(Error::InvalidInput(format!(
-                "a sequence of {} tokens exceeds the model's {} positions",
-                batch.max_len(),
-                self.max_positions
-            )));
-        }
-        let mut xs = self.word.index_select(&self.index(&batch.input_ids)?, 0)?;
+        check_len(batch, self.max_positions)?;
+        let mut xs = lookup(&self.word, &batch.input_ids, &self.device)?;
         if let Some(types) = &self.token_type {
-            xs = xs.add(&types.index_select(&self.index(&batch.type_ids)?, 0)?)?;
+            xs = xs.add(&lookup(types, &batch.type_ids, &self.device)?)?;
         }
         let mut xs = self.embed_norm.forward(&xs)?;
         let layout = AttentionLayout::new(&batch.offsets, xs.dtype(), &self.device)?;
@@ -216,20 +190,7 @@ impl EmbeddingModel for RopeEncoder {
             rope: Some((&cos, &sin)),
         };
         for layer in &self.layers {
-            let qkv = layer.qkv.forward(&xs)?;
-            let ctx = packed_attention_with(&qkv, &layout, self.heads, self.head_dim, terms)?;
-            xs = layer
-                .attn_norm
-                .forward_residual(&layer.attn_out.forward(&ctx)?, &xs)?;
-            let up_gate = layer.up_gate.forward(&xs)?;
-            let up = up_gate.narrow(D::Minus1, 0, self.intermediate)?;
-            let gate = self.act.forward(&up_gate.narrow(
-                D::Minus1,
-                self.intermediate,
-                self.intermediate,
-            )?)?;
-            let ff = layer.down.forward(&(gate * up)?)?;
-            xs = layer.mlp_norm.forward_residual(&ff, &xs)?;
+            xs = layer.forward(&xs, &layout, self.heads, terms, self.act)?;
         }
         Ok(xs)
     }
