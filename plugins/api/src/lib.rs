@@ -163,6 +163,13 @@ impl PluginError {
 }
 
 /// A plugin hosted by the bkg plugin-runtime: one instance per process.
+/// The payload's JSON text as a [`Value`], for [`Plugin::invoke_raw`] implementations that
+/// take the [`Value`] path; not JSON is the caller's error.
+pub fn parse_payload(payload: &RawValue) -> Result<Value, PluginError> {
+    serde_json::from_str(payload.get())
+        .map_err(|e| PluginError::InvalidInput(format!("the payload is not valid JSON: {e}")))
+}
+
 #[async_trait]
 pub trait Plugin: Send + Sync + 'static {
     /// Version of the implementation.
@@ -202,10 +209,9 @@ pub trait Plugin: Send + Sync + 'static {
         payload: &RawValue,
         ctx: InvokeContext,
     ) -> Result<Box<RawValue>, PluginError> {
-        let payload: Value = serde_json::from_str(payload.get()).map_err(|e| {
-            PluginError::InvalidInput(format!("the payload is not valid JSON: {e}"))
-        })?;
-        let output = self.invoke(capability, payload, ctx).await?;
+        let output = self
+            .invoke(capability, parse_payload(payload)?, ctx)
+            .await?;
         serde_json::value::to_raw_value(&output)
             .map_err(|e| PluginError::failed(format!("the answer cannot be encoded: {e}")))
     }

@@ -523,9 +523,7 @@ impl Plugin for CandlePlugin {
         payload: &RawValue,
         ctx: InvokeContext,
     ) -> Result<Box<RawValue>, PluginError> {
-        let payload: Value = serde_json::from_str(payload.get()).map_err(|e| {
-            PluginError::InvalidInput(format!("the payload is not valid JSON: {e}"))
-        })?;
+        let payload = bkg_plugin_api::parse_payload(payload)?;
         self.invoke_inner(capability, payload, &ctx).await
     }
 

@@ -205,9 +205,9 @@ impl Plugin for EchoPlugin {
         ctx: InvokeContext,
     ) -> Result<Box<RawValue>, PluginError> {
         if capability != "echo" {
-            let payload: Value = serde_json::from_str(payload.get())
-                .map_err(|e| PluginError::InvalidInput(e.to_string()))?;
-            let output = self.invoke(capability, payload, ctx).await?;
+            let output = self
+                .invoke(capability, bkg_plugin_api::parse_payload(payload)?, ctx)
+                .await?;
             return serde_json::value::to_raw_value(&output)
                 .map_err(|e| PluginError::failed(e.to_string()));
         }
