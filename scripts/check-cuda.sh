@@ -32,20 +32,8 @@ case "${1:-}" in
   "") ;;
   *) echo "usage: scripts/check-cuda.sh [--no-clippy]" >&2; exit 2 ;;
 esac
-# The newest toolkit cudarc 0.19 (candle 0.11's CUDA bindings) knows; it reads `nvcc --version`.
-CUDA=13.4.92
-VENV=.tools/cuda-venv
-[ -x "$VENV/bin/pip" ] || python3 -m venv "$VENV"
-"$VENV/bin/pip" install -q --no-deps "nvidia-cuda-nvcc==$CUDA" "nvidia-cuda-runtime==$CUDA" \
-  "nvidia-cuda-crt==$CUDA" "nvidia-nvvm==$CUDA" "nvidia-cuda-cuobjdump==$CUDA" \
-  "nvidia-cuda-cccl==13.3.5.0.6"
-ROOT="$("$VENV/bin/python" -c 'import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], "cu13"))')"
-chmod +x "$ROOT"/bin/* "$ROOT"/nvvm/bin/*
-[ -e "$ROOT/lib/libcudart.so" ] || ln -s libcudart.so.13 "$ROOT/lib/libcudart.so"
-export PATH="$ROOT/bin:$PATH" CUDA_HOME="$ROOT" CUDA_ROOT="$ROOT" CUDA_PATH="$ROOT"
-export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-80,89,90}"
-nvcc --version | tail -1
-scripts/cuda-stubs.sh "$ROOT/lib/stubs"
+# 1 and 2: the toolkit from the wheels and the stub libraries.
+. scripts/cuda-env.sh
 
 # 3. Build and link; cargo's JSON messages name the binary and the kernels' build directory.
 tmp="$(mktemp -d)"
