@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Embedding speed of each family added after BERT (mpnet, gte, nomic_bert, mistral, jina_bert) and of
 # all-MiniLM-L6-v2 itself: the candle plugin in process (candle-bench direct-b1/b32, f32 and
-# bf16) against sentence-transformers on PyTorch (bench_pytorch.py, batch 1/32), same inputs
+# bf16) against sentence-transformers on PyTorch (bench_pytorch.py, batch 1/32, f32 and bf16), same inputs
 # (plugins/candle/testdata/bench_inputs.json), same threads, one family after the other.
 #
 #   PYTHON=/path/to/venv/bin/python scripts/candle/bench-families.sh   # torch, transformers ≥ 5.25,
@@ -19,6 +19,7 @@ THREADS="${THREADS:-2}"
 REPEAT="${REPEAT:-3}"
 FAMILIES="${FAMILIES:-minilm mpnet gte nomic_bert mistral jina_bert}"
 BATCHES="${BATCHES:-1,32}"
+TORCH_DTYPES="${TORCH_DTYPES:-f32,bf16}"  # PyTorch in the same dtypes as ours (bf16 runs on oneDNN)
 MODES="$(echo "$BATCHES" | sed 's/\([0-9]*\)/direct-b\1/g')"
 export RAYON_NUM_THREADS="$THREADS" BKG_BENCH_THREADS="$THREADS" HF_HUB_OFFLINE=1
 # The real MiniLM: BKG_TEST_MINILM_DIR, else the copy scripts/setup.sh installs, else the PyPI
@@ -41,7 +42,7 @@ for family in $FAMILIES; do
       --modes "$MODES" 2>/dev/null | sed -u "s/^{/{\"family\":\"$family\",/"
   done
   BKG_TEST_MINILM_DIR="$dir" "$PYTHON" scripts/candle/bench_pytorch.py --inputs "$INPUTS" \
-    --repeat "$REPEAT" --batch-sizes "$BATCHES" 2>/dev/null | grep --line-buffered '^{' \
+    --repeat "$REPEAT" --batch-sizes "$BATCHES" --dtypes "$TORCH_DTYPES" 2>/dev/null | grep --line-buffered '^{' \
     | sed -u "s/^{/{\"family\":\"$family\",/"
 done
 echo "# end loadavg $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -276,7 +276,7 @@ class JinaBertV2(torch.nn.Module):
             a = layer.attention.self
             q, k, v = (getattr(a, p)(x).view(b, n, self.heads, d).transpose(1, 2) for p in ["query", "key", "value"])
             scores = q @ k.transpose(-1, -2) / math.sqrt(d) + alibi
-            ctx = (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, n, -1)
+            ctx = (scores.softmax(-1).to(v.dtype) @ v).transpose(1, 2).reshape(b, n, -1)
             o = layer.attention.output
             x = o.LayerNorm(o.dense(ctx) + x)
             gr = layer.mlp.gated_layers(x)

@@ -25,7 +25,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::layers::{Linear, Weights};
+use crate::layers::{HiddenAct, Linear, Weights};
 
 /// The `model_type`s this decoder generates with.
 pub const MODEL_TYPES: &[&str] = &["llama", "qwen2", "qwen3"];
@@ -449,10 +449,12 @@ impl Decoder {
             let normed = layer.input_norm.forward(&xs)?;
             let attn = self.attention(layer, l, &normed, (&cos, &sin), caches, &spans)?;
             xs = (xs + layer.o.forward(&attn)?)?;
-            let gate_up = layer.gate_up.forward(&layer.post_norm.forward(&xs)?)?;
-            let n = self.cfg.intermediate_size;
-            let act =
-                (candle_nn::ops::silu(&gate_up.narrow(1, 0, n)?)? * gate_up.narrow(1, n, n)?)?;
+            let act = layer.gate_up.forward_gated(
+                &layer.post_norm.forward(&xs)?,
+                HiddenAct::Silu,
+                self.cfg.intermediate_size,
+                true,
+            )?;
             xs = (xs + layer.down.forward(&act)?)?;
         }
         Ok((xs, spans))

@@ -163,6 +163,46 @@ fn gelu_matches_candle() {
 }
 
 #[test]
+fn gated_matches_candle() {
+    use candle_core::{Device, Tensor};
+    let (rows, n) = (37, 96);
+    let both: Vec<f32> = rand_vec(rows * 2 * n, 9).iter().map(|x| x * 6.0).collect();
+    if !runs("gated_matches_candle", support().avx512, "AVX-512F") {
+        return;
+    }
+    let t = Tensor::from_vec(both.clone(), (rows, 2 * n), &Device::Cpu).unwrap();
+    type Reference = fn(&Tensor) -> candle_core::Result<Tensor>;
+    let acts: [(GateAct, Reference); 4] = [
+        (GateAct::GeluErf, |t| t.gelu_erf()),
+        (GateAct::GeluTanh, |t| t.gelu()),
+        (GateAct::Silu, candle_nn::ops::silu),
+        (GateAct::Relu, |t| t.relu()),
+    ];
+    for (act, reference) in acts {
+        for gate_first in [true, false] {
+            let got = gated(&both, n, gate_first, act).expect("declined on an AVX-512 CPU");
+            let (g, u) = if gate_first { (0, n) } else { (n, 0) };
+            let want: Vec<f32> = (reference(&t.narrow(1, g, n).unwrap()).unwrap()
+                * t.narrow(1, u, n).unwrap())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+            let diff = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+                .fold(0f32, f32::max);
+            assert!(
+                diff < 1e-5,
+                "{act:?} gate_first {gate_first}: max diff {diff}"
+            );
+        }
+    }
+}
+
+#[test]
 fn add_layer_norm_matches_candle() {
     let (rows, hidden) = (70, 48);
     let x = rand_vec(rows * hidden, 5);

@@ -99,6 +99,46 @@ impl Linear {
         self.forward_act(xs, None)
     }
 
+    /// A gated feed-forward's first half, `act(gate) · up`, where this layer is the fused
+    /// `[gate | up]` (`gate_first`) or `[up | gate]` projection with `2·n` outputs: `[tokens, n]`.
+    /// The packed kernels do the activation and product in one pass over the matmul's output
+    /// ([`kernels::gated`]); candle's matmul gets candle's ops.
+    pub fn forward_gated(
+        &self,
+        xs: &Tensor,
+        act: HiddenAct,
+        n: usize,
+        gate_first: bool,
+    ) -> Result<Tensor> {
+        let (gate, up) = if gate_first { (0, n) } else { (n, 0) };
+        let split = |both: &Tensor| -> Result<Tensor> {
+            let g = act.forward(&both.narrow(1, gate, n)?)?;
+            Ok((g * both.narrow(1, up, n)?)?)
+        };
+        let m = xs.dim(0)?;
+        let unsupported =
+            || Error::Inference("the packed CPU kernel is not supported on this CPU".into());
+        let both = match &self.kernel {
+            Kernel::Candle { .. } => return split(&self.forward(xs)?),
+            Kernel::Bf16(w) => {
+                with_cpu_f32(xs, |a| kernels::gemm_bf16(a, m, w))?.ok_or_else(unsupported)?
+            }
+            Kernel::F32(w) => {
+                with_cpu_f32(xs, |a| kernels::gemm_f32(a, m, w))?.ok_or_else(unsupported)?
+            }
+        };
+        let kind = match act {
+            HiddenAct::Gelu => kernels::GateAct::GeluErf,
+            HiddenAct::GeluTanh => kernels::GateAct::GeluTanh,
+            HiddenAct::Silu => kernels::GateAct::Silu,
+            HiddenAct::Relu => kernels::GateAct::Relu,
+        };
+        match kernels::gated(&both, n, gate_first, kind) {
+            Some(out) => Ok(Tensor::from_vec(out, (m, n), xs.device())?),
+            None => split(&Tensor::from_vec(both, (m, 2 * n), xs.device())?),
+        }
+    }
+
     /// The layer followed by an activation, fused into the output pass when the kernel can.
     pub fn forward_act(&self, xs: &Tensor, act: Option<HiddenAct>) -> Result<Tensor> {
         let m = xs.dim(0)?;

@@ -7,7 +7,7 @@
 //!     ─▶ feed-forward (plain: act(up)·down; gated: act(gate)·rest·down) ─▶ LayerNorm(xs + ·)
 //! ```
 
-use candle_core::{D, Device, Tensor};
+use candle_core::{Device, Tensor};
 
 use super::PackedBatch;
 use crate::error::{Error, Result};
@@ -81,16 +81,7 @@ impl PostNormLayer {
                 down,
                 intermediate,
                 gate_first,
-            } => {
-                let both = fused.forward(&xs)?;
-                let n = *intermediate;
-                let (gate, rest) = match gate_first {
-                    true => (0, n),
-                    false => (n, 0),
-                };
-                let gate = act.forward(&both.narrow(D::Minus1, gate, n)?)?;
-                down.forward(&(gate * both.narrow(D::Minus1, rest, n)?)?)?
-            }
+            } => down.forward(&fused.forward_gated(&xs, act, *intermediate, *gate_first)?)?,
         };
         self.ff_norm.forward_residual(&ff, &xs)
     }
