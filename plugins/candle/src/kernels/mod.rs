@@ -215,17 +215,50 @@ pub fn gemm_bf16(a: &[f32], m: usize, w: &PackedBf16) -> Option<Vec<f32>> {
     }
 }
 
+/// Position terms the attention kernel applies, for sequences of up to `span` tokens, with
+/// positions counted from each sequence's first token.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AttentionTerms<'a> {
+    /// Per head, a score bias that depends only on the distance `j − i` of key `j` from query
+    /// `i` (MPNet's relative position buckets, ALiBi): `[heads, 2·span − 1]`, entry
+    /// `span − 1 + (j − i)`.
+    pub relative: Option<&'a [f32]>,
+    /// Rotary positions applied to Q and K, halves rotated (GPT-NeoX / Llama layout): `cos`
+    /// and `sin`, `[span, dim / 2]`.
+    pub rope: Option<(&'a [f32], &'a [f32])>,
+    pub span: usize,
+}
+
 /// Multi-head self-attention over packed rows: `qkv` is `[T, 3·heads·dim]` (Q, K, V per row),
 /// sequence `i` owns rows `offsets[i]..offsets[i + 1]`; returns the context `[T, heads·dim]`.
-/// `None` when the CPU lacks AVX-512F.
-pub fn attention(qkv: &[f32], offsets: &[usize], heads: usize, dim: usize) -> Option<Vec<f32>> {
+/// `None` when the CPU lacks AVX-512F, or when `terms` do not fit these shapes.
+pub fn attention(
+    qkv: &[f32],
+    offsets: &[usize],
+    heads: usize,
+    dim: usize,
+    terms: AttentionTerms<'_>,
+) -> Option<Vec<f32>> {
     let total = *offsets.last()?;
-    if !support().avx512 || qkv.len() != total * 3 * heads * dim {
+    let longest = offsets.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    let fits = match (terms.relative, terms.rope) {
+        (None, None) => true,
+        (relative, rope) => {
+            longest <= terms.span
+                && relative.is_none_or(|t| t.len() == heads * (2 * terms.span).saturating_sub(1))
+                && rope.is_none_or(|(cos, sin)| {
+                    dim.is_multiple_of(2)
+                        && cos.len() == terms.span * dim / 2
+                        && sin.len() == cos.len()
+                })
+        }
+    };
+    if !support().avx512 || qkv.len() != total * 3 * heads * dim || !fits {
         return None;
     }
     #[cfg(target_arch = "x86_64")]
     {
-        Some(x86::attention(qkv, offsets, heads, dim))
+        Some(x86::attention(qkv, offsets, heads, dim, terms))
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::testutil::max_abs_diff;
 
 /// Whether the CPU runs what `test` checks; when not, says so on the process's own stderr,
 /// which the test harness does not capture, so `cargo test` shows which test checked nothing
@@ -109,16 +110,17 @@ fn attention_matches_the_padded_candle_path() {
         return;
     }
     use crate::layers::{AttentionLayout, packed_attention};
-    // dim 8 takes the simple kernel, multiples of 16 the register-blocked one; lengths cover
-    // partial query blocks (of 8) and key chunks (of 16).
+    // dim 8 is padded to a whole vector, 32 fills one block of two, 48 is a block and one
+    // vector; lengths cover partial query blocks (of 8) and key blocks (of 32).
     for (heads, dim, offsets) in [
         (4, 8, vec![0usize, 5, 6, 17]),
         (3, 32, vec![0, 1, 9, 26, 60]),
         (2, 16, vec![0, 16, 24]),
+        (2, 48, vec![0, 33, 40]),
     ] {
         let t = *offsets.last().unwrap();
         let qkv = rand_vec(t * 3 * heads * dim, 9);
-        let got = attention(&qkv, &offsets, heads, dim).unwrap();
+        let got = attention(&qkv, &offsets, heads, dim, AttentionTerms::default()).unwrap();
         let dev = candle_core::Device::Cpu;
         let tensor = candle_core::Tensor::from_vec(qkv, (t, 3 * heads * dim), &dev).unwrap();
         let layout = AttentionLayout::new(&offsets, candle_core::DType::F32, &dev).unwrap();
@@ -128,12 +130,76 @@ fn attention_matches_the_padded_candle_path() {
             .unwrap()
             .to_vec1()
             .unwrap();
-        let diff = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let diff = max_abs_diff(&got, &want);
         assert!(diff < 1e-5, "heads {heads} dim {dim}: max diff {diff}");
+    }
+}
+
+#[test]
+fn attention_terms_match_the_padded_candle_path() {
+    if !runs(
+        "attention_terms_match_the_padded_candle_path",
+        support().avx512,
+        "AVX-512F",
+    ) {
+        return;
+    }
+    use crate::layers::{AttentionLayout, PositionTerms, packed_attention_with};
+    use candle_core::{Device, Tensor};
+    let dev = Device::Cpu;
+    // A relative bias (MPNet, ALiBi) and rotary positions, alone and together; dims that
+    // fill whole vectors and one that is padded.
+    for (heads, dim, offsets) in [(3, 32, vec![0usize, 1, 9, 26, 60]), (2, 24, vec![0, 7, 40])] {
+        let t = *offsets.last().unwrap();
+        let span = offsets.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+        let qkv = rand_vec(t * 3 * heads * dim, 11);
+        let table = rand_vec(heads * (2 * span - 1), 12);
+        let angles: Vec<f32> = rand_vec(span * dim / 2, 13)
+            .iter()
+            .map(|a| a * 3.0)
+            .collect();
+        let cos: Vec<f32> = angles.iter().map(|a| a.cos()).collect();
+        let sin: Vec<f32> = angles.iter().map(|a| a.sin()).collect();
+        let dense: Vec<f32> = (0..heads)
+            .flat_map(|h| (0..span).flat_map(move |i| (0..span).map(move |j| (h, i, j))))
+            .map(|(h, i, j)| table[h * (2 * span - 1) + span - 1 + j - i])
+            .collect();
+        let bias = Tensor::from_vec(dense, (1, heads, span, span), &dev).unwrap();
+        let half = dim / 2;
+        let cos_t = Tensor::from_vec(cos.clone(), (span, half), &dev).unwrap();
+        let sin_t = Tensor::from_vec(sin.clone(), (span, half), &dev).unwrap();
+        let tensor = Tensor::from_vec(qkv.clone(), (t, 3 * heads * dim), &dev).unwrap();
+        let layout = AttentionLayout::new(&offsets, candle_core::DType::F32, &dev).unwrap();
+        for (relative, rope) in [(true, false), (false, true), (true, true)] {
+            let terms = AttentionTerms {
+                relative: relative.then_some(table.as_slice()),
+                rope: rope.then_some((cos.as_slice(), sin.as_slice())),
+                span,
+            };
+            let got = attention(&qkv, &offsets, heads, dim, terms).unwrap();
+            let position = PositionTerms {
+                bias: relative.then_some(&bias),
+                rope: rope.then_some((&cos_t, &sin_t)),
+            };
+            let want: Vec<f32> = packed_attention_with(&tensor, &layout, heads, dim, position)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let diff = max_abs_diff(&got, &want);
+            assert!(
+                diff < 1e-5,
+                "dim {dim} relative {relative} rope {rope}: max diff {diff}"
+            );
+        }
+        // Tables that do not fit the shapes are declined, not read out of bounds.
+        let short = AttentionTerms {
+            relative: Some(&table[1..]),
+            rope: None,
+            span,
+        };
+        assert!(attention(&qkv, &offsets, heads, dim, short).is_none());
     }
 }
 
@@ -154,11 +220,7 @@ fn gelu_matches_candle() {
         .unwrap()
         .to_vec1()
         .unwrap();
-    let diff = got
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let diff = max_abs_diff(&got, &want);
     assert!(diff < 1e-5, "max diff {diff}");
 }
 
@@ -229,10 +291,6 @@ fn add_layer_norm_matches_candle() {
             .unwrap()
             .to_vec1()
             .unwrap();
-    let diff = got
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let diff = max_abs_diff(&got, &want);
     assert!(diff < 1e-4, "max diff {diff}");
 }

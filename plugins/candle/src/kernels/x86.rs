@@ -2,11 +2,12 @@
 //! `#[target_feature]` function here is only reached after that check.
 
 use std::arch::x86_64::*;
+use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
 use super::math::{erf, exp};
-use super::{GateAct, NR, PackedBf16, PackedF32};
+use super::{AttentionTerms, GateAct, NR, PackedBf16, PackedF32};
 
 /// Rows per micro-kernel call: 6 rows × 2 vectors = 12 accumulators, leaving registers for
 /// the two weight vectors and the broadcast.
@@ -263,112 +264,83 @@ unsafe fn micro<const R: usize>(
     unsafe { store_tile(&acc, bias, out, ldo, cols) };
 }
 
-pub fn attention(qkv: &[f32], offsets: &[usize], heads: usize, dim: usize) -> Vec<f32> {
+pub fn attention(
+    qkv: &[f32],
+    offsets: &[usize],
+    heads: usize,
+    dim: usize,
+    terms: AttentionTerms<'_>,
+) -> Vec<f32> {
     let total = offsets[offsets.len() - 1];
     let hd = heads * dim;
-    let mut out = vec![0f32; total * hd];
-    let ptr = OutPtr(out.as_mut_ptr());
+    let mut out = Vec::with_capacity(total * hd);
+    let ptr = OutPtr(out.spare_capacity_mut().as_mut_ptr().cast());
     let tasks: Vec<(usize, usize)> = (0..offsets.len() - 1)
         .flat_map(|s| (0..heads).map(move |h| (s, h)))
         .collect();
     tasks.par_iter().for_each(|&(s, h)| {
+        let head = Head {
+            start: offsets[s],
+            end: offsets[s + 1],
+            h,
+            heads,
+            dim,
+        };
         // SAFETY: CPU support checked by the caller; task (s, h) writes only rows of sequence
         // s, columns h·dim..(h+1)·dim, which no other task touches; `out` outlives the loop.
-        unsafe {
-            if dim.is_multiple_of(16) {
-                attend_blocked(qkv, offsets[s], offsets[s + 1], h, heads, dim, ptr.get())
-            } else {
-                attend(qkv, offsets[s], offsets[s + 1], h, heads, dim, ptr.get())
-            }
-        };
+        unsafe { attend(qkv, head, terms, ptr.get()) };
     });
+    // SAFETY: the tasks cover every (sequence, head) pair, and each stored all of its rows ×
+    // its `dim` columns, so all total × heads·dim outputs are written.
+    unsafe { out.set_len(total * hd) };
     out
-}
-
-#[target_feature(enable = "avx512f")]
-unsafe fn attend(
-    qkv: &[f32],
-    start: usize,
-    end: usize,
-    h: usize,
-    heads: usize,
-    dim: usize,
-    out: *mut f32,
-) {
-    let len = end - start;
-    let hd = heads * dim;
-    let stride = 3 * hd;
-    let scale = 1.0 / (dim as f32).sqrt();
-    // Kᵀ (dim × len) and V (len × dim) of this head, so both inner loops are unit-stride
-    // multiply-adds the compiler vectorizes.
-    let mut kt = vec![0f32; dim * len];
-    let mut v = vec![0f32; len * dim];
-    for j in 0..len {
-        let row = &qkv[(start + j) * stride..(start + j + 1) * stride];
-        for d in 0..dim {
-            kt[d * len + j] = row[hd + h * dim + d];
-        }
-        v[j * dim..(j + 1) * dim].copy_from_slice(&row[2 * hd + h * dim..2 * hd + (h + 1) * dim]);
-    }
-    let mut scores = vec![0f32; len];
-    let mut ctx = vec![0f32; dim];
-    for i in 0..len {
-        let q = &qkv[(start + i) * stride + h * dim..(start + i) * stride + (h + 1) * dim];
-        scores.fill(0.0);
-        for d in 0..dim {
-            let qd = q[d] * scale;
-            for (s, k) in scores.iter_mut().zip(&kt[d * len..(d + 1) * len]) {
-                *s += qd * k;
-            }
-        }
-        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        for s in scores.iter_mut() {
-            *s = exp(*s - max);
-        }
-        let sum: f32 = scores.iter().sum();
-        ctx.fill(0.0);
-        for (j, &p) in scores.iter().enumerate() {
-            for (c, x) in ctx.iter_mut().zip(&v[j * dim..(j + 1) * dim]) {
-                *c += p * x;
-            }
-        }
-        let inv = 1.0 / sum;
-        for (d, c) in ctx.iter().enumerate() {
-            // SAFETY: row start+i < total rows, column h·dim + d < heads·dim.
-            unsafe { *out.add((start + i) * hd + h * dim + d) = c * inv };
-        }
-    }
 }
 
 /// Queries per register block.
 const QB: usize = 8;
 /// f32 lanes per AVX-512 vector.
 const LANES: usize = 16;
+/// Keys (in Q·Kᵀ) or head dimensions (in P·V) per register block: two vectors.
+const KB: usize = 2 * LANES;
 
-/// [`attend`] register-blocked: 8 queries × 16 keys (or 16 dims) of accumulators stay in
-/// vector registers while the shared operand is loaded once, so the FMA units, not loads,
-/// set the pace. Needs `dim % 16 == 0`; rows are zero-padded to whole blocks.
-#[target_feature(enable = "avx512f,fma")]
-unsafe fn attend_blocked(
-    qkv: &[f32],
+/// One attention problem: head `h` of the sequence at packed rows `start..end`.
+#[derive(Clone, Copy)]
+struct Head {
     start: usize,
     end: usize,
     h: usize,
     heads: usize,
     dim: usize,
-    out: *mut f32,
-) {
+}
+
+/// One head of one sequence. Q (scaled, rotated), Kᵀ (rotated) and V are gathered into
+/// zero-padded blocks: the head dimension to whole vectors, keys to whole key blocks, queries
+/// to whole query blocks. Then, per block of 8 queries, the scores `8 × keys` and the context
+/// `8 × dim` are accumulated in 16 vector registers at a time while the shared operand is
+/// loaded once, so the FMA units, not loads, set the pace.
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn attend(qkv: &[f32], head: Head, terms: AttentionTerms<'_>, out: *mut f32) {
+    let Head {
+        start,
+        end,
+        h,
+        heads,
+        dim,
+    } = head;
     let len = end - start;
-    let lk = len.div_ceil(LANES) * LANES;
-    let lq = len.div_ceil(QB) * QB;
+    if len == 0 {
+        return;
+    }
+    let dp = dim.next_multiple_of(LANES);
+    let lk = len.next_multiple_of(KB);
+    let lq = len.next_multiple_of(QB);
     let hd = heads * dim;
     let stride = 3 * hd;
     let scale = 1.0 / (dim as f32).sqrt();
-    let mut q = vec![0f32; lq * dim];
-    let mut kt = vec![0f32; dim * lk];
-    let mut v = vec![0f32; len * dim];
-    // Separate unit-stride copies for Q and V (vectorized) and the one strided scatter Kᵀ
-    // needs; interleaving them had kept the compiler to scalar moves.
+    let mut q = vec![0f32; lq * dp];
+    let mut kt = vec![0f32; dp * lk];
+    let mut v = vec![0f32; len * dp];
+    let mut k = vec![0f32; dim];
     for j in 0..len {
         let row = &qkv[(start + j) * stride..(start + j + 1) * stride];
         let (qs, ks, vs) = (
@@ -376,65 +348,213 @@ unsafe fn attend_blocked(
             &row[hd + h * dim..hd + (h + 1) * dim],
             &row[2 * hd + h * dim..2 * hd + (h + 1) * dim],
         );
-        for (dst, x) in q[j * dim..(j + 1) * dim].iter_mut().zip(qs) {
-            *dst = x * scale;
+        let qj = &mut q[j * dp..j * dp + dim];
+        match terms.rope {
+            Some((cos, sin)) => {
+                let half = dim / 2;
+                let (cos, sin) = (
+                    &cos[j * half..(j + 1) * half],
+                    &sin[j * half..(j + 1) * half],
+                );
+                rotate(qs, cos, sin, qj);
+                rotate(ks, cos, sin, &mut k);
+            }
+            None => {
+                qj.copy_from_slice(qs);
+                k.copy_from_slice(ks);
+            }
         }
-        v[j * dim..(j + 1) * dim].copy_from_slice(vs);
-        for (d, x) in ks.iter().enumerate() {
+        for x in qj.iter_mut() {
+            *x *= scale;
+        }
+        v[j * dp..j * dp + dim].copy_from_slice(vs);
+        for (d, x) in k.iter().enumerate() {
             kt[d * lk + j] = *x;
         }
     }
     let mut scores = vec![0f32; QB * lk];
     for qb in (0..lq).step_by(QB) {
-        // S[q, j] = Σ_d Q[q, d] · Kᵀ[d, j]
-        for jc in (0..lk).step_by(LANES) {
-            let mut acc = [[0f32; LANES]; QB];
-            for d in 0..dim {
-                let k: &[f32; LANES] = kt[d * lk + jc..d * lk + jc + LANES]
-                    .try_into()
-                    .unwrap_or(&[0.0; LANES]);
-                for (r, acc_r) in acc.iter_mut().enumerate() {
-                    let a = q[(qb + r) * dim + d];
-                    for l in 0..LANES {
-                        acc_r[l] = a.mul_add(k[l], acc_r[l]);
+        // S[q, j] = Σ_d Q[q, d] · Kᵀ[d, j], 8 queries × 32 keys at a time.
+        for jc in (0..lk).step_by(KB) {
+            let mut acc = [[_mm512_setzero_ps(); 2]; QB];
+            // SAFETY: d < dim ≤ dp and jc + 32 ≤ lk, so every load is inside kt (dp × lk) and
+            // q (lq × dp, qb + r < lq); every store inside scores (8 × lk).
+            unsafe {
+                for d in 0..dim {
+                    let kp = kt.as_ptr().add(d * lk + jc);
+                    let (k0, k1) = (_mm512_loadu_ps(kp), _mm512_loadu_ps(kp.add(LANES)));
+                    for (r, acc_r) in acc.iter_mut().enumerate() {
+                        let a = _mm512_set1_ps(*q.get_unchecked((qb + r) * dp + d));
+                        acc_r[0] = _mm512_fmadd_ps(a, k0, acc_r[0]);
+                        acc_r[1] = _mm512_fmadd_ps(a, k1, acc_r[1]);
                     }
                 }
-            }
-            for (r, acc_r) in acc.iter().enumerate() {
-                scores[r * lk + jc..r * lk + jc + LANES].copy_from_slice(acc_r);
+                for (r, acc_r) in acc.iter().enumerate() {
+                    let sp = scores.as_mut_ptr().add(r * lk + jc);
+                    _mm512_storeu_ps(sp, acc_r[0]);
+                    _mm512_storeu_ps(sp.add(LANES), acc_r[1]);
+                }
             }
         }
-        // Softmax over the real keys of each row.
+        // Position bias and softmax over the real keys of each real query; the padding
+        // queries' rows are never stored, their weights only zeroed.
+        let rows = (len - qb).min(QB);
         let mut inv = [0f32; QB];
-        for r in 0..QB {
+        for (r, inv_r) in inv.iter_mut().enumerate() {
             let row = &mut scores[r * lk..r * lk + len];
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            for x in row.iter_mut() {
-                *x = exp(*x - max);
+            if r >= rows {
+                row.fill(0.0);
+                continue;
             }
-            inv[r] = 1.0 / row.iter().sum::<f32>();
-        }
-        // ctx[q, d] = Σ_j P[q, j] · V[j, d]
-        for dc in (0..dim).step_by(LANES) {
-            let mut acc = [[0f32; LANES]; QB];
-            for j in 0..len {
-                let vv: &[f32; LANES] = v[j * dim + dc..j * dim + dc + LANES]
-                    .try_into()
-                    .unwrap_or(&[0.0; LANES]);
-                for (r, acc_r) in acc.iter_mut().enumerate() {
-                    let p = scores[r * lk + j];
-                    for l in 0..LANES {
-                        acc_r[l] = p.mul_add(vv[l], acc_r[l]);
-                    }
+            if let Some(table) = terms.relative {
+                // Entry span − 1 + (j − i) of head h's row; i = qb + r < len ≤ span.
+                let at = h * (2 * terms.span - 1) + terms.span - 1 - (qb + r);
+                for (s, b) in row.iter_mut().zip(&table[at..at + len]) {
+                    *s += b;
                 }
             }
-            for (r, acc_r) in acc.iter().enumerate().take(len.saturating_sub(qb).min(QB)) {
-                for (l, x) in acc_r.iter().enumerate() {
-                    // SAFETY: row start+qb+r < end ≤ total rows; column h·dim+dc+l < heads·dim.
-                    unsafe { *out.add((start + qb + r) * hd + h * dim + dc + l) = x * inv[r] };
+            *inv_r = softmax_row(row);
+        }
+        // ctx[q, d] = Σ_j P[q, j] · V[j, d], 8 queries × 32 dimensions at a time.
+        let block = Block {
+            rows,
+            inv: &inv,
+            // SAFETY: row start + qb < end ≤ the caller's rows.
+            out: unsafe { out.add((start + qb) * hd + h * dim) },
+            ld: hd,
+            dim,
+        };
+        // SAFETY: v is len × dp and scores 8 × lk with len ≤ lk; the block's rows and columns
+        // are this task's own (the caller's contract for `out`).
+        unsafe {
+            let mut dc = 0;
+            while dc + KB <= dp {
+                context::<2>(&scores, lk, &v, dp, dc, len, &block);
+                dc += KB;
+            }
+            if dc < dp {
+                context::<1>(&scores, lk, &v, dp, dc, len, &block);
+            }
+        }
+    }
+}
+
+/// Where one query block's context goes: `rows` real rows, scaled by `inv`, at `out` with
+/// leading dimension `ld`, `dim` columns.
+struct Block<'a> {
+    rows: usize,
+    inv: &'a [f32; QB],
+    out: *mut f32,
+    ld: usize,
+    dim: usize,
+}
+
+/// `NV` vectors of context columns from `dc` for one query block.
+#[target_feature(enable = "avx512f,fma")]
+#[inline]
+unsafe fn context<const NV: usize>(
+    scores: &[f32],
+    lk: usize,
+    v: &[f32],
+    dp: usize,
+    dc: usize,
+    len: usize,
+    block: &Block<'_>,
+) {
+    // SAFETY: the caller's contract: j < len rows of v (dp wide, dc + NV·16 ≤ dp), scores
+    // 8 × lk with len ≤ lk, and `block` names rows and columns this task owns.
+    unsafe {
+        let mut acc = [[_mm512_setzero_ps(); NV]; QB];
+        for j in 0..len {
+            let vp = v.as_ptr().add(j * dp + dc);
+            let mut vv = [_mm512_setzero_ps(); NV];
+            for (c, x) in vv.iter_mut().enumerate() {
+                *x = _mm512_loadu_ps(vp.add(c * LANES));
+            }
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let p = _mm512_set1_ps(*scores.get_unchecked(r * lk + j));
+                for c in 0..NV {
+                    acc_r[c] = _mm512_fmadd_ps(p, vv[c], acc_r[c]);
                 }
             }
         }
+        for (r, acc_r) in acc.iter().enumerate().take(block.rows) {
+            let s = _mm512_set1_ps(block.inv[r]);
+            for (c, a) in acc_r.iter().enumerate() {
+                let col = dc + c * LANES;
+                if col >= block.dim {
+                    break;
+                }
+                let dst = block.out.add(r * block.ld + col);
+                let x = _mm512_mul_ps(*a, s);
+                match block.dim - col {
+                    n if n >= LANES => _mm512_storeu_ps(dst, x),
+                    n => _mm512_mask_storeu_ps(dst, ((1u32 << n) - 1) as u16, x),
+                }
+            }
+        }
+    }
+}
+
+/// `row ← exp(row − max(row))` in place; returns 1 / Σ row. Vectors with vector
+/// accumulators: the scalar folds the compiler made of `max` and `sum` (ordered, NaN-aware)
+/// were half of the softmax.
+#[target_feature(enable = "avx512f,fma")]
+#[inline]
+fn softmax_row(row: &mut [f32]) -> f32 {
+    let (n, p) = (row.len(), row.as_mut_ptr());
+    let full = n - n % LANES;
+    let tail = ((1u32 << (n % LANES)) - 1) as u16;
+    // SAFETY: every access is at c + 16 ≤ full ≤ n, or masked to the n − full values after.
+    unsafe {
+        let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
+        for c in (0..full).step_by(LANES) {
+            mx = _mm512_max_ps(mx, _mm512_loadu_ps(p.add(c)));
+        }
+        let last = _mm512_mask_loadu_ps(mx, tail, p.add(full));
+        let max = _mm512_set1_ps(_mm512_reduce_max_ps(_mm512_max_ps(mx, last)));
+        let mut sum = _mm512_setzero_ps();
+        for c in (0..full).step_by(LANES) {
+            let e = exp512(_mm512_sub_ps(_mm512_loadu_ps(p.add(c)), max));
+            _mm512_storeu_ps(p.add(c), e);
+            sum = _mm512_add_ps(sum, e);
+        }
+        let e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, p.add(full)), max));
+        _mm512_mask_storeu_ps(p.add(full), tail, e);
+        sum = _mm512_mask_add_ps(sum, tail, sum, e);
+        1.0 / _mm512_reduce_add_ps(sum)
+    }
+}
+
+/// [`exp`] on 16 lanes: the same range reduction and polynomial, and `scalef` for the 2ⁿ.
+#[target_feature(enable = "avx512f,fma")]
+#[inline]
+fn exp512(x: __m512) -> __m512 {
+    let x = _mm512_min_ps(
+        _mm512_max_ps(x, _mm512_set1_ps(-87.0)),
+        _mm512_set1_ps(88.0),
+    );
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+        _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
+    );
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_145_75), x);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428_606_8e-6), r);
+    let mut q = _mm512_set1_ps(1.0 / 720.0);
+    for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(c));
+    }
+    _mm512_scalef_ps(q, n)
+}
+
+/// Rotary positions, halves rotated (GPT-NeoX / Llama): `x` of `2·half` values.
+#[inline(always)]
+fn rotate(x: &[f32], cos: &[f32], sin: &[f32], out: &mut [f32]) {
+    let half = cos.len();
+    let (lo, hi) = x.split_at(half);
+    let (out_lo, out_hi) = out.split_at_mut(half);
+    for d in 0..half {
+        out_lo[d] = lo[d] * cos[d] - hi[d] * sin[d];
+        out_hi[d] = hi[d] * cos[d] + lo[d] * sin[d];
     }
 }
 
@@ -454,11 +574,13 @@ unsafe fn gelu_chunk(xs: &mut [f32]) {
 
 pub fn gated(both: &[f32], n: usize, gate_first: bool, act: GateAct) -> Vec<f32> {
     let rows = both.len() / (2 * n);
-    let mut out = vec![0f32; rows * n];
+    // Written once each below, so not zeroed first (as the gemm outputs).
+    let mut out = Vec::with_capacity(rows * n);
     // ~16 K outputs per task, at least one row.
     let rows_per_task = (16 * 1024 / n).max(1);
     let (gate, up) = if gate_first { (0, n) } else { (n, 0) };
-    out.par_chunks_mut(n * rows_per_task)
+    out.spare_capacity_mut()[..rows * n]
+        .par_chunks_mut(n * rows_per_task)
         .zip(both.par_chunks(2 * n * rows_per_task))
         .for_each(|(o, b)| {
             for (o, row) in o.chunks_exact_mut(n).zip(b.chunks_exact(2 * n)) {
@@ -466,24 +588,30 @@ pub fn gated(both: &[f32], n: usize, gate_first: bool, act: GateAct) -> Vec<f32>
                 unsafe { gated_row(&row[gate..gate + n], &row[up..up + n], o, act) }
             }
         });
+    // SAFETY: gated_row wrote every element of every row, and there are `rows` of them.
+    unsafe { out.set_len(rows * n) };
     out
 }
 
 /// One loop per activation, so each vectorizes without a branch inside.
 #[target_feature(enable = "avx512f")]
-unsafe fn gated_row(gate: &[f32], up: &[f32], out: &mut [f32], act: GateAct) {
+unsafe fn gated_row(gate: &[f32], up: &[f32], out: &mut [MaybeUninit<f32>], act: GateAct) {
     let lanes = out.iter_mut().zip(gate.iter().zip(up));
     match act {
         GateAct::GeluErf => lanes.for_each(|(o, (&g, &u))| {
-            *o = 0.5 * g * (1.0 + erf(g * std::f32::consts::FRAC_1_SQRT_2)) * u;
+            o.write(0.5 * g * (1.0 + erf(g * std::f32::consts::FRAC_1_SQRT_2)) * u);
         }),
         GateAct::GeluTanh => lanes.for_each(|(o, (&g, &u))| {
             // tanh(y) = 1 − 2 / (e^{2y} + 1), exact at both ends with exp's clamp.
             let y = 0.797_884_6 * (g + 0.044_715 * g * g * g);
-            *o = 0.5 * g * (2.0 - 2.0 / (exp(2.0 * y) + 1.0)) * u;
+            o.write(0.5 * g * (2.0 - 2.0 / (exp(2.0 * y) + 1.0)) * u);
         }),
-        GateAct::Silu => lanes.for_each(|(o, (&g, &u))| *o = g / (1.0 + exp(-g)) * u),
-        GateAct::Relu => lanes.for_each(|(o, (&g, &u))| *o = g.max(0.0) * u),
+        GateAct::Silu => lanes.for_each(|(o, (&g, &u))| {
+            o.write(g / (1.0 + exp(-g)) * u);
+        }),
+        GateAct::Relu => lanes.for_each(|(o, (&g, &u))| {
+            o.write(g.max(0.0) * u);
+        }),
     }
 }
 

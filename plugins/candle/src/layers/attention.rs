@@ -9,16 +9,23 @@
 //! Only attention needs a rectangular `[B, L]` shape; every dense layer runs on the packed
 //! `[T, ·]` rows, so padding costs FLOPs in attention alone (a few percent of the model).
 //! When all sequences have the same length the gather and mask are skipped altogether.
+//!
+//! With the CPU kernels ([`crate::kernels::attention`]) there is no padding at all: each
+//! (sequence, head) is one task over its own rows, with the position terms applied inside.
+//! [`BatchPositions`] holds a batch's terms in the form the path that runs needs.
 
 use candle_core::{D, DType, Device, IndexOp, Tensor};
 
-use crate::error::Result;
+use super::with_cpu_f32;
+use crate::error::{Error, Result};
+use crate::kernels::{self, AttentionTerms};
 
 /// Per-batch index tensors shared by every layer's attention.
 #[derive(Debug)]
 pub struct AttentionLayout {
     batch: usize,
     max_len: usize,
+    offsets: Vec<usize>,
     gather: Option<Gather>,
 }
 
@@ -42,6 +49,7 @@ impl AttentionLayout {
             return Ok(Self {
                 batch,
                 max_len,
+                offsets: offsets.to_vec(),
                 gather: None,
             });
         }
@@ -71,6 +79,7 @@ impl AttentionLayout {
         Ok(Self {
             batch,
             max_len,
+            offsets: offsets.to_vec(),
             gather: Some(gather),
         })
     }
@@ -95,6 +104,129 @@ pub struct PositionTerms<'a> {
     /// `cos` and `sin`, `[L, head_dim / 2]`: rotary positions applied to Q and K, halves
     /// rotated (GPT-NeoX / Llama layout).
     pub rope: Option<(&'a Tensor, &'a Tensor)>,
+}
+
+/// A batch's position terms, built once per forward for every layer: host tables for the CPU
+/// kernel, or tensors in the padded layout for candle's path.
+#[derive(Debug)]
+pub struct BatchPositions {
+    kernel: bool,
+    span: usize,
+    relative: Option<Vec<f32>>,
+    rope: Option<(Vec<f32>, Vec<f32>)>,
+    bias: Option<Tensor>,
+    rope_tensors: Option<(Tensor, Tensor)>,
+}
+
+impl BatchPositions {
+    /// `kernel`: the layers run [`kernels::attention`] (the model's weights were loaded for the
+    /// CPU kernels); otherwise candle's padded path on `layout.max_len()` positions.
+    pub fn new(kernel: bool, layout: &AttentionLayout) -> Self {
+        Self {
+            kernel,
+            span: layout.max_len,
+            relative: None,
+            rope: None,
+            bias: None,
+            rope_tensors: None,
+        }
+    }
+
+    /// The longest sequence (`L`): tables cover positions `0..span`.
+    pub fn span(&self) -> usize {
+        self.span
+    }
+
+    /// A score bias that depends only on `j − i`: `table` is `[heads, 2·span − 1]`, entry
+    /// `span − 1 + (j − i)` (see [`AttentionTerms::relative`]).
+    pub fn with_relative(
+        mut self,
+        table: Vec<f32>,
+        heads: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let l = self.span;
+        let width = (2 * l).saturating_sub(1);
+        if table.len() != heads * width {
+            return Err(Error::Inference(format!(
+                "relative position table of {} values for {heads} heads × {width} distances",
+                table.len()
+            )));
+        }
+        if !self.kernel {
+            let dense: Vec<f32> = (0..heads)
+                .flat_map(|h| (0..l).flat_map(move |i| (0..l).map(move |j| (h, i, j))))
+                .map(|(h, i, j)| table[h * width + l - 1 + j - i])
+                .collect();
+            self.bias = Some(Tensor::from_vec(dense, (1, heads, l, l), device)?.to_dtype(dtype)?);
+        }
+        self.relative = Some(table);
+        Ok(self)
+    }
+
+    /// Rotary positions: `cos` and `sin` of each position's angles, `[span, head_dim / 2]`.
+    pub fn with_rope(
+        mut self,
+        cos: Vec<f32>,
+        sin: Vec<f32>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let l = self.span;
+        if cos.len() != sin.len() || (l > 0 && !cos.len().is_multiple_of(l)) {
+            return Err(Error::Inference(format!(
+                "rotary tables of {} and {} values for {l} positions",
+                cos.len(),
+                sin.len()
+            )));
+        }
+        if !self.kernel {
+            let half = cos.len().checked_div(l).unwrap_or(0);
+            let t = |v: &[f32]| -> Result<Tensor> {
+                Ok(Tensor::from_slice(v, (l, half), device)?.to_dtype(dtype)?)
+            };
+            self.rope_tensors = Some((t(&cos)?, t(&sin)?));
+        }
+        self.rope = Some((cos, sin));
+        Ok(self)
+    }
+}
+
+/// Multi-head self-attention with a batch's position terms, on the path they were built for.
+pub fn attention(
+    qkv: &Tensor,
+    layout: &AttentionLayout,
+    heads: usize,
+    head_dim: usize,
+    positions: &BatchPositions,
+) -> Result<Tensor> {
+    if !positions.kernel {
+        let terms = PositionTerms {
+            bias: positions.bias.as_ref(),
+            rope: positions.rope_tensors.as_ref().map(|(c, s)| (c, s)),
+        };
+        return packed_attention_with(qkv, layout, heads, head_dim, terms);
+    }
+    let terms = AttentionTerms {
+        relative: positions.relative.as_deref(),
+        rope: positions
+            .rope
+            .as_ref()
+            .map(|(c, s)| (c.as_slice(), s.as_slice())),
+        span: positions.span,
+    };
+    let ctx = with_cpu_f32(qkv, |data| {
+        kernels::attention(data, &layout.offsets, heads, head_dim, terms)
+    })?
+    .ok_or_else(|| {
+        Error::Inference("the attention kernel is not supported on this CPU or shape".into())
+    })?;
+    Ok(Tensor::from_vec(
+        ctx,
+        (qkv.dim(0)?, heads * head_dim),
+        qkv.device(),
+    )?)
 }
 
 /// `qkv`: `[T, 3·heads·head_dim]` (Q, K, V stacked per row) → context `[T, heads·head_dim]`.

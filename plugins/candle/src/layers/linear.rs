@@ -116,16 +116,9 @@ impl Linear {
             Ok((g * both.narrow(1, up, n)?)?)
         };
         let m = xs.dim(0)?;
-        let unsupported =
-            || Error::Inference("the packed CPU kernel is not supported on this CPU".into());
-        let both = match &self.kernel {
-            Kernel::Candle { .. } => return split(&self.forward(xs)?),
-            Kernel::Bf16(w) => {
-                with_cpu_f32(xs, |a| kernels::gemm_bf16(a, m, w))?.ok_or_else(unsupported)?
-            }
-            Kernel::F32(w) => {
-                with_cpu_f32(xs, |a| kernels::gemm_f32(a, m, w))?.ok_or_else(unsupported)?
-            }
+        let both = match self.matmul(xs)? {
+            Product::Tensor(both) => return split(&both),
+            Product::Host(both, _) => both,
         };
         let kind = match act {
             HiddenAct::Gelu => kernels::GateAct::GeluErf,
@@ -142,24 +135,14 @@ impl Linear {
     /// The layer followed by an activation, fused into the output pass when the kernel can.
     pub fn forward_act(&self, xs: &Tensor, act: Option<HiddenAct>) -> Result<Tensor> {
         let m = xs.dim(0)?;
-        let unsupported =
-            || Error::Inference("the packed CPU kernel is not supported on this CPU".into());
-        let (mut out, n) = match &self.kernel {
-            Kernel::Candle { weight_t, bias } => {
-                let ys = xs.matmul(weight_t)?.broadcast_add(bias)?;
+        let (mut out, n) = match self.matmul(xs)? {
+            Product::Tensor(ys) => {
                 return Ok(match act {
                     Some(a) => a.forward(&ys)?,
                     None => ys,
                 });
             }
-            Kernel::Bf16(w) => (
-                with_cpu_f32(xs, |a| kernels::gemm_bf16(a, m, w))?.ok_or_else(unsupported)?,
-                w.out_dim(),
-            ),
-            Kernel::F32(w) => (
-                with_cpu_f32(xs, |a| kernels::gemm_f32(a, m, w))?.ok_or_else(unsupported)?,
-                w.out_dim(),
-            ),
+            Product::Host(out, n) => (out, n),
         };
         let fused = match act {
             Some(HiddenAct::Gelu) => kernels::gelu_erf(&mut out),
@@ -172,4 +155,31 @@ impl Linear {
             _ => Ok(ys),
         }
     }
+
+    /// `xs · Wᵀ + b`: candle's matmul gives a tensor, the packed kernels their host output.
+    fn matmul(&self, xs: &Tensor) -> Result<Product> {
+        let m = xs.dim(0)?;
+        let host = match &self.kernel {
+            Kernel::Candle { weight_t, bias } => {
+                return Ok(Product::Tensor(xs.matmul(weight_t)?.broadcast_add(bias)?));
+            }
+            Kernel::Bf16(w) => {
+                with_cpu_f32(xs, |a| kernels::gemm_bf16(a, m, w))?.map(|o| (o, w.out_dim()))
+            }
+            Kernel::F32(w) => {
+                with_cpu_f32(xs, |a| kernels::gemm_f32(a, m, w))?.map(|o| (o, w.out_dim()))
+            }
+        };
+        let (out, n) = host.ok_or_else(|| {
+            Error::Inference("the packed CPU kernel is not supported on this CPU".into())
+        })?;
+        Ok(Product::Host(out, n))
+    }
+}
+
+/// What [`Linear::matmul`] produced: `[tokens, out]` as a tensor, or as the packed kernel's
+/// row-major host output with its width `out`.
+enum Product {
+    Tensor(Tensor),
+    Host(Vec<f32>, usize),
 }

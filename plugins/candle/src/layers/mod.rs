@@ -8,7 +8,10 @@ mod linear;
 mod weights;
 
 pub use activation::HiddenAct;
-pub use attention::{AttentionLayout, PositionTerms, packed_attention, packed_attention_with};
+pub use attention::{
+    AttentionLayout, BatchPositions, PositionTerms, attention, packed_attention,
+    packed_attention_with,
+};
 pub use layer_norm::LayerNorm;
 pub use linear::{Linear, Packing};
 pub use weights::Weights;

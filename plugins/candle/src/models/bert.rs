@@ -6,13 +6,12 @@
 //! Post-LayerNorm transformer; every dense layer runs on the packed token rows, and Q/K/V are
 //! fused into one matmul per layer.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::kernels;
 use crate::layers::{
-    AttentionLayout, HiddenAct, LayerNorm, Linear, Weights, packed_attention, with_cpu_f32,
+    AttentionLayout, BatchPositions, HiddenAct, LayerNorm, Linear, Weights, attention,
 };
 use crate::models::{EmbeddingModel, PackedBatch};
 
@@ -170,21 +169,6 @@ impl BertModel {
         })
     }
 
-    fn fast_attention(&self, qkv: &Tensor, offsets: &[usize]) -> Result<Tensor> {
-        let t = qkv.dim(0)?;
-        let ctx = with_cpu_f32(qkv, |data| {
-            kernels::attention(data, offsets, self.heads, self.head_dim)
-        })?
-        .ok_or_else(|| {
-            Error::Inference("the attention kernel is not supported on this CPU".into())
-        })?;
-        Ok(Tensor::from_vec(
-            ctx,
-            (t, self.heads * self.head_dim),
-            &self.device,
-        )?)
-    }
-
     fn index(&self, values: &[u32]) -> Result<Tensor> {
         Ok(Tensor::from_slice(values, values.len(), &self.device)?)
     }
@@ -207,21 +191,11 @@ impl EmbeddingModel for BertModel {
                     .index_select(&self.index(&batch.type_ids)?, 0)?,
             )?;
         xs = e.norm.forward(&xs)?;
-        // The hand-written attention works on f32 CPU rows directly; otherwise pad for candle.
-        let layout = match self.cpu_kernels && xs.dtype() == DType::F32 {
-            true => None,
-            false => Some(AttentionLayout::new(
-                &batch.offsets,
-                xs.dtype(),
-                &self.device,
-            )?),
-        };
+        let layout = AttentionLayout::new(&batch.offsets, xs.dtype(), &self.device)?;
+        let positions = BatchPositions::new(self.cpu_kernels, &layout);
         for layer in &self.layers {
             let qkv = layer.qkv.forward(&xs)?;
-            let ctx = match &layout {
-                Some(layout) => packed_attention(&qkv, layout, self.heads, self.head_dim)?,
-                None => self.fast_attention(&qkv, &batch.offsets)?,
-            };
+            let ctx = attention(&qkv, &layout, self.heads, self.head_dim, &positions)?;
             xs = layer
                 .attn_norm
                 .forward_residual(&layer.attn_out.forward(&ctx)?, &xs)?;

@@ -16,7 +16,7 @@ use serde_json::Value;
 use super::post_norm::{FeedForward, Heads, PostNormLayer, check_len, lookup};
 use super::{EmbeddingModel, PackedBatch};
 use crate::error::Result;
-use crate::layers::{AttentionLayout, HiddenAct, LayerNorm, Linear, PositionTerms, Weights};
+use crate::layers::{AttentionLayout, BatchPositions, HiddenAct, LayerNorm, Linear, Weights};
 
 /// The subset of a JinaBERT v2 `config.json` the forward pass needs.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -103,6 +103,8 @@ pub struct JinaBert {
     hidden: usize,
     max_positions: usize,
     device: Device,
+    /// The layers run the CPU attention kernel (weights loaded for the CPU kernels).
+    cpu_kernels: bool,
 }
 
 impl JinaBert {
@@ -166,25 +168,19 @@ impl JinaBert {
             hidden: h,
             max_positions: c.max_position_embeddings,
             device: device.clone(),
+            cpu_kernels: w.cpu_kernels(),
         })
     }
 
-    /// `[1, heads, len, len]`: `−slope_h · |i − j|`.
-    fn alibi(&self, len: usize) -> Result<Tensor> {
-        let bias: Vec<f32> = self
-            .slopes
+    /// `[heads, 2·span − 1]`: `−slope_h · |j − i|` at `span − 1 + (j − i)`.
+    fn alibi(&self, span: usize) -> Vec<f32> {
+        let width = (2 * span).saturating_sub(1) as i64;
+        self.slopes
             .iter()
             .flat_map(|&s| {
-                (0..len).flat_map(move |i| {
-                    (0..len).map(move |j| (-(s as f32)) * (i as f32 - j as f32).abs())
-                })
+                (0..width).map(move |k| -(s as f32) * (k - (width - 1) / 2).abs() as f32)
             })
-            .collect();
-        Ok(Tensor::from_vec(
-            bias,
-            (1, self.heads.heads, len, len),
-            &self.device,
-        )?)
+            .collect()
     }
 }
 
@@ -198,13 +194,14 @@ impl EmbeddingModel for JinaBert {
         )?)?;
         let mut xs = self.embed_norm.forward(&xs)?;
         let layout = AttentionLayout::new(&batch.offsets, xs.dtype(), &self.device)?;
-        let bias = self.alibi(layout.max_len())?.to_dtype(xs.dtype())?;
-        let terms = PositionTerms {
-            bias: Some(&bias),
-            rope: None,
-        };
+        let positions = BatchPositions::new(self.cpu_kernels, &layout).with_relative(
+            self.alibi(layout.max_len()),
+            self.heads.heads,
+            xs.dtype(),
+            &self.device,
+        )?;
         for layer in &self.layers {
-            xs = layer.forward(&xs, &layout, self.heads, terms, self.act)?;
+            xs = layer.forward(&xs, &layout, self.heads, &positions, self.act)?;
         }
         Ok(xs)
     }

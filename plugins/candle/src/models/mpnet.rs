@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::post_norm::{FeedForward, Heads, PostNormLayer, check_len, lookup};
 use super::{EmbeddingModel, PackedBatch};
 use crate::error::Result;
-use crate::layers::{AttentionLayout, HiddenAct, LayerNorm, Linear, PositionTerms, Weights};
+use crate::layers::{AttentionLayout, BatchPositions, HiddenAct, LayerNorm, Linear, Weights};
 
 /// The subset of an MPNet `config.json` the forward pass needs.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -80,6 +80,8 @@ pub struct MpNet {
     max_positions: usize,
     position_offset: u32,
     device: Device,
+    /// The layers run the CPU attention kernel (weights loaded for the CPU kernels).
+    cpu_kernels: bool,
 }
 
 impl MpNet {
@@ -145,18 +147,25 @@ impl MpNet {
                 .saturating_sub(position_offset as usize),
             position_offset,
             device: device.clone(),
+            cpu_kernels: w.cpu_kernels(),
         })
     }
 
-    /// `[1, heads, len, len]`: the bias of key `j` for query `i`.
-    fn position_bias(&self, len: usize) -> Result<Tensor> {
-        let ids: Vec<u32> = (0..len as i64)
-            .flat_map(|i| (0..len as i64).map(move |j| (i, j)))
-            .map(|(i, j)| bucket(j - i, self.buckets))
-            .collect();
-        Ok(lookup(&self.relative_bias, &ids, &self.device)?
-            .t()?
-            .reshape((1, self.heads.heads, len, len))?)
+    /// `[heads, 2·span − 1]`: the bias of key `j` for query `i` at `span − 1 + (j − i)`.
+    fn relative_table(&self, span: usize) -> Result<Vec<f32>> {
+        // [buckets, heads]
+        let weights = self
+            .relative_bias
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec2::<f32>()?;
+        let weights = &weights;
+        let width = (2 * span).saturating_sub(1) as i64;
+        let buckets = self.buckets;
+        Ok((0..self.heads.heads)
+            .flat_map(|h| {
+                (0..width).map(move |k| weights[bucket(k - (width - 1) / 2, buckets) as usize][h])
+            })
+            .collect())
     }
 }
 
@@ -175,13 +184,14 @@ impl EmbeddingModel for MpNet {
         )?)?;
         let mut xs = self.embed_norm.forward(&xs)?;
         let layout = AttentionLayout::new(&batch.offsets, xs.dtype(), &self.device)?;
-        let bias = self.position_bias(layout.max_len())?.to_dtype(xs.dtype())?;
-        let terms = PositionTerms {
-            bias: Some(&bias),
-            rope: None,
-        };
+        let positions = BatchPositions::new(self.cpu_kernels, &layout).with_relative(
+            self.relative_table(layout.max_len())?,
+            self.heads.heads,
+            xs.dtype(),
+            &self.device,
+        )?;
         for layer in &self.layers {
-            xs = layer.forward(&xs, &layout, self.heads, terms, self.act)?;
+            xs = layer.forward(&xs, &layout, self.heads, &positions, self.act)?;
         }
         Ok(xs)
     }

@@ -1,5 +1,5 @@
 //! What our packed encoders share: the post-LayerNorm encoder layer (MPNet, JinaBERT v2, GTE,
-//! NomicBERT; BERT keeps its own, which runs the hand-written f32 attention kernel), the
+//! NomicBERT; BERT keeps its own, with no position terms in attention), the
 //! checks every model's load and forward make, and token lookups.
 //!
 //! ```text
@@ -11,9 +11,7 @@ use candle_core::{Device, Tensor};
 
 use super::PackedBatch;
 use crate::error::{Error, Result};
-use crate::layers::{
-    AttentionLayout, HiddenAct, LayerNorm, Linear, PositionTerms, packed_attention_with,
-};
+use crate::layers::{AttentionLayout, BatchPositions, HiddenAct, LayerNorm, Linear, attention};
 
 /// The feed-forward half of a layer.
 pub enum FeedForward {
@@ -66,11 +64,11 @@ impl PostNormLayer {
         xs: &Tensor,
         layout: &AttentionLayout,
         heads: Heads,
-        terms: PositionTerms<'_>,
+        positions: &BatchPositions,
         act: HiddenAct,
     ) -> Result<Tensor> {
         let qkv = self.qkv.forward(xs)?;
-        let ctx = packed_attention_with(&qkv, layout, heads.heads, heads.head_dim, terms)?;
+        let ctx = attention(&qkv, layout, heads.heads, heads.head_dim, positions)?;
         let xs = self
             .attn_norm
             .forward_residual(&self.attn_out.forward(&ctx)?, xs)?;

@@ -10,12 +10,12 @@
 //! the same network on padded batches), on the packed batch like [`super::bert`]: dense layers
 //! on the packed rows with the CPU kernels, attention on the padded layout with rotary Q, K.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 
 use super::post_norm::{FeedForward, Heads, PostNormLayer, check_len, lookup};
 use super::{EmbeddingModel, PackedBatch};
 use crate::error::Result;
-use crate::layers::{AttentionLayout, HiddenAct, LayerNorm, Linear, PositionTerms, Weights};
+use crate::layers::{AttentionLayout, BatchPositions, HiddenAct, LayerNorm, Linear, Weights};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -92,6 +92,8 @@ pub struct RopeEncoder {
     inv_freq: Vec<f32>,
     architecture: &'static str,
     device: Device,
+    /// The layers run the CPU attention kernel (weights loaded for the CPU kernels).
+    cpu_kernels: bool,
 }
 
 impl RopeEncoder {
@@ -159,19 +161,14 @@ impl RopeEncoder {
             inv_freq,
             architecture: c.architecture,
             device: device.clone(),
+            cpu_kernels: w.cpu_kernels(),
         })
     }
 
-    /// `cos` and `sin`, `[len, head_dim / 2]`, in `dtype`.
-    fn rope_tables(&self, len: usize, dtype: DType) -> Result<(Tensor, Tensor)> {
-        let angles: Vec<f32> = (0..len)
-            .flat_map(|p| self.inv_freq.iter().map(move |f| p as f32 * f))
-            .collect();
-        let angles = Tensor::from_vec(angles, (len, self.inv_freq.len()), &self.device)?;
-        Ok((
-            angles.cos()?.to_dtype(dtype)?,
-            angles.sin()?.to_dtype(dtype)?,
-        ))
+    /// `cos` and `sin` of positions `0..len`, `[len, head_dim / 2]`.
+    fn rope_tables(&self, len: usize) -> (Vec<f32>, Vec<f32>) {
+        let angles = (0..len).flat_map(|p| self.inv_freq.iter().map(move |f| p as f32 * f));
+        angles.map(|a| (a.cos(), a.sin())).unzip()
     }
 }
 
@@ -184,13 +181,15 @@ impl EmbeddingModel for RopeEncoder {
         }
         let mut xs = self.embed_norm.forward(&xs)?;
         let layout = AttentionLayout::new(&batch.offsets, xs.dtype(), &self.device)?;
-        let (cos, sin) = self.rope_tables(layout.max_len(), xs.dtype())?;
-        let terms = PositionTerms {
-            bias: None,
-            rope: Some((&cos, &sin)),
-        };
+        let (cos, sin) = self.rope_tables(layout.max_len());
+        let positions = BatchPositions::new(self.cpu_kernels, &layout).with_rope(
+            cos,
+            sin,
+            xs.dtype(),
+            &self.device,
+        )?;
         for layer in &self.layers {
-            xs = layer.forward(&xs, &layout, self.heads, terms, self.act)?;
+            xs = layer.forward(&xs, &layout, self.heads, &positions, self.act)?;
         }
         Ok(xs)
     }
