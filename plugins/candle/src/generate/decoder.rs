@@ -25,7 +25,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::layers::{HiddenAct, Linear, Weights};
+use crate::kernels::{self, AttentionTerms};
+use crate::layers::{HiddenAct, Linear, Weights, with_cpu_f32};
 
 /// The `model_type`s this decoder generates with.
 pub const MODEL_TYPES: &[&str] = &["llama", "qwen2", "qwen3"];
@@ -243,6 +244,8 @@ pub struct Decoder {
     sin: Tensor,
     device: Device,
     dtype: DType,
+    /// Prompts run [`kernels::attention`] (weights loaded for the CPU kernels).
+    cpu_kernels: bool,
 }
 
 /// KV cache room allocated at a time (a conversation grows it in steps of this many).
@@ -363,6 +366,7 @@ impl Decoder {
             cfg,
             device,
             dtype,
+            cpu_kernels: w.cpu_kernels(),
         })
     }
 
@@ -493,6 +497,9 @@ impl Decoder {
         // Each row is a batch of one position: RoPE at that row's own position.
         let q = candle_nn::rotary_emb::rope(&q, cos, sin)?;
         let k = candle_nn::rotary_emb::rope(&k, cos, sin)?;
+        if self.cpu_kernels && caches.iter().all(|c| c.layers[l].current_seq_len() == 0) {
+            return self.prompt_attention(l, (&q, &k, &v), caches, spans);
+        }
         let scale = 1.0 / (d as f64).sqrt();
         let mut out = Vec::with_capacity(spans.len());
         for (i, &(start, n)) in spans.iter().enumerate() {
@@ -547,6 +554,58 @@ impl Decoder {
             );
         }
         Ok(Tensor::cat(&out, 0)?)
+    }
+
+    /// [`Decoder::attention`] when every conversation starts from an empty cache (whole
+    /// prompts, and every embedding): the CPU kernel over the packed rows, causal within each
+    /// conversation, grouped-query heads read in place; the keys and values still go into the
+    /// caches for the tokens that follow. `q`: `[rows, heads, 1, d]`, `k`, `v`: `[rows,
+    /// kv_heads, 1, d]`.
+    fn prompt_attention(
+        &self,
+        l: usize,
+        (q, k, v): (&Tensor, &Tensor, &Tensor),
+        caches: &mut [&mut Cache],
+        spans: &[(usize, usize)],
+    ) -> Result<Tensor> {
+        let Config {
+            heads,
+            kv_heads,
+            head_dim: d,
+            ..
+        } = self.cfg;
+        let rows = q.dim(0)?;
+        for (cache, &(start, n)) in caches.iter_mut().zip(spans) {
+            let as_cache = |t: &Tensor| -> candle_core::Result<Tensor> {
+                t.narrow(0, start, n)?
+                    .reshape((n, kv_heads, d))?
+                    .transpose(0, 1)?
+                    .unsqueeze(0)?
+                    .contiguous()
+            };
+            cache.layers[l].append(&as_cache(k)?, &as_cache(v)?)?;
+        }
+        let qkv = Tensor::cat(
+            &[
+                q.reshape((rows, heads * d))?,
+                k.reshape((rows, kv_heads * d))?,
+                v.reshape((rows, kv_heads * d))?,
+            ],
+            1,
+        )?;
+        let mut offsets = Vec::with_capacity(spans.len() + 1);
+        offsets.push(0);
+        offsets.extend(spans.iter().map(|&(start, n)| start + n));
+        let terms = AttentionTerms {
+            causal: true,
+            window: self.cfg.window,
+            ..AttentionTerms::default()
+        };
+        let ctx = with_cpu_f32(&qkv, |data| {
+            kernels::attention(data, &offsets, heads, kv_heads, d, terms)
+        })?
+        .ok_or_else(|| Error::Inference("the attention kernel declined these shapes".into()))?;
+        Ok(Tensor::from_vec(ctx, (rows, heads * d), &self.device)?)
     }
 
     /// Softmax and the rest run in this dtype.

@@ -227,15 +227,21 @@ pub struct AttentionTerms<'a> {
     /// and `sin`, `[span, dim / 2]`.
     pub rope: Option<(&'a [f32], &'a [f32])>,
     pub span: usize,
+    /// Decoders: query `i` sees keys `..= i` only, and with a sliding `window` only the last
+    /// `window` of those (Mistral).
+    pub causal: bool,
+    pub window: Option<usize>,
 }
 
-/// Multi-head self-attention over packed rows: `qkv` is `[T, 3·heads·dim]` (Q, K, V per row),
-/// sequence `i` owns rows `offsets[i]..offsets[i + 1]`; returns the context `[T, heads·dim]`.
-/// `None` when the CPU lacks AVX-512F, or when `terms` do not fit these shapes.
+/// Multi-head self-attention over packed rows: `qkv` is `[T, (heads + 2·kv_heads)·dim]` (Q,
+/// K, V per row; `kv_heads < heads` for grouped-query attention), sequence `i` owns rows
+/// `offsets[i]..offsets[i + 1]`; returns the context `[T, heads·dim]`. `None` when the CPU
+/// lacks AVX-512F, or when the shapes or `terms` do not fit.
 pub fn attention(
     qkv: &[f32],
     offsets: &[usize],
     heads: usize,
+    kv_heads: usize,
     dim: usize,
     terms: AttentionTerms<'_>,
 ) -> Option<Vec<f32>> {
@@ -253,12 +259,14 @@ pub fn attention(
                 })
         }
     };
-    if !support().avx512 || qkv.len() != total * 3 * heads * dim || !fits {
+    let groups_ok = kv_heads > 0 && heads.is_multiple_of(kv_heads);
+    if !support().avx512 || !groups_ok || qkv.len() != total * (heads + 2 * kv_heads) * dim || !fits
+    {
         return None;
     }
     #[cfg(target_arch = "x86_64")]
     {
-        Some(x86::attention(qkv, offsets, heads, dim, terms))
+        Some(x86::attention(qkv, offsets, heads, kv_heads, dim, terms))
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

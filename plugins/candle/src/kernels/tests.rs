@@ -120,7 +120,7 @@ fn attention_matches_the_padded_candle_path() {
     ] {
         let t = *offsets.last().unwrap();
         let qkv = rand_vec(t * 3 * heads * dim, 9);
-        let got = attention(&qkv, &offsets, heads, dim, AttentionTerms::default()).unwrap();
+        let got = attention(&qkv, &offsets, heads, heads, dim, AttentionTerms::default()).unwrap();
         let dev = candle_core::Device::Cpu;
         let tensor = candle_core::Tensor::from_vec(qkv, (t, 3 * heads * dim), &dev).unwrap();
         let layout = AttentionLayout::new(&offsets, candle_core::DType::F32, &dev).unwrap();
@@ -175,8 +175,9 @@ fn attention_terms_match_the_padded_candle_path() {
                 relative: relative.then_some(table.as_slice()),
                 rope: rope.then_some((cos.as_slice(), sin.as_slice())),
                 span,
+                ..AttentionTerms::default()
             };
-            let got = attention(&qkv, &offsets, heads, dim, terms).unwrap();
+            let got = attention(&qkv, &offsets, heads, heads, dim, terms).unwrap();
             let position = PositionTerms {
                 bias: relative.then_some(&bias),
                 rope: rope.then_some((&cos_t, &sin_t)),
@@ -196,10 +197,73 @@ fn attention_terms_match_the_padded_candle_path() {
         // Tables that do not fit the shapes are declined, not read out of bounds.
         let short = AttentionTerms {
             relative: Some(&table[1..]),
-            rope: None,
             span,
+            ..AttentionTerms::default()
         };
-        assert!(attention(&qkv, &offsets, heads, dim, short).is_none());
+        assert!(attention(&qkv, &offsets, heads, heads, dim, short).is_none());
+    }
+}
+
+#[test]
+fn causal_grouped_attention_matches_the_padded_candle_path() {
+    if !runs(
+        "causal_grouped_attention_matches_the_padded_candle_path",
+        support().avx512,
+        "AVX-512F",
+    ) {
+        return;
+    }
+    use crate::layers::{AttentionLayout, PositionTerms, packed_attention_with};
+    use candle_core::{Device, Tensor};
+    let dev = Device::Cpu;
+    // 4 query heads over 2 K/V heads; the reference repeats each K/V head for its queries and
+    // masks the keys after each query (and outside the window) in the padded layout.
+    let (heads, kv_heads, dim) = (4, 2, 16);
+    let offsets = vec![0usize, 5, 40, 43];
+    let t = *offsets.last().unwrap();
+    let span = 35;
+    let (hd, kvd) = (heads * dim, kv_heads * dim);
+    let qkv = rand_vec(t * (hd + 2 * kvd), 14);
+    let expanded: Vec<f32> = qkv
+        .chunks(hd + 2 * kvd)
+        .flat_map(|row| {
+            let kv = |base: usize| {
+                (0..heads).flat_map(move |h| {
+                    let g = h / (heads / kv_heads);
+                    row[base + g * dim..base + (g + 1) * dim].iter().copied()
+                })
+            };
+            row[..hd].iter().copied().chain(kv(hd)).chain(kv(hd + kvd))
+        })
+        .collect();
+    let tensor = Tensor::from_vec(expanded, (t, 3 * hd), &dev).unwrap();
+    let layout = AttentionLayout::new(&offsets, candle_core::DType::F32, &dev).unwrap();
+    for window in [None, Some(7)] {
+        let sees = |i: usize, j: usize| j <= i && window.is_none_or(|w| i - j < w);
+        let mask: Vec<f32> = (0..heads)
+            .flat_map(|_| (0..span).flat_map(move |i| (0..span).map(move |j| (i, j))))
+            .map(|(i, j)| if sees(i, j) { 0.0 } else { -1e9 })
+            .collect();
+        let mask = Tensor::from_vec(mask, (1, heads, span, span), &dev).unwrap();
+        let terms = AttentionTerms {
+            causal: true,
+            window,
+            span,
+            ..AttentionTerms::default()
+        };
+        let got = attention(&qkv, &offsets, heads, kv_heads, dim, terms).unwrap();
+        let position = PositionTerms {
+            bias: Some(&mask),
+            rope: None,
+        };
+        let want: Vec<f32> = packed_attention_with(&tensor, &layout, heads, dim, position)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let diff = max_abs_diff(&got, &want);
+        assert!(diff < 1e-5, "window {window:?}: max diff {diff}");
     }
 }
 

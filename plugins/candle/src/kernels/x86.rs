@@ -268,6 +268,7 @@ pub fn attention(
     qkv: &[f32],
     offsets: &[usize],
     heads: usize,
+    kv_heads: usize,
     dim: usize,
     terms: AttentionTerms<'_>,
 ) -> Vec<f32> {
@@ -284,6 +285,7 @@ pub fn attention(
             end: offsets[s + 1],
             h,
             heads,
+            kv_heads,
             dim,
         };
         // SAFETY: CPU support checked by the caller; task (s, h) writes only rows of sequence
@@ -303,13 +305,16 @@ const LANES: usize = 16;
 /// Keys (in Q·Kᵀ) or head dimensions (in P·V) per register block: two vectors.
 const KB: usize = 2 * LANES;
 
-/// One attention problem: head `h` of the sequence at packed rows `start..end`.
+/// One attention problem: head `h` of the sequence at packed rows `start..end`; rows are
+/// `[Q: heads·dim | K: kv_heads·dim | V: kv_heads·dim]`, query head `h` reads K/V head
+/// `h / (heads / kv_heads)` (grouped-query attention when `kv_heads < heads`).
 #[derive(Clone, Copy)]
 struct Head {
     start: usize,
     end: usize,
     h: usize,
     heads: usize,
+    kv_heads: usize,
     dim: usize,
 }
 
@@ -325,6 +330,7 @@ unsafe fn attend(qkv: &[f32], head: Head, terms: AttentionTerms<'_>, out: *mut f
         end,
         h,
         heads,
+        kv_heads,
         dim,
     } = head;
     let len = end - start;
@@ -334,8 +340,9 @@ unsafe fn attend(qkv: &[f32], head: Head, terms: AttentionTerms<'_>, out: *mut f
     let dp = dim.next_multiple_of(LANES);
     let lk = len.next_multiple_of(KB);
     let lq = len.next_multiple_of(QB);
-    let hd = heads * dim;
-    let stride = 3 * hd;
+    let (hd, kvd) = (heads * dim, kv_heads * dim);
+    let stride = hd + 2 * kvd;
+    let g = h / (heads / kv_heads);
     let scale = 1.0 / (dim as f32).sqrt();
     let mut q = vec![0f32; lq * dp];
     let mut kt = vec![0f32; dp * lk];
@@ -345,8 +352,8 @@ unsafe fn attend(qkv: &[f32], head: Head, terms: AttentionTerms<'_>, out: *mut f
         let row = &qkv[(start + j) * stride..(start + j + 1) * stride];
         let (qs, ks, vs) = (
             &row[h * dim..(h + 1) * dim],
-            &row[hd + h * dim..hd + (h + 1) * dim],
-            &row[2 * hd + h * dim..2 * hd + (h + 1) * dim],
+            &row[hd + g * dim..hd + (g + 1) * dim],
+            &row[hd + kvd + g * dim..hd + kvd + (g + 1) * dim],
         );
         let qj = &mut q[j * dp..j * dp + dim];
         let ks = match terms.rope {
@@ -373,8 +380,13 @@ unsafe fn attend(qkv: &[f32], head: Head, terms: AttentionTerms<'_>, out: *mut f
     }
     let mut scores = vec![0f32; QB * lk];
     for qb in (0..lq).step_by(QB) {
+        // Causal: this block's queries see no key after its last one.
+        let keys = match terms.causal {
+            true => (qb + QB).min(len),
+            false => len,
+        };
         // S[q, j] = Σ_d Q[q, d] · Kᵀ[d, j], 8 queries × 32 keys at a time.
-        for jc in (0..lk).step_by(KB) {
+        for jc in (0..keys).step_by(KB) {
             let mut acc = [[_mm512_setzero_ps(); 2]; QB];
             // SAFETY: d < dim ≤ dp and jc + 32 ≤ lk, so every load is inside kt (dp × lk) and
             // q (lq × dp, qb + r < lq); every store inside scores (8 × lk).
@@ -395,24 +407,33 @@ unsafe fn attend(qkv: &[f32], head: Head, terms: AttentionTerms<'_>, out: *mut f
                 }
             }
         }
-        // Position bias and softmax over the real keys of each real query; the padding
-        // queries' rows are never stored, their weights only zeroed.
+        // Position bias and softmax over the keys each real query sees (all of them, or with
+        // `causal` those up to its own position and within the window); the others, and the
+        // padding queries' rows, which are never stored, get weight 0.
         let rows = (len - qb).min(QB);
         let mut inv = [0f32; QB];
         for (r, inv_r) in inv.iter_mut().enumerate() {
-            let row = &mut scores[r * lk..r * lk + len];
+            let row = &mut scores[r * lk..r * lk + keys];
             if r >= rows {
                 row.fill(0.0);
                 continue;
             }
+            let i = qb + r;
+            let (lo, hi) = match terms.causal {
+                true => (terms.window.map_or(0, |w| (i + 1).saturating_sub(w)), i + 1),
+                false => (0, len),
+            };
+            row[..lo].fill(0.0);
+            row[hi..].fill(0.0);
+            let live = &mut row[lo..hi];
             if let Some(table) = terms.relative {
-                // Entry span − 1 + (j − i) of head h's row; i = qb + r < len ≤ span.
-                let at = h * (2 * terms.span - 1) + terms.span - 1 - (qb + r);
-                for (s, b) in row.iter_mut().zip(&table[at..at + len]) {
+                // Entry span − 1 + (j − i) of head h's row; i < len ≤ span, j ≥ lo.
+                let at = h * (2 * terms.span - 1) + terms.span - 1 - i + lo;
+                for (s, b) in live.iter_mut().zip(&table[at..at + (hi - lo)]) {
                     *s += b;
                 }
             }
-            *inv_r = softmax_row(row);
+            *inv_r = softmax_row(live);
         }
         // ctx[q, d] = Σ_j P[q, j] · V[j, d], 8 queries × 32 dimensions at a time.
         let block = Block {
@@ -428,11 +449,11 @@ unsafe fn attend(qkv: &[f32], head: Head, terms: AttentionTerms<'_>, out: *mut f
         unsafe {
             let mut dc = 0;
             while dc + KB <= dp {
-                context::<2>(&scores, lk, &v, dp, dc, len, &block);
+                context::<2>(&scores, lk, &v, dp, dc, keys, &block);
                 dc += KB;
             }
             if dc < dp {
-                context::<1>(&scores, lk, &v, dp, dc, len, &block);
+                context::<1>(&scores, lk, &v, dp, dc, keys, &block);
             }
         }
     }

@@ -215,9 +215,10 @@ pub fn attention(
             .as_ref()
             .map(|(c, s)| (c.as_slice(), s.as_slice())),
         span: positions.span,
+        ..AttentionTerms::default()
     };
     let ctx = with_cpu_f32(qkv, |data| {
-        kernels::attention(data, &layout.offsets, heads, head_dim, terms)
+        kernels::attention(data, &layout.offsets, heads, heads, head_dim, terms)
     })?
     .ok_or_else(|| {
         Error::Inference("the attention kernel is not supported on this CPU or shape".into())
