@@ -510,15 +510,10 @@ impl Decoder {
                 .permute((1, 2, 0, 3))?
                 .contiguous()?
                 .reshape((kv_heads, groups * n, d))?;
-            // [n, kv_heads, 1, d] → [1, kv_heads, n, d], the cache's layout.
-            let as_cache = |t: &Tensor| -> candle_core::Result<Tensor> {
-                t.narrow(0, start, n)?
-                    .reshape((n, kv_heads, d))?
-                    .transpose(0, 1)?
-                    .unsqueeze(0)?
-                    .contiguous()
-            };
-            let (keys, values) = caches[i].layers[l].append(&as_cache(&k)?, &as_cache(&v)?)?;
+            let (keys, values) = caches[i].layers[l].append(
+                &as_cache(&k, start, n, kv_heads, d)?,
+                &as_cache(&v, start, n, kv_heads, d)?,
+            )?;
             let (keys, values) = (keys.squeeze(0)?, values.squeeze(0)?);
             let total = keys.dim(1)?;
             let mut scores = (q.matmul(&keys.t()?)? * scale)?;
@@ -576,14 +571,10 @@ impl Decoder {
         } = self.cfg;
         let rows = q.dim(0)?;
         for (cache, &(start, n)) in caches.iter_mut().zip(spans) {
-            let as_cache = |t: &Tensor| -> candle_core::Result<Tensor> {
-                t.narrow(0, start, n)?
-                    .reshape((n, kv_heads, d))?
-                    .transpose(0, 1)?
-                    .unsqueeze(0)?
-                    .contiguous()
-            };
-            cache.layers[l].append(&as_cache(k)?, &as_cache(v)?)?;
+            cache.layers[l].append(
+                &as_cache(k, start, n, kv_heads, d)?,
+                &as_cache(v, start, n, kv_heads, d)?,
+            )?;
         }
         let qkv = Tensor::cat(
             &[
@@ -612,6 +603,22 @@ impl Decoder {
     pub fn dtype(&self) -> DType {
         self.dtype
     }
+}
+
+/// Rows `start..start + n` of `t` (`[rows, kv_heads, 1, d]`) in the cache's layout,
+/// `[1, kv_heads, n, d]`.
+fn as_cache(
+    t: &Tensor,
+    start: usize,
+    n: usize,
+    kv_heads: usize,
+    d: usize,
+) -> candle_core::Result<Tensor> {
+    t.narrow(0, start, n)?
+        .reshape((n, kv_heads, d))?
+        .transpose(0, 1)?
+        .unsqueeze(0)?
+        .contiguous()
 }
 
 impl std::fmt::Debug for Decoder {

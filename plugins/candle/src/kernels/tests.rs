@@ -15,6 +15,22 @@ fn runs(test: &str, supported: bool, needs: &str) -> bool {
     supported
 }
 
+/// candle's padded attention with `terms`, flattened: what the kernel must reproduce.
+fn candle_reference(
+    qkv: &candle_core::Tensor,
+    layout: &crate::layers::AttentionLayout,
+    heads: usize,
+    dim: usize,
+    terms: crate::layers::PositionTerms<'_>,
+) -> Vec<f32> {
+    crate::layers::packed_attention_with(qkv, layout, heads, dim, terms)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
 fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed | 1;
     (0..n)
@@ -109,7 +125,7 @@ fn attention_matches_the_padded_candle_path() {
     ) {
         return;
     }
-    use crate::layers::{AttentionLayout, packed_attention};
+    use crate::layers::AttentionLayout;
     // dim 8 is padded to a whole vector, 32 fills one block of two, 48 is a block and one
     // vector; lengths cover partial query blocks (of 8) and key blocks (of 32).
     for (heads, dim, offsets) in [
@@ -124,12 +140,7 @@ fn attention_matches_the_padded_candle_path() {
         let dev = candle_core::Device::Cpu;
         let tensor = candle_core::Tensor::from_vec(qkv, (t, 3 * heads * dim), &dev).unwrap();
         let layout = AttentionLayout::new(&offsets, candle_core::DType::F32, &dev).unwrap();
-        let want: Vec<f32> = packed_attention(&tensor, &layout, heads, dim)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let want = candle_reference(&tensor, &layout, heads, dim, Default::default());
         let diff = max_abs_diff(&got, &want);
         assert!(diff < 1e-5, "heads {heads} dim {dim}: max diff {diff}");
     }
@@ -144,7 +155,7 @@ fn attention_terms_match_the_padded_candle_path() {
     ) {
         return;
     }
-    use crate::layers::{AttentionLayout, PositionTerms, packed_attention_with};
+    use crate::layers::{AttentionLayout, PositionTerms};
     use candle_core::{Device, Tensor};
     let dev = Device::Cpu;
     // A relative bias (MPNet, ALiBi) and rotary positions, alone and together; dims that
@@ -182,12 +193,7 @@ fn attention_terms_match_the_padded_candle_path() {
                 bias: relative.then_some(&bias),
                 rope: rope.then_some((&cos_t, &sin_t)),
             };
-            let want: Vec<f32> = packed_attention_with(&tensor, &layout, heads, dim, position)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
+            let want = candle_reference(&tensor, &layout, heads, dim, position);
             let diff = max_abs_diff(&got, &want);
             assert!(
                 diff < 1e-5,
@@ -213,7 +219,7 @@ fn causal_grouped_attention_matches_the_padded_candle_path() {
     ) {
         return;
     }
-    use crate::layers::{AttentionLayout, PositionTerms, packed_attention_with};
+    use crate::layers::{AttentionLayout, PositionTerms};
     use candle_core::{Device, Tensor};
     let dev = Device::Cpu;
     // 4 query heads over 2 K/V heads; the reference repeats each K/V head for its queries and
@@ -256,12 +262,7 @@ fn causal_grouped_attention_matches_the_padded_candle_path() {
             bias: Some(&mask),
             rope: None,
         };
-        let want: Vec<f32> = packed_attention_with(&tensor, &layout, heads, dim, position)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let want = candle_reference(&tensor, &layout, heads, dim, position);
         let diff = max_abs_diff(&got, &want);
         assert!(diff < 1e-5, "window {window:?}: max diff {diff}");
     }

@@ -132,11 +132,6 @@ impl BatchPositions {
         }
     }
 
-    /// The longest sequence (`L`): tables cover positions `0..span`.
-    pub fn span(&self) -> usize {
-        self.span
-    }
-
     /// A score bias that depends only on `j − i`: `table` is `[heads, 2·span − 1]`, entry
     /// `span − 1 + (j − i)` (see [`AttentionTerms::relative`]).
     pub fn with_relative(
