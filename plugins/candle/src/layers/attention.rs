@@ -225,17 +225,8 @@ pub fn attention(
     )?)
 }
 
-/// `qkv`: `[T, 3·heads·head_dim]` (Q, K, V stacked per row) → context `[T, heads·head_dim]`.
-pub fn packed_attention(
-    qkv: &Tensor,
-    layout: &AttentionLayout,
-    heads: usize,
-    head_dim: usize,
-) -> Result<Tensor> {
-    packed_attention_with(qkv, layout, heads, head_dim, PositionTerms::default())
-}
-
-/// [`packed_attention`] with a score bias or rotary positions.
+/// candle's path: `qkv`: `[T, 3·heads·head_dim]` (Q, K, V stacked per row) → context
+/// `[T, heads·head_dim]`, with a score bias or rotary positions in the padded layout.
 pub fn packed_attention_with(
     qkv: &Tensor,
     layout: &AttentionLayout,

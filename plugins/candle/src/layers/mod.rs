@@ -9,8 +9,7 @@ mod weights;
 
 pub use activation::HiddenAct;
 pub use attention::{
-    AttentionLayout, BatchPositions, PositionTerms, attention, packed_attention,
-    packed_attention_with,
+    AttentionLayout, BatchPositions, PositionTerms, attention, packed_attention_with,
 };
 pub use layer_norm::LayerNorm;
 pub use linear::{Linear, Packing};
