@@ -497,12 +497,29 @@ impl Decoder {
         // Each row is a batch of one position: RoPE at that row's own position.
         let q = candle_nn::rotary_emb::rope(&q, cos, sin)?;
         let k = candle_nn::rotary_emb::rope(&k, cos, sin)?;
-        if self.cpu_kernels && caches.iter().all(|c| c.layers[l].current_seq_len() == 0) {
-            return self.prompt_attention(l, (&q, &k, &v), caches, spans);
-        }
+        // Conversations starting from an empty cache (whole prompts, every embedding) run the
+        // CPU kernel together; the others attend over their caches one by one.
+        let fresh: Vec<bool> = caches
+            .iter()
+            .map(|c| self.cpu_kernels && c.layers[l].current_seq_len() == 0)
+            .collect();
+        let prompts = match fresh.iter().any(|&f| f) {
+            true => Some(self.prompt_attention((&q, &k, &v), &fresh, spans)?),
+            false => None,
+        };
         let scale = 1.0 / (d as f64).sqrt();
         let mut out = Vec::with_capacity(spans.len());
+        let mut prompt_row = 0;
         for (i, &(start, n)) in spans.iter().enumerate() {
+            if let (true, Some(ctx)) = (fresh[i], &prompts) {
+                caches[i].layers[l].append(
+                    &as_cache(&k, start, n, kv_heads, d)?,
+                    &as_cache(&v, start, n, kv_heads, d)?,
+                )?;
+                out.push(ctx.narrow(0, prompt_row, n)?);
+                prompt_row += n;
+                continue;
+            }
             // [n, heads, 1, d] → [kv_heads, groups·n, d]: the query rows sharing a KV head.
             let q = q
                 .narrow(0, start, n)?
@@ -551,16 +568,14 @@ impl Decoder {
         Ok(Tensor::cat(&out, 0)?)
     }
 
-    /// [`Decoder::attention`] when every conversation starts from an empty cache (whole
-    /// prompts, and every embedding): the CPU kernel over the packed rows, causal within each
-    /// conversation, grouped-query heads read in place; the keys and values still go into the
-    /// caches for the tokens that follow. `q`: `[rows, heads, 1, d]`, `k`, `v`: `[rows,
-    /// kv_heads, 1, d]`.
+    /// The context rows of the conversations marked `fresh` (their caches empty: whole
+    /// prompts, and every embedding), in order: the CPU kernel over their packed rows, causal
+    /// within each conversation, grouped-query heads read in place. `q`: `[rows, heads, 1, d]`,
+    /// `k`, `v`: `[rows, kv_heads, 1, d]`.
     fn prompt_attention(
         &self,
-        l: usize,
         (q, k, v): (&Tensor, &Tensor, &Tensor),
-        caches: &mut [&mut Cache],
+        fresh: &[bool],
         spans: &[(usize, usize)],
     ) -> Result<Tensor> {
         let Config {
@@ -570,13 +585,7 @@ impl Decoder {
             ..
         } = self.cfg;
         let rows = q.dim(0)?;
-        for (cache, &(start, n)) in caches.iter_mut().zip(spans) {
-            cache.layers[l].append(
-                &as_cache(k, start, n, kv_heads, d)?,
-                &as_cache(v, start, n, kv_heads, d)?,
-            )?;
-        }
-        let qkv = Tensor::cat(
+        let mut qkv = Tensor::cat(
             &[
                 q.reshape((rows, heads * d))?,
                 k.reshape((rows, kv_heads * d))?,
@@ -584,9 +593,16 @@ impl Decoder {
             ],
             1,
         )?;
-        let mut offsets = Vec::with_capacity(spans.len() + 1);
-        offsets.push(0);
-        offsets.extend(spans.iter().map(|&(start, n)| start + n));
+        let mut offsets = vec![0];
+        let mut picked = Vec::new();
+        for (&(start, n), _) in spans.iter().zip(fresh).filter(|(_, f)| **f) {
+            offsets.push(offsets[offsets.len() - 1] + n);
+            picked.extend((start..start + n).map(|r| r as u32));
+        }
+        if picked.len() < rows {
+            let picked = Tensor::from_vec(picked, offsets[offsets.len() - 1], &self.device)?;
+            qkv = qkv.index_select(&picked, 0)?;
+        }
         let terms = AttentionTerms {
             causal: true,
             window: self.cfg.window,
@@ -596,7 +612,8 @@ impl Decoder {
             kernels::attention(data, &offsets, heads, kv_heads, d, terms)
         })?
         .ok_or_else(|| Error::Inference("the attention kernel declined these shapes".into()))?;
-        Ok(Tensor::from_vec(ctx, (rows, heads * d), &self.device)?)
+        let total = offsets[offsets.len() - 1];
+        Ok(Tensor::from_vec(ctx, (total, heads * d), &self.device)?)
     }
 
     /// Softmax and the rest run in this dtype.
