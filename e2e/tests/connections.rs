@@ -140,14 +140,29 @@ fn a_keyless_flood_beyond_the_cap_does_not_keep_keyed_calls_out_and_is_released(
     });
     // Memory returns to the baseline. mimalloc hands freed pages back to the kernel lazily, on
     // a later allocation of the thread that freed them, once its purge delay (10 ms) passed;
-    // so the gateway keeps serving health checks while this waits.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // so the gateway keeps serving health checks while this waits: from 4 threads at once, on
+    // a new connection each, so that every worker thread (not only the one a kept-alive
+    // connection lives on) accepts, allocates and purges. The deadline only guards a hang.
+    let churn = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client");
+    let health = format!("{}/healthz", stack.url);
+    let deadline = Instant::now() + Duration::from_secs(90);
     let margin = 4 * 1024; // KiB
     let mut after = rss_kib(pid);
     while after > baseline + margin && Instant::now() < deadline {
-        for _ in 0..20 {
-            let _ = fresh.get(format!("{}/healthz", stack.url)).send();
-        }
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..10 {
+                        let _ = churn.get(&health).send();
+                    }
+                });
+            }
+        });
         std::thread::sleep(Duration::from_millis(100));
         after = rss_kib(pid);
     }
