@@ -139,7 +139,7 @@ fn attention_matches_the_padded_candle_path() {
         let got = attention(&qkv, &offsets, heads, heads, dim, AttentionTerms::default()).unwrap();
         let dev = candle_core::Device::Cpu;
         let tensor = candle_core::Tensor::from_vec(qkv, (t, 3 * heads * dim), &dev).unwrap();
-        let layout = AttentionLayout::new(&offsets, candle_core::DType::F32, &dev).unwrap();
+        let layout = AttentionLayout::new(&offsets, false, candle_core::DType::F32, &dev).unwrap();
         let want = candle_reference(&tensor, &layout, heads, dim, Default::default());
         let diff = max_abs_diff(&got, &want);
         assert!(diff < 1e-5, "heads {heads} dim {dim}: max diff {diff}");
@@ -180,7 +180,7 @@ fn attention_terms_match_the_padded_candle_path() {
         let cos_t = Tensor::from_vec(cos.clone(), (span, half), &dev).unwrap();
         let sin_t = Tensor::from_vec(sin.clone(), (span, half), &dev).unwrap();
         let tensor = Tensor::from_vec(qkv.clone(), (t, 3 * heads * dim), &dev).unwrap();
-        let layout = AttentionLayout::new(&offsets, candle_core::DType::F32, &dev).unwrap();
+        let layout = AttentionLayout::new(&offsets, false, candle_core::DType::F32, &dev).unwrap();
         for (relative, rope) in [(true, false), (false, true), (true, true)] {
             let terms = AttentionTerms {
                 relative: relative.then_some(table.as_slice()),
@@ -243,7 +243,7 @@ fn causal_grouped_attention_matches_the_padded_candle_path() {
         })
         .collect();
     let tensor = Tensor::from_vec(expanded, (t, 3 * hd), &dev).unwrap();
-    let layout = AttentionLayout::new(&offsets, candle_core::DType::F32, &dev).unwrap();
+    let layout = AttentionLayout::new(&offsets, false, candle_core::DType::F32, &dev).unwrap();
     for window in [None, Some(7)] {
         let sees = |i: usize, j: usize| j <= i && window.is_none_or(|w| i - j < w);
         let mask: Vec<f32> = (0..heads)

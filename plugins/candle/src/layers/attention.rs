@@ -26,6 +26,8 @@ pub struct AttentionLayout {
     batch: usize,
     max_len: usize,
     offsets: Vec<usize>,
+    /// Built for [`kernels::attention`]: the packed rows as they are, no padding to gather.
+    kernel: bool,
     gather: Option<Gather>,
 }
 
@@ -40,16 +42,19 @@ struct Gather {
 }
 
 impl AttentionLayout {
-    /// `offsets[i]..offsets[i + 1]` are sequence `i`'s rows in the packed batch.
-    pub fn new(offsets: &[usize], dtype: DType, device: &Device) -> Result<Self> {
+    /// `offsets[i]..offsets[i + 1]` are sequence `i`'s rows in the packed batch. `kernel`:
+    /// the layers run [`kernels::attention`] on those rows (the model's weights were loaded
+    /// for the CPU kernels), so no padded gather is built; otherwise candle's padded path.
+    pub fn new(offsets: &[usize], kernel: bool, dtype: DType, device: &Device) -> Result<Self> {
         let batch = offsets.len().saturating_sub(1);
         let lens: Vec<usize> = offsets.windows(2).map(|w| w[1] - w[0]).collect();
         let max_len = lens.iter().copied().max().unwrap_or(0);
-        if lens.iter().all(|&l| l == max_len) {
+        if kernel || lens.iter().all(|&l| l == max_len) {
             return Ok(Self {
                 batch,
                 max_len,
                 offsets: offsets.to_vec(),
+                kernel,
                 gather: None,
             });
         }
@@ -80,6 +85,7 @@ impl AttentionLayout {
             batch,
             max_len,
             offsets: offsets.to_vec(),
+            kernel,
             gather: Some(gather),
         })
     }
@@ -110,6 +116,7 @@ pub struct PositionTerms<'a> {
 /// kernel, or tensors in the padded layout for candle's path.
 #[derive(Debug)]
 pub struct BatchPositions {
+    /// As the layout: host tables for the kernel, else padded tensors.
     kernel: bool,
     span: usize,
     relative: Option<Vec<f32>>,
@@ -119,11 +126,10 @@ pub struct BatchPositions {
 }
 
 impl BatchPositions {
-    /// `kernel`: the layers run [`kernels::attention`] (the model's weights were loaded for the
-    /// CPU kernels); otherwise candle's padded path on `layout.max_len()` positions.
-    pub fn new(kernel: bool, layout: &AttentionLayout) -> Self {
+    /// Terms for `layout`'s path, on `layout.max_len()` positions.
+    pub fn new(layout: &AttentionLayout) -> Self {
         Self {
-            kernel,
+            kernel: layout.kernel,
             span: layout.max_len,
             relative: None,
             rope: None,
@@ -234,6 +240,11 @@ pub fn packed_attention_with(
     head_dim: usize,
     terms: PositionTerms<'_>,
 ) -> Result<Tensor> {
+    if layout.kernel {
+        return Err(Error::Inference(
+            "candle's attention called with a layout built for the CPU kernel".into(),
+        ));
+    }
     let (b, l) = (layout.batch, layout.max_len);
     let hidden = heads * head_dim;
     let padded = match &layout.gather {

@@ -191,8 +191,9 @@ impl EmbeddingModel for BertModel {
                     .index_select(&self.index(&batch.type_ids)?, 0)?,
             )?;
         xs = e.norm.forward(&xs)?;
-        let layout = AttentionLayout::new(&batch.offsets, xs.dtype(), &self.device)?;
-        let positions = BatchPositions::new(self.cpu_kernels, &layout);
+        let layout =
+            AttentionLayout::new(&batch.offsets, self.cpu_kernels, xs.dtype(), &self.device)?;
+        let positions = BatchPositions::new(&layout);
         for layer in &self.layers {
             let qkv = layer.qkv.forward(&xs)?;
             let ctx = attention(&qkv, &layout, self.heads, self.head_dim, &positions)?;

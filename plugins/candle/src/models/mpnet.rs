@@ -183,8 +183,9 @@ impl EmbeddingModel for MpNet {
             &self.device,
         )?)?;
         let mut xs = self.embed_norm.forward(&xs)?;
-        let layout = AttentionLayout::new(&batch.offsets, xs.dtype(), &self.device)?;
-        let positions = BatchPositions::new(self.cpu_kernels, &layout).with_relative(
+        let layout =
+            AttentionLayout::new(&batch.offsets, self.cpu_kernels, xs.dtype(), &self.device)?;
+        let positions = BatchPositions::new(&layout).with_relative(
             self.relative_table(layout.max_len())?,
             self.heads.heads,
             xs.dtype(),

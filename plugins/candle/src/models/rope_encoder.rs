@@ -180,14 +180,11 @@ impl EmbeddingModel for RopeEncoder {
             xs = xs.add(&lookup(types, &batch.type_ids, &self.device)?)?;
         }
         let mut xs = self.embed_norm.forward(&xs)?;
-        let layout = AttentionLayout::new(&batch.offsets, xs.dtype(), &self.device)?;
+        let layout =
+            AttentionLayout::new(&batch.offsets, self.cpu_kernels, xs.dtype(), &self.device)?;
         let (cos, sin) = self.rope_tables(layout.max_len());
-        let positions = BatchPositions::new(self.cpu_kernels, &layout).with_rope(
-            cos,
-            sin,
-            xs.dtype(),
-            &self.device,
-        )?;
+        let positions =
+            BatchPositions::new(&layout).with_rope(cos, sin, xs.dtype(), &self.device)?;
         for layer in &self.layers {
             xs = layer.forward(&xs, &layout, self.heads, &positions, self.act)?;
         }
