@@ -565,7 +565,11 @@ impl Decoder {
                     .reshape((n, heads * d))?,
             );
         }
-        Ok(Tensor::cat(&out, 0)?)
+        match prompts {
+            // Only prompts: the kernel's rows are the answer already, in order.
+            Some(ctx) if prompt_row == rows => Ok(ctx),
+            _ => Ok(Tensor::cat(&out, 0)?),
+        }
     }
 
     /// The context rows of the conversations marked `fresh` (their caches empty: whole
