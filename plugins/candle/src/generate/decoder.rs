@@ -10,9 +10,13 @@
 //!
 //! The batch is *packed*: the rows of every conversation in the step are stacked (a new
 //! prompt's tokens and the one new token of each generating conversation alike), dense layers
-//! and norms run once over all rows, RoPE takes each row's own position, and attention runs
-//! per conversation against its own KV cache (candle-nn's `KvCache`). So a prompt can join a
-//! step in which others decode, and nothing is padded.
+//! and norms run once over all rows, RoPE takes each row's own position, and each
+//! conversation attends over its own KV cache. So a prompt can join a step in which others
+//! decode, and nothing is padded. On CPUs with AVX-512 attention is two kernel calls per
+//! layer for the whole step: fresh prompts through [`kernels::attention`] on their packed
+//! rows, decoding conversations through [`kernels::cached_attention`] over caches kept in its
+//! layout ([`kernels::KvRows`]). Elsewhere (GPUs) each conversation runs candle's ops over
+//! candle-nn's `KvCache`, one conversation after another.
 //!
 //! The dense layers are [`crate::layers::Linear`]: the packed AVX-512 kernels on CPUs that
 //! have them (f32, or bf16 weights with f32 accumulation), candle's matmul elsewhere. Q, K
@@ -218,13 +222,30 @@ struct Layer {
 /// One conversation's KV cache, a cache per layer.
 #[derive(Clone)]
 pub struct Cache {
-    layers: Vec<KvCache>,
+    layers: Vec<LayerCache>,
+}
+
+/// One layer's keys and values: in the attention kernels' layout where they run (CPUs with
+/// AVX-512), in candle-nn's `KvCache` elsewhere.
+#[derive(Clone)]
+enum LayerCache {
+    Kernel(kernels::KvRows),
+    Candle(KvCache),
+}
+
+impl LayerCache {
+    fn len(&self) -> usize {
+        match self {
+            Self::Kernel(rows) => rows.len(),
+            Self::Candle(cache) => cache.current_seq_len(),
+        }
+    }
 }
 
 impl Cache {
     /// Positions the cache holds.
     pub fn len(&self) -> usize {
-        self.layers.first().map_or(0, KvCache::current_seq_len)
+        self.layers.first().map_or(0, LayerCache::len)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -378,7 +399,13 @@ impl Decoder {
     pub fn cache(&self) -> Cache {
         Cache {
             layers: (0..self.cfg.layers)
-                .map(|_| KvCache::new(2, KV_CHUNK))
+                .map(|_| match self.cpu_kernels {
+                    true => LayerCache::Kernel(kernels::KvRows::new(
+                        self.cfg.kv_heads,
+                        self.cfg.head_dim,
+                    )),
+                    false => LayerCache::Candle(KvCache::new(2, KV_CHUNK)),
+                })
                 .collect(),
         }
     }
@@ -497,29 +524,17 @@ impl Decoder {
         // Each row is a batch of one position: RoPE at that row's own position.
         let q = candle_nn::rotary_emb::rope(&q, cos, sin)?;
         let k = candle_nn::rotary_emb::rope(&k, cos, sin)?;
-        // Conversations starting from an empty cache (whole prompts, every embedding) run the
-        // CPU kernel together; the others attend over their caches one by one.
-        let fresh: Vec<bool> = caches
-            .iter()
-            .map(|c| self.cpu_kernels && c.layers[l].current_seq_len() == 0)
-            .collect();
-        let prompts = match fresh.iter().any(|&f| f) {
-            true => Some(self.prompt_attention((&q, &k, &v), &fresh, spans)?),
-            false => None,
-        };
+        if self.cpu_kernels {
+            return self.kernel_attention(l, (&q, &k, &v), caches, spans);
+        }
         let scale = 1.0 / (d as f64).sqrt();
         let mut out = Vec::with_capacity(spans.len());
-        let mut prompt_row = 0;
         for (i, &(start, n)) in spans.iter().enumerate() {
-            if let (true, Some(ctx)) = (fresh[i], &prompts) {
-                caches[i].layers[l].append(
-                    &as_cache(&k, start, n, kv_heads, d)?,
-                    &as_cache(&v, start, n, kv_heads, d)?,
-                )?;
-                out.push(ctx.narrow(0, prompt_row, n)?);
-                prompt_row += n;
-                continue;
-            }
+            let LayerCache::Candle(cache) = &mut caches[i].layers[l] else {
+                return Err(Error::Inference(
+                    "a kernel cache reached candle's attention".into(),
+                ));
+            };
             // [n, heads, 1, d] → [kv_heads, groups·n, d]: the query rows sharing a KV head.
             let q = q
                 .narrow(0, start, n)?
@@ -527,7 +542,7 @@ impl Decoder {
                 .permute((1, 2, 0, 3))?
                 .contiguous()?
                 .reshape((kv_heads, groups * n, d))?;
-            let (keys, values) = caches[i].layers[l].append(
+            let (keys, values) = cache.append(
                 &as_cache(&k, start, n, kv_heads, d)?,
                 &as_cache(&v, start, n, kv_heads, d)?,
             )?;
@@ -565,11 +580,82 @@ impl Decoder {
                     .reshape((n, heads * d))?,
             );
         }
-        match prompts {
+        Ok(Tensor::cat(&out, 0)?)
+    }
+
+    /// Attention on the CPU kernels: conversations starting from an empty cache (whole
+    /// prompts, every embedding) run [`kernels::attention`] together over their packed rows;
+    /// the others (decoding steps) run [`kernels::cached_attention`] over their caches, all in
+    /// one call. `q`: `[rows, heads, 1, d]`, `k`, `v`: `[rows, kv_heads, 1, d]`, after RoPE.
+    fn kernel_attention(
+        &self,
+        l: usize,
+        (q, k, v): (&Tensor, &Tensor, &Tensor),
+        caches: &mut [&mut Cache],
+        spans: &[(usize, usize)],
+    ) -> Result<Tensor> {
+        let (heads, kv_heads, d) = (self.cfg.heads, self.cfg.kv_heads, self.cfg.head_dim);
+        let (rows, hd, kvd) = (q.dim(0)?, heads * d, kv_heads * d);
+        let fresh: Vec<bool> = caches.iter().map(|c| c.layers[l].len() == 0).collect();
+        let prompts = match fresh.iter().any(|&f| f) {
+            true => Some(self.prompt_attention((q, k, v), &fresh, spans)?),
+            false => None,
+        };
+        let mut kv: Vec<&mut kernels::KvRows> = caches
+            .iter_mut()
+            .map(|c| match &mut c.layers[l] {
+                LayerCache::Kernel(rows) => Ok(rows),
+                LayerCache::Candle(_) => Err(Error::Inference(
+                    "a candle cache reached the attention kernels".into(),
+                )),
+            })
+            .collect::<Result<_>>()?;
+        with_cpu_f32(k, |k| {
+            with_cpu_f32(v, |v| {
+                for (rows, &(start, n)) in kv.iter_mut().zip(spans) {
+                    let (from, to) = (start * kvd, (start + n) * kvd);
+                    rows.append(&k[from..to], &v[from..to]);
+                }
+            })
+        })??;
+        if fresh.iter().all(|&f| f)
+            && let Some(ctx) = prompts
+        {
             // Only prompts: the kernel's rows are the answer already, in order.
-            Some(ctx) if prompt_row == rows => Ok(ctx),
-            _ => Ok(Tensor::cat(&out, 0)?),
+            return Ok(ctx);
         }
+        let decoding: Vec<kernels::CachedRows<'_>> = kv
+            .iter()
+            .zip(spans)
+            .zip(&fresh)
+            .filter(|(_, f)| !**f)
+            .map(|((rows, &(start, n)), _)| kernels::CachedRows {
+                start,
+                n,
+                cache: rows,
+            })
+            .collect();
+        let mut out = vec![0f32; rows * hd];
+        let done = with_cpu_f32(q, |q| {
+            kernels::cached_attention(q, &decoding, heads, self.cfg.window, &mut out)
+        })?;
+        if !done {
+            return Err(Error::Inference(
+                "the cached attention kernel declined these shapes".into(),
+            ));
+        }
+        if let Some(ctx) = &prompts {
+            // The prompts' rows, in the order `prompt_attention` packed them.
+            with_cpu_f32(ctx, |ctx| {
+                let mut row = 0;
+                for (&(start, n), _) in spans.iter().zip(&fresh).filter(|(_, f)| **f) {
+                    out[start * hd..(start + n) * hd]
+                        .copy_from_slice(&ctx[row * hd..(row + n) * hd]);
+                    row += n;
+                }
+            })?;
+        }
+        Ok(Tensor::from_vec(out, (rows, hd), &self.device)?)
     }
 
     /// The context rows of the conversations marked `fresh` (their caches empty: whole
@@ -678,6 +764,64 @@ mod tests {
         ];
         for (got, want) in c.inv_freq().iter().zip(expected) {
             assert!((got - want).abs() <= want * 1e-5, "{got} vs {want}");
+        }
+    }
+
+    /// The kernels' caches and candle's (GPUs, CPUs without AVX-512) give the same logits step
+    /// by step: prompts, decoding steps, a conversation joining while another decodes, and a
+    /// continued prompt of several rows over a non-empty cache.
+    #[test]
+    fn kernel_and_candle_caches_give_the_same_logits() {
+        if !kernels::support().avx512 {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED generate::decoder::tests::kernel_and_candle_caches_give_the_same_logits: \
+                 needs AVX-512F, which this CPU lacks; nothing checked"
+            );
+            return;
+        }
+        let steps: [&[&[u32]]; 4] = [
+            &[&[1, 2, 3, 4, 5, 6, 7, 8, 9]],
+            &[&[5], &[3, 4, 5, 6]],
+            &[&[7], &[8]],
+            &[&[2, 3, 11], &[9]],
+        ];
+        for name in ["llama-chat", "qwen2-chat", "qwen3-chat"] {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("testdata/tiny")
+                .join(name);
+            let config: Value =
+                serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+            let load = |kernels| {
+                let cfg = Config::from_json(&config).unwrap();
+                let w = Weights::load(
+                    &dir.join("model.safetensors"),
+                    DType::F32,
+                    &Device::Cpu,
+                    kernels,
+                )
+                .unwrap();
+                Decoder::load(cfg, w).unwrap()
+            };
+            let logits = |model: &Decoder| {
+                let mut caches = [model.cache(), model.cache()];
+                steps
+                    .iter()
+                    .map(|tokens| {
+                        let mut live: Vec<&mut Cache> =
+                            caches.iter_mut().take(tokens.len()).collect();
+                        let out = model.forward(&mut live, tokens).unwrap();
+                        out.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+                    })
+                    .collect::<Vec<_>>()
+            };
+            let (fast, portable) = (load(true), load(false));
+            assert!(fast.cpu_kernels && !portable.cpu_kernels);
+            for (step, (a, b)) in logits(&fast).iter().zip(logits(&portable)).enumerate() {
+                let diff = crate::testutil::max_abs_diff(a, &b);
+                assert!(diff < 1e-4, "{name}, step {step}: logits differ by {diff}");
+            }
         }
     }
 

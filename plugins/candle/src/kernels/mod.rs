@@ -6,6 +6,7 @@
 //! | `gemm_bf16` | `matmul` + `broadcast_add` in dense layers | candle has no bf16 CPU gemm (it widens to f32); `vdpbf16ps` doubles the FLOP rate |
 //! | `gemm_f32`  | the same, f32                              | weights packed once at load, bias fused, same thread pool as the other kernels |
 //! | `attention` | pad → batched matmul → mask → softmax (+ relative bias, ALiBi, rotary) | thousands of tiny per-head gemm calls and libm `expf`; this works on the packed rows directly, position terms inside, for every encoder family |
+//! | `cached_attention` | per conversation: narrow → permute → cache append → matmul → softmax → matmul | a decoding step ran ~15 candle ops per conversation and layer; this runs every conversation's new rows over its cache ([`KvRows`], keys stored transposed) in one parallel call |
 //! | `gelu_erf`  | `gelu_erf` (scalar libm `erf`)             | a branch-free rational erf the compiler vectorizes |
 //! | `gated`     | narrow → activation → product (GEGLU, SwiGLU) | one pass over the fused gate/up output; candle's scalar `exp`/`erf` and strided product were 15 % of a bf16 forward |
 //! | `add_layer_norm` | residual `add` + `layer_norm`         | one pass, and no hand-off to candle's spinning thread pool between kernels |
@@ -271,6 +272,153 @@ pub fn attention(
     #[cfg(not(target_arch = "x86_64"))]
     {
         None
+    }
+}
+
+/// Positions a [`KvRows`] grows by: a multiple of the kernel's 32-key blocks.
+const KV_CHUNK: usize = 128;
+
+/// One conversation's keys and values for one layer, laid out for [`cached_attention`]: per
+/// K/V head, the keys transposed (`[dim padded to 16][cap]`, so Q·Kᵀ loads 32 keys at a time
+/// as the prompt kernel does) and the values by position (`[cap][dim padded to 16]`). Room
+/// grows by 128 positions at a time; what lies past `len` is zeros.
+#[derive(Debug, Clone)]
+pub struct KvRows {
+    kv_heads: usize,
+    dim: usize,
+    /// `dim` rounded up to a whole AVX-512 vector.
+    dp: usize,
+    len: usize,
+    cap: usize,
+    kt: Vec<f32>,
+    v: Vec<f32>,
+}
+
+impl KvRows {
+    pub fn new(kv_heads: usize, dim: usize) -> Self {
+        Self {
+            kv_heads,
+            dim,
+            dp: dim.next_multiple_of(16),
+            len: 0,
+            cap: 0,
+            kt: Vec::new(),
+            v: Vec::new(),
+        }
+    }
+
+    /// Positions held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends `n` positions: `k` and `v` are `[n, kv_heads·dim]` (rows as the fused QKV
+    /// projection writes them, after RoPE).
+    pub fn append(&mut self, k: &[f32], v: &[f32]) {
+        let (dim, dp) = (self.dim, self.dp);
+        let kvd = self.kv_heads * dim;
+        assert!(
+            k.len() == v.len() && kvd > 0 && k.len().is_multiple_of(kvd),
+            "KvRows::append: {} keys and {} values for rows of {kvd}",
+            k.len(),
+            v.len()
+        );
+        let n = k.len() / kvd;
+        if self.len + n > self.cap {
+            self.grow(self.len + n);
+        }
+        let cap = self.cap;
+        for (j, (kr, vr)) in k.chunks_exact(kvd).zip(v.chunks_exact(kvd)).enumerate() {
+            let t = self.len + j;
+            for h in 0..self.kv_heads {
+                let kt = &mut self.kt[h * dp * cap..(h + 1) * dp * cap];
+                for (d, x) in kr[h * dim..(h + 1) * dim].iter().enumerate() {
+                    kt[d * cap + t] = *x;
+                }
+                self.v[(h * cap + t) * dp..][..dim].copy_from_slice(&vr[h * dim..(h + 1) * dim]);
+            }
+        }
+        self.len += n;
+    }
+
+    /// Room for at least `need` positions, what is held copied over.
+    fn grow(&mut self, need: usize) {
+        let (dp, len, old) = (self.dp, self.len, self.cap);
+        let cap = need.next_multiple_of(KV_CHUNK);
+        let mut kt = vec![0f32; self.kv_heads * dp * cap];
+        let mut v = vec![0f32; self.kv_heads * cap * dp];
+        if len > 0 {
+            for (dst, src) in kt.chunks_exact_mut(cap).zip(self.kt.chunks_exact(old)) {
+                dst[..len].copy_from_slice(&src[..len]);
+            }
+            for (dst, src) in v
+                .chunks_exact_mut(cap * dp)
+                .zip(self.v.chunks_exact(old * dp))
+            {
+                dst[..len * dp].copy_from_slice(&src[..len * dp]);
+            }
+        }
+        (self.cap, self.kt, self.v) = (cap, kt, v);
+    }
+}
+
+/// The rows of one conversation that attend over its [`KvRows`]: query rows
+/// `start..start + n` of `q`, which are the cache's last `n` positions (appended before).
+#[derive(Debug, Clone, Copy)]
+pub struct CachedRows<'a> {
+    pub start: usize,
+    pub n: usize,
+    pub cache: &'a KvRows,
+}
+
+/// Causal multi-head attention of new rows over their conversations' caches (a decoding
+/// step: one row each, or a few for a continued prompt): `q` is `[T, heads·dim]` after RoPE;
+/// each query row at position p sees the cache's keys `..= p` (with a sliding `window`, only
+/// the last `window` of those). Writes rows `start..start + n` of `out` (`[T, heads·dim]`) for
+/// every conversation and leaves the other rows as they are. `false` when the CPU lacks
+/// AVX-512F or the shapes do not fit.
+pub fn cached_attention(
+    q: &[f32],
+    seqs: &[CachedRows<'_>],
+    heads: usize,
+    window: Option<usize>,
+    out: &mut [f32],
+) -> bool {
+    let Some(first) = seqs.first() else {
+        return true;
+    };
+    let (kv_heads, dim) = (first.cache.kv_heads, first.cache.dim);
+    let hd = heads * dim;
+    let fits = kv_heads > 0
+        && heads.is_multiple_of(kv_heads)
+        && hd > 0
+        && q.len().is_multiple_of(hd)
+        && out.len() == q.len()
+        && seqs.iter().all(|s| {
+            s.cache.kv_heads == kv_heads
+                && s.cache.dim == dim
+                && s.n > 0
+                && s.n <= s.cache.len
+                && (s.start + s.n) * hd <= q.len()
+        });
+    let mut rows: Vec<(usize, usize)> = seqs.iter().map(|s| (s.start, s.start + s.n)).collect();
+    rows.sort_unstable();
+    let disjoint = rows.windows(2).all(|w| w[0].1 <= w[1].0);
+    if !support().avx512 || !fits || !disjoint || window == Some(0) {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        x86::cached_attention(q, seqs, heads, window, out);
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
     }
 }
 

@@ -268,6 +268,118 @@ fn causal_grouped_attention_matches_the_padded_candle_path() {
     }
 }
 
+/// Decoding: each conversation's rows run over its cache a few at a time (a prompt, then
+/// rows one by one or in short runs, as a continued conversation does), and every row's
+/// context must equal the causal prompt kernel's over the whole sequence at once, itself
+/// checked against candle above. Grouped-query heads, a head size that is not a whole vector,
+/// a window, and caches growing past their first 128 positions.
+#[test]
+fn cached_attention_matches_attention_over_the_whole_sequence() {
+    if !runs(
+        "cached_attention_matches_attention_over_the_whole_sequence",
+        support().avx512,
+        "AVX-512F",
+    ) {
+        return;
+    }
+    let (heads, kv_heads, dim) = (6, 2, 24);
+    let (hd, kvd) = (heads * dim, kv_heads * dim);
+    // Rows each conversation runs per step: its prompt first, then what it adds.
+    let steps: [&[usize]; 3] = [&[5, 1, 1, 3, 1], &[130, 1, 2, 1], &[1, 1, 126, 1, 1, 4]];
+    let lens: Vec<usize> = steps.iter().map(|s| s.iter().sum()).collect();
+    for window in [None, Some(9)] {
+        let mut caches: Vec<KvRows> = (0..steps.len())
+            .map(|_| KvRows::new(kv_heads, dim))
+            .collect();
+        let mut want = Vec::new();
+        let mut rows = Vec::new();
+        for (s, &len) in lens.iter().enumerate() {
+            let qkv = rand_vec(len * (hd + 2 * kvd), 20 + s as u64);
+            let terms = AttentionTerms {
+                causal: true,
+                window,
+                ..AttentionTerms::default()
+            };
+            want.push(attention(&qkv, &[0, len], heads, kv_heads, dim, terms).unwrap());
+            rows.push(qkv);
+        }
+        let mut got: Vec<Vec<f32>> = lens.iter().map(|&l| vec![f32::NAN; l * hd]).collect();
+        let mut done = vec![0usize; steps.len()];
+        for step in 0..steps.iter().map(|s| s.len()).max().unwrap() {
+            // This step's new rows of every conversation that has some, packed as the decoder
+            // packs them.
+            let mut q = Vec::new();
+            let mut spans = Vec::new();
+            for (s, qkv) in rows.iter().enumerate() {
+                let Some(&n) = steps[s].get(step) else {
+                    continue;
+                };
+                let from = done[s];
+                let row = |j: usize| &qkv[j * (hd + 2 * kvd)..(j + 1) * (hd + 2 * kvd)];
+                let (k, v): (Vec<f32>, Vec<f32>) = (
+                    (from..from + n)
+                        .flat_map(|j| row(j)[hd..hd + kvd].to_vec())
+                        .collect(),
+                    (from..from + n)
+                        .flat_map(|j| row(j)[hd + kvd..].to_vec())
+                        .collect(),
+                );
+                caches[s].append(&k, &v);
+                spans.push((s, q.len() / hd, n));
+                q.extend((from..from + n).flat_map(|j| row(j)[..hd].to_vec()));
+            }
+            let seqs: Vec<CachedRows<'_>> = spans
+                .iter()
+                .map(|&(s, start, n)| CachedRows {
+                    start,
+                    n,
+                    cache: &caches[s],
+                })
+                .collect();
+            let mut out = vec![f32::NAN; q.len()];
+            assert!(cached_attention(&q, &seqs, heads, window, &mut out));
+            for &(s, start, n) in &spans {
+                let from = done[s];
+                got[s][from * hd..(from + n) * hd]
+                    .copy_from_slice(&out[start * hd..(start + n) * hd]);
+                done[s] += n;
+            }
+        }
+        for (s, (got, want)) in got.iter().zip(&want).enumerate() {
+            let diff = max_abs_diff(got, want);
+            assert!(
+                diff < 1e-5,
+                "window {window:?}, conversation {s}: max diff {diff}"
+            );
+        }
+    }
+}
+
+#[test]
+fn cached_attention_refuses_rows_it_cannot_place() {
+    let mut cache = KvRows::new(2, 16);
+    cache.append(&[0.5; 32], &[0.5; 32]);
+    let q = vec![0.1; 2 * 64];
+    let mut out = vec![0.0; q.len()];
+    let seq = |start, n| CachedRows {
+        start,
+        n,
+        cache: &cache,
+    };
+    // More new rows than the cache holds, rows past q, overlapping conversations, heads that
+    // are not a multiple of the K/V heads.
+    assert!(!cached_attention(&q, &[seq(0, 2)], 4, None, &mut out));
+    assert!(!cached_attention(&q, &[seq(2, 1)], 4, None, &mut out));
+    assert!(!cached_attention(
+        &q,
+        &[seq(0, 1), seq(0, 1)],
+        4,
+        None,
+        &mut out
+    ));
+    assert!(!cached_attention(&q, &[seq(0, 1)], 3, None, &mut out));
+}
+
 #[test]
 fn gelu_matches_candle() {
     let xs = rand_vec(5000, 4)

@@ -7,7 +7,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::math::{erf, exp};
-use super::{AttentionTerms, GateAct, NR, PackedBf16, PackedF32};
+use super::{AttentionTerms, CachedRows, GateAct, NR, PackedBf16, PackedF32};
 
 /// Rows per micro-kernel call: 6 rows × 2 vectors = 12 accumulators, leaving registers for
 /// the two weight vectors and the broadcast.
@@ -385,28 +385,7 @@ unsafe fn attend(qkv: &[f32], head: Head, terms: AttentionTerms<'_>, out: *mut f
             true => (qb + QB).min(len),
             false => len,
         };
-        // S[q, j] = Σ_d Q[q, d] · Kᵀ[d, j], 8 queries × 32 keys at a time.
-        for jc in (0..keys).step_by(KB) {
-            let mut acc = [[_mm512_setzero_ps(); 2]; QB];
-            // SAFETY: d < dim ≤ dp and jc + 32 ≤ lk, so every load is inside kt (dp × lk) and
-            // q (lq × dp, qb + r < lq); every store inside scores (8 × lk).
-            unsafe {
-                for d in 0..dim {
-                    let kp = kt.as_ptr().add(d * lk + jc);
-                    let (k0, k1) = (_mm512_loadu_ps(kp), _mm512_loadu_ps(kp.add(LANES)));
-                    for (r, acc_r) in acc.iter_mut().enumerate() {
-                        let a = _mm512_set1_ps(*q.get_unchecked((qb + r) * dp + d));
-                        acc_r[0] = _mm512_fmadd_ps(a, k0, acc_r[0]);
-                        acc_r[1] = _mm512_fmadd_ps(a, k1, acc_r[1]);
-                    }
-                }
-                for (r, acc_r) in acc.iter().enumerate() {
-                    let sp = scores.as_mut_ptr().add(r * lk + jc);
-                    _mm512_storeu_ps(sp, acc_r[0]);
-                    _mm512_storeu_ps(sp.add(LANES), acc_r[1]);
-                }
-            }
-        }
+        scores_block(&q[qb * dp..], dp, &kt, lk, dim, keys, &mut scores, lk);
         // Position bias and softmax over the keys each real query sees (all of them, or with
         // `causal` those up to its own position and within the window); the others, and the
         // padding queries' rows, which are never stored, get weight 0.
@@ -444,17 +423,176 @@ unsafe fn attend(qkv: &[f32], head: Head, terms: AttentionTerms<'_>, out: *mut f
             ld: hd,
             dim,
         };
-        // SAFETY: v is len × dp and scores 8 × lk with len ≤ lk; the block's rows and columns
-        // are this task's own (the caller's contract for `out`).
+        // SAFETY: v is len × dp and scores 8 × lk with keys ≤ len ≤ lk; the block's rows and
+        // columns are this task's own (the caller's contract for `out`).
+        unsafe { contexts(&scores, lk, &v, dp, keys, &block) };
+    }
+}
+
+/// `S[r, j] = Σ_d Q[r, d] · Kᵀ[d, j]` for the 8 query rows of `q` (leading dimension `ldq`)
+/// and the keys `0..keys` rounded up to whole 32-key blocks of `kt` (`dim` rows, leading
+/// dimension `ldk`), into `scores` (8 rows, leading dimension `lds`): 8 queries × 32 keys in
+/// 16 registers at a time.
+#[target_feature(enable = "avx512f,fma")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+fn scores_block(
+    q: &[f32],
+    ldq: usize,
+    kt: &[f32],
+    ldk: usize,
+    dim: usize,
+    keys: usize,
+    scores: &mut [f32],
+    lds: usize,
+) {
+    let whole = keys.next_multiple_of(KB);
+    assert!(
+        dim <= ldq
+            && q.len() >= (QB - 1) * ldq + dim
+            && whole <= ldk
+            && kt.len() >= dim.saturating_sub(1) * ldk + whole
+            && whole <= lds
+            && scores.len() >= (QB - 1) * lds + whole,
+        "scores_block: operands too small"
+    );
+    for jc in (0..keys).step_by(KB) {
+        let mut acc = [[_mm512_setzero_ps(); 2]; QB];
+        // SAFETY: d < dim and jc + 32 ≤ whole, so by the assertion every load is inside kt
+        // and q (r < 8 rows), and every store inside scores.
         unsafe {
-            let mut dc = 0;
-            while dc + KB <= dp {
-                context::<2>(&scores, lk, &v, dp, dc, keys, &block);
-                dc += KB;
+            for d in 0..dim {
+                let kp = kt.as_ptr().add(d * ldk + jc);
+                let (k0, k1) = (_mm512_loadu_ps(kp), _mm512_loadu_ps(kp.add(LANES)));
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let a = _mm512_set1_ps(*q.get_unchecked(r * ldq + d));
+                    acc_r[0] = _mm512_fmadd_ps(a, k0, acc_r[0]);
+                    acc_r[1] = _mm512_fmadd_ps(a, k1, acc_r[1]);
+                }
             }
-            if dc < dp {
-                context::<1>(&scores, lk, &v, dp, dc, keys, &block);
+            for (r, acc_r) in acc.iter().enumerate() {
+                let sp = scores.as_mut_ptr().add(r * lds + jc);
+                _mm512_storeu_ps(sp, acc_r[0]);
+                _mm512_storeu_ps(sp.add(LANES), acc_r[1]);
             }
+        }
+    }
+}
+
+/// The context `P · V` of one query block over the keys `0..keys`, every column, into `block`.
+///
+/// # Safety
+/// `v` has `keys` rows of `dp` values (`dp` a multiple of 16), `scores` 8 rows of `lds ≥ keys`,
+/// and `block` names rows and columns the caller may write.
+#[target_feature(enable = "avx512f,fma")]
+#[inline]
+unsafe fn contexts(
+    scores: &[f32],
+    lds: usize,
+    v: &[f32],
+    dp: usize,
+    keys: usize,
+    block: &Block<'_>,
+) {
+    let mut dc = 0;
+    // SAFETY: the caller's contract, with dc + 16·NV ≤ dp in each call.
+    unsafe {
+        while dc + KB <= dp {
+            context::<2>(scores, lds, v, dp, dc, keys, block);
+            dc += KB;
+        }
+        if dc < dp {
+            context::<1>(scores, lds, v, dp, dc, keys, block);
+        }
+    }
+}
+
+pub fn cached_attention(
+    q: &[f32],
+    seqs: &[CachedRows<'_>],
+    heads: usize,
+    window: Option<usize>,
+    out: &mut [f32],
+) {
+    let kv_heads = seqs[0].cache.kv_heads;
+    let ptr = OutPtr(out.as_mut_ptr());
+    let tasks: Vec<(usize, usize)> = (0..seqs.len())
+        .flat_map(|s| (0..kv_heads).map(move |g| (s, g)))
+        .collect();
+    tasks.par_iter().for_each(|&(s, g)| {
+        // SAFETY: CPU support and shapes checked by the caller; task (s, g) writes only rows
+        // start..start + n of sequence s (the caller checked that sequences' rows do not
+        // overlap), columns of the query heads that read K/V head g; `out` outlives the loop.
+        unsafe { attend_cached(q, seqs[s], g, heads, window, ptr.get()) };
+    });
+}
+
+/// The query heads of K/V head `g` for one conversation's new rows, over its cache. The
+/// block's query rows run position-major (`groups` heads of one position, then the next), so
+/// a block's last row sees the most keys; each row's softmax covers its own causal range.
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn attend_cached(
+    q: &[f32],
+    seq: CachedRows<'_>,
+    g: usize,
+    heads: usize,
+    window: Option<usize>,
+    out: *mut f32,
+) {
+    let CachedRows { start, n, cache } = seq;
+    let (dim, dp, len, cap) = (cache.dim, cache.dp, cache.len, cache.cap);
+    let groups = heads / cache.kv_heads;
+    let hd = heads * dim;
+    let rows = n * groups;
+    let kt = &cache.kt[g * dp * cap..(g + 1) * dp * cap];
+    let v = &cache.v[g * cap * dp..(g + 1) * cap * dp];
+    let scale = 1.0 / (dim as f32).sqrt();
+    let mut qs = vec![0f32; QB * dp];
+    let mut scores = vec![0f32; QB * cap];
+    let mut ctx = vec![0f32; QB * dim];
+    // Block row r: the new position (qb + r) / groups, query head g·groups + (qb + r) % groups.
+    let at = |qb: usize, r: usize| ((qb + r) / groups, g * groups + (qb + r) % groups);
+    for qb in (0..rows).step_by(QB) {
+        let block_rows = (rows - qb).min(QB);
+        for r in 0..block_rows {
+            let (j, h) = at(qb, r);
+            let src = &q[(start + j) * hd + h * dim..][..dim];
+            scale_row(&mut qs[r * dp..r * dp + dim], src.as_ptr(), scale);
+        }
+        qs[block_rows * dp..].fill(0.0);
+        // The cache's last n positions are the new rows: row j is at position len − n + j.
+        let keys = len - n + at(qb, block_rows - 1).0 + 1;
+        scores_block(&qs, dp, kt, cap, dim, keys, &mut scores, cap);
+        let mut inv = [0f32; QB];
+        for (r, inv_r) in inv.iter_mut().enumerate() {
+            let row = &mut scores[r * cap..r * cap + keys];
+            if r >= block_rows {
+                row.fill(0.0);
+                continue;
+            }
+            let p = len - n + at(qb, r).0;
+            let lo = window.map_or(0, |w| (p + 1).saturating_sub(w));
+            row[..lo].fill(0.0);
+            row[p + 1..].fill(0.0);
+            *inv_r = softmax_row(&mut row[lo..=p]);
+        }
+        let block = Block {
+            rows: block_rows,
+            inv: &inv,
+            out: ctx.as_mut_ptr(),
+            ld: dim,
+            dim,
+        };
+        // SAFETY: v holds cap ≥ keys rows of dp, scores 8 rows of cap ≥ keys; the block
+        // writes ctx, 8 rows of dim.
+        unsafe { contexts(&scores, cap, v, dp, keys, &block) };
+        for r in 0..block_rows {
+            let (j, h) = at(qb, r);
+            // SAFETY: row start + j < start + n and columns h·dim.. of query head h of K/V
+            // head g: this task's own part of `out` (the caller's contract).
+            let dst =
+                unsafe { std::slice::from_raw_parts_mut(out.add((start + j) * hd + h * dim), dim) };
+            scale_row(dst, ctx[r * dim..].as_ptr(), 1.0);
         }
     }
 }
