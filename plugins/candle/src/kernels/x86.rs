@@ -300,6 +300,18 @@ pub fn attention(
 
 /// Queries per register block.
 const QB: usize = 8;
+
+/// Calls `f::<R>(args)` with `R` the first of 1, 2, 4, 8 (`QB`) that holds `rows` rows.
+macro_rules! by_rows {
+    ($rows:expr, $f:ident($($arg:expr),* $(,)?)) => {
+        match $rows {
+            1 => $f::<1>($($arg),*),
+            2 => $f::<2>($($arg),*),
+            3 | 4 => $f::<4>($($arg),*),
+            _ => $f::<QB>($($arg),*),
+        }
+    };
+}
 /// f32 lanes per AVX-512 vector.
 const LANES: usize = 16;
 /// Keys (in Q·Kᵀ) or head dimensions (in P·V) per register block: two vectors.
@@ -385,7 +397,7 @@ unsafe fn attend(qkv: &[f32], head: Head, terms: AttentionTerms<'_>, out: *mut f
             true => (qb + QB).min(len),
             false => len,
         };
-        scores_block(&q[qb * dp..], dp, &kt, lk, dim, keys, &mut scores, lk);
+        scores_block::<QB>(&q[qb * dp..], dp, &kt, lk, dim, keys, &mut scores, lk);
         // Position bias and softmax over the keys each real query sees (all of them, or with
         // `causal` those up to its own position and within the window); the others, and the
         // padding queries' rows, which are never stored, get weight 0.
@@ -425,18 +437,18 @@ unsafe fn attend(qkv: &[f32], head: Head, terms: AttentionTerms<'_>, out: *mut f
         };
         // SAFETY: v is len × dp and scores 8 × lk with keys ≤ len ≤ lk; the block's rows and
         // columns are this task's own (the caller's contract for `out`).
-        unsafe { contexts(&scores, lk, &v, dp, keys, &block) };
+        unsafe { contexts::<QB>(&scores, lk, &v, dp, keys, &block) };
     }
 }
 
-/// `S[r, j] = Σ_d Q[r, d] · Kᵀ[d, j]` for the 8 query rows of `q` (leading dimension `ldq`)
-/// and the keys `0..keys` rounded up to whole 32-key blocks of `kt` (`dim` rows, leading
-/// dimension `ldk`), into `scores` (8 rows, leading dimension `lds`): 8 queries × 32 keys in
-/// 16 registers at a time.
+/// `S[r, j] = Σ_d Q[r, d] · Kᵀ[d, j]` for the `R` (≤ 8) query rows of `q` (leading dimension
+/// `ldq`) and the keys `0..keys` rounded up to whole 32-key blocks of `kt` (`dim` rows,
+/// leading dimension `ldk`), into `scores` (leading dimension `lds`): `R` queries × 32 keys in
+/// `2·R` registers at a time.
 #[target_feature(enable = "avx512f,fma")]
 #[inline]
 #[allow(clippy::too_many_arguments)]
-fn scores_block(
+fn scores_block<const R: usize>(
     q: &[f32],
     ldq: usize,
     kt: &[f32],
@@ -449,17 +461,18 @@ fn scores_block(
     let whole = keys.next_multiple_of(KB);
     assert!(
         dim <= ldq
-            && q.len() >= (QB - 1) * ldq + dim
+            && (1..=QB).contains(&R)
+            && q.len() >= (R - 1) * ldq + dim
             && whole <= ldk
             && kt.len() >= dim.saturating_sub(1) * ldk + whole
             && whole <= lds
-            && scores.len() >= (QB - 1) * lds + whole,
+            && scores.len() >= (R - 1) * lds + whole,
         "scores_block: operands too small"
     );
     for jc in (0..keys).step_by(KB) {
-        let mut acc = [[_mm512_setzero_ps(); 2]; QB];
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
         // SAFETY: d < dim and jc + 32 ≤ whole, so by the assertion every load is inside kt
-        // and q (r < 8 rows), and every store inside scores.
+        // and q (r < R rows), and every store inside scores.
         unsafe {
             for d in 0..dim {
                 let kp = kt.as_ptr().add(d * ldk + jc);
@@ -479,14 +492,15 @@ fn scores_block(
     }
 }
 
-/// The context `P · V` of one query block over the keys `0..keys`, every column, into `block`.
+/// The context `P · V` of one query block (its first `R` rows, `R ≥ block.rows`) over the
+/// keys `0..keys`, every column, into `block`.
 ///
 /// # Safety
-/// `v` has `keys` rows of `dp` values (`dp` a multiple of 16), `scores` 8 rows of `lds ≥ keys`,
-/// and `block` names rows and columns the caller may write.
+/// `v` has `keys` rows of `dp` values (`dp` a multiple of 16), `scores` `R` rows of
+/// `lds ≥ keys`, and `block` names rows and columns the caller may write.
 #[target_feature(enable = "avx512f,fma")]
 #[inline]
-unsafe fn contexts(
+unsafe fn contexts<const R: usize>(
     scores: &[f32],
     lds: usize,
     v: &[f32],
@@ -498,11 +512,11 @@ unsafe fn contexts(
     // SAFETY: the caller's contract, with dc + 16·NV ≤ dp in each call.
     unsafe {
         while dc + KB <= dp {
-            context::<2>(scores, lds, v, dp, dc, keys, block);
+            context::<2, R>(scores, lds, v, dp, dc, keys, block);
             dc += KB;
         }
         if dc < dp {
-            context::<1>(scores, lds, v, dp, dc, keys, block);
+            context::<1, R>(scores, lds, v, dp, dc, keys, block);
         }
     }
 }
@@ -562,7 +576,12 @@ unsafe fn attend_cached(
         qs[block_rows * dp..].fill(0.0);
         // The cache's last n positions are the new rows: row j is at position len − n + j.
         let keys = len - n + at(qb, block_rows - 1).0 + 1;
-        scores_block(&qs, dp, kt, cap, dim, keys, &mut scores, cap);
+        // A decoding step has `groups` rows (3 to 8 in common models): blocks of 1, 2, 4 or 8
+        // rows, so a short block does not pay for eight.
+        by_rows!(
+            block_rows,
+            scores_block(&qs, dp, kt, cap, dim, keys, &mut scores, cap)
+        );
         let mut inv = [0f32; QB];
         for (r, inv_r) in inv.iter_mut().enumerate() {
             let row = &mut scores[r * cap..r * cap + keys];
@@ -585,7 +604,7 @@ unsafe fn attend_cached(
         };
         // SAFETY: v holds cap ≥ keys rows of dp, scores 8 rows of cap ≥ keys; the block
         // writes ctx, 8 rows of dim.
-        unsafe { contexts(&scores, cap, v, dp, keys, &block) };
+        unsafe { by_rows!(block_rows, contexts(&scores, cap, v, dp, keys, &block)) };
         for r in 0..block_rows {
             let (j, h) = at(qb, r);
             // SAFETY: row start + j < start + n and columns h·dim.. of query head h of K/V
@@ -607,10 +626,10 @@ struct Block<'a> {
     dim: usize,
 }
 
-/// `NV` vectors of context columns from `dc` for one query block.
+/// `NV` vectors of context columns from `dc` for the first `R` rows of one query block.
 #[target_feature(enable = "avx512f,fma")]
 #[inline]
-unsafe fn context<const NV: usize>(
+unsafe fn context<const NV: usize, const R: usize>(
     scores: &[f32],
     lk: usize,
     v: &[f32],
@@ -620,9 +639,9 @@ unsafe fn context<const NV: usize>(
     block: &Block<'_>,
 ) {
     // SAFETY: the caller's contract: j < len rows of v (dp wide, dc + NV·16 ≤ dp), scores
-    // 8 × lk with len ≤ lk, and `block` names rows and columns this task owns.
+    // R × lk with len ≤ lk, and `block` names rows and columns this task owns.
     unsafe {
-        let mut acc = [[_mm512_setzero_ps(); NV]; QB];
+        let mut acc = [[_mm512_setzero_ps(); NV]; R];
         for j in 0..len {
             let vp = v.as_ptr().add(j * dp + dc);
             let mut vv = [_mm512_setzero_ps(); NV];
