@@ -402,30 +402,23 @@ unsafe fn attend(qkv: &[f32], head: Head, terms: AttentionTerms<'_>, out: *mut f
         // `causal` those up to its own position and within the window); the others, and the
         // padding queries' rows, which are never stored, get weight 0.
         let rows = (len - qb).min(QB);
-        let mut inv = [0f32; QB];
-        for (r, inv_r) in inv.iter_mut().enumerate() {
-            let row = &mut scores[r * lk..r * lk + keys];
-            if r >= rows {
-                row.fill(0.0);
-                continue;
-            }
-            let i = qb + r;
-            let (lo, hi) = match terms.causal {
-                true => (terms.window.map_or(0, |w| (i + 1).saturating_sub(w)), i + 1),
-                false => (0, len),
-            };
-            row[..lo].fill(0.0);
-            row[hi..].fill(0.0);
-            let live = &mut row[lo..hi];
+        let live = |r: usize| match terms.causal {
+            true => (
+                terms.window.map_or(0, |w| (qb + r + 1).saturating_sub(w)),
+                qb + r + 1,
+            ),
+            false => (0, len),
+        };
+        let inv = softmax_block(&mut scores, lk, keys, rows, live, |r, lo, live| {
             if let Some(table) = terms.relative {
                 // Entry span − 1 + (j − i) of head h's row; i < len ≤ span, j ≥ lo.
-                let at = h * (2 * terms.span - 1) + terms.span - 1 - i + lo;
-                for (s, b) in live.iter_mut().zip(&table[at..at + (hi - lo)]) {
+                let at = h * (2 * terms.span - 1) + terms.span - 1 - (qb + r) + lo;
+                let n = live.len();
+                for (s, b) in live.iter_mut().zip(&table[at..at + n]) {
                     *s += b;
                 }
             }
-            *inv_r = softmax_row(live);
-        }
+        });
         // ctx[q, d] = Σ_j P[q, j] · V[j, d], 8 queries × 32 dimensions at a time.
         let block = Block {
             rows,
@@ -582,19 +575,11 @@ unsafe fn attend_cached(
             block_rows,
             scores_block(&qs, dp, kt, cap, dim, keys, &mut scores, cap)
         );
-        let mut inv = [0f32; QB];
-        for (r, inv_r) in inv.iter_mut().enumerate() {
-            let row = &mut scores[r * cap..r * cap + keys];
-            if r >= block_rows {
-                row.fill(0.0);
-                continue;
-            }
+        let live = |r: usize| {
             let p = len - n + at(qb, r).0;
-            let lo = window.map_or(0, |w| (p + 1).saturating_sub(w));
-            row[..lo].fill(0.0);
-            row[p + 1..].fill(0.0);
-            *inv_r = softmax_row(&mut row[lo..=p]);
-        }
+            (window.map_or(0, |w| (p + 1).saturating_sub(w)), p + 1)
+        };
+        let inv = softmax_block(&mut scores, cap, keys, block_rows, live, |_, _, _| ());
         let block = Block {
             rows: block_rows,
             inv: &inv,
@@ -614,6 +599,36 @@ unsafe fn attend_cached(
             scale_row(dst, ctx[r * dim..].as_ptr(), 1.0);
         }
     }
+}
+
+/// Softmax of a query block's score rows (leading dimension `ld`, `keys` computed): row
+/// `r < rows` over its live keys `lo..hi = live(r)`, after `bias(r, lo, live part)` adds any
+/// position terms; the keys outside, and the rows from `rows` on, get weight 0. Returns each
+/// row's 1 / Σ.
+#[target_feature(enable = "avx512f,fma")]
+#[inline]
+fn softmax_block(
+    scores: &mut [f32],
+    ld: usize,
+    keys: usize,
+    rows: usize,
+    live: impl Fn(usize) -> (usize, usize),
+    mut bias: impl FnMut(usize, usize, &mut [f32]),
+) -> [f32; QB] {
+    let mut inv = [0f32; QB];
+    for (r, inv_r) in inv.iter_mut().enumerate() {
+        let row = &mut scores[r * ld..r * ld + keys];
+        if r >= rows {
+            row.fill(0.0);
+            continue;
+        }
+        let (lo, hi) = live(r);
+        row[..lo].fill(0.0);
+        row[hi..].fill(0.0);
+        bias(r, lo, &mut row[lo..hi]);
+        *inv_r = softmax_row(&mut row[lo..hi]);
+    }
+    inv
 }
 
 /// Where one query block's context goes: `rows` real rows, scaled by `inv`, at `out` with
