@@ -6,7 +6,8 @@
 //! cannot share a step. Run one after another, 32 conversations read all the weights 32 times
 //! per step, and a decode step is bound by that read on a CPU (by kernel launches on a GPU).
 //! Here every dense layer runs once per step over all rows: `scripts/candle/bench-generate.sh`
-//! measured 157 tokens/s at 32 streams against 30 at one (5.2×, f32, 2 cores; docs/BENCHMARKS.md).
+//! measured 293 tokens/s at 32 streams against 46.5 at one (6.3×, f32, 2 cores; PyTorch's
+//! static batch of 32: 148; docs/BENCHMARKS.md).
 //!
 //! The batch is *packed*: the rows of every conversation in the step are stacked (a new
 //! prompt's tokens and the one new token of each generating conversation alike), dense layers

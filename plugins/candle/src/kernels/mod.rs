@@ -6,7 +6,7 @@
 //! | `gemm_bf16` | `matmul` + `broadcast_add` in dense layers | candle has no bf16 CPU gemm (it widens to f32); `vdpbf16ps` doubles the FLOP rate |
 //! | `gemm_f32`  | the same, f32                              | weights packed once at load, bias fused, same thread pool as the other kernels |
 //! | `attention` | pad → batched matmul → mask → softmax (+ relative bias, ALiBi, rotary) | thousands of tiny per-head gemm calls and libm `expf`; this works on the packed rows directly, position terms inside, for every encoder family |
-//! | `cached_attention` | per conversation: narrow → permute → cache append → matmul → softmax → matmul | a decoding step ran ~15 candle ops per conversation and layer; this runs every conversation's new rows over its cache ([`KvRows`], keys stored transposed) in one parallel call |
+//! | `cached_attention` | per conversation: narrow → permute → cache append → matmul → softmax → matmul | a decoding step ran a dozen tiny candle ops per conversation and layer, 26 % of a 32-stream step in thread-pool hand-offs; this runs every conversation's new rows over its cache ([`KvRows`], keys stored transposed) in one parallel call (docs/BENCHMARKS.md) |
 //! | `gelu_erf`  | `gelu_erf` (scalar libm `erf`)             | a branch-free rational erf the compiler vectorizes |
 //! | `gated`     | narrow → activation → product (GEGLU, SwiGLU) | one pass over the fused gate/up output; candle's scalar `exp`/`erf` and strided product were 15 % of a bf16 forward |
 //! | `add_layer_norm` | residual `add` + `layer_norm`         | one pass, and no hand-off to candle's spinning thread pool between kernels |
