@@ -275,13 +275,13 @@ pub fn attention(
     }
 }
 
-/// Positions a [`KvRows`] grows by: a multiple of the kernel's 32-key blocks.
+/// A [`KvRows`]' room is a multiple of this many positions (of the kernel's 32-key blocks).
 const KV_CHUNK: usize = 128;
 
 /// One conversation's keys and values for one layer, laid out for [`cached_attention`]: per
 /// K/V head, the keys transposed (`[dim padded to 16][cap]`, so Q·Kᵀ loads 32 keys at a time
 /// as the prompt kernel does) and the values by position (`[cap][dim padded to 16]`). Room
-/// grows by 128 positions at a time; what lies past `len` is zeros.
+/// grows by half again (in whole 128 positions) when full; what lies past `len` is zeros.
 #[derive(Debug, Clone)]
 pub struct KvRows {
     kv_heads: usize,
@@ -348,7 +348,9 @@ impl KvRows {
     /// Room for at least `need` positions, what is held copied over.
     fn grow(&mut self, need: usize) {
         let (dp, len, old) = (self.dp, self.len, self.cap);
-        let cap = need.next_multiple_of(KV_CHUNK);
+        // By half again, at least to `need`: a long conversation copies its cache a
+        // logarithmic number of times, not once every 128 positions.
+        let cap = need.max(old + old / 2).next_multiple_of(KV_CHUNK);
         let mut kt = vec![0f32; self.kv_heads * dp * cap];
         let mut v = vec![0f32; self.kv_heads * cap * dp];
         if len > 0 {
