@@ -588,6 +588,8 @@ impl Decoder {
     /// prompts, every embedding) run [`kernels::attention`] together over their packed rows;
     /// the others (decoding steps) run [`kernels::cached_attention`] over their caches, all in
     /// one call. `q`: `[rows, heads, 1, d]`, `k`, `v`: `[rows, kv_heads, 1, d]`, after RoPE.
+    /// On an error the caches hold this layer's rows and not the next layers' (as candle's
+    /// path leaves them): the scheduler ends every conversation of a step that failed.
     fn kernel_attention(
         &self,
         l: usize,

@@ -394,10 +394,14 @@ pub fn cached_attention(
         return true;
     };
     let (kv_heads, dim) = (first.cache.kv_heads, first.cache.dim);
-    let hd = heads * dim;
+    // Rows are counted without overflow: the kernel's tasks write rows through one pointer,
+    // so rows that only look disjoint after wrapping around would race.
+    let Some(hd) = heads.checked_mul(dim).filter(|&hd| hd > 0) else {
+        return false;
+    };
+    let total = q.len() / hd;
     let fits = kv_heads > 0
         && heads.is_multiple_of(kv_heads)
-        && hd > 0
         && q.len().is_multiple_of(hd)
         && out.len() == q.len()
         && seqs.iter().all(|s| {
@@ -405,7 +409,8 @@ pub fn cached_attention(
                 && s.cache.dim == dim
                 && s.n > 0
                 && s.n <= s.cache.len
-                && (s.start + s.n) * hd <= q.len()
+                && s.start <= total
+                && s.n <= total - s.start
         });
     let mut rows: Vec<(usize, usize)> = seqs.iter().map(|s| (s.start, s.start + s.n)).collect();
     rows.sort_unstable();

@@ -366,10 +366,17 @@ fn cached_attention_refuses_rows_it_cannot_place() {
         n,
         cache: &cache,
     };
-    // More new rows than the cache holds, rows past q, overlapping conversations, heads that
-    // are not a multiple of the K/V heads.
+    // More new rows than the cache holds, rows past q (also where counting them overflows),
+    // overlapping conversations, heads that are not a multiple of the K/V heads.
     assert!(!cached_attention(&q, &[seq(0, 2)], 4, None, &mut out));
     assert!(!cached_attention(&q, &[seq(2, 1)], 4, None, &mut out));
+    assert!(!cached_attention(
+        &q,
+        &[seq(usize::MAX, 1), seq(0, 1)],
+        4,
+        None,
+        &mut out
+    ));
     assert!(!cached_attention(
         &q,
         &[seq(0, 1), seq(0, 1)],

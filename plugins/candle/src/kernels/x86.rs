@@ -399,8 +399,8 @@ unsafe fn attend(qkv: &[f32], head: Head, terms: AttentionTerms<'_>, out: *mut f
         };
         scores_block::<QB>(&q[qb * dp..], dp, &kt, lk, dim, keys, &mut scores, lk);
         // Position bias and softmax over the keys each real query sees (all of them, or with
-        // `causal` those up to its own position and within the window); the others, and the
-        // padding queries' rows, which are never stored, get weight 0.
+        // `causal` those up to its own position and within the window); the others get
+        // weight 0, and the padding queries' rows are never stored.
         let rows = (len - qb).min(QB);
         let live = |r: usize| match terms.causal {
             true => (
@@ -603,8 +603,8 @@ unsafe fn attend_cached(
 
 /// Softmax of a query block's score rows (leading dimension `ld`, `keys` computed): row
 /// `r < rows` over its live keys `lo..hi = live(r)`, after `bias(r, lo, live part)` adds any
-/// position terms; the keys outside, and the rows from `rows` on, get weight 0. Returns each
-/// row's 1 / Σ.
+/// position terms; the keys outside get weight 0. The rows from `rows` on (padding queries,
+/// whose context is never stored) are left as they are. Returns each row's 1 / Σ.
 #[target_feature(enable = "avx512f,fma")]
 #[inline]
 fn softmax_block(
@@ -617,11 +617,11 @@ fn softmax_block(
 ) -> [f32; QB] {
     let mut inv = [0f32; QB];
     for (r, inv_r) in inv.iter_mut().enumerate() {
-        let row = &mut scores[r * ld..r * ld + keys];
         if r >= rows {
-            row.fill(0.0);
-            continue;
+            // Padding rows: computed alongside, never stored.
+            break;
         }
+        let row = &mut scores[r * ld..r * ld + keys];
         let (lo, hi) = live(r);
         row[..lo].fill(0.0);
         row[hi..].fill(0.0);
