@@ -178,6 +178,11 @@ impl Config {
         })
     }
 
+    /// Query heads, K/V heads and the head size.
+    fn attention_shape(&self) -> (usize, usize, usize) {
+        (self.heads, self.kv_heads, self.head_dim)
+    }
+
     /// The inverse frequencies of RoPE, with Llama 3's scaling when configured.
     fn inv_freq(&self) -> Vec<f32> {
         let dim = self.head_dim;
@@ -502,12 +507,7 @@ impl Decoder {
         caches: &mut [&mut Cache],
         spans: &[(usize, usize)],
     ) -> Result<Tensor> {
-        let Config {
-            heads,
-            kv_heads,
-            head_dim: d,
-            ..
-        } = self.cfg;
+        let (heads, kv_heads, d) = self.cfg.attention_shape();
         let rows = xs.dim(0)?;
         let groups = heads / kv_heads;
         let qkv = layer.qkv.forward(xs)?;
@@ -597,7 +597,7 @@ impl Decoder {
         caches: &mut [&mut Cache],
         spans: &[(usize, usize)],
     ) -> Result<Tensor> {
-        let (heads, kv_heads, d) = (self.cfg.heads, self.cfg.kv_heads, self.cfg.head_dim);
+        let (heads, kv_heads, d) = self.cfg.attention_shape();
         let (rows, hd, kvd) = (q.dim(0)?, heads * d, kv_heads * d);
         let fresh: Vec<bool> = caches.iter().map(|c| c.layers[l].len() == 0).collect();
         let prompts = match fresh.iter().any(|&f| f) {
@@ -671,12 +671,7 @@ impl Decoder {
         fresh: &[bool],
         spans: &[(usize, usize)],
     ) -> Result<Tensor> {
-        let Config {
-            heads,
-            kv_heads,
-            head_dim: d,
-            ..
-        } = self.cfg;
+        let (heads, kv_heads, d) = self.cfg.attention_shape();
         let rows = q.dim(0)?;
         let mut qkv = Tensor::cat(
             &[
